@@ -1,0 +1,74 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Sentinel errors. Errors returned by the ledger wrap one of these where it
+// applies, so callers test with errors.Is.
+var (
+	// ErrNotFound: no delegation has the given id.
+	ErrNotFound = errors.New("delegation not found")
+	// ErrInvalid: an argument (or a row the database refused) is invalid.
+	ErrInvalid = errors.New("invalid delegation input")
+	// ErrConflict: the write collides with an existing, different row.
+	ErrConflict = errors.New("delegation conflict")
+)
+
+// FieldError names the argument that is invalid and why. It matches
+// errors.Is(err, ErrInvalid).
+type FieldError struct {
+	Field  string // e.g. "delegation_id"
+	Reason string // e.g. "is empty"
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%s %s", e.Field, e.Reason) }
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// ConflictError is returned when a write collides with an existing row that is
+// not a retry of the same write. It matches errors.Is(err, ErrConflict).
+type ConflictError struct {
+	DelegationID string
+	Reason       string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("delegation %q: %s", e.DelegationID, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// translate maps driver errors to the ledger's errors at the boundary and
+// wraps them with the action, e.g. translate("inserting delegation", err).
+func translate(action string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%s: %w", action, ErrNotFound)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == pgerrcode.UniqueViolation:
+			return fmt.Errorf("%s: %w: %s", action, ErrConflict, pgErr.Message)
+		case pgerrcode.IsDataException(pgErr.Code),
+			pgErr.Code == pgerrcode.CheckViolation,
+			pgErr.Code == pgerrcode.NotNullViolation:
+			return fmt.Errorf("%s: %w: %s (%w)", action, ErrInvalid, pgErr.Message, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", action, err)
+}

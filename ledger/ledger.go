@@ -1,0 +1,514 @@
+package ledger
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DefaultTimeout is the time a delegation has, from insert, before the sweep's
+// deadline rule marks it stuck, when Insert is given no Deadline or Timeout.
+// It equals the schema's default for writers that bypass this package.
+const DefaultTimeout = 6 * time.Hour
+
+// DB is what the ledger runs its statements on: a *pgxpool.Pool, a *pgx.Conn,
+// or a pgx.Tx of the caller's.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// Ledger records delegations. It is safe for concurrent use when its DB is a
+// pool. Bind it to a transaction with WithTx to make its writes part of the
+// caller's own work.
+type Ledger struct {
+	db DB
+}
+
+// New returns a ledger over db (usually a *pgxpool.Pool).
+func New(db DB) *Ledger { return &Ledger{db: db} }
+
+// WithTx returns a ledger whose reads and writes run inside tx; they commit
+// or roll back with it.
+func (l *Ledger) WithTx(tx pgx.Tx) *Ledger { return &Ledger{db: tx} }
+
+// Delegation is one row of the ledger. Optional text columns that are NULL in
+// the database read as "".
+type Delegation struct {
+	DelegationID   string     `db:"delegation_id" json:"delegation_id"`
+	CallerID       string     `db:"caller_id" json:"caller_id"`
+	CalleeID       string     `db:"callee_id" json:"callee_id"`
+	TaskPreview    string     `db:"task_preview" json:"task_preview"`
+	ResultPreview  string     `db:"result_preview" json:"result_preview,omitempty"`
+	ErrorDetail    string     `db:"error_detail" json:"error_detail,omitempty"`
+	Status         Status     `db:"status" json:"status"`
+	IdempotencyKey string     `db:"idempotency_key" json:"idempotency_key,omitempty"`
+	LastHeartbeat  *time.Time `db:"last_heartbeat" json:"last_heartbeat,omitempty"`
+	Deadline       time.Time  `db:"deadline" json:"deadline"`
+	StuckReason    string     `db:"stuck_reason" json:"stuck_reason,omitempty"`
+	CreatedAt      time.Time  `db:"created_at" json:"created_at"`
+	UpdatedAt      time.Time  `db:"updated_at" json:"updated_at"`
+}
+
+// NewDelegation is what Insert records.
+type NewDelegation struct {
+	DelegationID string // required; chosen by the caller, so a retry can reuse it
+	CallerID     string // required
+	CalleeID     string // required
+	// TaskPreview is a human-readable summary, truncated to MaxTaskPreviewRunes.
+	TaskPreview string
+	// IdempotencyKey, when set, makes the insert idempotent per caller: a
+	// second insert with the same (CallerID, IdempotencyKey) returns the first
+	// delegation's id, whatever its DelegationID.
+	IdempotencyKey string
+	// Status is the initial status, queued when empty. It must not be terminal.
+	Status Status
+	// Deadline, or else Timeout from now by the database clock, or else
+	// DefaultTimeout: past it, the sweep marks the delegation stuck.
+	Deadline time.Time
+	Timeout  time.Duration
+}
+
+// InsertOutcome says what Insert did.
+type InsertOutcome int
+
+// The outcomes of Insert.
+const (
+	// Inserted: a new row was written.
+	Inserted InsertOutcome = iota + 1
+	// AlreadyExists: a row with this DelegationID and caller exists (a retry); nothing was written.
+	AlreadyExists
+	// DuplicateKey: the caller already used this IdempotencyKey; InsertResult.DelegationID is that row's.
+	DuplicateKey
+)
+
+func (o InsertOutcome) String() string {
+	switch o {
+	case Inserted:
+		return "inserted"
+	case AlreadyExists:
+		return "already_exists"
+	case DuplicateKey:
+		return "duplicate_key"
+	}
+	return fmt.Sprintf("InsertOutcome(%d)", int(o))
+}
+
+// InsertResult is the answer of Insert.
+type InsertResult struct {
+	DelegationID string // the id of the row that records this delegation
+	Outcome      InsertOutcome
+}
+
+func (n *NewDelegation) validate() error {
+	if err := checkID("delegation_id", n.DelegationID); err != nil {
+		return err
+	}
+	if err := checkID("caller_id", n.CallerID); err != nil {
+		return err
+	}
+	if err := checkID("callee_id", n.CalleeID); err != nil {
+		return err
+	}
+	if n.IdempotencyKey != "" {
+		if err := checkID("idempotency_key", n.IdempotencyKey); err != nil {
+			return err
+		}
+	}
+	if err := checkText("task_preview", n.TaskPreview, false); err != nil {
+		return err
+	}
+	if n.Status != "" && (!n.Status.Valid() || n.Status.Terminal()) {
+		return &FieldError{Field: "status", Reason: fmt.Sprintf("must be queued, dispatched or in_progress, got %q", n.Status)}
+	}
+	if !n.Deadline.IsZero() && n.Timeout != 0 {
+		return &FieldError{Field: "deadline", Reason: "and timeout are both set; set one"}
+	}
+	if n.Timeout < 0 {
+		return &FieldError{Field: "timeout", Reason: "is negative"}
+	}
+	return nil
+}
+
+// Insert records a new delegation. Retrying with the same DelegationID is a
+// no-op reported as AlreadyExists; reusing a caller's IdempotencyKey returns
+// the existing delegation's id as DuplicateKey. The same DelegationID under
+// another caller is a *ConflictError. Invalid input is a *FieldError and
+// writes nothing.
+func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, error) {
+	if err := n.validate(); err != nil {
+		return InsertResult{}, fmt.Errorf("inserting delegation: %w", err)
+	}
+	status := n.Status
+	if status == "" {
+		status = StatusQueued
+	}
+	var deadline *time.Time
+	if !n.Deadline.IsZero() {
+		deadline = &n.Deadline
+	}
+	timeout := n.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	preview := Truncate(n.TaskPreview, MaxTaskPreviewRunes)
+
+	// A conflicting insert inserts nothing; look up which row it met. If that
+	// row is gone by then (its writer rolled back), try again.
+	for range 3 {
+		var id string
+		err := l.db.QueryRow(ctx, insertSQL, n.DelegationID, n.CallerID, n.CalleeID, preview,
+			status, n.IdempotencyKey, deadline, timeout.Seconds()).Scan(&id)
+		if err == nil {
+			return InsertResult{DelegationID: id, Outcome: Inserted}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return InsertResult{}, translate("inserting delegation", err)
+		}
+		if n.IdempotencyKey != "" {
+			err := l.db.QueryRow(ctx, selectByIdempotencyKeySQL, n.CallerID, n.IdempotencyKey).Scan(&id)
+			if err == nil {
+				return InsertResult{DelegationID: id, Outcome: DuplicateKey}, nil
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return InsertResult{}, translate("looking up idempotency key", err)
+			}
+		}
+		var caller string
+		err = l.db.QueryRow(ctx, selectCallerSQL, n.DelegationID).Scan(&caller)
+		if err == nil {
+			if caller != n.CallerID {
+				return InsertResult{}, fmt.Errorf("inserting delegation: %w",
+					&ConflictError{DelegationID: n.DelegationID, Reason: "exists with another caller_id"})
+			}
+			return InsertResult{DelegationID: n.DelegationID, Outcome: AlreadyExists}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return InsertResult{}, translate("looking up delegation", err)
+		}
+	}
+	return InsertResult{}, fmt.Errorf("inserting delegation %q: %w",
+		n.DelegationID, &ConflictError{DelegationID: n.DelegationID, Reason: "conflicting row kept appearing and disappearing"})
+}
+
+// Change describes a status change beyond the new status: who made it and
+// why (recorded in the audit event), and the result or error it carries.
+type Change struct {
+	Actor  string // recorded as the event's actor; the database role when empty
+	Reason string // recorded as the event's reason
+	// Detail, when not nil, is stored as the event's JSON detail.
+	Detail any
+	// Result is stored as result_preview (truncated), typically on completed.
+	Result string
+	// Error is stored as error_detail (truncated), typically on failed.
+	Error string
+}
+
+// StatusResult is the answer of SetStatus.
+type StatusResult struct {
+	Outcome Outcome
+	// Status is the row's status after the call; empty when not found.
+	Status Status
+}
+
+func (c *Change) validate() error {
+	for _, f := range []struct{ name, v string }{
+		{"actor", c.Actor}, {"reason", c.Reason}, {"result", c.Result}, {"error", c.Error},
+	} {
+		if err := checkText(f.name, f.v, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetStatus moves a delegation to status to, if the lifecycle allows it. The
+// outcome says what happened: applied, unchanged (a replay), rejected because
+// the row is terminal or the move is backward, or not found. Those are not
+// errors; an error means the ledger could not answer.
+func (l *Ledger) SetStatus(ctx context.Context, id string, to Status, c Change) (StatusResult, error) {
+	if err := checkID("delegation_id", id); err != nil {
+		return StatusResult{}, fmt.Errorf("setting status: %w", err)
+	}
+	if !to.Valid() {
+		return StatusResult{}, fmt.Errorf("setting status: %w", &UnknownStatusError{Value: string(to)})
+	}
+	if err := c.validate(); err != nil {
+		return StatusResult{}, fmt.Errorf("setting status: %w", err)
+	}
+	detail := ""
+	if c.Detail != nil {
+		b, err := json.Marshal(c.Detail)
+		if err != nil {
+			return StatusResult{}, fmt.Errorf("setting status: %w", &FieldError{Field: "detail", Reason: "is not JSON-encodable: " + err.Error()})
+		}
+		detail = string(b)
+	}
+
+	// One round trip: name the writer for the audit trigger, then move the
+	// row if its current status is one the transition table moves from.
+	batch := &pgx.Batch{}
+	batch.Queue(setWriterSQL, c.Actor, c.Reason, detail)
+	batch.Queue(setStatusSQL, id, to, sourcesOf(to),
+		Truncate(c.Result, MaxResultPreviewRunes), Truncate(c.Error, MaxErrorDetailRunes))
+	br := l.db.SendBatch(ctx, batch)
+	_, err := br.Exec()
+	var got Status
+	if err == nil {
+		err = br.QueryRow().Scan(&got)
+	}
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
+	switch {
+	case err == nil:
+		return StatusResult{Outcome: OutcomeApplied, Status: got}, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return StatusResult{}, translate(fmt.Sprintf("setting delegation %q to %s", id, to), err)
+	}
+
+	// Nothing moved: say why from the row as it is now. Statuses only move
+	// forward, so what blocked the update still blocks it.
+	var cur Status
+	err = l.db.QueryRow(ctx, selectStatusSQL, id).Scan(&cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return StatusResult{Outcome: OutcomeNotFound}, nil
+	}
+	if err != nil {
+		return StatusResult{}, translate(fmt.Sprintf("reading status of delegation %q", id), err)
+	}
+	return StatusResult{Outcome: Transition(cur, to), Status: cur}, nil
+}
+
+// HeartbeatResult is the answer of Heartbeat.
+type HeartbeatResult struct {
+	// Live is true when the heartbeat was recorded: the delegation exists and
+	// is not terminal. A worker that gets Live == false should stop.
+	Live bool
+	// Status is the delegation's status; empty when it does not exist.
+	Status Status
+}
+
+// Heartbeat records that the delegation's worker is alive. Only non-terminal
+// rows are touched: on a terminal row it changes nothing and reports
+// Live == false with the final status, so a worker whose task was marked
+// stuck learns it here. A missing row is Live == false with an empty Status.
+func (l *Ledger) Heartbeat(ctx context.Context, id string) (HeartbeatResult, error) {
+	if err := checkID("delegation_id", id); err != nil {
+		return HeartbeatResult{}, fmt.Errorf("heartbeat: %w", err)
+	}
+	var st Status
+	err := l.db.QueryRow(ctx, heartbeatSQL, id, nonTerminalNames).Scan(&st)
+	if err == nil {
+		return HeartbeatResult{Live: true, Status: st}, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return HeartbeatResult{}, translate(fmt.Sprintf("heartbeat of delegation %q", id), err)
+	}
+	err = l.db.QueryRow(ctx, selectStatusSQL, id).Scan(&st)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return HeartbeatResult{}, nil
+	}
+	if err != nil {
+		return HeartbeatResult{}, translate(fmt.Sprintf("reading status of delegation %q", id), err)
+	}
+	return HeartbeatResult{Live: false, Status: st}, nil
+}
+
+// HeartbeatMany records a heartbeat for many delegations in one statement and
+// returns the ids among them that are not live (terminal or missing), sorted;
+// their workers should stop.
+func (l *Ledger) HeartbeatMany(ctx context.Context, ids []string) (notLive []string, err error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	for i, id := range ids {
+		if err := checkID(fmt.Sprintf("delegation_ids[%d]", i), id); err != nil {
+			return nil, fmt.Errorf("heartbeat: %w", err)
+		}
+	}
+	// Sorted and unique: concurrent batches then lock rows in the same order.
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	rows, err := l.db.Query(ctx, heartbeatManySQL, sorted, nonTerminalNames)
+	if err != nil {
+		return nil, translate("heartbeat of many delegations", err)
+	}
+	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, translate("heartbeat of many delegations", err)
+	}
+	slices.Sort(live)
+	for _, id := range sorted {
+		if _, found := slices.BinarySearch(live, id); !found {
+			notLive = append(notLive, id)
+		}
+	}
+	return notLive, nil
+}
+
+// Get returns one delegation, or an error wrapping ErrNotFound.
+func (l *Ledger) Get(ctx context.Context, id string) (Delegation, error) {
+	if err := checkID("delegation_id", id); err != nil {
+		return Delegation{}, fmt.Errorf("getting delegation: %w", err)
+	}
+	rows, err := l.db.Query(ctx, getSQL, id)
+	if err != nil {
+		return Delegation{}, translate(fmt.Sprintf("getting delegation %q", id), err)
+	}
+	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Delegation])
+	if err != nil {
+		return Delegation{}, translate(fmt.Sprintf("getting delegation %q", id), err)
+	}
+	return d, nil
+}
+
+// ListFilter selects delegations for List. At least one of CallerID, CalleeID
+// and Status is required (each is served by its own index).
+type ListFilter struct {
+	CallerID string
+	CalleeID string
+	Status   Status // "" for any
+	// Limit is the page size: DefaultListLimit when 0, at most MaxListLimit.
+	Limit int
+	// Cursor continues a previous page (Page.Next); "" starts at the newest.
+	Cursor string
+}
+
+// Page sizes for List.
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 1000
+)
+
+// Page is one page of List, newest first.
+type Page struct {
+	Delegations []Delegation
+	// Next is the cursor of the following page; "" when this is the last.
+	Next string
+}
+
+// List returns delegations matching f, newest first, one page at a time.
+func (l *Ledger) List(ctx context.Context, f ListFilter) (Page, error) {
+	if f.Status != "" && !f.Status.Valid() {
+		return Page{}, fmt.Errorf("listing delegations: %w", &UnknownStatusError{Value: string(f.Status)})
+	}
+	limit := f.Limit
+	switch {
+	case limit == 0:
+		limit = DefaultListLimit
+	case limit < 0 || limit > MaxListLimit:
+		return Page{}, fmt.Errorf("listing delegations: %w",
+			&FieldError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d, got %d", MaxListLimit, limit)})
+	}
+	afterAt, afterID, err := decodeCursor(f.Cursor)
+	if err != nil {
+		return Page{}, fmt.Errorf("listing delegations: %w", err)
+	}
+	for _, v := range []struct{ name, v string }{{"caller_id", f.CallerID}, {"callee_id", f.CalleeID}} {
+		if v.v != "" {
+			if err := checkID(v.name, v.v); err != nil {
+				return Page{}, fmt.Errorf("listing delegations: %w", err)
+			}
+		}
+	}
+
+	var rows pgx.Rows
+	switch {
+	case f.CallerID != "":
+		rows, err = l.db.Query(ctx, listByCallerSQL, f.CallerID, f.Status, afterAt, afterID, limit+1, f.CalleeID)
+	case f.CalleeID != "":
+		rows, err = l.db.Query(ctx, listByCalleeSQL, f.CalleeID, f.Status, afterAt, afterID, limit+1)
+	case f.Status != "":
+		rows, err = l.db.Query(ctx, listByStatusSQL, f.Status, afterAt, afterID, limit+1)
+	default:
+		return Page{}, fmt.Errorf("listing delegations: %w",
+			&FieldError{Field: "filter", Reason: "needs a caller_id, callee_id or status"})
+	}
+	if err != nil {
+		return Page{}, translate("listing delegations", err)
+	}
+	ds, err := pgx.CollectRows(rows, pgx.RowToStructByName[Delegation])
+	if err != nil {
+		return Page{}, translate("listing delegations", err)
+	}
+	page := Page{Delegations: ds}
+	if len(ds) > limit {
+		page.Delegations = ds[:limit]
+		last := ds[limit-1]
+		page.Next = encodeCursor(last.CreatedAt, last.DelegationID)
+	}
+	return page, nil
+}
+
+// The cursor is opaque to callers: base64 of "<created_at unix ns>:<id>".
+func encodeCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixNano(), 10) + ":" + id))
+}
+
+func decodeCursor(c string) (time.Time, string, error) {
+	if c == "" {
+		// Before everything: row comparison against +infinity is always true.
+		return time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), "", nil
+	}
+	bad := &FieldError{Field: "cursor", Reason: "is not a cursor returned by List"}
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", bad
+	}
+	ns, id, ok := strings.Cut(string(raw), ":")
+	if !ok {
+		return time.Time{}, "", bad
+	}
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return time.Time{}, "", bad
+	}
+	return time.Unix(0, n).UTC(), id, nil
+}
+
+// Event is one row of the audit log: a status change of a delegation.
+type Event struct {
+	ID           int64           `db:"id" json:"id"`
+	DelegationID string          `db:"delegation_id" json:"delegation_id"`
+	FromStatus   Status          `db:"from_status" json:"from_status,omitempty"` // "" for the insert
+	ToStatus     Status          `db:"to_status" json:"to_status"`
+	Reason       string          `db:"reason" json:"reason,omitempty"`
+	Actor        string          `db:"actor" json:"actor"`
+	At           time.Time       `db:"at" json:"at"`
+	Detail       json.RawMessage `db:"detail" json:"detail,omitempty"`
+}
+
+// Events returns the audit log of one delegation, oldest first.
+func (l *Ledger) Events(ctx context.Context, id string) ([]Event, error) {
+	rows, err := l.db.Query(ctx, listEventsSQL, id)
+	if err != nil {
+		return nil, translate(fmt.Sprintf("listing events of delegation %q", id), err)
+	}
+	evs, err := pgx.CollectRows(rows, pgx.RowToStructByName[Event])
+	if err != nil {
+		return nil, translate(fmt.Sprintf("listing events of delegation %q", id), err)
+	}
+	return evs, nil
+}
+
+// nonTerminalNames is NonTerminal as the text[] parameter of the heartbeat statements.
+var nonTerminalNames = func() []string {
+	var out []string
+	for _, s := range NonTerminal() {
+		out = append(out, string(s))
+	}
+	return out
+}()
