@@ -10,10 +10,10 @@ import (
 // on a rune boundary, ending with "…". The schema's CHECKs hold the same
 // limits for writers that bypass this package.
 const (
-	MaxIDBytes           = 255
-	MaxTaskPreviewRunes  = 2000
+	MaxIDBytes            = 255
+	MaxTaskPreviewRunes   = 2000
 	MaxResultPreviewRunes = 2000
-	MaxErrorDetailRunes  = 8000
+	MaxErrorDetailRunes   = 8000
 )
 
 // Truncate shortens s to at most max runes, cutting on a rune boundary and
