@@ -72,8 +72,8 @@ const getSQL = `SELECT ` + delegationColumns + ` FROM delegations WHERE delegati
 
 // The list queries page newest first with a keyset cursor ($3, $4): each is
 // served by its own index, idx_delegations_caller, _callee and _status.
-// $2 is an optional status filter (” for any); listing by caller may also
-// filter by callee ($6).
+// $2 is an optional status filter (the empty string for any); listing by
+// caller may also filter by callee ($6).
 const listByCallerSQL = `
 SELECT ` + delegationColumns + ` FROM delegations
 WHERE caller_id = $1 AND ($2 = '' OR status = $2) AND ($6 = '' OR callee_id = $6)

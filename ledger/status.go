@@ -132,13 +132,14 @@ func Transition(from, to Status) Outcome {
 	return OutcomeApplied
 }
 
-// sourcesOf lists the statuses from which a move to `to` is applied, derived
-// from Transition so the SQL guard in the UPDATE cannot drift from the table.
-func sourcesOf(to Status) []string {
-	var from []string
+// Sources lists the statuses from which a move to `to` is applied, derived
+// from Transition. Writers that move many rows at once (the sweep) use it as
+// the guard of their UPDATE, so they cannot drift from the table.
+func Sources(to Status) []Status {
+	var from []Status
 	for _, s := range Statuses {
 		if Transition(s, to) == OutcomeApplied {
-			from = append(from, string(s))
+			from = append(from, s)
 		}
 	}
 	return from
@@ -151,6 +152,15 @@ func NonTerminal() []Status {
 		if !s.Terminal() {
 			out = append(out, s)
 		}
+	}
+	return out
+}
+
+// names renders statuses as the text[] parameter of a statement.
+func names(statuses []Status) []string {
+	out := make([]string, len(statuses))
+	for i, s := range statuses {
+		out[i] = string(s)
 	}
 	return out
 }

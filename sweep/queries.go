@@ -1,0 +1,104 @@
+package sweep
+
+// Every SQL statement the sweep runs, in one place.
+//
+// Each rule is its own statement so that each is an index condition on its
+// own partial index: an OR of the two rules makes the planner filter every
+// in-flight row, and `IN (subquery)` with a large LIMIT tips it into a
+// sequential scan of the whole table, so the UPDATE takes its rows with
+// `= ANY(ARRAY(subquery))`.
+//
+// The status literals in the claim subqueries are the rules themselves and
+// must match the partial indexes' predicates (a parameter cannot prove a
+// partial index predicate). The lifecycle's own guard is the $3 parameter:
+// the statuses ledger.Sources(stuck) allows to move to stuck. The database
+// trigger checks the move once more.
+//
+// Every row is claimed with FOR UPDATE SKIP LOCKED (rows a writer holds are
+// left for the next run), and the UPDATE re-checks its rule against the row
+// as it is now: a heartbeat or completion that commits first always wins.
+//
+// $1 heartbeat timeout in seconds, $2 batch size, $3 statuses that may move
+// to stuck, $4 notification channel ('' sends none).
+
+// setActorSQL names the sweeper in the audit events of this transaction.
+const setActorSQL = `
+SELECT set_config('sweeper.actor', 'sweeper', true),
+       set_config('sweeper.reason', '', true),
+       set_config('sweeper.detail', $1, true)`
+
+// sweepDeadlineSQL marks non-terminal rows past their deadline.
+const sweepDeadlineSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'deadline_exceeded'
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status IN ('queued', 'dispatched', 'in_progress')
+              AND deadline < now()
+            ORDER BY deadline
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED))
+      AND d.status = ANY($3)
+      AND d.deadline < now()
+    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
+)
+SELECT count(*) AS swept,
+       count(CASE WHEN $4 <> '' THEN pg_notify($4, json_build_object(
+           'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
+           'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
+FROM swept`
+
+// sweepHeartbeatSQL marks in_progress rows whose heartbeat is older than the timeout.
+const sweepHeartbeatSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'heartbeat_timeout'
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'in_progress'
+              AND last_heartbeat < now() - make_interval(secs => $1)
+            ORDER BY last_heartbeat
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED))
+      AND d.status = ANY($3)
+      AND d.status = 'in_progress'
+      AND d.last_heartbeat < now() - make_interval(secs => $1)
+    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
+)
+SELECT count(*) AS swept,
+       count(CASE WHEN $4 <> '' THEN pg_notify($4, json_build_object(
+           'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
+           'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
+FROM swept`
+
+// Dry run: the same rules, read only, up to $2 rows each. A row that meets
+// both rules is counted once, under the deadline, as the real sweep (which
+// runs the deadline rule first) would mark it.
+const countDeadlineSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status IN ('queued', 'dispatched', 'in_progress')
+      AND deadline < now()
+    LIMIT $2) AS eligible`
+
+const countHeartbeatSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'in_progress'
+      AND last_heartbeat < now() - make_interval(secs => $1)
+      AND deadline >= now()
+    LIMIT $2) AS eligible`
+
+// gaugesSQL reads the in-flight figures the daemon exports after each run:
+// both from the partial indexes, so the cost follows the work in flight.
+const gaugesSQL = `
+SELECT (SELECT count(*) FROM delegations
+        WHERE status IN ('queued', 'dispatched', 'in_progress')) AS in_flight,
+       COALESCE(EXTRACT(EPOCH FROM now() - (
+           SELECT min(last_heartbeat) FROM delegations WHERE status = 'in_progress')), 0)::float8
+           AS oldest_heartbeat_age_seconds`
+
+// countByStatusSQL is for `sweeper status`: every row, grouped.
+const countByStatusSQL = `
+SELECT status, count(*) FROM delegations GROUP BY status`

@@ -1,0 +1,342 @@
+package sweep
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/robfig/cron/v3"
+	"go.uber.org/zap"
+
+	"github.com/tasksweeper/sweeper/ledger"
+)
+
+// Defaults for Config's zero values.
+const (
+	HeartbeatTimeoutDefault = 10 * time.Minute
+	BatchSizeDefault        = 1000
+	MaxBatchesPerRunDefault = 100
+	ScheduleDefault         = "@every 30s"
+	NotifyChannelDefault    = "delegation_stuck"
+	BatchTimeoutDefault     = time.Minute
+)
+
+// Reasons a delegation is marked stuck, stored in delegations.stuck_reason.
+const (
+	ReasonHeartbeatTimeout = "heartbeat_timeout"
+	ReasonDeadlineExceeded = "deadline_exceeded"
+)
+
+// Config configures a Sweeper. Zero values take the defaults above, except
+// NotifyChannel, where "" means no notifications.
+type Config struct {
+	// HeartbeatTimeout: an in_progress delegation whose last heartbeat is older
+	// than this (by the database clock) is stuck.
+	HeartbeatTimeout time.Duration
+	// BatchSize bounds the rows claimed, updated and committed per transaction.
+	BatchSize int
+	// MaxBatchesPerRun bounds one run's work; what remains waits for the next run.
+	MaxBatchesPerRun int
+	// NotifyChannel receives one pg_notify per stuck delegation, in the same
+	// transaction as the change; "" sends none.
+	NotifyChannel string
+	// DryRun counts what a run would mark and writes nothing.
+	DryRun bool
+	// Schedule is the robfig/cron spec used by Start, in UTC.
+	Schedule string
+	// BatchTimeout bounds one batch's transaction. A batch that has started
+	// is not interrupted by Stop or by RunOnce's context: it commits or rolls
+	// back, within this bound.
+	BatchTimeout time.Duration
+	// Logger receives the sweeper's logs; zap.NewNop() when nil.
+	Logger *zap.Logger
+	// OnRun, when set, is called after every scheduled run with its result
+	// (for metrics and health). It must not block.
+	OnRun func(Result, error)
+}
+
+// Result is what one run did.
+type Result struct {
+	// Swept is the number of delegations marked stuck (or, in a dry run,
+	// that would have been marked), by reason in the fields below.
+	Swept            int
+	HeartbeatTimeout int
+	DeadlineExceeded int
+	// Batches is the number of batch transactions run.
+	Batches int
+	// More is true when the run stopped at MaxBatchesPerRun with rows left.
+	More bool
+	// Notified counts the notifications sent.
+	Notified int
+	DryRun   bool
+	Duration time.Duration
+	// InFlight and OldestHeartbeatAge describe the ledger after the run:
+	// non-terminal rows, and the age of the oldest in_progress heartbeat.
+	InFlight           int64
+	OldestHeartbeatAge time.Duration
+}
+
+// Sweeper finds delegations that stopped making progress and marks them stuck.
+// Call RunOnce for one sweep, or Start/Stop to sweep on a schedule. Several
+// sweepers, in one process or many, may run against the same database at
+// once: each row is transitioned once.
+type Sweeper struct {
+	pool *pgxpool.Pool
+	cfg  Config
+	log  *zap.Logger
+
+	mu      sync.Mutex
+	cron    *cron.Cron
+	cancel  context.CancelFunc
+	stopped chan struct{}
+}
+
+// New returns a Sweeper over pool with cfg's zero values filled in. It returns
+// an error when cfg is invalid (a bad schedule, a negative value).
+func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
+	cfg.HeartbeatTimeout = cmp.Or(cfg.HeartbeatTimeout, HeartbeatTimeoutDefault)
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, BatchSizeDefault)
+	cfg.MaxBatchesPerRun = cmp.Or(cfg.MaxBatchesPerRun, MaxBatchesPerRunDefault)
+	cfg.Schedule = cmp.Or(cfg.Schedule, ScheduleDefault)
+	cfg.BatchTimeout = cmp.Or(cfg.BatchTimeout, BatchTimeoutDefault)
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	switch {
+	case cfg.HeartbeatTimeout < 0:
+		return nil, fmt.Errorf("sweep: heartbeat timeout must be positive, got %s", cfg.HeartbeatTimeout)
+	case cfg.BatchSize < 0:
+		return nil, fmt.Errorf("sweep: batch size must be positive, got %d", cfg.BatchSize)
+	case cfg.MaxBatchesPerRun < 0:
+		return nil, fmt.Errorf("sweep: max batches per run must be positive, got %d", cfg.MaxBatchesPerRun)
+	case cfg.BatchTimeout < 0:
+		return nil, fmt.Errorf("sweep: batch timeout must be positive, got %s", cfg.BatchTimeout)
+	}
+	if _, err := cron.ParseStandard(cfg.Schedule); err != nil {
+		return nil, fmt.Errorf("sweep: schedule %q: %w", cfg.Schedule, err)
+	}
+	return &Sweeper{pool: pool, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Config returns the sweeper's configuration with defaults filled in.
+func (s *Sweeper) Config() Config { return s.cfg }
+
+// rule is one of the two sweep rules and the statement that applies it.
+type rule struct {
+	reason string
+	sweep  string // the batch statement
+	count  string // its dry-run twin
+}
+
+// rules run in this order; a row that meets both is marked by the first.
+var rules = []rule{
+	{ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL},
+	{ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL},
+}
+
+// stuckSources is the lifecycle's answer to "which statuses may move to
+// stuck", passed to every sweep statement as its guard.
+var stuckSources = func() []string {
+	var out []string
+	for _, st := range ledger.Sources(ledger.StatusStuck) {
+		out = append(out, string(st))
+	}
+	return out
+}()
+
+// RunOnce runs one full sweep: each rule in batches until nothing is
+// eligible or MaxBatchesPerRun is reached. Cancelling ctx stops it between
+// batches; a batch already started commits or rolls back first.
+func (s *Sweeper) RunOnce(ctx context.Context) (Result, error) {
+	start := time.Now()
+	res := Result{DryRun: s.cfg.DryRun}
+	var err error
+	if s.cfg.DryRun {
+		err = s.dryRun(ctx, &res)
+	} else {
+		err = s.sweep(ctx, &res)
+	}
+	if err == nil {
+		err = s.readGauges(ctx, &res)
+	}
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
+	detail, _ := json.Marshal(map[string]any{
+		"heartbeat_timeout_seconds": s.cfg.HeartbeatTimeout.Seconds(),
+	})
+	for _, r := range rules {
+		for {
+			if res.Batches >= s.cfg.MaxBatchesPerRun {
+				res.More = true
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n, notified, err := s.runBatch(ctx, r, string(detail))
+			if err != nil {
+				return err
+			}
+			res.Batches++
+			res.Swept += n
+			res.Notified += notified
+			switch r.reason {
+			case ReasonDeadlineExceeded:
+				res.DeadlineExceeded += n
+			case ReasonHeartbeatTimeout:
+				res.HeartbeatTimeout += n
+			}
+			if n < s.cfg.BatchSize {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// runBatch claims, marks and audits up to BatchSize rows under one rule in one
+// transaction. It runs to its end even when ctx is cancelled, within
+// BatchTimeout, so a shutdown never leaves a batch half done.
+func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, notified int, err error) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.BatchTimeout)
+	defer cancel()
+	err = pgx.BeginFunc(bctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(bctx, setActorSQL, detail); err != nil {
+			return err
+		}
+		return tx.QueryRow(bctx, r.sweep, s.cfg.HeartbeatTimeout.Seconds(), s.cfg.BatchSize,
+			stuckSources, s.cfg.NotifyChannel).Scan(&swept, &notified)
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("sweeping by %s: %w", r.reason, err)
+	}
+	return swept, notified, nil
+}
+
+func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {
+	limit := s.cfg.BatchSize * s.cfg.MaxBatchesPerRun
+	for _, r := range rules {
+		var n int
+		if err := s.pool.QueryRow(ctx, r.count, s.cfg.HeartbeatTimeout.Seconds(), limit).Scan(&n); err != nil {
+			return fmt.Errorf("counting eligible rows by %s: %w", r.reason, err)
+		}
+		switch r.reason {
+		case ReasonDeadlineExceeded:
+			res.DeadlineExceeded = n
+		case ReasonHeartbeatTimeout:
+			res.HeartbeatTimeout = n
+		}
+		res.Swept += n
+	}
+	return nil
+}
+
+func (s *Sweeper) readGauges(ctx context.Context, res *Result) error {
+	var ageSeconds float64
+	if err := s.pool.QueryRow(ctx, gaugesSQL).Scan(&res.InFlight, &ageSeconds); err != nil {
+		return fmt.Errorf("reading in-flight figures: %w", err)
+	}
+	res.OldestHeartbeatAge = time.Duration(ageSeconds * float64(time.Second))
+	return nil
+}
+
+// Start begins sweeping on the configured schedule and returns at once.
+// Runs never overlap (a run still going when the next is due skips it), and
+// a panic in a run is logged and recovered. Start on a started sweeper is an
+// error.
+func (s *Sweeper) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cron != nil {
+		return errors.New("sweep: already started")
+	}
+	logger := cronLogger{s.log.Sugar()}
+	c := cron.New(
+		cron.WithLocation(time.UTC),
+		cron.WithLogger(logger),
+		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)),
+	)
+	runCtx, cancel := context.WithCancel(ctx)
+	if _, err := c.AddFunc(s.cfg.Schedule, func() { s.scheduledRun(runCtx) }); err != nil {
+		cancel()
+		return fmt.Errorf("sweep: schedule %q: %w", s.cfg.Schedule, err)
+	}
+	c.Start()
+	s.cron, s.cancel = c, cancel
+	s.stopped = make(chan struct{})
+	return nil
+}
+
+// Stop stops the schedule and blocks until a run in progress has ended: the
+// run stops after its current batch commits or rolls back. Stop on a sweeper
+// that is not started does nothing, so it is safe to call twice.
+func (s *Sweeper) Stop() {
+	s.mu.Lock()
+	c, cancel := s.cron, s.cancel
+	s.cron, s.cancel = nil, nil
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	cancel()
+	<-c.Stop().Done()
+}
+
+func (s *Sweeper) scheduledRun(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	res, err := s.RunOnce(ctx)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		// Stopped between batches: not a failure.
+		err = nil
+	}
+	s.logRun(res, err)
+	if s.cfg.OnRun != nil {
+		s.cfg.OnRun(res, err)
+	}
+}
+
+// logRun logs at Info only when the run changed something (or would have).
+func (s *Sweeper) logRun(res Result, err error) {
+	fields := []zap.Field{
+		zap.Int("swept", res.Swept),
+		zap.Int("heartbeat_timeout", res.HeartbeatTimeout),
+		zap.Int("deadline_exceeded", res.DeadlineExceeded),
+		zap.Int("batches", res.Batches),
+		zap.Bool("more", res.More),
+		zap.Bool("dry_run", res.DryRun),
+		zap.Int64("in_flight", res.InFlight),
+		zap.Duration("oldest_heartbeat_age", res.OldestHeartbeatAge),
+		zap.Duration("duration", res.Duration),
+	}
+	switch {
+	case err != nil:
+		s.log.Error("sweep failed", append(fields, zap.Error(err))...)
+	case res.Swept > 0:
+		s.log.Info("sweep marked delegations stuck", fields...)
+	default:
+		s.log.Debug("sweep found nothing", fields...)
+	}
+}
+
+// cronLogger sends robfig/cron's logs to zap: its routine chatter at Debug,
+// its errors (including recovered panics) at Error.
+type cronLogger struct{ l *zap.SugaredLogger }
+
+func (c cronLogger) Info(msg string, keysAndValues ...any) {
+	c.l.Debugw("cron: "+msg, keysAndValues...)
+}
+
+func (c cronLogger) Error(err error, msg string, keysAndValues ...any) {
+	c.l.Errorw("cron: "+msg, append(keysAndValues, "error", err)...)
+}
