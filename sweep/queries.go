@@ -18,8 +18,7 @@ package sweep
 // left for the next run), and the UPDATE re-checks its rule against the row
 // as it is now: a heartbeat or completion that commits first always wins.
 //
-// $1 heartbeat timeout in seconds, $2 batch size, $3 statuses that may move
-// to stuck, $4 notification channel ('' sends none).
+// A notification channel of '' sends no notification.
 
 // setActorSQL names the sweeper in the audit events of this transaction.
 const setActorSQL = `
@@ -27,7 +26,8 @@ SELECT set_config('sweeper.actor', 'sweeper', true),
        set_config('sweeper.reason', '', true),
        set_config('sweeper.detail', $1, true)`
 
-// sweepDeadlineSQL marks non-terminal rows past their deadline.
+// sweepDeadlineSQL marks non-terminal rows past their deadline ($1 batch size,
+// $2 statuses that may move to stuck, $3 channel).
 const sweepDeadlineSQL = `
 WITH swept AS (
     UPDATE delegations AS d
@@ -37,19 +37,21 @@ WITH swept AS (
             WHERE status IN ('queued', 'dispatched', 'in_progress')
               AND deadline < now()
             ORDER BY deadline
-            LIMIT $2
+            LIMIT $1
             FOR UPDATE SKIP LOCKED))
-      AND d.status = ANY($3)
+      AND d.status = ANY($2)
       AND d.deadline < now()
     RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
 )
 SELECT count(*) AS swept,
-       count(CASE WHEN $4 <> '' THEN pg_notify($4, json_build_object(
+       count(CASE WHEN $3 <> '' THEN pg_notify($3, json_build_object(
            'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
            'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
 FROM swept`
 
-// sweepHeartbeatSQL marks in_progress rows whose heartbeat is older than the timeout.
+// sweepHeartbeatSQL marks in_progress rows whose heartbeat is older than the
+// timeout ($1 timeout in seconds, $2 batch size, $3 statuses that may move to
+// stuck, $4 channel).
 const sweepHeartbeatSQL = `
 WITH swept AS (
     UPDATE delegations AS d
@@ -72,7 +74,8 @@ SELECT count(*) AS swept,
            'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
 FROM swept`
 
-// Dry run: the same rules, read only, up to $2 rows each. A row that meets
+// Dry run: the same rules, read only, up to a limit of rows each (deadline:
+// $1 limit; heartbeat: $1 timeout in seconds, $2 limit). A row that meets
 // both rules is counted once, under the deadline, as the real sweep (which
 // runs the deadline rule first) would mark it.
 const countDeadlineSQL = `
@@ -80,7 +83,7 @@ SELECT count(*) FROM (
     SELECT 1 FROM delegations
     WHERE status IN ('queued', 'dispatched', 'in_progress')
       AND deadline < now()
-    LIMIT $2) AS eligible`
+    LIMIT $1) AS eligible`
 
 const countHeartbeatSQL = `
 SELECT count(*) FROM (
@@ -102,3 +105,9 @@ SELECT (SELECT count(*) FROM delegations
 // countByStatusSQL is for `sweeper status`: every row, grouped.
 const countByStatusSQL = `
 SELECT status, count(*) FROM delegations GROUP BY status`
+
+// oldestHeartbeatSQL reads the age of the oldest in_progress heartbeat, NULL
+// when nothing is in progress.
+const oldestHeartbeatSQL = `
+SELECT EXTRACT(EPOCH FROM now() - min(last_heartbeat))::float8
+FROM delegations WHERE status = 'in_progress'`

@@ -91,10 +91,10 @@ type Sweeper struct {
 	cfg  Config
 	log  *zap.Logger
 
-	mu      sync.Mutex
-	cron    *cron.Cron
-	cancel  context.CancelFunc
-	stopped chan struct{}
+	mu     sync.Mutex
+	cron   *cron.Cron
+	cancel context.CancelFunc
+	first  sync.WaitGroup // the run Start makes at once
 }
 
 // New returns a Sweeper over pool with cfg's zero values filled in. It returns
@@ -127,17 +127,28 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 // Config returns the sweeper's configuration with defaults filled in.
 func (s *Sweeper) Config() Config { return s.cfg }
 
-// rule is one of the two sweep rules and the statement that applies it.
+// rule is one of the two sweep rules and the statements that apply it.
 type rule struct {
 	reason string
 	sweep  string // the batch statement
 	count  string // its dry-run twin
+	// withTimeout: the statements take the heartbeat timeout as $1.
+	withTimeout bool
 }
 
 // rules run in this order; a row that meets both is marked by the first.
 var rules = []rule{
-	{ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL},
-	{ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL},
+	{ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL, false},
+	{ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL, true},
+}
+
+// args prefixes a statement's arguments with the heartbeat timeout when the
+// rule's statements take it.
+func (r rule) args(timeout time.Duration, rest ...any) []any {
+	if r.withTimeout {
+		return append([]any{timeout.Seconds()}, rest...)
+	}
+	return rest
 }
 
 // stuckSources is the lifecycle's answer to "which statuses may move to
@@ -213,8 +224,8 @@ func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, n
 		if _, err := tx.Exec(bctx, setActorSQL, detail); err != nil {
 			return err
 		}
-		return tx.QueryRow(bctx, r.sweep, s.cfg.HeartbeatTimeout.Seconds(), s.cfg.BatchSize,
-			stuckSources, s.cfg.NotifyChannel).Scan(&swept, &notified)
+		return tx.QueryRow(bctx, r.sweep, r.args(s.cfg.HeartbeatTimeout,
+			s.cfg.BatchSize, stuckSources, s.cfg.NotifyChannel)...).Scan(&swept, &notified)
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("sweeping by %s: %w", r.reason, err)
@@ -226,7 +237,7 @@ func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {
 	limit := s.cfg.BatchSize * s.cfg.MaxBatchesPerRun
 	for _, r := range rules {
 		var n int
-		if err := s.pool.QueryRow(ctx, r.count, s.cfg.HeartbeatTimeout.Seconds(), limit).Scan(&n); err != nil {
+		if err := s.pool.QueryRow(ctx, r.count, r.args(s.cfg.HeartbeatTimeout, limit)...).Scan(&n); err != nil {
 			return fmt.Errorf("counting eligible rows by %s: %w", r.reason, err)
 		}
 		switch r.reason {
@@ -249,10 +260,10 @@ func (s *Sweeper) readGauges(ctx context.Context, res *Result) error {
 	return nil
 }
 
-// Start begins sweeping on the configured schedule and returns at once.
-// Runs never overlap (a run still going when the next is due skips it), and
-// a panic in a run is logged and recovered. Start on a started sweeper is an
-// error.
+// Start sweeps once at once, then on the configured schedule, and returns
+// without waiting. Runs never overlap (a run still going when the next is due
+// skips it), and a panic in a run is logged and recovered. Start on a started
+// sweeper is an error; Start after Stop starts again.
 func (s *Sweeper) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -266,13 +277,17 @@ func (s *Sweeper) Start(ctx context.Context) error {
 		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)),
 	)
 	runCtx, cancel := context.WithCancel(ctx)
-	if _, err := c.AddFunc(s.cfg.Schedule, func() { s.scheduledRun(runCtx) }); err != nil {
+	id, err := c.AddFunc(s.cfg.Schedule, func() { s.scheduledRun(runCtx) })
+	if err != nil {
 		cancel()
 		return fmt.Errorf("sweep: schedule %q: %w", s.cfg.Schedule, err)
 	}
 	c.Start()
 	s.cron, s.cancel = c, cancel
-	s.stopped = make(chan struct{})
+	// The first run goes through the same chain, so a scheduled run due
+	// while it is still going is skipped.
+	job := c.Entry(id).WrappedJob
+	s.first.Go(job.Run)
 	return nil
 }
 
@@ -281,14 +296,14 @@ func (s *Sweeper) Start(ctx context.Context) error {
 // that is not started does nothing, so it is safe to call twice.
 func (s *Sweeper) Stop() {
 	s.mu.Lock()
-	c, cancel := s.cron, s.cancel
-	s.cron, s.cancel = nil, nil
-	s.mu.Unlock()
-	if c == nil {
+	defer s.mu.Unlock()
+	if s.cron == nil {
 		return
 	}
-	cancel()
-	<-c.Stop().Done()
+	s.cancel()
+	<-s.cron.Stop().Done()
+	s.first.Wait()
+	s.cron, s.cancel = nil, nil
 }
 
 func (s *Sweeper) scheduledRun(ctx context.Context) {

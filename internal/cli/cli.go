@@ -1,0 +1,267 @@
+// Package cli is sweeper's command line: it parses arguments, loads the
+// configuration, runs the chosen command and maps the outcome to an exit code.
+// cmd/sweeper/main.go only calls Main.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tasksweeper/sweeper/internal/config"
+	"github.com/tasksweeper/sweeper/internal/version"
+)
+
+// Exit codes, documented in the README.
+const (
+	ExitOK      = 0 // success
+	ExitFailure = 1 // runtime failure: database unreachable, schema refused, sweep failed
+	ExitUsage   = 2 // usage or configuration error
+	ExitStuck   = 3 // --once --fail-on-stuck marked (or, with --dry-run, found) stuck delegations
+)
+
+// usageError marks an error as the user's: bad arguments or configuration.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// errStuck is returned by --once --fail-on-stuck after printing its summary.
+var errStuck = errors.New("stuck delegations found")
+
+const usageText = `sweeper finds delegations that stopped making progress and marks them stuck.
+
+Usage:
+  sweeper [flags]                     run the daemon: sweep on a schedule until SIGINT/SIGTERM
+  sweeper --once [flags]              run one full sweep and exit
+  sweeper migrate up|down|version|force N [flags]
+  sweeper status [flags]              counts by status, oldest heartbeat, rows eligible now
+  sweeper config validate [flags]     load and check the configuration, print it (password masked)
+  sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
+
+Flags:
+`
+
+const exitText = `
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error,
+3 with --once --fail-on-stuck when delegations were marked stuck.
+Configuration: defaults < --config file < SWEEPER_* environment < flags.
+`
+
+// options are the flags that are not configuration keys.
+type options struct {
+	configPath  string
+	once        bool
+	dryRun      bool
+	failOnStuck bool
+	output      string
+	showVersion bool
+}
+
+// env is what a command gets besides its arguments.
+type env struct {
+	stdout, stderr io.Writer
+	environ        []string
+	opts           options
+	flags          *flag.FlagSet
+}
+
+// Main runs sweeper with args (without the program name) and returns the
+// process exit code. It installs the SIGINT/SIGTERM handler.
+func Main(args []string, stdout, stderr io.Writer, environ []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Run(ctx, args, stdout, stderr, environ)
+}
+
+// Run is Main with the context given: cancelling it is a shutdown signal.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) int {
+	e := &env{stdout: stdout, stderr: stderr, environ: environ}
+	fs := flag.NewFlagSet("sweeper", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&e.opts.configPath, "config", "", "path of the YAML configuration `file` (env SWEEPER_CONFIG)")
+	fs.BoolVar(&e.opts.once, "once", false, "run one full sweep and exit")
+	fs.BoolVar(&e.opts.dryRun, "dry-run", false, "find what would be marked stuck, change nothing (same as --sweep-dry-run)")
+	fs.BoolVar(&e.opts.failOnStuck, "fail-on-stuck", false, "with --once: exit 3 when delegations were marked (or in a dry run, found) stuck")
+	fs.StringVar(&e.opts.output, "output", "text", "output `format` of --once, status and config validate: text or json")
+	fs.BoolVar(&e.opts.showVersion, "version", false, "print the version and exit")
+	config.RegisterFlags(fs)
+	e.flags = fs
+
+	positional, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout, fs)
+		return ExitOK
+	}
+	if err == nil {
+		err = e.dispatch(ctx, positional)
+	}
+	return e.exit(err)
+}
+
+func (e *env) dispatch(ctx context.Context, positional []string) error {
+	if e.opts.showVersion {
+		fmt.Fprintln(e.stdout, version.String())
+		return nil
+	}
+	if e.opts.output != "text" && e.opts.output != "json" {
+		return usagef("--output: must be text or json, got %q", e.opts.output)
+	}
+	if len(positional) == 0 {
+		if e.opts.once {
+			return e.runOnce(ctx)
+		}
+		if e.opts.failOnStuck {
+			return usagef("--fail-on-stuck goes with --once")
+		}
+		return e.runDaemon(ctx)
+	}
+	if e.opts.once {
+		return usagef("--once does not go with the %q command", positional[0])
+	}
+	cmd, rest := positional[0], positional[1:]
+	switch cmd {
+	case "migrate":
+		return e.runMigrate(ctx, rest)
+	case "status":
+		return e.noArgs(cmd, rest, func() error { return e.runStatus(ctx) })
+	case "config":
+		if len(rest) != 1 || rest[0] != "validate" {
+			return usagef("usage: sweeper config validate")
+		}
+		return e.runConfigValidate()
+	case "dev":
+		return e.noArgs(cmd, rest, func() error { return e.runDev(ctx) })
+	case "help":
+		printUsage(e.stdout, e.flags)
+		return nil
+	case "version":
+		fmt.Fprintln(e.stdout, version.String())
+		return nil
+	}
+	return usagef("unknown command %q (run sweeper --help)", cmd)
+}
+
+func (e *env) noArgs(cmd string, rest []string, run func() error) error {
+	if len(rest) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd, strings.Join(rest, " "))
+	}
+	return run()
+}
+
+// exit prints err as one line and maps it to an exit code.
+func (e *env) exit(err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	if errors.Is(err, errStuck) {
+		return ExitStuck
+	}
+	var ue usageError
+	var ce *config.Error
+	code := ExitFailure
+	if errors.As(err, &ue) || errors.As(err, &ce) {
+		code = ExitUsage
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	fmt.Fprintf(e.stderr, "sweeper: %s\n", msg)
+	if code == ExitUsage {
+		fmt.Fprintln(e.stderr, "Run 'sweeper --help' for usage.")
+	}
+	return code
+}
+
+// parseInterleaved parses flags wherever they stand among the positional
+// arguments: `sweeper migrate force 3 --config x` and
+// `sweeper --config x migrate force 3` mean the same.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, usageText)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprint(w, exitText)
+}
+
+// loadConfig loads the configuration from the --config file (or
+// SWEEPER_CONFIG), the environment and the flags.
+func (e *env) loadConfig() (config.Config, error) {
+	path := e.opts.configPath
+	if path == "" {
+		path = lookupEnv(e.environ, "SWEEPER_CONFIG")
+	}
+	cfg, err := config.Load(path, withoutConfigVar(e.environ), e.flags)
+	if err != nil {
+		return cfg, err
+	}
+	if e.opts.dryRun {
+		cfg.Sweep.DryRun = true
+	}
+	return cfg, nil
+}
+
+func lookupEnv(environ []string, name string) string {
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// withoutConfigVar drops SWEEPER_CONFIG, which names the file rather than a key.
+func withoutConfigVar(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "SWEEPER_CONFIG=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// newLogger builds the zap logger the configuration asks for, writing to w.
+func newLogger(cfg config.Config, w io.Writer) *zap.Logger {
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "ts"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder
+	var enc zapcore.Encoder
+	if cfg.Log.Format == config.LogFormatConsole {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), cfg.Log.ZapLevel())
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w))))
+}

@@ -1,0 +1,261 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tasksweeper/sweeper/internal/config"
+	"github.com/tasksweeper/sweeper/internal/daemon"
+	"github.com/tasksweeper/sweeper/migrations"
+	"github.com/tasksweeper/sweeper/sweep"
+)
+
+// dbConfig loads the configuration of a command that needs the database.
+func (e *env) dbConfig() (config.Config, error) {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.RequireDatabase(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func (e *env) runDaemon(ctx context.Context) error {
+	cfg, err := e.dbConfig()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, e.stderr)
+	defer func() { _ = log.Sync() }()
+	log.Info("starting sweeper", zap.Object("config", cfg))
+	if err := daemon.Run(ctx, cfg, daemon.Options{Logger: log}); err != nil {
+		log.Error("sweeper failed", zap.Error(err))
+		return err
+	}
+	return nil
+}
+
+// onceSummary is the --output json line of --once. Field names are a contract.
+type onceSummary struct {
+	Swept                     int      `json:"swept"`
+	ByReason                  byReason `json:"by_reason"`
+	Batches                   int      `json:"batches"`
+	DurationMS                int64    `json:"duration_ms"`
+	DryRun                    bool     `json:"dry_run"`
+	More                      bool     `json:"more"`
+	Notified                  int      `json:"notified"`
+	InFlight                  int64    `json:"in_flight"`
+	OldestHeartbeatAgeSeconds float64  `json:"oldest_heartbeat_age_seconds"`
+	Interrupted               bool     `json:"interrupted,omitempty"`
+}
+
+// byReason is by_reason of the summary, in the documented key order.
+type byReason struct {
+	HeartbeatTimeout int `json:"heartbeat_timeout"`
+	DeadlineExceeded int `json:"deadline_exceeded"`
+}
+
+func summarize(res sweep.Result) onceSummary {
+	return onceSummary{
+		Swept:                     res.Swept,
+		ByReason:                  byReason{HeartbeatTimeout: res.HeartbeatTimeout, DeadlineExceeded: res.DeadlineExceeded},
+		Batches:                   res.Batches,
+		DurationMS:                res.Duration.Milliseconds(),
+		DryRun:                    res.DryRun,
+		More:                      res.More,
+		Notified:                  res.Notified,
+		InFlight:                  res.InFlight,
+		OldestHeartbeatAgeSeconds: res.OldestHeartbeatAge.Seconds(),
+	}
+}
+
+// summaryLine renders a run for people.
+func summaryLine(res sweep.Result) string {
+	verb := "marked"
+	if res.DryRun {
+		verb = "would mark"
+	}
+	s := fmt.Sprintf("%s %d stuck (heartbeat_timeout %d, deadline_exceeded %d) in %d batches, %s; %d in flight, oldest heartbeat %s",
+		verb, res.Swept, res.HeartbeatTimeout, res.DeadlineExceeded, res.Batches,
+		res.Duration.Round(time.Millisecond), res.InFlight, res.OldestHeartbeatAge.Round(time.Second))
+	if res.More {
+		s += "; more remain for the next run (max_batches_per_run reached)"
+	}
+	return s
+}
+
+func (e *env) runOnce(ctx context.Context) error {
+	cfg, err := e.dbConfig()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, e.stderr)
+	defer func() { _ = log.Sync() }()
+	pool, err := daemon.OpenPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := daemon.EnsureSchema(ctx, pool, cfg, log); err != nil {
+		return err
+	}
+	s, err := sweep.New(pool, daemon.SweepConfig(cfg, log))
+	if err != nil {
+		return err
+	}
+	res, err := s.RunOnce(ctx)
+	interrupted := errors.Is(err, context.Canceled) && ctx.Err() != nil
+	if err != nil && !interrupted {
+		return err
+	}
+	sum := summarize(res)
+	sum.Interrupted = interrupted
+	if e.opts.output == "json" {
+		b, _ := json.Marshal(sum)
+		fmt.Fprintln(e.stdout, string(b))
+	} else {
+		line := summaryLine(res)
+		if interrupted {
+			line += " (interrupted)"
+		}
+		fmt.Fprintln(e.stdout, line)
+	}
+	if e.opts.failOnStuck && res.Swept > 0 {
+		return errStuck
+	}
+	return nil
+}
+
+func (e *env) runMigrate(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usagef("usage: sweeper migrate up|down|version|force N")
+	}
+	sub := args[0]
+	var forceTo int
+	switch sub {
+	case "up", "down", "version":
+		if len(args) != 1 {
+			return usagef("migrate %s takes no arguments", sub)
+		}
+	case "force":
+		if len(args) != 2 {
+			return usagef("usage: sweeper migrate force N (N: the version to record as clean; -1 for none)")
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < -1 {
+			return usagef("migrate force: version must be a whole number >= -1, got %q", args[1])
+		}
+		forceTo = n
+	default:
+		return usagef("unknown migrate command %q (want up, down, version or force N)", sub)
+	}
+	cfg, err := e.dbConfig()
+	if err != nil {
+		return err
+	}
+	mg, err := migrations.Open(cfg.Database.URL)
+	if err != nil {
+		return err
+	}
+	defer mg.Close()
+	switch sub {
+	case "up":
+		err = mg.Up()
+	case "down":
+		err = mg.Down()
+	case "force":
+		err = mg.Force(forceTo)
+	}
+	if err != nil {
+		return err
+	}
+	v, dirty, err := mg.Version()
+	if err != nil {
+		return err
+	}
+	st := migrations.State{Version: v, Dirty: dirty}
+	if e.opts.output == "json" {
+		b, _ := json.Marshal(map[string]any{"version": v, "dirty": dirty, "latest": migrations.Latest, "current": st.Current()})
+		fmt.Fprintln(e.stdout, string(b))
+		return nil
+	}
+	line := fmt.Sprintf("schema version %d (this build expects %d)", v, migrations.Latest)
+	if p := st.Problem(); p != "" {
+		line += ": " + p
+	}
+	fmt.Fprintln(e.stdout, line)
+	return nil
+}
+
+func (e *env) runStatus(ctx context.Context) error {
+	cfg, err := e.dbConfig()
+	if err != nil {
+		return err
+	}
+	pool, err := daemon.OpenPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st, err := migrations.ReadState(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if p := st.Problem(); p != "" {
+		return errors.New(p)
+	}
+	snap, err := sweep.Inspect(ctx, pool, cfg.Sweep.HeartbeatTimeout)
+	if err != nil {
+		return err
+	}
+	if e.opts.output == "json" {
+		b, _ := json.Marshal(snap)
+		fmt.Fprintln(e.stdout, string(b))
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATUS\tROWS")
+	for _, c := range snap.ByStatus {
+		fmt.Fprintf(tw, "%s\t%d\n", c.Status, c.Rows)
+	}
+	fmt.Fprintf(tw, "total\t%d\n", snap.Total)
+	_ = tw.Flush()
+	fmt.Fprintf(e.stdout, "\noldest in_progress heartbeat: %s\n", formatAge(snap.OldestHeartbeatAgeSeconds))
+	fmt.Fprintf(e.stdout, "eligible now (heartbeat timeout %s): %d (heartbeat_timeout %d, deadline_exceeded %d)\n",
+		cfg.Sweep.HeartbeatTimeout, snap.EligibleHeartbeat+snap.EligibleDeadline, snap.EligibleHeartbeat, snap.EligibleDeadline)
+	return nil
+}
+
+func formatAge(seconds *float64) string {
+	if seconds == nil {
+		return "none in progress"
+	}
+	return (time.Duration(*seconds * float64(time.Second))).Round(time.Second).String() + " ago"
+}
+
+func (e *env) runConfigValidate() error {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	if e.opts.output == "json" {
+		r := cfg.Redacted()
+		b, _ := json.Marshal(map[string]any{"valid": true, "config": r})
+		fmt.Fprintln(e.stdout, string(b))
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "configuration is valid\n%s\n", cfg.String())
+	if err := cfg.RequireDatabase(); err != nil {
+		fmt.Fprintf(e.stdout, "note: %s\n", err)
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+// Package daemon wires sweeper's long-running process: the connection pool,
+// the schema check, the scheduled sweeper, the HTTP server for /metrics,
+// /healthz and /readyz, and the ordered shutdown on SIGINT/SIGTERM.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/tasksweeper/sweeper/internal/config"
+	"github.com/tasksweeper/sweeper/migrations"
+	"github.com/tasksweeper/sweeper/sweep"
+)
+
+// ConnectTimeout bounds the first connection at start-up.
+const ConnectTimeout = 10 * time.Second
+
+// ErrGraceExceeded is returned when the running batch did not finish within
+// the shutdown grace period.
+var ErrGraceExceeded = errors.New("shutdown grace period exceeded; the running batch is left to PostgreSQL to roll back")
+
+// OpenPool connects to the configured database and checks it answers. Errors
+// name the host, never the password.
+func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: invalid connection string (value not shown: it may contain a password)")
+	}
+	pcfg.MaxConns = int32(cfg.Database.MaxConns)
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if pcfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		pcfg.ConnConfig.RuntimeParams["application_name"] = "sweeper"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating connection pool: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to database at %s: %w", hostOf(pcfg), err)
+	}
+	return pool, nil
+}
+
+func hostOf(c *pgxpool.Config) string {
+	return fmt.Sprintf("%s:%d/%s", c.ConnConfig.Host, c.ConnConfig.Port, c.ConnConfig.Database)
+}
+
+// EnsureSchema checks the schema is the version this build expects. With
+// migrate.auto it migrates a schema that is behind; a dirty schema is always
+// the operator's to repair.
+func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, log *zap.Logger) error {
+	st, err := migrations.ReadState(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if st.Current() {
+		return nil
+	}
+	if !cfg.Migrate.Auto || st.Dirty || st.Version > migrations.Latest {
+		return fmt.Errorf("refusing to start: %s", st.Problem())
+	}
+	log.Info("migrating schema", zap.Uint("from_version", st.Version), zap.Uint("to_version", migrations.Latest))
+	if err := migrations.Up(ctx, cfg.Database.URL); err != nil {
+		return err
+	}
+	return nil
+}
+
+// SweepConfig maps the daemon's configuration onto the sweeper's.
+func SweepConfig(cfg config.Config, log *zap.Logger) sweep.Config {
+	return sweep.Config{
+		HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout,
+		BatchSize:        cfg.Sweep.BatchSize,
+		MaxBatchesPerRun: cfg.Sweep.MaxBatchesPerRun,
+		NotifyChannel:    cfg.Sweep.NotifyChannel,
+		DryRun:           cfg.Sweep.DryRun,
+		Schedule:         cfg.Sweep.Schedule,
+		Logger:           log,
+	}
+}
+
+// Options are the daemon's dependencies beyond its configuration.
+type Options struct {
+	Logger *zap.Logger
+	// OnRun, when set, also receives every run's result (sweeper dev prints it).
+	OnRun func(sweep.Result, error)
+	// Ready, when set, is closed once the daemon is serving and sweeping.
+	Ready chan<- struct{}
+}
+
+// Run runs the daemon until ctx is cancelled (the caller cancels it on SIGINT
+// or SIGTERM), then shuts down in order: stop scheduling and let the running
+// batch commit or roll back, stop the HTTP server, close the pool. It returns
+// nil after a clean shutdown within cfg.ShutdownGrace.
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	pool, err := OpenPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	poolClosed := false
+	defer func() {
+		if !poolClosed {
+			pool.Close()
+		}
+	}()
+	if err := EnsureSchema(ctx, pool, cfg, log); err != nil {
+		return err
+	}
+
+	metrics := NewMetrics()
+	health := NewHealth(pool, metrics)
+	scfg := SweepConfig(cfg, log)
+	scfg.OnRun = func(res sweep.Result, err error) {
+		metrics.ObserveRun(res, err)
+		health.RunDone(err)
+		if opts.OnRun != nil {
+			opts.OnRun(res, err)
+		}
+	}
+	sweeper, err := sweep.New(pool, scfg)
+	if err != nil {
+		return err
+	}
+
+	var srv *http.Server
+	srvErr := make(chan error, 1)
+	if cfg.HTTP.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+		srv = &http.Server{Handler: health.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { srvErr <- srv.Serve(ln) }()
+		log.Info("serving metrics and health", zap.String("address", ln.Addr().String()))
+	}
+
+	if err := sweeper.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("sweeper started",
+		zap.String("schedule", scfg.Schedule),
+		zap.Duration("heartbeat_timeout", scfg.HeartbeatTimeout),
+		zap.Int("batch_size", scfg.BatchSize),
+		zap.Bool("dry_run", scfg.DryRun))
+	if opts.Ready != nil {
+		close(opts.Ready)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-srvErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+
+	log.Info("shutting down", zap.Duration("grace", cfg.ShutdownGrace))
+	deadline := time.Now().Add(cfg.ShutdownGrace)
+	stopped := make(chan struct{})
+	go func() {
+		sweeper.Stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(time.Until(deadline)):
+		// Leave the pool open: closing it waits for the stuck batch's
+		// connection. Exiting drops the connection; PostgreSQL rolls back.
+		poolClosed = true
+		return errors.Join(runErr, ErrGraceExceeded)
+	}
+	if srv != nil {
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("stopping http server: %w", err))
+		}
+	}
+	pool.Close()
+	poolClosed = true
+	log.Info("stopped")
+	return runErr
+}

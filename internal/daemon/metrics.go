@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tasksweeper/sweeper/internal/version"
+	"github.com/tasksweeper/sweeper/sweep"
+)
+
+// Metrics are the daemon's Prometheus series, documented in the README. The
+// in-flight gauges are set from each sweep's own reading, so a scrape costs
+// the database nothing.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	runs        *prometheus.CounterVec
+	swept       *prometheus.CounterVec
+	batches     prometheus.Counter
+	duration    prometheus.Histogram
+	lastSuccess prometheus.Gauge
+	inFlight    prometheus.Gauge
+	oldestAge   prometheus.Gauge
+	ready       prometheus.Gauge
+}
+
+// Run results, the values of sweeper_runs_total's result label.
+const (
+	ResultOK    = "ok"
+	ResultError = "error"
+)
+
+// NewMetrics registers the daemon's series, Go and process collectors, and
+// build info on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_runs_total",
+			Help: "Sweep runs, by result (ok or error).",
+		}, []string{"result"}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_swept_total",
+			Help: "Delegations marked stuck, by reason (heartbeat_timeout or deadline_exceeded). Dry runs do not count.",
+		}, []string{"reason"}),
+		batches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sweeper_batches_total",
+			Help: "Batch transactions run by sweeps.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sweeper_run_duration_seconds",
+			Help:    "Duration of sweep runs, successful or not.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sweeper_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful sweep run; 0 before the first.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sweeper_inflight_rows",
+			Help: "Non-terminal delegations (queued, dispatched, in_progress), as read by the last successful run.",
+		}),
+		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sweeper_oldest_heartbeat_age_seconds",
+			Help: "Age of the oldest in_progress heartbeat after the last successful run; 0 when none is in progress.",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sweeper_ready",
+			Help: "1 when /readyz answers ready (database reachable, schema current, last run ok), else 0.",
+		}),
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "sweeper_build_info",
+		Help:        "Build of the running sweeper; always 1.",
+		ConstLabels: prometheus.Labels{"version": version.Version, "commit": version.Commit, "go_version": version.GoVersion},
+	})
+	buildInfo.Set(1)
+	m.Registry.MustRegister(m.runs, m.swept, m.batches, m.duration, m.lastSuccess,
+		m.inFlight, m.oldestAge, m.ready, buildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every labelled series exists from the start, at zero.
+	m.runs.WithLabelValues(ResultOK)
+	m.runs.WithLabelValues(ResultError)
+	m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout)
+	m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded)
+	return m
+}
+
+// ObserveRun records one sweep run.
+func (m *Metrics) ObserveRun(res sweep.Result, err error) {
+	m.duration.Observe(res.Duration.Seconds())
+	m.batches.Add(float64(res.Batches))
+	if !res.DryRun {
+		m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout).Add(float64(res.HeartbeatTimeout))
+		m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded).Add(float64(res.DeadlineExceeded))
+	}
+	if err != nil {
+		m.runs.WithLabelValues(ResultError).Inc()
+		return
+	}
+	m.runs.WithLabelValues(ResultOK).Inc()
+	m.lastSuccess.SetToCurrentTime()
+	m.inFlight.Set(float64(res.InFlight))
+	m.oldestAge.Set(res.OldestHeartbeatAge.Seconds())
+}
+
+// SetReady records the readiness last answered by /readyz.
+func (m *Metrics) SetReady(ok bool) {
+	if ok {
+		m.ready.Set(1)
+	} else {
+		m.ready.Set(0)
+	}
+}
