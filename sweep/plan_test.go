@@ -45,7 +45,7 @@ func sweepStatements(batch int) []statement {
 			statement{"count by " + r.reason, r.count, r.args(timeout, batch*MaxBatchesPerRunDefault)})
 	}
 	return append(out,
-		statement{"gauges", gaugesSQL, nil},
+		statement{"gauges", gaugesSQL, []any{timeout.Seconds()}},
 		statement{"oldest heartbeat", oldestHeartbeatSQL, nil})
 }
 

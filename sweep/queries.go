@@ -93,14 +93,19 @@ SELECT count(*) FROM (
       AND deadline >= now()
     LIMIT $2) AS eligible`
 
-// gaugesSQL reads the in-flight figures the daemon exports after each run:
-// both from the partial indexes, so the cost follows the work in flight.
+// gaugesSQL reads, after each run, the in-flight figures the daemon exports
+// and when the next row can become eligible ($1 heartbeat timeout in
+// seconds; NULL when nothing is in flight), for the adaptive schedule. All
+// from the partial indexes, so the cost follows the work in flight.
 const gaugesSQL = `
 SELECT (SELECT count(*) FROM delegations
         WHERE status IN ('queued', 'dispatched', 'in_progress')) AS in_flight,
-       COALESCE(EXTRACT(EPOCH FROM now() - (
-           SELECT min(last_heartbeat) FROM delegations WHERE status = 'in_progress')), 0)::float8
-           AS oldest_heartbeat_age_seconds`
+       COALESCE(EXTRACT(EPOCH FROM now() - hb.oldest), 0)::float8 AS oldest_heartbeat_age_seconds,
+       EXTRACT(EPOCH FROM LEAST(
+           hb.oldest + make_interval(secs => $1),
+           (SELECT min(deadline) FROM delegations
+            WHERE status IN ('queued', 'dispatched', 'in_progress'))) - now())::float8 AS next_eligible_in_seconds
+FROM (SELECT min(last_heartbeat) AS oldest FROM delegations WHERE status = 'in_progress') AS hb`
 
 // countByStatusSQL is for `sweeper status`: every row, grouped.
 const countByStatusSQL = `

@@ -25,7 +25,17 @@ const (
 	ScheduleDefault         = "@every 30s"
 	NotifyChannelDefault    = "delegation_stuck"
 	BatchTimeoutDefault     = time.Minute
+	AdaptiveFloorDefault    = 200 * time.Millisecond
+	AdaptiveCeilingDefault  = 30 * time.Second
 )
+
+// ScheduleAdaptive, as Config.Schedule, replaces the cron schedule with one
+// that sleeps until the earliest moment a row can become eligible (the
+// oldest in_progress heartbeat plus the timeout, or the nearest deadline),
+// bounded by AdaptiveFloor and AdaptiveCeiling. Stuck delegations are then
+// found within about a second, without polling more often than needed. A row
+// inserted with a deadline nearer than any other is seen within the ceiling.
+const ScheduleAdaptive = "@adaptive"
 
 // Reasons a delegation is marked stuck, stored in delegations.stuck_reason.
 const (
@@ -48,8 +58,13 @@ type Config struct {
 	NotifyChannel string
 	// DryRun counts what a run would mark and writes nothing.
 	DryRun bool
-	// Schedule is the robfig/cron spec used by Start, in UTC.
+	// Schedule is the robfig/cron spec used by Start, in UTC, or
+	// ScheduleAdaptive.
 	Schedule string
+	// AdaptiveFloor and AdaptiveCeiling bound the sleep between runs of the
+	// adaptive schedule.
+	AdaptiveFloor   time.Duration
+	AdaptiveCeiling time.Duration
 	// BatchTimeout bounds one batch's transaction. A batch that has started
 	// is not interrupted by Stop or by RunOnce's context: it commits or rolls
 	// back, within this bound.
@@ -80,6 +95,9 @@ type Result struct {
 	// non-terminal rows, and the age of the oldest in_progress heartbeat.
 	InFlight           int64
 	OldestHeartbeatAge time.Duration
+	// NextEligibleIn is how long until the next row can become eligible (0
+	// when one already is); nil when nothing is in flight.
+	NextEligibleIn *time.Duration
 }
 
 // Sweeper finds delegations that stopped making progress and marks them stuck.
@@ -91,10 +109,11 @@ type Sweeper struct {
 	cfg  Config
 	log  *zap.Logger
 
-	mu     sync.Mutex
-	cron   *cron.Cron
-	cancel context.CancelFunc
-	first  sync.WaitGroup // the run Start makes at once
+	mu      sync.Mutex
+	started bool
+	cron    *cron.Cron
+	cancel  context.CancelFunc
+	running sync.WaitGroup // the first run, or the adaptive loop
 }
 
 // New returns a Sweeper over pool with cfg's zero values filled in. It returns
@@ -105,6 +124,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 	cfg.MaxBatchesPerRun = cmp.Or(cfg.MaxBatchesPerRun, MaxBatchesPerRunDefault)
 	cfg.Schedule = cmp.Or(cfg.Schedule, ScheduleDefault)
 	cfg.BatchTimeout = cmp.Or(cfg.BatchTimeout, BatchTimeoutDefault)
+	cfg.AdaptiveFloor = cmp.Or(cfg.AdaptiveFloor, AdaptiveFloorDefault)
+	cfg.AdaptiveCeiling = cmp.Or(cfg.AdaptiveCeiling, AdaptiveCeilingDefault)
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -117,9 +138,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 		return nil, fmt.Errorf("sweep: max batches per run must be positive, got %d", cfg.MaxBatchesPerRun)
 	case cfg.BatchTimeout < 0:
 		return nil, fmt.Errorf("sweep: batch timeout must be positive, got %s", cfg.BatchTimeout)
+	case cfg.AdaptiveFloor < 0 || cfg.AdaptiveCeiling < cfg.AdaptiveFloor:
+		return nil, fmt.Errorf("sweep: adaptive floor %s and ceiling %s: want 0 < floor <= ceiling",
+			cfg.AdaptiveFloor, cfg.AdaptiveCeiling)
 	}
-	if _, err := cron.ParseStandard(cfg.Schedule); err != nil {
-		return nil, fmt.Errorf("sweep: schedule %q: %w", cfg.Schedule, err)
+	if cfg.Schedule != ScheduleAdaptive {
+		if _, err := cron.ParseStandard(cfg.Schedule); err != nil {
+			return nil, fmt.Errorf("sweep: schedule %q: %w", cfg.Schedule, err)
+		}
 	}
 	return &Sweeper{pool: pool, cfg: cfg, log: cfg.Logger}, nil
 }
@@ -253,12 +279,20 @@ func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {
 
 func (s *Sweeper) readGauges(ctx context.Context, res *Result) error {
 	var ageSeconds float64
-	if err := s.pool.QueryRow(ctx, gaugesSQL).Scan(&res.InFlight, &ageSeconds); err != nil {
+	var nextSeconds *float64
+	if err := s.pool.QueryRow(ctx, gaugesSQL, s.cfg.HeartbeatTimeout.Seconds()).Scan(
+		&res.InFlight, &ageSeconds, &nextSeconds); err != nil {
 		return fmt.Errorf("reading in-flight figures: %w", err)
 	}
-	res.OldestHeartbeatAge = time.Duration(ageSeconds * float64(time.Second))
+	res.OldestHeartbeatAge = seconds(ageSeconds)
+	if nextSeconds != nil {
+		next := max(seconds(*nextSeconds), 0)
+		res.NextEligibleIn = &next
+	}
 	return nil
 }
+
+func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 
 // Start sweeps once at once, then on the configured schedule, and returns
 // without waiting. Runs never overlap (a run still going when the next is due
@@ -267,8 +301,14 @@ func (s *Sweeper) readGauges(ctx context.Context, res *Result) error {
 func (s *Sweeper) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cron != nil {
+	if s.started {
 		return errors.New("sweep: already started")
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	if s.cfg.Schedule == ScheduleAdaptive {
+		s.running.Go(func() { s.adaptiveLoop(runCtx) })
+		s.started, s.cancel = true, cancel
+		return nil
 	}
 	logger := cronLogger{s.log.Sugar()}
 	c := cron.New(
@@ -276,18 +316,16 @@ func (s *Sweeper) Start(ctx context.Context) error {
 		cron.WithLogger(logger),
 		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)),
 	)
-	runCtx, cancel := context.WithCancel(ctx)
-	id, err := c.AddFunc(s.cfg.Schedule, func() { s.scheduledRun(runCtx) })
+	id, err := c.AddFunc(s.cfg.Schedule, func() { _, _ = s.scheduledRun(runCtx) })
 	if err != nil {
 		cancel()
 		return fmt.Errorf("sweep: schedule %q: %w", s.cfg.Schedule, err)
 	}
 	c.Start()
-	s.cron, s.cancel = c, cancel
 	// The first run goes through the same chain, so a scheduled run due
 	// while it is still going is skipped.
-	job := c.Entry(id).WrappedJob
-	s.first.Go(job.Run)
+	s.running.Go(c.Entry(id).WrappedJob.Run)
+	s.started, s.cron, s.cancel = true, c, cancel
 	return nil
 }
 
@@ -297,18 +335,64 @@ func (s *Sweeper) Start(ctx context.Context) error {
 func (s *Sweeper) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cron == nil {
+	if !s.started {
 		return
 	}
 	s.cancel()
-	<-s.cron.Stop().Done()
-	s.first.Wait()
-	s.cron, s.cancel = nil, nil
+	if s.cron != nil {
+		<-s.cron.Stop().Done()
+	}
+	s.running.Wait()
+	s.started, s.cron, s.cancel = false, nil, nil
 }
 
-func (s *Sweeper) scheduledRun(ctx context.Context) {
+// adaptiveLoop runs the sweep, then sleeps until the next row can become
+// eligible, until ctx is done.
+func (s *Sweeper) adaptiveLoop(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		res, err := s.safeRun(ctx)
+		timer.Reset(s.adaptiveWait(res, err))
+	}
+}
+
+// safeRun is scheduledRun with a panic turned into a logged error, as cron's
+// Recover does for the cron schedule.
+func (s *Sweeper) safeRun(ctx context.Context) (res Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("sweep panicked: %v", r)
+			s.log.Error("sweep panicked", zap.Any("panic", r), zap.Stack("stack"))
+		}
+	}()
+	return s.scheduledRun(ctx)
+}
+
+// adaptiveWait is the sleep before the next adaptive run: until the next row
+// can become eligible (plus a little, so it is past the boundary by the
+// database clock), within the floor and the ceiling. A run that left rows
+// behind, or failed, goes again after the floor.
+func (s *Sweeper) adaptiveWait(res Result, err error) time.Duration {
+	const slack = 20 * time.Millisecond
+	switch {
+	case err != nil || res.More:
+		return s.cfg.AdaptiveFloor
+	case res.NextEligibleIn == nil:
+		return s.cfg.AdaptiveCeiling
+	}
+	return min(max(*res.NextEligibleIn+slack, s.cfg.AdaptiveFloor), s.cfg.AdaptiveCeiling)
+}
+
+// scheduledRun is one run of Start's schedule: logged, and reported to OnRun.
+func (s *Sweeper) scheduledRun(ctx context.Context) (Result, error) {
 	if ctx.Err() != nil {
-		return
+		return Result{}, nil
 	}
 	res, err := s.RunOnce(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -319,6 +403,7 @@ func (s *Sweeper) scheduledRun(ctx context.Context) {
 	if s.cfg.OnRun != nil {
 		s.cfg.OnRun(res, err)
 	}
+	return res, err
 }
 
 // logRun logs at Info only when the run changed something (or would have).
