@@ -109,6 +109,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	if err == nil {
 		err = e.dispatch(ctx, positional)
 	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		// SIGINT or SIGTERM before the command was done: a clean stop.
+		err = nil
+	}
 	return e.exit(err)
 }
 
