@@ -1,0 +1,833 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// writeConfig writes content to a fresh file and returns its path.
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sweeper.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// parsedFlags registers the config flags on a new flag set and parses args.
+func parsedFlags(t *testing.T, args ...string) *flag.FlagSet {
+	t.Helper()
+	fs := flag.NewFlagSet("sweeper", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("parse flags %q: %v", args, err)
+	}
+	return fs
+}
+
+// configErrors flattens an error returned by Load or Validate into its
+// *Error parts, failing the test on any other kind of error.
+func configErrors(t testing.TB, err error) []*Error {
+	t.Helper()
+	var out []*Error
+	var walk func(error)
+	walk = func(err error) {
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range joined.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var ce *Error
+		if !errors.As(err, &ce) {
+			t.Fatalf("error %v (%T) is not a *config.Error", err, err)
+		}
+		out = append(out, ce)
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}
+
+func TestDefault(t *testing.T) {
+	t.Parallel()
+	want := Config{
+		Database: DatabaseConfig{URL: "", MaxConns: 4},
+		Sweep: SweepConfig{
+			Schedule:         "@every 30s",
+			HeartbeatTimeout: 10 * time.Minute,
+			BatchSize:        1000,
+			MaxBatchesPerRun: 100,
+			NotifyChannel:    "delegation_stuck",
+			DryRun:           false,
+		},
+		Migrate:       MigrateConfig{Auto: false},
+		HTTP:          HTTPConfig{Listen: ":9090"},
+		Log:           LogConfig{Level: "info", Format: "json"},
+		ShutdownGrace: 30 * time.Second,
+	}
+	if got := Default(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Default() =\n%#v\nwant\n%#v", got, want)
+	}
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+	got, err := Load("", nil, nil)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Load with no sources = %v, %v; want the defaults", got, err)
+	}
+}
+
+// TestLoadPrecedence checks defaults <- file <- environment <- flags.
+func TestLoadPrecedence(t *testing.T) {
+	t.Parallel()
+	const file = `
+database:
+  url: postgres://file@filehost/db
+  max_conns: 8
+sweep:
+  schedule: "*/5 * * * *"
+  heartbeat_timeout: 5m
+  batch_size: 500
+  max_batches_per_run: 7
+  notify_channel: ""
+  dry_run: true
+migrate:
+  auto: true
+http:
+  listen: ""
+log:
+  level: debug
+  format: console
+shutdown_grace: 1m
+`
+	fromFile := Default()
+	fromFile.Database = DatabaseConfig{URL: "postgres://file@filehost/db", MaxConns: 8}
+	fromFile.Sweep = SweepConfig{Schedule: "*/5 * * * *", HeartbeatTimeout: 5 * time.Minute,
+		BatchSize: 500, MaxBatchesPerRun: 7, NotifyChannel: "", DryRun: true}
+	fromFile.Migrate.Auto = true
+	fromFile.HTTP.Listen = ""
+	fromFile.Log = LogConfig{Level: "debug", Format: "console"}
+	fromFile.ShutdownGrace = time.Minute
+
+	tests := []struct {
+		name  string
+		file  string // "" for no file
+		env   []string
+		flags []string
+		want  func(c *Config)
+	}{
+		{
+			name: "defaults only",
+			want: func(*Config) {},
+		},
+		{
+			name: "file only",
+			file: file,
+			want: func(c *Config) { *c = fromFile },
+		},
+		{
+			name: "partial file keeps other defaults",
+			file: "sweep:\n  batch_size: 10\n",
+			want: func(c *Config) { c.Sweep.BatchSize = 10 },
+		},
+		{
+			name: "empty file",
+			file: "\n",
+			want: func(*Config) {},
+		},
+		{
+			name: "comments only",
+			file: "# nothing here\n",
+			want: func(*Config) {},
+		},
+		{
+			name: "null document and empty section",
+			file: "sweep:\nlog: ~\n",
+			want: func(*Config) {},
+		},
+		{
+			name: "env overrides file",
+			file: file,
+			env: []string{
+				"SWEEPER_SWEEP_BATCH_SIZE=42",
+				"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT=90s",
+				"SWEEPER_SWEEP_DRY_RUN=0",
+				"SWEEPER_HTTP_LISTEN=127.0.0.1:9191",
+				"SWEEPER_SHUTDOWN_GRACE=5s",
+				"SWEEPER_DATABASE_MAX_CONNS=2",
+				"SWEEPER_SWEEP_NOTIFY_CHANNEL=stuck_tasks",
+				"SWEEPER_LOG_LEVEL=warn",
+				"PATH=/usr/bin",
+			},
+			want: func(c *Config) {
+				*c = fromFile
+				c.Sweep.BatchSize = 42
+				c.Sweep.HeartbeatTimeout = 90 * time.Second
+				c.Sweep.DryRun = false
+				c.HTTP.Listen = "127.0.0.1:9191"
+				c.ShutdownGrace = 5 * time.Second
+				c.Database.MaxConns = 2
+				c.Sweep.NotifyChannel = "stuck_tasks"
+				c.Log.Level = "warn"
+			},
+		},
+		{
+			name: "env may set a value to empty",
+			env:  []string{"SWEEPER_HTTP_LISTEN=", "SWEEPER_SWEEP_NOTIFY_CHANNEL="},
+			want: func(c *Config) { c.HTTP.Listen = ""; c.Sweep.NotifyChannel = "" },
+		},
+		{
+			name:  "flag overrides env and file",
+			file:  file,
+			env:   []string{"SWEEPER_SWEEP_BATCH_SIZE=42", "SWEEPER_LOG_FORMAT=json"},
+			flags: []string{"--sweep-batch-size=7", "--log-format", "console", "--sweep-dry-run=false"},
+			want: func(c *Config) {
+				*c = fromFile
+				c.Sweep.BatchSize = 7
+				c.Log.Format = "console"
+				c.Sweep.DryRun = false
+			},
+		},
+		{
+			name:  "flags not given leave env alone",
+			env:   []string{"SWEEPER_SWEEP_BATCH_SIZE=42"},
+			flags: []string{"--log-level=error"},
+			want:  func(c *Config) { c.Sweep.BatchSize = 42; c.Log.Level = "error" },
+		},
+		{
+			name:  "bare bool flags",
+			flags: []string{"--sweep-dry-run", "--migrate-auto"},
+			want:  func(c *Config) { c.Sweep.DryRun = true; c.Migrate.Auto = true },
+		},
+		{
+			name: "every flag",
+			flags: []string{
+				"--database-url=postgres://flag@flaghost/db", "--database-max-conns=9",
+				"--sweep-schedule=@hourly", "--sweep-heartbeat-timeout=2m", "--sweep-batch-size=3",
+				"--sweep-max-batches-per-run=4", "--sweep-notify-channel=x1", "--sweep-dry-run=true",
+				"--migrate-auto=1", "--http-listen=[::1]:0", "--log-level=warn", "--log-format=console",
+				"--shutdown-grace=1h30m",
+			},
+			want: func(c *Config) {
+				*c = Config{
+					Database: DatabaseConfig{URL: "postgres://flag@flaghost/db", MaxConns: 9},
+					Sweep: SweepConfig{Schedule: "@hourly", HeartbeatTimeout: 2 * time.Minute, BatchSize: 3,
+						MaxBatchesPerRun: 4, NotifyChannel: "x1", DryRun: true},
+					Migrate:       MigrateConfig{Auto: true},
+					HTTP:          HTTPConfig{Listen: "[::1]:0"},
+					Log:           LogConfig{Level: "warn", Format: "console"},
+					ShutdownGrace: 90 * time.Minute,
+				}
+			},
+		},
+		{
+			name: "yaml anchors and quoted values",
+			file: "sweep:\n  batch_size: &n 250\n  max_batches_per_run: *n\n  heartbeat_timeout: \"15m\"\n  dry_run: \"true\"\n",
+			want: func(c *Config) {
+				c.Sweep.BatchSize = 250
+				c.Sweep.MaxBatchesPerRun = 250
+				c.Sweep.HeartbeatTimeout = 15 * time.Minute
+				c.Sweep.DryRun = true
+			},
+		},
+		{
+			name: "test harness variables are ignored",
+			env:  []string{"SWEEPER_TEST_DATABASE_URL=postgres://x@y/z", "SWEEPER_REQUIRE_DB=1", "SWEEPER_TEST_ANYTHING=1"},
+			want: func(*Config) {},
+		},
+		{
+			name: "first of duplicate env entries wins, as with os.Getenv",
+			env:  []string{"SWEEPER_SWEEP_BATCH_SIZE=11", "SWEEPER_SWEEP_BATCH_SIZE=22"},
+			want: func(c *Config) { c.Sweep.BatchSize = 11 },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeConfig(t, tt.file)
+			}
+			var fs *flag.FlagSet
+			if tt.flags != nil {
+				fs = parsedFlags(t, tt.flags...)
+			}
+			got, err := Load(path, tt.env, fs)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			want := Default()
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("Load =\n%+v\nwant\n%+v", got.Redacted(), want.Redacted())
+			}
+		})
+	}
+}
+
+func TestDatabaseURLFallback(t *testing.T) {
+	t.Parallel()
+	const (
+		fileURL    = "postgres://file@filehost/db"
+		sweeperURL = "postgres://sweeper@envhost/db"
+		plainURL   = "postgres://plain@plainhost/db"
+		flagURL    = "postgres://flag@flaghost/db"
+	)
+	tests := []struct {
+		name       string
+		file       string
+		env        []string
+		flags      []string
+		want       string
+		wantSource string
+	}{
+		{name: "DATABASE_URL alone", env: []string{"DATABASE_URL=" + plainURL}, want: plainURL},
+		{name: "SWEEPER_DATABASE_URL beats DATABASE_URL",
+			env: []string{"DATABASE_URL=" + plainURL, "SWEEPER_DATABASE_URL=" + sweeperURL}, want: sweeperURL},
+		{name: "file beats DATABASE_URL",
+			file: "database:\n  url: " + fileURL + "\n", env: []string{"DATABASE_URL=" + plainURL}, want: fileURL},
+		{name: "SWEEPER_DATABASE_URL beats file",
+			file: "database:\n  url: " + fileURL + "\n", env: []string{"SWEEPER_DATABASE_URL=" + sweeperURL}, want: sweeperURL},
+		{name: "empty file url falls back",
+			file: "database:\n  url: \"\"\n", env: []string{"DATABASE_URL=" + plainURL}, want: plainURL},
+		{name: "empty SWEEPER_DATABASE_URL falls back",
+			env: []string{"SWEEPER_DATABASE_URL=", "DATABASE_URL=" + plainURL}, want: plainURL},
+		{name: "flag beats everything",
+			file:  "database:\n  url: " + fileURL + "\n",
+			env:   []string{"DATABASE_URL=" + plainURL, "SWEEPER_DATABASE_URL=" + sweeperURL},
+			flags: []string{"--database-url=" + flagURL}, want: flagURL},
+		{name: "flag beats DATABASE_URL",
+			env: []string{"DATABASE_URL=" + plainURL}, flags: []string{"--database-url", flagURL}, want: flagURL},
+		{name: "bad DATABASE_URL ignored when SWEEPER_DATABASE_URL is set",
+			env: []string{"DATABASE_URL=::not a dsn::", "SWEEPER_DATABASE_URL=" + sweeperURL}, want: sweeperURL},
+		{name: "nothing set", want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeConfig(t, tt.file)
+			}
+			var fs *flag.FlagSet
+			if tt.flags != nil {
+				fs = parsedFlags(t, tt.flags...)
+			}
+			got, err := Load(path, tt.env, fs)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if got.Database.URL != tt.want {
+				t.Fatalf("database.url = %q, want %q", got.Database.URL, tt.want)
+			}
+			if err := got.RequireDatabase(); (err == nil) != (tt.want != "") {
+				t.Fatalf("RequireDatabase() = %v with url %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRequireDatabase(t *testing.T) {
+	t.Parallel()
+	err := Default().RequireDatabase()
+	want := "config: database.url: is not set (set database.url, SWEEPER_DATABASE_URL or DATABASE_URL)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("RequireDatabase() = %v, want %q", err, want)
+	}
+	c := Default()
+	c.Database.URL = "postgres://u:hunter2@h:notaport/db"
+	err = c.RequireDatabase()
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "database.url") {
+		t.Fatalf("RequireDatabase() with a bad DSN = %v", err)
+	}
+	c.Database.URL = "host=db user=sweeper password=hunter2 dbname=sweeper"
+	if err := c.RequireDatabase(); err != nil {
+		t.Fatalf("RequireDatabase() = %v", err)
+	}
+}
+
+// TestLoadErrors feeds broken configurations and checks that each fails
+// with an error naming the offending key, its source, and no password.
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		file    string
+		env     []string
+		flags   []string
+		wantKey string   // Key of the (first) error
+		want    []string // substrings of the error message
+	}{
+		{name: "unknown key", file: "sweep:\n  bath_size: 5\n",
+			wantKey: "sweep.bath_size", want: []string{"unknown key", "did you mean sweep.batch_size?", "sweeper.yaml:2"}},
+		{name: "unknown section", file: "swep:\n  batch_size: 5\n",
+			wantKey: "swep", want: []string{"unknown key", "did you mean sweep?", ":1)"}},
+		{name: "unknown top-level key", file: "verbose: true\n",
+			wantKey: "verbose", want: []string{"unknown key"}},
+		{name: "key in the wrong section", file: "http:\n  batch_size: 5\n",
+			wantKey: "http.batch_size", want: []string{"did you mean sweep.batch_size?"}},
+		{name: "key at the top level", file: "heartbeat_timeout: 5m\n",
+			wantKey: "heartbeat_timeout", want: []string{"did you mean sweep.heartbeat_timeout?"}},
+		{name: "dotted key", file: "sweep.batch_size: 5\n",
+			wantKey: "sweep.batch_size", want: []string{"unknown key; did you mean sweep.batch_size (written as sweep: {batch_size: ...})?"}},
+		{name: "nested unknown below a key", file: "sweep:\n  batch_size:\n    value: 5\n",
+			wantKey: "sweep.batch_size", want: []string{"must be a single value, not a mapping"}},
+		{name: "list for a value", file: "sweep:\n  batch_size: [1, 2]\n",
+			wantKey: "sweep.batch_size", want: []string{"must be a single value, not a list"}},
+		{name: "merge key", file: "base: &b\n  level: info\nlog:\n  <<: *b\n",
+			wantKey: "base", want: []string{"log.<<: YAML merge keys (<<) are not supported"}},
+		{name: "value for a section", file: "sweep: fast\n",
+			wantKey: "sweep", want: []string{"must be a mapping of keys, not a single value"}},
+		{name: "word for an int", file: "sweep:\n  batch_size: lots\n",
+			wantKey: "sweep.batch_size", want: []string{`must be a decimal integer, got "lots"`}},
+		{name: "float for an int", file: "database:\n  max_conns: 1.5\n",
+			wantKey: "database.max_conns", want: []string{"must be a decimal integer"}},
+		{name: "duration without unit", file: "sweep:\n  heartbeat_timeout: 600\n",
+			wantKey: "sweep.heartbeat_timeout", want: []string{`must be a duration such as 30s, 10m or 1h30m, got "600"`}},
+		{name: "bad duration", file: "shutdown_grace: soon\n",
+			wantKey: "shutdown_grace", want: []string{"must be a duration"}},
+		{name: "negative duration", file: "sweep:\n  heartbeat_timeout: -5m\n",
+			wantKey: "sweep.heartbeat_timeout", want: []string{`must be at least 1s, got "-5m"`}},
+		{name: "sub-second heartbeat timeout", file: "sweep:\n  heartbeat_timeout: 500ms\n",
+			wantKey: "sweep.heartbeat_timeout", want: []string{"must be at least 1s"}},
+		{name: "zero shutdown grace", file: "shutdown_grace: 0s\n",
+			wantKey: "shutdown_grace", want: []string{"must be more than 0"}},
+		{name: "zero batch", file: "sweep:\n  batch_size: 0\n",
+			wantKey: "sweep.batch_size", want: []string{`must be between 1 and 100000, got "0" (from file`}},
+		{name: "huge batch", file: "sweep:\n  batch_size: 100001\n",
+			wantKey: "sweep.batch_size", want: []string{"must be between 1 and 100000"}},
+		{name: "int overflow", file: "sweep:\n  batch_size: 99999999999999999999999\n",
+			wantKey: "sweep.batch_size", want: []string{"must be a decimal integer"}},
+		{name: "negative batches", file: "sweep:\n  max_batches_per_run: -1\n",
+			wantKey: "sweep.max_batches_per_run", want: []string{"must be at least 1"}},
+		{name: "zero max_conns", file: "database:\n  max_conns: 0\n",
+			wantKey: "database.max_conns", want: []string{"must be between 1 and 1000"}},
+		{name: "bad schedule", file: "sweep:\n  schedule: every 30s\n",
+			wantKey: "sweep.schedule", want: []string{"is not a valid cron spec"}},
+		{name: "six-field schedule", file: "sweep:\n  schedule: \"*/5 * * * * *\"\n",
+			wantKey: "sweep.schedule", want: []string{"is not a valid cron spec"}},
+		{name: "sub-second @every", file: "sweep:\n  schedule: \"@every 500ms\"\n",
+			wantKey: "sweep.schedule", want: []string{"whole seconds, at least 1s"}},
+		{name: "time zone without schedule", file: "sweep:\n  schedule: CRON_TZ=UTC\n",
+			wantKey: "sweep.schedule", want: []string{"a time zone must be followed by a space and a schedule"}},
+		{name: "empty schedule", file: "sweep:\n  schedule: \"\"\n",
+			wantKey: "sweep.schedule", want: []string{"is empty"}},
+		{name: "bad level", file: "log:\n  level: verbose\n",
+			wantKey: "log.level", want: []string{`must be one of debug, info, warn, error, got "verbose"`}},
+		{name: "upper-case level", file: "log:\n  level: INFO\n",
+			wantKey: "log.level", want: []string{"must be one of"}},
+		{name: "bad format", file: "log:\n  format: text\n",
+			wantKey: "log.format", want: []string{"must be one of json, console"}},
+		{name: "listen without port", file: "http:\n  listen: localhost\n",
+			wantKey: "http.listen", want: []string{"must be host:port"}},
+		{name: "listen port too big", file: "http:\n  listen: \":99999\"\n",
+			wantKey: "http.listen", want: []string{"port from 0 to 65535"}},
+		{name: "listen named port", file: "http:\n  listen: \"localhost:http\"\n",
+			wantKey: "http.listen", want: []string{"must be host:port"}},
+		{name: "listen number only", file: "http:\n  listen: 9090\n",
+			wantKey: "http.listen", want: []string{"must be host:port"}},
+		{name: "upper-case channel", file: "sweep:\n  notify_channel: Delegation_Stuck\n",
+			wantKey: "sweep.notify_channel", want: []string{"lower-case identifier"}},
+		{name: "channel with a dash", file: "sweep:\n  notify_channel: delegation-stuck\n",
+			wantKey: "sweep.notify_channel", want: []string{"lower-case identifier"}},
+		{name: "channel too long", file: "sweep:\n  notify_channel: " + strings.Repeat("a", 64) + "\n",
+			wantKey: "sweep.notify_channel", want: []string{"at most 63 bytes"}},
+		{name: "yes for a bool", file: "sweep:\n  dry_run: yes\n",
+			wantKey: "sweep.dry_run", want: []string{`must be true or false (or 1 or 0), got "yes"`}},
+		{name: "null value", file: "log:\n  level:\n",
+			wantKey: "log.level", want: []string{"has no value"}},
+		{name: "duplicate key", file: "sweep:\n  batch_size: 5\n  batch_size: 6\n",
+			wantKey: "sweep.batch_size", want: []string{"is set twice (first on line 2)", ":3)"}},
+		{name: "malformed yaml", file: "sweep:\n  batch_size: 5\n   dry_run: true\n",
+			want: []string{"is not valid YAML", "sweeper.yaml:3"}},
+		{name: "unterminated quote", file: "sweep:\n  schedule: \"@every 30s\n",
+			want: []string{"is not valid YAML"}},
+		{name: "tab indentation", file: "sweep:\n\tbatch_size: 5\n",
+			want: []string{"is not valid YAML"}},
+		{name: "not a mapping", file: "- sweep\n- log\n",
+			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, log:, shutdown_grace:)"}},
+		{name: "two documents", file: "sweep:\n  batch_size: 5\n---\nlog:\n  level: info\n",
+			want: []string{"second YAML document", ":3)"}},
+		{name: "unknown env var", env: []string{"SWEEPER_SWEEP_BATCHSIZE=5"},
+			wantKey: "SWEEPER_SWEEP_BATCHSIZE", want: []string{"unknown environment variable; did you mean SWEEPER_SWEEP_BATCH_SIZE?"}},
+		{name: "env var missing its section", env: []string{"SWEEPER_LISTEN=:80"},
+			wantKey: "SWEEPER_LISTEN", want: []string{"did you mean SWEEPER_HTTP_LISTEN?"}},
+		{name: "bad env int", env: []string{"SWEEPER_SWEEP_BATCH_SIZE=ten"},
+			wantKey: "sweep.batch_size", want: []string{`must be a decimal integer, got "ten" (from env SWEEPER_SWEEP_BATCH_SIZE)`}},
+		{name: "empty env int", env: []string{"SWEEPER_DATABASE_MAX_CONNS="},
+			wantKey: "database.max_conns", want: []string{"is empty; it must be a decimal integer (from env SWEEPER_DATABASE_MAX_CONNS)"}},
+		{name: "zero batch from env", env: []string{"SWEEPER_SWEEP_BATCH_SIZE=0"},
+			wantKey: "sweep.batch_size", want: []string{`config: sweep.batch_size: must be between 1 and 100000, got "0" (from env SWEEPER_SWEEP_BATCH_SIZE)`}},
+		{name: "bad env bool", env: []string{"SWEEPER_MIGRATE_AUTO=sure"},
+			wantKey: "migrate.auto", want: []string{"must be true or false", "env SWEEPER_MIGRATE_AUTO"}},
+		{name: "bad env duration", env: []string{"SWEEPER_SHUTDOWN_GRACE=30"},
+			wantKey: "shutdown_grace", want: []string{"must be a duration", "env SWEEPER_SHUTDOWN_GRACE"}},
+		{name: "bad DSN in file", file: "database:\n  url: postgres://sweeper:hunter2@db:port/sweeper\n",
+			wantKey: "database.url", want: []string{"is not a valid PostgreSQL connection string", "postgres://sweeper:xxxxx@db:port/sweeper"}},
+		{name: "bad DSN from DATABASE_URL", env: []string{"DATABASE_URL=host=db password='hunter2"},
+			wantKey: "database.url", want: []string{"is not a valid PostgreSQL connection string", "(from env DATABASE_URL)"}},
+		{name: "bad flag int", flags: []string{"--sweep-batch-size=0"},
+			wantKey: "sweep.batch_size", want: []string{"(from flag --sweep-batch-size)"}},
+		{name: "bad flag bool", flags: []string{"--migrate-auto=maybe"},
+			wantKey: "migrate.auto", want: []string{"must be true or false", "flag --migrate-auto"}},
+		{name: "bad file value reported even when env overrides it",
+			file: "sweep:\n  batch_size: 0\n", env: []string{"SWEEPER_SWEEP_BATCH_SIZE=5"},
+			wantKey: "sweep.batch_size", want: []string{"from file"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeConfig(t, tt.file)
+			}
+			var fs *flag.FlagSet
+			if tt.flags != nil {
+				fs = parsedFlags(t, tt.flags...)
+			}
+			got, err := Load(path, tt.env, fs)
+			if err == nil {
+				t.Fatalf("Load succeeded with %+v, want an error", got)
+			}
+			errs := configErrors(t, err)
+			if errs[0].Key != tt.wantKey {
+				t.Errorf("first error's Key = %q, want %q (error: %v)", errs[0].Key, tt.wantKey, err)
+			}
+			msg := err.Error()
+			if tt.wantKey != "" && !strings.Contains(msg, "config: "+tt.wantKey+": ") {
+				t.Errorf("error %q does not name key %q", msg, tt.wantKey)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, "hunter2") {
+				t.Errorf("error %q shows the password", msg)
+			}
+			if !reflect.DeepEqual(got, Config{}) {
+				t.Errorf("Load returned %+v with its error, want the zero Config", got)
+			}
+		})
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, "sweep:\n  batch_size: 0\n  bogus: 1\nlog:\n  level: loud\n")
+	_, err := Load(path, []string{"SWEEPER_HTTP_LISTEN=nope", "SWEEPER_NOPE=1"}, parsedFlags(t, "--shutdown-grace=-1s"))
+	var keys []string
+	for _, e := range configErrors(t, err) {
+		keys = append(keys, e.Key)
+	}
+	want := []string{"sweep.batch_size", "sweep.bogus", "log.level", "http.listen", "SWEEPER_NOPE", "shutdown_grace"}
+	if !reflect.DeepEqual(keys, want) {
+		t.Fatalf("errors name keys %q, want %q; error:\n%v", keys, want, err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "absent.yaml")
+	_, err := Load(path, nil, nil)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load of a missing file = %v, want fs.ErrNotExist", err)
+	}
+	var ce *Error
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "cannot read the config file") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Load of a missing file = %v", err)
+	}
+}
+
+// TestPasswordNeverShown puts a password in every place it could leak from.
+func TestPasswordNeverShown(t *testing.T) {
+	t.Parallel()
+	const pw = "hunter2-S3cr3t"
+	tests := []struct {
+		name  string
+		file  string
+		env   []string
+		flags []string
+	}{
+		{name: "bad port in file URL", file: "database:\n  url: postgres://u:" + pw + "@h:x/db\n"},
+		{name: "slash in URL password", env: []string{"SWEEPER_DATABASE_URL=postgres://u:" + pw + "/x@h/db"}},
+		{name: "at sign in URL password", env: []string{"SWEEPER_DATABASE_URL=postgres://u:" + pw + "@x@h:bad/db"}},
+		{name: "query password with ampersand",
+			env: []string{"SWEEPER_DATABASE_URL=postgres://u@h/db?password=" + pw + "&x&sslmode=bogus"}},
+		{name: "sslpassword in query", env: []string{"DATABASE_URL=postgres://u@h/db?sslpassword=" + pw + "&port=x"}},
+		{name: "unterminated quote", env: []string{"DATABASE_URL=host=h password='" + pw}},
+		{name: "password with a space", flags: []string{"--database-url=host=h password=" + pw + " x"}},
+		{name: "bare password", file: "database:\n  url: " + pw + "\n"},
+		{name: "missing password keyword", file: "database:\n  url: host=h user=u " + pw + "\n"},
+		{name: "url as a list", file: "database:\n  url: [postgres://u:" + pw + "@h/db]\n"},
+		{name: "url as a mapping", file: "database:\n  url:\n    password: " + pw + "\n"},
+		{name: "unknown key holding a password", file: "database:\n  password: " + pw + "\n"},
+		{name: "connection string as a key", file: "database:\n  postgres://u:" + pw + "@h/db: 1\n"},
+		{name: "keyword/value string as a key", file: "database:\n  host=h password=" + pw + ": 1\n"},
+		{name: "unknown env var holding a password", env: []string{"SWEEPER_DATABASE_PASSWORD=" + pw}},
+		{name: "yaml syntax error on the url line", file: "database:\n  url: \"postgres://u:" + pw + "@h/db\n"},
+		{name: "yaml anchor named like the password", file: "database:\n  url: *" + pw + "\n"},
+		{name: "bad URL and other errors", file: "database:\n  url: postgres://u:" + pw + "@h:x/db\n  max_conns: 0\n",
+			env: []string{"SWEEPER_SWEEP_BATCH_SIZE=x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := ""
+			if tt.file != "" {
+				path = writeConfig(t, tt.file)
+			}
+			var fs *flag.FlagSet
+			if tt.flags != nil {
+				fs = parsedFlags(t, tt.flags...)
+				fs.VisitAll(func(f *flag.Flag) {
+					if strings.Contains(f.Value.String(), pw) || strings.Contains(f.DefValue, pw) {
+						t.Errorf("flag %s shows the password: %q", f.Name, f.Value.String())
+					}
+				})
+			}
+			_, err := Load(path, tt.env, fs)
+			if err == nil {
+				t.Fatal("Load succeeded, want an error")
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Fatalf("error shows the password:\n%v", err)
+			}
+			for _, e := range configErrors(t, err) {
+				if strings.Contains(e.Value, pw) || strings.Contains(e.Reason, pw) || strings.Contains(e.Key, pw) {
+					t.Fatalf("error field shows the password: %#v", e)
+				}
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.Sweep.BatchSize = 0
+	c.Log.Format = "xml"
+	c.Database.URL = "postgres://u:hunter2@h:x/db"
+	errs := configErrors(t, c.Validate())
+	var got []string
+	for _, e := range errs {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		`config: database.url: ` + checkDSN("x") + `, got "postgres://u:xxxxx@h:x/db"`,
+		`config: sweep.batch_size: must be between 1 and 100000, got "0"`,
+		`config: log.format: must be one of json, console, got "xml"`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Validate errors:\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestRedactedAndPrinting(t *testing.T) {
+	t.Parallel()
+	const pw = "hunter2"
+	c := Default()
+	c.Database.URL = "postgres://sweeper:" + pw + "@db:5432/sweeper?sslmode=disable"
+	r := c.Redacted()
+	if r.Database.URL != "postgres://sweeper:xxxxx@db:5432/sweeper?sslmode=disable" {
+		t.Fatalf("Redacted().Database.URL = %q", r.Database.URL)
+	}
+	if c.Database.URL == r.Database.URL {
+		t.Fatal("Redacted changed its receiver")
+	}
+	unmasked := r
+	unmasked.Database.URL = c.Database.URL
+	if !reflect.DeepEqual(unmasked, c) {
+		t.Fatal("Redacted changed more than the password")
+	}
+
+	wantString := `database.url="postgres://sweeper:xxxxx@db:5432/sweeper?sslmode=disable" database.max_conns=4 ` +
+		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
+		`sweep.notify_channel="delegation_stuck" sweep.dry_run=false migrate.auto=false http.listen=":9090" ` +
+		`log.level="info" log.format="json" shutdown_grace=30s`
+	if got := c.String(); got != wantString {
+		t.Fatalf("String() =\n%s\nwant\n%s", got, wantString)
+	}
+
+	var logged bytes.Buffer
+	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logged), zap.DebugLevel))
+	logger.Info("config", zap.Any("config", c), zap.Any("database", c.Database))
+	var entry struct {
+		Config struct {
+			Database struct {
+				URL      string `json:"url"`
+				MaxConns int    `json:"max_conns"`
+			} `json:"database"`
+			Sweep struct {
+				HeartbeatTimeout string `json:"heartbeat_timeout"`
+				DryRun           bool   `json:"dry_run"`
+			} `json:"sweep"`
+			ShutdownGrace string `json:"shutdown_grace"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(logged.Bytes(), &entry); err != nil {
+		t.Fatalf("log line %s: %v", logged.Bytes(), err)
+	}
+	if entry.Config.Database.URL != r.Database.URL || entry.Config.Database.MaxConns != 4 ||
+		entry.Config.Sweep.HeartbeatTimeout != "10m" || entry.Config.ShutdownGrace != "30s" {
+		t.Fatalf("logged config = %s", logged.Bytes())
+	}
+
+	for _, s := range []string{
+		logged.String(),
+		fmt.Sprint(c), fmt.Sprintf("%v|%+v|%#v|%s|%q", c, c, c, c, c),
+		fmt.Sprintf("%v|%+v|%#v|%s", c.Database, c.Database, c.Database, c.Database),
+		fmt.Sprintf("%v", &c),
+	} {
+		if strings.Contains(s, pw) {
+			t.Fatalf("printed config shows the password: %s", s)
+		}
+	}
+}
+
+func TestKeys(t *testing.T) {
+	t.Parallel()
+	ks := Keys()
+	if len(ks) != 13 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design", len(ks))
+	}
+	want := map[string][2]string{ // path -> env, flag
+		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
+		"database.max_conns":        {"SWEEPER_DATABASE_MAX_CONNS", "database-max-conns"},
+		"sweep.schedule":            {"SWEEPER_SWEEP_SCHEDULE", "sweep-schedule"},
+		"sweep.heartbeat_timeout":   {"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT", "sweep-heartbeat-timeout"},
+		"sweep.batch_size":          {"SWEEPER_SWEEP_BATCH_SIZE", "sweep-batch-size"},
+		"sweep.max_batches_per_run": {"SWEEPER_SWEEP_MAX_BATCHES_PER_RUN", "sweep-max-batches-per-run"},
+		"sweep.notify_channel":      {"SWEEPER_SWEEP_NOTIFY_CHANNEL", "sweep-notify-channel"},
+		"sweep.dry_run":             {"SWEEPER_SWEEP_DRY_RUN", "sweep-dry-run"},
+		"migrate.auto":              {"SWEEPER_MIGRATE_AUTO", "migrate-auto"},
+		"http.listen":               {"SWEEPER_HTTP_LISTEN", "http-listen"},
+		"log.level":                 {"SWEEPER_LOG_LEVEL", "log-level"},
+		"log.format":                {"SWEEPER_LOG_FORMAT", "log-format"},
+		"shutdown_grace":            {"SWEEPER_SHUTDOWN_GRACE", "shutdown-grace"},
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	RegisterFlags(fs)
+	d := Default()
+	for i, k := range ks {
+		w, ok := want[k.Path]
+		if !ok {
+			t.Errorf("unexpected key %q", k.Path)
+			continue
+		}
+		if k.Env != w[0] || k.Flag != w[1] {
+			t.Errorf("%s: env %q flag %q, want %q %q", k.Path, k.Env, k.Flag, w[0], w[1])
+		}
+		if k.Doc == "" || k.Type == "" {
+			t.Errorf("%s: no doc or type", k.Path)
+		}
+		if k.Secret != (k.Path == "database.url") {
+			t.Errorf("%s: Secret = %v", k.Path, k.Secret)
+		}
+		f := fs.Lookup(k.Flag)
+		if f == nil {
+			t.Errorf("%s: flag --%s not registered", k.Path, k.Flag)
+			continue
+		}
+		if f.DefValue != k.Default || !strings.Contains(f.Usage, k.Env) {
+			t.Errorf("flag --%s: default %q usage %q", k.Flag, f.DefValue, f.Usage)
+		}
+		// The default, written as text, reads back as the default.
+		var c Config
+		if reason := keys[i].parse(&c, k.Default); reason != "" || keys[i].format(&c) != keys[i].format(&d) {
+			t.Errorf("%s: default %q does not read back: %s", k.Path, k.Default, reason)
+		}
+	}
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n != len(ks) {
+		t.Errorf("RegisterFlags registered %d flags, want %d", n, len(ks))
+	}
+}
+
+func TestFlagUsage(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("sweeper", flag.ContinueOnError)
+	RegisterFlags(fs)
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	fs.PrintDefaults()
+	usage := out.String()
+	for _, want := range []string{
+		"-sweep-batch-size int\n",
+		"(int, env SWEEPER_SWEEP_BATCH_SIZE) (default 1000)",
+		"-sweep-heartbeat-timeout duration\n",
+		"(default 10m)",
+		"-sweep-dry-run\n",
+		"(env SWEEPER_SWEEP_DRY_RUN)\n",
+		"(default @every 30s)",
+	} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("usage does not contain %q:\n%s", want, usage)
+		}
+	}
+	if strings.Contains(usage, "(default false)") {
+		t.Errorf("usage shows (default false):\n%s", usage)
+	}
+}
+
+func TestLogZapLevel(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		level string
+		want  zapcore.Level
+	}{
+		{"debug", zapcore.DebugLevel}, {"info", zapcore.InfoLevel}, {"warn", zapcore.WarnLevel},
+		{"error", zapcore.ErrorLevel}, {"bogus", zapcore.InfoLevel},
+	} {
+		if got := (LogConfig{Level: tt.level}).ZapLevel(); got != tt.want {
+			t.Errorf("ZapLevel(%q) = %v, want %v", tt.level, got, tt.want)
+		}
+	}
+	for _, l := range LogLevels {
+		if err := (func() error { c := Default(); c.Log.Level = l; return c.Validate() })(); err != nil {
+			t.Errorf("level %q: %v", l, err)
+		}
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  *Error
+		want string
+	}{
+		{"all fields", &Error{Key: "sweep.batch_size", Value: "0", Source: "env SWEEPER_SWEEP_BATCH_SIZE", Reason: "must be between 1 and 100000"},
+			`config: sweep.batch_size: must be between 1 and 100000, got "0" (from env SWEEPER_SWEEP_BATCH_SIZE)`},
+		{"no value", &Error{Key: "sweep.bath_size", Source: "file a.yaml:3", Reason: "unknown key"},
+			`config: sweep.bath_size: unknown key (from file a.yaml:3)`},
+		{"no key", &Error{Source: "file a.yaml:3", Reason: "is not valid YAML: x"},
+			`config: is not valid YAML: x (from file a.yaml:3)`},
+		{"long value", &Error{Key: "k", Value: strings.Repeat("é", 100), Reason: "bad"},
+			`config: k: bad, got "` + strings.Repeat("é", 60) + `..."`},
+	}
+	for _, tt := range tests {
+		if got := tt.err.Error(); got != tt.want {
+			t.Errorf("%s: Error() =\n%s\nwant\n%s", tt.name, got, tt.want)
+		}
+	}
+}

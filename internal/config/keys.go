@@ -1,0 +1,393 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/robfig/cron/v3"
+	"go.uber.org/zap/zapcore"
+)
+
+// keys is the one table of configuration keys. Each entry gives a key's YAML
+// path, the Config field it fills, its default, how its text is parsed and
+// checked, and its documentation; the environment variable and flag names
+// derive from the path (envName, flagName). Default, Load, RegisterFlags,
+// Validate, Keys and config.example.yaml all follow this table.
+var keys = []key{
+	newKey("database.url", func(c *Config) *string { return &c.Database.URL },
+		"", dsnText, checkDSN,
+		"PostgreSQL connection string: postgres://user:password@host:5432/dbname, or keyword/value pairs "+
+			"(host=db user=sweeper dbname=sweeper). Empty means unset: DATABASE_URL is then read. "+
+			"Its password is never logged; set it in the environment rather than in a file or a flag, "+
+			"which other users may read."),
+	newKey("database.max_conns", func(c *Config) *int { return &c.Database.MaxConns },
+		4, intText, intBetween(1, 1000),
+		"Size of the connection pool (1 to 1000)."),
+
+	newKey("sweep.schedule", func(c *Config) *string { return &c.Sweep.Schedule },
+		"@every 30s", stringText, checkSchedule,
+		"When to sweep: a robfig/cron spec, five fields (*/5 * * * *) or a descriptor "+
+			"(@every 30s, @hourly), in UTC unless it starts with CRON_TZ=."),
+	newKey("sweep.heartbeat_timeout", func(c *Config) *time.Duration { return &c.Sweep.HeartbeatTimeout },
+		10*time.Minute, durationText, durationAtLeast(time.Second),
+		"An in_progress delegation whose last heartbeat is older than this is marked stuck (at least 1s)."),
+	newKey("sweep.batch_size", func(c *Config) *int { return &c.Sweep.BatchSize },
+		1000, intText, intBetween(1, 100000),
+		"Rows claimed and marked per batch, 1 to 100000; each batch is one transaction."),
+	newKey("sweep.max_batches_per_run", func(c *Config) *int { return &c.Sweep.MaxBatchesPerRun },
+		100, intText, intBetween(1, math.MaxInt),
+		"Most batches one run may take (at least 1); the rest waits for the next run."),
+	newKey("sweep.notify_channel", func(c *Config) *string { return &c.Sweep.NotifyChannel },
+		"delegation_stuck", stringText, checkChannel,
+		"Channel of the pg_notify sent with each batch (lower-case letters, digits and _); "+
+			"empty disables notifications."),
+	newKey("sweep.dry_run", func(c *Config) *bool { return &c.Sweep.DryRun },
+		false, boolText, nil,
+		"Find the delegations that would be marked stuck, and change nothing."),
+
+	newKey("migrate.auto", func(c *Config) *bool { return &c.Migrate.Auto },
+		false, boolText, nil,
+		"Migrate the schema up at start-up. When false, the daemon refuses to start on a schema "+
+			"that is behind or dirty."),
+
+	newKey("http.listen", func(c *Config) *string { return &c.HTTP.Listen },
+		":9090", stringText, checkListen,
+		"host:port for /metrics, /healthz and /readyz (:9090, 127.0.0.1:9090); empty disables the server."),
+
+	newKey("log.level", func(c *Config) *string { return &c.Log.Level },
+		"info", stringText, stringOneOf(LogLevels...),
+		"Least severe level logged: debug, info, warn or error."),
+	newKey("log.format", func(c *Config) *string { return &c.Log.Format },
+		LogFormatJSON, stringText, stringOneOf(LogFormatJSON, LogFormatConsole),
+		"json (one object per line, for production) or console (for people)."),
+
+	newKey("shutdown_grace", func(c *Config) *time.Duration { return &c.ShutdownGrace },
+		30*time.Second, durationText, durationAtLeast(time.Nanosecond),
+		"After SIGINT or SIGTERM, how long to wait for the running batch to commit or roll back "+
+			"before exiting (more than 0)."),
+}
+
+// KeyInfo describes one configuration key, for documentation and for tests
+// that keep documents such as config.example.yaml in step with the code.
+type KeyInfo struct {
+	// Path is the key's YAML path: "sweep.batch_size".
+	Path string
+	// Env is the environment variable that sets it: "SWEEPER_SWEEP_BATCH_SIZE".
+	Env string
+	// Flag is the flag that sets it, without dashes: "sweep-batch-size".
+	Flag string
+	// Type is "string", "int", "bool" or "duration".
+	Type string
+	// Default is the default as text, in the form the key is written in.
+	Default string
+	// Doc is the key's documentation, one or two sentences.
+	Doc string
+	// Secret reports whether the value holds a password, which is masked
+	// wherever the value is shown.
+	Secret bool
+}
+
+// Keys describes every configuration key, in the order of the YAML file.
+func Keys() []KeyInfo {
+	d := Default()
+	out := make([]KeyInfo, len(keys))
+	for i := range keys {
+		k := &keys[i]
+		out[i] = KeyInfo{
+			Path:    k.path,
+			Env:     envName(k.path),
+			Flag:    flagName(k.path),
+			Type:    k.typ,
+			Default: k.format(&d),
+			Doc:     k.doc,
+			Secret:  k.secret,
+		}
+	}
+	return out
+}
+
+// envPrefix starts the name of every environment variable of this package.
+const envPrefix = "SWEEPER_"
+
+// envName derives a key's environment variable: sweep.batch_size becomes
+// SWEEPER_SWEEP_BATCH_SIZE.
+func envName(path string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+}
+
+// flagName derives a key's flag: sweep.batch_size becomes sweep-batch-size.
+func flagName(path string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(path)
+}
+
+// key is one entry of the keys table, with its typed parts hidden behind
+// closures so that keys of every type sit in one slice.
+type key struct {
+	path   string
+	doc    string
+	typ    string
+	secret bool
+
+	// setDefault stores the default in c.
+	setDefault func(c *Config)
+	// parse stores the value written as s in c, or returns why it cannot.
+	parse func(c *Config, s string) (reason string)
+	// format returns c's value as text that parse accepts.
+	format func(c *Config) string
+	// check returns why c's value is invalid, or "".
+	check func(c *Config) (reason string)
+	// log adds c's value to enc under name.
+	log func(enc zapcore.ObjectEncoder, name string, c *Config)
+}
+
+// shown returns s as it may be shown in an error: masked for a secret key.
+func (k *key) shown(s string) string {
+	if k.secret {
+		return RedactDSN(s)
+	}
+	return s
+}
+
+// codec reads and writes one type of value as text.
+type codec[T any] struct {
+	typ    string
+	want   string // what parse accepts, after "must be "
+	secret bool
+	parse  func(s string) (T, bool)
+	format func(v T) string
+	log    func(enc zapcore.ObjectEncoder, name string, v T)
+}
+
+// newKey builds a table entry for the Config field that field points to.
+// check may be nil when every value that parses is valid.
+func newKey[T any](path string, field func(*Config) *T, def T, cd codec[T], check func(T) string, doc string) key {
+	return key{
+		path:       path,
+		doc:        doc,
+		typ:        cd.typ,
+		secret:     cd.secret,
+		setDefault: func(c *Config) { *field(c) = def },
+		parse: func(c *Config, s string) string {
+			v, ok := cd.parse(s)
+			if !ok {
+				if s == "" {
+					return "is empty; it must be " + cd.want
+				}
+				return "must be " + cd.want
+			}
+			*field(c) = v
+			return ""
+		},
+		format: func(c *Config) string { return cd.format(*field(c)) },
+		check: func(c *Config) string {
+			if check == nil {
+				return ""
+			}
+			return check(*field(c))
+		},
+		log: func(enc zapcore.ObjectEncoder, name string, c *Config) { cd.log(enc, name, *field(c)) },
+	}
+}
+
+var (
+	stringText = codec[string]{
+		typ:    "string",
+		parse:  func(s string) (string, bool) { return s, true },
+		format: func(v string) string { return v },
+		log:    func(enc zapcore.ObjectEncoder, name, v string) { enc.AddString(name, v) },
+	}
+	// dsnText is stringText for a connection string: shown and logged
+	// with its password masked.
+	dsnText = codec[string]{
+		typ:    "string",
+		secret: true,
+		parse:  func(s string) (string, bool) { return s, true },
+		format: func(v string) string { return v },
+		log:    func(enc zapcore.ObjectEncoder, name, v string) { enc.AddString(name, RedactDSN(v)) },
+	}
+	intText = codec[int]{
+		typ:  "int",
+		want: "a decimal integer",
+		parse: func(s string) (int, bool) {
+			v, err := strconv.Atoi(s)
+			return v, err == nil
+		},
+		format: strconv.Itoa,
+		log:    func(enc zapcore.ObjectEncoder, name string, v int) { enc.AddInt(name, v) },
+	}
+	boolText = codec[bool]{
+		typ:  "bool",
+		want: "true or false (or 1 or 0)",
+		parse: func(s string) (bool, bool) {
+			v, err := strconv.ParseBool(s)
+			return v, err == nil
+		},
+		format: strconv.FormatBool,
+		log:    func(enc zapcore.ObjectEncoder, name string, v bool) { enc.AddBool(name, v) },
+	}
+	durationText = codec[time.Duration]{
+		typ:  "duration",
+		want: "a duration such as 30s, 10m or 1h30m",
+		parse: func(s string) (time.Duration, bool) {
+			v, err := time.ParseDuration(s)
+			return v, err == nil
+		},
+		format: formatDuration,
+		log: func(enc zapcore.ObjectEncoder, name string, v time.Duration) {
+			enc.AddString(name, formatDuration(v))
+		},
+	}
+)
+
+// formatDuration writes d as time.Duration.String does, without the zero
+// units at the end: 10m rather than 10m0s, 1h rather than 1h0m0s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// intBetween accepts lo <= v <= hi; hi == math.MaxInt means no upper bound.
+func intBetween(lo, hi int) func(int) string {
+	return func(v int) string {
+		if v >= lo && v <= hi {
+			return ""
+		}
+		if hi == math.MaxInt {
+			return fmt.Sprintf("must be at least %d", lo)
+		}
+		return fmt.Sprintf("must be between %d and %d", lo, hi)
+	}
+}
+
+// durationAtLeast accepts v >= lo; lo of 1ns reads "more than 0".
+func durationAtLeast(lo time.Duration) func(time.Duration) string {
+	return func(v time.Duration) string {
+		switch {
+		case v >= lo:
+			return ""
+		case lo == time.Nanosecond:
+			return "must be more than 0"
+		default:
+			return "must be at least " + formatDuration(lo)
+		}
+	}
+}
+
+// stringOneOf accepts exactly one of values.
+func stringOneOf(values ...string) func(string) string {
+	values = slices.Clone(values)
+	return func(v string) string {
+		for _, ok := range values {
+			if v == ok {
+				return ""
+			}
+		}
+		return "must be one of " + strings.Join(values, ", ")
+	}
+}
+
+// checkDSN accepts "" (unset) and whatever pgconn.ParseConfig accepts. The
+// reason never repeats pgx's message, which may quote part of the password.
+func checkDSN(dsn string) string {
+	if dsn == "" {
+		return ""
+	}
+	if _, err := pgconn.ParseConfig(dsn); err != nil {
+		return "is not a valid PostgreSQL connection string (want postgres://user:password@host:port/dbname, " +
+			"special characters percent-encoded, or keyword=value pairs)"
+	}
+	return ""
+}
+
+// checkSchedule accepts what cron.ParseStandard accepts, except an @every
+// interval that cron would silently round (below 1s, or not whole seconds).
+func checkSchedule(spec string) string {
+	if strings.TrimSpace(spec) == "" {
+		return "is empty; it must be a cron spec such as \"@every 30s\" or \"*/5 * * * *\""
+	}
+	sched, err := parseCron(spec)
+	if err != nil {
+		return "is not a valid cron spec (" + err.Error() + ")"
+	}
+	if every, ok := sched.(cron.ConstantDelaySchedule); ok {
+		_, text, _ := strings.Cut(spec, "@every ")
+		if d, err := time.ParseDuration(text); err == nil && d != every.Delay {
+			return "must use an @every interval of whole seconds, at least 1s (cron would run it every " +
+				formatDuration(every.Delay) + ")"
+		}
+	}
+	return ""
+}
+
+// parseCron is cron.ParseStandard without its panics: cron v3.0.1 slices out
+// of range on a time zone prefix with nothing after it ("CRON_TZ=UTC").
+func parseCron(spec string) (sched cron.Schedule, err error) {
+	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
+		if !strings.Contains(spec, " ") {
+			return nil, errors.New("a time zone must be followed by a space and a schedule")
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			sched, err = nil, fmt.Errorf("cannot parse: %v", r)
+		}
+	}()
+	return cron.ParseStandard(spec)
+}
+
+// maxChannelLen is PostgreSQL's identifier limit (NAMEDATALEN - 1).
+const maxChannelLen = 63
+
+// checkChannel accepts "" (notifications off) or a lower-case identifier of
+// at most 63 bytes. Upper case is refused because LISTEN folds an unquoted
+// name to lower case while pg_notify does not, so listeners would miss it.
+func checkChannel(ch string) string {
+	if ch == "" {
+		return ""
+	}
+	const want = "must be empty (no notifications) or a lower-case identifier: " +
+		"a letter or _ then letters, digits or _, at most 63 bytes"
+	if len(ch) > maxChannelLen {
+		return want
+	}
+	for i := 0; i < len(ch); i++ {
+		c := ch[i]
+		switch {
+		case c >= 'a' && c <= 'z', c == '_':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return want
+		}
+	}
+	return ""
+}
+
+// checkListen accepts "" (server off) or host:port with a port of 0 to 65535.
+func checkListen(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	const want = "must be host:port with a port from 0 to 65535 (:9090, 127.0.0.1:9090, [::1]:9090), or empty to disable"
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return want
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || port[0] == '+' || port[0] == '-' {
+		return want
+	}
+	return ""
+}
