@@ -831,3 +831,14 @@ func TestErrorFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestAdaptiveSchedule(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("", []string{"SWEEPER_SWEEP_SCHEDULE=@adaptive"}, nil)
+	if err != nil || cfg.Sweep.Schedule != scheduleAdaptive {
+		t.Fatalf("@adaptive: %q, %v", cfg.Sweep.Schedule, err)
+	}
+	if _, err := Load("", []string{"SWEEPER_SWEEP_SCHEDULE=@adaptive-ish"}, nil); err == nil {
+		t.Fatal("@adaptive-ish accepted")
+	}
+}

@@ -34,7 +34,8 @@ var keys = []key{
 	newKey("sweep.schedule", func(c *Config) *string { return &c.Sweep.Schedule },
 		"@every 30s", stringText, checkSchedule,
 		"When to sweep: a robfig/cron spec, five fields (*/5 * * * *) or a descriptor "+
-			"(@every 30s, @hourly), in UTC unless it starts with CRON_TZ=."),
+			"(@every 30s, @hourly), in UTC unless it starts with CRON_TZ=; or @adaptive, to sleep "+
+			"until the next delegation can become stuck (within 200ms and 30s)."),
 	newKey("sweep.heartbeat_timeout", func(c *Config) *time.Duration { return &c.Sweep.HeartbeatTimeout },
 		10*time.Minute, durationText, durationAtLeast(time.Second),
 		"An in_progress delegation whose last heartbeat is older than this is marked stuck (at least 1s)."),
@@ -312,11 +313,18 @@ func checkDSN(dsn string) string {
 	return ""
 }
 
-// checkSchedule accepts what cron.ParseStandard accepts, except an @every
-// interval that cron would silently round (below 1s, or not whole seconds).
+// scheduleAdaptive is sweep.ScheduleAdaptive (config does not import sweep).
+const scheduleAdaptive = "@adaptive"
+
+// checkSchedule accepts "@adaptive" (sweep.ScheduleAdaptive) and what
+// cron.ParseStandard accepts, except an @every interval that cron would
+// silently round (below 1s, or not whole seconds).
 func checkSchedule(spec string) string {
 	if strings.TrimSpace(spec) == "" {
-		return "is empty; it must be a cron spec such as \"@every 30s\" or \"*/5 * * * *\""
+		return "is empty; it must be a cron spec such as \"@every 30s\" or \"*/5 * * * *\", or @adaptive"
+	}
+	if spec == scheduleAdaptive {
+		return ""
 	}
 	sched, err := parseCron(spec)
 	if err != nil {
