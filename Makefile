@@ -1,0 +1,51 @@
+# Targets carry a "## text" comment: `make help` (the default) lists them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+.DEFAULT_GOAL := help
+
+GO      ?= go
+PKG     := github.com/tasksweeper/sweeper
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
+
+# Packages and extra flags of `make test`, e.g. make test PKGS=./ledger/... TESTFLAGS=-v
+PKGS      ?= ./...
+TESTFLAGS ?=
+
+STATICCHECK_VERSION := v0.8.2
+GOBIN       := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
+STATICCHECK := $(GOBIN)/staticcheck
+
+.PHONY: help
+help: ## Show this list of targets
+	@echo "Usage: make <target>"
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/sweeper with version and commit stamped in
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sweeper ./cmd/sweeper
+
+.PHONY: test
+test: ## Run all tests with the race detector against a real PostgreSQL, then print counts
+	$(GO) build -o bin/testsummary ./internal/tools/testsummary
+	SWEEPER_REQUIRE_DB=1 $(GO) test -race -count=1 -json $(TESTFLAGS) $(PKGS) | bin/testsummary
+
+.PHONY: lint
+lint: | $(STATICCHECK) ## Check formatting (gofmt), go vet and staticcheck
+	@files=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
+	if [ -n "$$files" ]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: demo
+demo: ## Run `sweeper dev`: throwaway PostgreSQL, demo ledger, fast sweeps (Ctrl-C stops)
+	$(GO) run ./cmd/sweeper dev
+
+.PHONY: clean
+clean: ## Remove build output (bin/, dist/)
+	rm -rf bin dist
