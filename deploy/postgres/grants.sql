@@ -1,0 +1,35 @@
+-- sweeper: database roles, step 2 of 2. Run as sweeper_owner (or a
+-- superuser) after every `sweeper migrate up`, since a migration may create
+-- or re-create tables:
+--   psql "$OWNER_URL" -v ON_ERROR_STOP=1 -f deploy/postgres/grants.sql
+-- Idempotent.
+--
+-- The trigger functions of the schema (forward-only guard, updated_at
+-- bookkeeping, audit) are NOT SECURITY DEFINER: they run with the privileges
+-- of the role whose statement fired them. So the audit trigger's INSERT into
+-- delegation_events runs as sweeper_daemon, which therefore needs INSERT
+-- there; it gets no UPDATE or DELETE on the log (an append-only trigger
+-- refuses those anyway) and no DELETE or TRUNCATE on delegations. Only the
+-- owner can disable a trigger (the documented repair of a frozen row).
+
+-- The sweep: SELECT ... FOR UPDATE SKIP LOCKED, then
+-- UPDATE delegations SET status = 'stuck', stuck_reason = ...
+-- (updated_at is set by a BEFORE trigger, which needs no column privilege).
+GRANT SELECT ON delegations TO sweeper_daemon;
+GRANT UPDATE (status, stuck_reason) ON delegations TO sweeper_daemon;
+
+-- The audit trigger's insert.
+GRANT SELECT, INSERT ON delegation_events TO sweeper_daemon;
+-- delegation_events.id is an identity column: PostgreSQL draws its values
+-- without checking privileges on the sequence, so this grant is not needed
+-- today; it keeps the insert working if the column ever becomes a serial
+-- (nextval() default). pg_get_serial_sequence finds the name.
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SEQUENCE %s TO sweeper_daemon',
+                   pg_get_serial_sequence('delegation_events', 'id'));
+END
+$$;
+
+-- The daemon checks the schema version before it starts and in /readyz.
+GRANT SELECT ON sweeper_schema_migrations TO sweeper_daemon;
