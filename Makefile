@@ -21,7 +21,7 @@ STATICCHECK := $(GOBIN)/staticcheck
 .PHONY: help
 help: ## Show this list of targets
 	@echo "Usage: make <target>"
-	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/sweeper with version and commit stamped in
@@ -41,6 +41,22 @@ lint: | $(STATICCHECK) ## Check formatting (gofmt), go vet and staticcheck
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: deploy-check
+deploy-check: ## Check systemd units (verify, exposure <= 2.0), shipped configs and Kubernetes manifests
+	GO=$(GO) deploy/check.sh
+
+.PHONY: monitoring-check
+monitoring-check: ## promtool check/test of the alert rules, dashboard and metric names (installs promtool)
+	GO=$(GO) monitoring/check.sh
+
+.PHONY: image
+image: ## Build the container image without Docker (dist/sweeper-image-amd64.tar) and inspect it
+	GO=$(GO) VERSION=$(VERSION) COMMIT=$(COMMIT) ARCHES=amd64 STEPS="binaries images" deploy/dist.sh
+
+.PHONY: dist
+dist: ## Static binaries (linux/amd64, arm64), .debs and image tarballs in dist/, listed
+	GO=$(GO) VERSION=$(VERSION) COMMIT=$(COMMIT) deploy/dist.sh
 
 .PHONY: demo
 demo: ## Run `sweeper dev`: throwaway PostgreSQL, demo ledger, fast sweeps (Ctrl-C stops)

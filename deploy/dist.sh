@@ -52,7 +52,7 @@ if step debs; then
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg >/dev/null
 	fi
 	for arch in $ARCHES; do
-		deb=$("$GO" run -tags mkdeb ./internal/tools/mkdeb -arch "$arch" -version "$VERSION" \
+		deb=$("$GO" run ./internal/tools/mkdeb -arch "$arch" -version "$VERSION" \
 			-binary "$DIST/sweeper-linux-$arch" -out "$DIST")
 		echo "== $deb"
 		dpkg-deb -f "$deb" Package Version Architecture Installed-Size

@@ -1,20 +1,13 @@
-//go:build mkdeb
-
 // Command mkdeb builds the sweeper .deb from deploy/nfpm.yaml with the nfpm
 // library (no nfpm binary needed):
 //
-//	go run -tags mkdeb ./internal/tools/mkdeb -arch amd64 -version 1.2.3 \
+//	go run ./internal/tools/mkdeb -arch amd64 -version 1.2.3 \
 //	    -binary dist/sweeper-linux-amd64 -out dist/
 //
 // It prints the package's path. The config's ${ARCH}, ${VERSION} and
 // ${SWEEPER_BINARY} come from the flags; source paths in it are relative to
 // -root (the repository root). SOURCE_DATE_EPOCH, when set, fixes the file
 // times, as nfpm does.
-//
-// The mkdeb build tag keeps this tool out of `go build/vet/test ./...`:
-// nfpm's deb packager needs github.com/blakesmith/ar and
-// github.com/ulikunitz/xz, which go.mod does not list yet. Build and test it
-// with -tags mkdeb (deploy/dist.sh does).
 package main
 
 import (

@@ -1,5 +1,3 @@
-//go:build mkdeb
-
 package main
 
 import (
