@@ -666,3 +666,29 @@ func TestGetAndList(t *testing.T) {
 		}
 	}
 }
+
+// Entering in_progress counts as a heartbeat even when the row was
+// heartbeated earlier, while queued or dispatched: it does not start stale.
+func TestEnteringInProgressIsAHeartbeat(t *testing.T) {
+	t.Parallel()
+	l, pool := newLedger(t)
+	ctx := context.Background()
+	moveTo(t, l, "d", ledger.StatusDispatched)
+	if _, err := pool.Exec(ctx, `UPDATE delegations SET last_heartbeat = now() - interval '1 hour' WHERE delegation_id = 'd'`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := l.SetStatus(ctx, "d", ledger.StatusInProgress, ledger.Change{}); err != nil || res.Outcome != ledger.OutcomeApplied {
+		t.Fatal(res, err)
+	}
+	if age := countRows(t, pool, `SELECT extract(epoch FROM now() - last_heartbeat)::int FROM delegations WHERE delegation_id = 'd'`); age > 60 {
+		t.Fatalf("entered in_progress with a heartbeat %ds old", age)
+	}
+	// A writer that sets the heartbeat explicitly keeps its value.
+	moveTo(t, l, "e", ledger.StatusQueued)
+	if _, err := pool.Exec(ctx, `UPDATE delegations SET status = 'in_progress', last_heartbeat = now() - interval '1 hour' WHERE delegation_id = 'e'`); err != nil {
+		t.Fatal(err)
+	}
+	if age := countRows(t, pool, `SELECT extract(epoch FROM now() - last_heartbeat)::int FROM delegations WHERE delegation_id = 'e'`); age < 3500 {
+		t.Fatalf("explicit heartbeat overwritten: age %ds", age)
+	}
+}

@@ -129,7 +129,9 @@ CREATE TRIGGER delegations_guard
     EXECUTE FUNCTION sweeper_delegations_guard();
 
 -- Bookkeeping every writer gets: updated_at, and entering in_progress counts
--- as the first heartbeat.
+-- as a heartbeat (unless the writer sets last_heartbeat itself), so a row
+-- that was heartbeated while queued or dispatched does not enter in_progress
+-- already stale.
 CREATE FUNCTION sweeper_delegations_touch() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -137,7 +139,10 @@ BEGIN
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
-    IF NEW.status = 'in_progress' AND NEW.last_heartbeat IS NULL THEN
+    IF NEW.status = 'in_progress' AND (
+        NEW.last_heartbeat IS NULL
+        OR (TG_OP = 'UPDATE' AND OLD.status <> 'in_progress'
+            AND NEW.last_heartbeat IS NOT DISTINCT FROM OLD.last_heartbeat)) THEN
         NEW.last_heartbeat := now();
     END IF;
     RETURN NEW;
