@@ -42,9 +42,13 @@ SELECT caller_id FROM delegations WHERE delegation_id = $1`
 // statuses the transition table allows to move to $2). The WHERE clause is
 // the check: a row that changed concurrently is re-checked by PostgreSQL
 // after the other writer commits, so the first writer wins.
+//
+// Every UPDATE here sets updated_at = now() itself: the bookkeeping trigger
+// then has nothing to do and is not called (see the migration).
 const setStatusSQL = `
 UPDATE delegations
 SET status = $2,
+    updated_at = now(),
     result_preview = COALESCE(NULLIF($4, ''), result_preview),
     error_detail = COALESCE(NULLIF($5, ''), error_detail)
 WHERE delegation_id = $1 AND status = ANY($3)
@@ -53,17 +57,19 @@ RETURNING status`
 const selectStatusSQL = `
 SELECT status FROM delegations WHERE delegation_id = $1`
 
-// heartbeatSQL touches a live row ($2: the non-terminal statuses).
+// heartbeatSQL touches a live row ($2: the non-terminal statuses). It
+// changes no indexed column except through heartbeat_minute, which moves once
+// a minute, so most heartbeats are HOT updates (see the migration).
 const heartbeatSQL = `
 UPDATE delegations
-SET last_heartbeat = now()
+SET last_heartbeat = now(), updated_at = now()
 WHERE delegation_id = $1 AND status = ANY($2)
 RETURNING status`
 
 // heartbeatManySQL touches every live row among $1 in one statement.
 const heartbeatManySQL = `
 UPDATE delegations AS d
-SET last_heartbeat = now()
+SET last_heartbeat = now(), updated_at = now()
 FROM unnest($1::text[]) AS beat(delegation_id)
 WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2)
 RETURNING d.delegation_id`

@@ -186,8 +186,9 @@ func TestSchemaShape(t *testing.T) {
 		"delegation_id": "text NO", "caller_id": "text NO", "callee_id": "text NO",
 		"task_preview": "text NO", "result_preview": "text YES", "error_detail": "text YES",
 		"status": "text NO", "idempotency_key": "text YES",
-		"last_heartbeat": "timestamp with time zone YES", "deadline": "timestamp with time zone NO",
-		"stuck_reason": "text YES", "created_at": "timestamp with time zone NO", "updated_at": "timestamp with time zone NO",
+		"last_heartbeat": "timestamp with time zone YES", "heartbeat_minute": "timestamp with time zone YES",
+		"deadline": "timestamp with time zone NO", "stuck_reason": "text YES",
+		"created_at": "timestamp with time zone NO", "updated_at": "timestamp with time zone NO",
 	}
 	if len(cols) != len(wantCols) {
 		t.Errorf("delegations has %d columns, want %d: %v", len(cols), len(wantCols), cols)
@@ -209,7 +210,7 @@ func TestSchemaShape(t *testing.T) {
 
 	indexes := q(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('delegations', 'delegation_events')`)
 	wantIdx := map[string][]string{
-		"idx_delegations_inflight_heartbeat":     {"(last_heartbeat)", "WHERE (status = 'in_progress'::text)"},
+		"idx_delegations_inflight_heartbeat":     {"(heartbeat_minute)", "WHERE (status = 'in_progress'::text)"},
 		"idx_delegations_inflight_deadline":      {"(deadline)", "WHERE (status = ANY (ARRAY['queued'::text, 'dispatched'::text, 'in_progress'::text]))"},
 		"idx_delegations_caller_idempotency_key": {"UNIQUE INDEX", "(caller_id, idempotency_key)", "WHERE (idempotency_key IS NOT NULL)"},
 		"idx_delegations_caller":                 {"(caller_id, created_at DESC, delegation_id DESC)"},
@@ -231,6 +232,11 @@ func TestSchemaShape(t *testing.T) {
 		}
 	}
 
+	// Room on each page for the row versions of heartbeats (HOT updates).
+	if opts := q(`SELECT relname, array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'delegations'`); opts["delegations"] != "fillfactor=90" {
+		t.Errorf("delegations reloptions = %q, want fillfactor=90", opts["delegations"])
+	}
+
 	checks := q(`SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'delegations'::regclass AND contype = 'c'`)
 	for _, name := range []string{
 		"delegations_status_check", "delegations_delegation_id_check", "delegations_caller_id_check",
@@ -248,7 +254,7 @@ func TestSchemaShape(t *testing.T) {
 		}
 	}
 	triggers := q(`SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal`)
-	for _, tg := range []string{"delegations_guard", "delegations_touch", "delegations_audit_insert", "delegations_audit_update", "delegation_events_append_only"} {
+	for _, tg := range []string{"delegations_guard", "delegations_touch", "delegations_touch_insert", "delegations_audit_insert", "delegations_audit_update", "delegation_events_append_only"} {
 		if triggers[tg] == "" {
 			t.Errorf("trigger %s missing", tg)
 		}

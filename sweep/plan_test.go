@@ -46,6 +46,7 @@ func sweepStatements(batch int) []statement {
 	}
 	return append(out,
 		statement{"gauges", gaugesSQL, []any{timeout.Seconds()}},
+		statement{"count in flight", countInFlightSQL, nil},
 		statement{"oldest heartbeat", oldestHeartbeatSQL, nil})
 }
 

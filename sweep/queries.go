@@ -19,6 +19,9 @@ package sweep
 // as it is now: a heartbeat or completion that commits first always wins.
 //
 // A notification channel of '' sends no notification.
+//
+// The sweep statements set updated_at = now() themselves, so the bookkeeping
+// trigger is not called for each marked row.
 
 // setActorSQL names the sweeper in the audit events of this transaction.
 const setActorSQL = `
@@ -31,7 +34,7 @@ SELECT set_config('sweeper.actor', 'sweeper', true),
 const sweepDeadlineSQL = `
 WITH swept AS (
     UPDATE delegations AS d
-    SET status = 'stuck', stuck_reason = 'deadline_exceeded'
+    SET status = 'stuck', stuck_reason = 'deadline_exceeded', updated_at = now()
     WHERE d.delegation_id = ANY(ARRAY(
             SELECT delegation_id FROM delegations
             WHERE status IN ('queued', 'dispatched', 'in_progress')
@@ -51,16 +54,19 @@ FROM swept`
 
 // sweepHeartbeatSQL marks in_progress rows whose heartbeat is older than the
 // timeout ($1 timeout in seconds, $2 batch size, $3 statuses that may move to
-// stuck, $4 channel).
+// stuck, $4 channel). The index holds heartbeat_minute (last_heartbeat
+// rounded down to the minute, so heartbeats are HOT updates): the minute is
+// the index condition, last_heartbeat the exact rule.
 const sweepHeartbeatSQL = `
 WITH swept AS (
     UPDATE delegations AS d
-    SET status = 'stuck', stuck_reason = 'heartbeat_timeout'
+    SET status = 'stuck', stuck_reason = 'heartbeat_timeout', updated_at = now()
     WHERE d.delegation_id = ANY(ARRAY(
             SELECT delegation_id FROM delegations
             WHERE status = 'in_progress'
+              AND heartbeat_minute < now() - make_interval(secs => $1)
               AND last_heartbeat < now() - make_interval(secs => $1)
-            ORDER BY last_heartbeat
+            ORDER BY heartbeat_minute
             LIMIT $2
             FOR UPDATE SKIP LOCKED))
       AND d.status = ANY($3)
@@ -89,30 +95,53 @@ const countHeartbeatSQL = `
 SELECT count(*) FROM (
     SELECT 1 FROM delegations
     WHERE status = 'in_progress'
+      AND heartbeat_minute < now() - make_interval(secs => $1)
       AND last_heartbeat < now() - make_interval(secs => $1)
       AND deadline >= now()
     LIMIT $2) AS eligible`
 
-// gaugesSQL reads, after each run, the in-flight figures the daemon exports
-// and when the next row can become eligible ($1 heartbeat timeout in
-// seconds; NULL when nothing is in flight), for the adaptive schedule. All
-// from the partial indexes, so the cost follows the work in flight.
+// oldestHeartbeatExpr is the oldest in_progress heartbeat, exactly, when the
+// oldest minute of the index (hb.minute) is within two minutes of becoming
+// stale under timeout $1: it then reads the rows of that minute, which have
+// not beaten for several minutes, so they are few. Otherwise it is that
+// minute itself, a lower bound at most a minute early, which is enough for
+// a gauge and for the adaptive schedule (its ceiling is shorter than the two
+// minutes), and costs one index probe.
+const oldestHeartbeatExpr = `
+CASE WHEN hb.minute < now() - make_interval(secs => $1) + interval '2 minutes'
+     THEN (SELECT min(last_heartbeat) FROM delegations
+           WHERE status = 'in_progress' AND heartbeat_minute = hb.minute)
+     ELSE hb.minute END`
+
+// gaugesSQL reads, after each run, the oldest heartbeat and when the next
+// row can become eligible ($1 heartbeat timeout in seconds; NULL when nothing
+// is in flight), for the gauges and the adaptive schedule, from the two
+// partial indexes: a few index probes, whatever the size of the ledger.
 const gaugesSQL = `
-SELECT (SELECT count(*) FROM delegations
-        WHERE status IN ('queued', 'dispatched', 'in_progress')) AS in_flight,
-       COALESCE(EXTRACT(EPOCH FROM now() - hb.oldest), 0)::float8 AS oldest_heartbeat_age_seconds,
+SELECT COALESCE(EXTRACT(EPOCH FROM now() - oldest.hb), 0)::float8 AS oldest_heartbeat_age_seconds,
        EXTRACT(EPOCH FROM LEAST(
-           hb.oldest + make_interval(secs => $1),
+           oldest.hb + make_interval(secs => $1),
            (SELECT min(deadline) FROM delegations
             WHERE status IN ('queued', 'dispatched', 'in_progress'))) - now())::float8 AS next_eligible_in_seconds
-FROM (SELECT min(last_heartbeat) AS oldest FROM delegations WHERE status = 'in_progress') AS hb`
+FROM (SELECT ` + oldestHeartbeatExpr + ` AS hb
+      FROM (SELECT min(heartbeat_minute) AS minute FROM delegations WHERE status = 'in_progress') AS hb) AS oldest`
+
+// countInFlightSQL counts the rows in flight for the in-flight gauge. It
+// reads every in-flight row (an index-only scan that must visit the heap
+// pages heartbeats keep dirty), so the sweeper runs it at most once per
+// Config.InFlightRecount, not after every run.
+const countInFlightSQL = `
+SELECT count(*) FROM delegations WHERE status IN ('queued', 'dispatched', 'in_progress')`
 
 // countByStatusSQL is for `sweeper status`: every row, grouped.
 const countByStatusSQL = `
 SELECT status, count(*) FROM delegations GROUP BY status`
 
-// oldestHeartbeatSQL reads the age of the oldest in_progress heartbeat, NULL
-// when nothing is in progress.
+// oldestHeartbeatSQL reads the age of the oldest in_progress heartbeat,
+// exactly, NULL when nothing is in progress: from the rows of the oldest
+// minute in the heartbeat index.
 const oldestHeartbeatSQL = `
 SELECT EXTRACT(EPOCH FROM now() - min(last_heartbeat))::float8
-FROM delegations WHERE status = 'in_progress'`
+FROM delegations
+WHERE status = 'in_progress'
+  AND heartbeat_minute = (SELECT min(heartbeat_minute) FROM delegations WHERE status = 'in_progress')`

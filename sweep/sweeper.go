@@ -27,6 +27,7 @@ const (
 	BatchTimeoutDefault     = time.Minute
 	AdaptiveFloorDefault    = 200 * time.Millisecond
 	AdaptiveCeilingDefault  = 30 * time.Second
+	InFlightRecountDefault  = time.Minute
 )
 
 // ScheduleAdaptive, as Config.Schedule, replaces the cron schedule with one
@@ -65,6 +66,11 @@ type Config struct {
 	// adaptive schedule.
 	AdaptiveFloor   time.Duration
 	AdaptiveCeiling time.Duration
+	// InFlightRecount is how often a run recounts the rows in flight
+	// (Result.InFlight). The count reads every in-flight row, which costs more
+	// than the rest of a run that finds nothing, so runs in between reuse the
+	// last count, unless they marked rows. A negative value recounts every run.
+	InFlightRecount time.Duration
 	// BatchTimeout bounds one batch's transaction. A batch that has started
 	// is not interrupted by Stop or by RunOnce's context: it commits or rolls
 	// back, within this bound.
@@ -92,7 +98,10 @@ type Result struct {
 	DryRun   bool
 	Duration time.Duration
 	// InFlight and OldestHeartbeatAge describe the ledger after the run:
-	// non-terminal rows, and the age of the oldest in_progress heartbeat.
+	// non-terminal rows (counted by this run, or by an earlier one at most
+	// Config.InFlightRecount ago), and the age of the oldest in_progress
+	// heartbeat (exact when it is within two minutes of the timeout, else to
+	// the minute, never less than the truth).
 	InFlight           int64
 	OldestHeartbeatAge time.Duration
 	// NextEligibleIn is how long until the next row can become eligible (0
@@ -108,6 +117,11 @@ type Sweeper struct {
 	pool *pgxpool.Pool
 	cfg  Config
 	log  *zap.Logger
+
+	countMu   sync.Mutex
+	counted   bool
+	countedAt time.Time
+	inFlight  int64
 
 	mu      sync.Mutex
 	started bool
@@ -126,6 +140,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 	cfg.BatchTimeout = cmp.Or(cfg.BatchTimeout, BatchTimeoutDefault)
 	cfg.AdaptiveFloor = cmp.Or(cfg.AdaptiveFloor, AdaptiveFloorDefault)
 	cfg.AdaptiveCeiling = cmp.Or(cfg.AdaptiveCeiling, AdaptiveCeilingDefault)
+	cfg.InFlightRecount = cmp.Or(cfg.InFlightRecount, InFlightRecountDefault)
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -246,13 +261,19 @@ func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
 func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, notified int, err error) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.BatchTimeout)
 	defer cancel()
-	err = pgx.BeginFunc(bctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(bctx, setActorSQL, detail); err != nil {
-			return err
-		}
-		return tx.QueryRow(bctx, r.sweep, r.args(s.cfg.HeartbeatTimeout,
-			s.cfg.BatchSize, stuckSources, s.cfg.NotifyChannel)...).Scan(&swept, &notified)
-	})
+	// One round trip: the statements of a batch run in one implicit
+	// transaction, committed at its end or rolled back on any error.
+	batch := &pgx.Batch{}
+	batch.Queue(setActorSQL, detail)
+	batch.Queue(r.sweep, r.args(s.cfg.HeartbeatTimeout, s.cfg.BatchSize, stuckSources, s.cfg.NotifyChannel)...)
+	br := s.pool.SendBatch(bctx, batch)
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&swept, &notified)
+	}
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("sweeping by %s: %w", r.reason, err)
 	}
@@ -281,9 +302,19 @@ func (s *Sweeper) readGauges(ctx context.Context, res *Result) error {
 	var ageSeconds float64
 	var nextSeconds *float64
 	if err := s.pool.QueryRow(ctx, gaugesSQL, s.cfg.HeartbeatTimeout.Seconds()).Scan(
-		&res.InFlight, &ageSeconds, &nextSeconds); err != nil {
+		&ageSeconds, &nextSeconds); err != nil {
 		return fmt.Errorf("reading in-flight figures: %w", err)
 	}
+	s.countMu.Lock()
+	defer s.countMu.Unlock()
+	if !s.counted || res.Swept > 0 || time.Since(s.countedAt) >= s.cfg.InFlightRecount {
+		at := time.Now()
+		if err := s.pool.QueryRow(ctx, countInFlightSQL).Scan(&s.inFlight); err != nil {
+			return fmt.Errorf("counting rows in flight: %w", err)
+		}
+		s.counted, s.countedAt = true, at
+	}
+	res.InFlight = s.inFlight
 	res.OldestHeartbeatAge = seconds(ageSeconds)
 	if nextSeconds != nil {
 		next := max(seconds(*nextSeconds), 0)
