@@ -1,0 +1,257 @@
+package ledger
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for CoalescerConfig's zero values.
+const (
+	CoalesceMaxBatchDefault     = 1000
+	CoalesceMaxDelayDefault     = 5 * time.Millisecond
+	CoalesceFlushersDefault     = 1
+	CoalesceFlushTimeoutDefault = 10 * time.Second
+)
+
+// ErrCoalescerClosed is returned by Coalescer.Beat after Close.
+var ErrCoalescerClosed = errors.New("ledger: heartbeat coalescer is closed")
+
+// CoalescerConfig configures a Coalescer. Zero values take the defaults above.
+type CoalescerConfig struct {
+	// MaxBatch is the most distinct delegations one HeartbeatMany call
+	// carries. A full batch is flushed at once; while every flusher is busy,
+	// Beat waits for room (backpressure).
+	MaxBatch int
+	// MaxDelay is the longest a beat waits for its batch to fill before the
+	// batch is flushed anyway (if a flusher is free).
+	MaxDelay time.Duration
+	// Flushers is the number of HeartbeatMany calls in flight at once (each
+	// holds one connection while it runs).
+	Flushers int
+	// FlushTimeout bounds each HeartbeatMany call. Callers' contexts do not
+	// cancel a flush: other callers share it.
+	FlushTimeout time.Duration
+}
+
+// CoalescerStats counts what a Coalescer did.
+type CoalescerStats struct {
+	Beats   int64 // Beat calls that joined a batch
+	Flushes int64 // HeartbeatMany calls
+	IDs     int64 // distinct delegations sent, summed over flushes
+	Errors  int64 // flushes that failed
+}
+
+// Coalescer records heartbeats from many goroutines with few statements: each
+// Beat joins the batch being gathered, and a batch is sent as one
+// HeartbeatMany call when it holds MaxBatch delegations or MaxDelay after its
+// first beat, whichever comes first. Every caller gets the answer for its own
+// delegation. It is safe for concurrent use; Close it when done.
+//
+// A beat costs its caller up to MaxDelay of waiting plus one statement; the
+// database runs one statement per batch instead of one per beat (the figures
+// are in docs/benchmarks.md).
+type Coalescer struct {
+	l     *Ledger
+	cfg   CoalescerConfig
+	ready chan struct{} // a batch is full or due; buffered wake-up for flushers
+	stop  chan struct{} // closed by Close
+	wg    sync.WaitGroup
+
+	mu     sync.Mutex
+	cur    *beatBatch // the batch being gathered; nil when none
+	closed bool
+
+	beats, flushes, ids, errs atomic.Int64
+}
+
+// beatBatch is one future HeartbeatMany call and its waiters.
+type beatBatch struct {
+	ids   []string
+	seen  map[string]struct{}
+	due   bool          // MaxDelay has passed
+	timer *time.Timer   // makes the batch due
+	taken chan struct{} // closed when a flusher takes the batch
+	done  chan struct{} // closed when the result below is set
+
+	notLive []string // sorted, from HeartbeatMany
+	err     error
+}
+
+// NewCoalescer returns a running Coalescer over l (whose DB should be a pool:
+// flushes run concurrently).
+func NewCoalescer(l *Ledger, cfg CoalescerConfig) *Coalescer {
+	cfg.MaxBatch = max(cmp.Or(cfg.MaxBatch, CoalesceMaxBatchDefault), 1)
+	cfg.MaxDelay = cmp.Or(cfg.MaxDelay, CoalesceMaxDelayDefault)
+	cfg.Flushers = max(cmp.Or(cfg.Flushers, CoalesceFlushersDefault), 1)
+	cfg.FlushTimeout = cmp.Or(cfg.FlushTimeout, CoalesceFlushTimeoutDefault)
+	c := &Coalescer{
+		l:     l,
+		cfg:   cfg,
+		ready: make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+	}
+	for range cfg.Flushers {
+		c.wg.Go(c.flusher)
+	}
+	return c
+}
+
+// Beat records a heartbeat of delegation id, together with the other beats
+// of its batch, and reports whether the delegation is live: true when the
+// heartbeat was recorded (the delegation exists and is not terminal), false
+// when its worker should stop. It returns when the batch's statement has
+// run, or when ctx is done (the beat may then still be recorded). An invalid
+// id is refused at once with a *FieldError.
+func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) {
+	if err := checkID("delegation_id", id); err != nil {
+		return false, fmt.Errorf("heartbeat: %w", err)
+	}
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return false, ErrCoalescerClosed
+		}
+		b := c.cur
+		if b == nil {
+			b = c.newBatchLocked()
+		}
+		if _, dup := b.seen[id]; !dup && len(b.ids) >= c.cfg.MaxBatch {
+			// Full and every flusher busy: wait until one takes it.
+			taken := b.taken
+			c.mu.Unlock()
+			select {
+			case <-taken:
+				continue
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+		if _, dup := b.seen[id]; !dup {
+			b.seen[id] = struct{}{}
+			b.ids = append(b.ids, id)
+			if len(b.ids) == c.cfg.MaxBatch {
+				c.wake()
+			}
+		}
+		c.beats.Add(1)
+		c.mu.Unlock()
+
+		select {
+		case <-b.done:
+			if b.err != nil {
+				return false, b.err
+			}
+			_, stopped := slices.BinarySearch(b.notLive, id)
+			return !stopped, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// newBatchLocked starts the batch being gathered; c.mu is held.
+func (c *Coalescer) newBatchLocked() *beatBatch {
+	b := &beatBatch{
+		ids:   make([]string, 0, min(c.cfg.MaxBatch, 1024)),
+		seen:  make(map[string]struct{}, min(c.cfg.MaxBatch, 1024)),
+		taken: make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	b.timer = time.AfterFunc(c.cfg.MaxDelay, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		b.due = true
+		if c.cur == b {
+			c.wake()
+		}
+	})
+	c.cur = b
+	return b
+}
+
+// wake tells a flusher that the current batch is ready; c.mu is held.
+func (c *Coalescer) wake() {
+	select {
+	case c.ready <- struct{}{}:
+	default: // a wake-up is already pending; it will find this batch
+	}
+}
+
+// takeLocked returns the current batch if it is full, due, or closing; c.mu is held.
+func (c *Coalescer) takeLocked() *beatBatch {
+	b := c.cur
+	if b == nil || !(b.due || c.closed || len(b.ids) >= c.cfg.MaxBatch) {
+		return nil
+	}
+	c.cur = nil
+	b.timer.Stop()
+	close(b.taken)
+	return b
+}
+
+func (c *Coalescer) flusher() {
+	for {
+		select {
+		case <-c.ready:
+		case <-c.stop:
+			c.mu.Lock()
+			b := c.takeLocked()
+			c.mu.Unlock()
+			if b != nil {
+				c.flush(b)
+			}
+			return
+		}
+		c.mu.Lock()
+		b := c.takeLocked()
+		c.mu.Unlock()
+		if b != nil {
+			c.flush(b)
+		}
+	}
+}
+
+func (c *Coalescer) flush(b *beatBatch) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
+	defer cancel()
+	b.notLive, b.err = c.l.HeartbeatMany(ctx, b.ids)
+	c.flushes.Add(1)
+	c.ids.Add(int64(len(b.ids)))
+	if b.err != nil {
+		c.errs.Add(1)
+	}
+	close(b.done)
+}
+
+// Close flushes the batch being gathered, waits for every flush to end and
+// stops the Coalescer; Beat then returns ErrCoalescerClosed. Close is safe to
+// call twice.
+func (c *Coalescer) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.wg.Wait()
+		return
+	}
+	c.closed = true
+	close(c.stop)
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+// Stats returns what the Coalescer did so far.
+func (c *Coalescer) Stats() CoalescerStats {
+	return CoalescerStats{
+		Beats:   c.beats.Load(),
+		Flushes: c.flushes.Load(),
+		IDs:     c.ids.Load(),
+		Errors:  c.errs.Load(),
+	}
+}

@@ -1,0 +1,237 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tasksweeper/sweeper/internal/testdb"
+	"github.com/tasksweeper/sweeper/ledger"
+)
+
+// TestCoalescerAnswersEachCaller: many goroutines beat a mix of live,
+// terminal and missing delegations at once; each gets its own answer, live
+// rows get a fresh heartbeat, terminal rows are untouched, and the beats
+// went out in far fewer statements than beats.
+func TestCoalescerAnswersEachCaller(t *testing.T) {
+	t.Parallel()
+	l, pool := newLedger(t)
+	ctx := context.Background()
+
+	want := map[string]bool{}
+	for i := range 40 {
+		id := fmt.Sprintf("live-%d", i)
+		st := ledger.StatusInProgress
+		if i%4 == 0 {
+			st = ledger.StatusQueued
+		}
+		moveTo(t, l, id, st)
+		want[id] = true
+	}
+	for i, st := range []ledger.Status{ledger.StatusCompleted, ledger.StatusFailed, ledger.StatusStuck} {
+		for j := range 5 {
+			id := fmt.Sprintf("done-%d-%d", i, j)
+			moveTo(t, l, id, st)
+			want[id] = false
+		}
+	}
+	for i := range 10 {
+		want[fmt.Sprintf("missing-%d", i)] = false
+	}
+	if _, err := pool.Exec(ctx, `UPDATE delegations SET last_heartbeat = now() - interval '1 hour' WHERE delegation_id LIKE 'live-%' AND status = 'in_progress'`); err != nil {
+		t.Fatal(err)
+	}
+	var before time.Time
+	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+
+	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxBatch: 16, MaxDelay: 2 * time.Millisecond, Flushers: 2})
+	defer c.Close()
+
+	const rounds = 5
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var wrong []string
+	for id, live := range want {
+		for r := range rounds {
+			wg.Go(func() {
+				got, err := c.Beat(ctx, id)
+				if err != nil || got != live {
+					mu.Lock()
+					wrong = append(wrong, fmt.Sprintf("%s round %d: live=%v err=%v, want live=%v", id, r, got, err, live))
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if len(wrong) > 0 {
+		t.Fatalf("%d wrong answers, e.g. %s", len(wrong), wrong[0])
+	}
+
+	if n := countRows(t, pool, `SELECT count(*) FROM delegations WHERE delegation_id LIKE 'live-%' AND last_heartbeat >= $1`, before); n != 40 {
+		t.Errorf("%d of 40 live rows have a fresh heartbeat", n)
+	}
+	if n := countRows(t, pool, `SELECT count(*) FROM delegations WHERE status IN ('completed','failed','stuck') AND (updated_at >= $1 OR last_heartbeat IS NOT NULL)`, before); n != 0 {
+		t.Errorf("%d terminal rows were touched", n)
+	}
+	st := c.Stats()
+	beats := int64(len(want) * rounds)
+	if st.Beats != beats || st.Errors != 0 {
+		t.Errorf("stats %+v, want %d beats and no errors", st, beats)
+	}
+	if st.Flushes >= beats/4 {
+		t.Errorf("%d flushes for %d beats: not coalescing", st.Flushes, beats)
+	}
+	if st.IDs > st.Flushes*16 {
+		t.Errorf("%d ids in %d flushes: a batch exceeded MaxBatch 16", st.IDs, st.Flushes)
+	}
+}
+
+// TestCoalescerBackpressure: with one flusher and batches of two, a crowd of
+// callers waits for room instead of growing batches past MaxBatch, and all
+// are answered.
+func TestCoalescerBackpressure(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	for i := range 20 {
+		moveTo(t, l, fmt.Sprintf("bp-%d", i), ledger.StatusInProgress)
+	}
+	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxBatch: 2, MaxDelay: time.Hour, Flushers: 1})
+	defer c.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Go(func() {
+			live, err := c.Beat(context.Background(), fmt.Sprintf("bp-%d", i))
+			if err == nil && !live {
+				err = fmt.Errorf("bp-%d not live", i)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// MaxDelay is an hour: only full batches were flushed.
+	if st := c.Stats(); st.Flushes != 10 || st.IDs != 20 {
+		t.Errorf("stats %+v, want 10 flushes of 2", st)
+	}
+}
+
+func TestCoalescerRefusesInvalidIDsAndHonoursContext(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxDelay: time.Hour})
+	defer c.Close()
+
+	_, err := c.Beat(context.Background(), "")
+	var fe *ledger.FieldError
+	if !errors.As(err, &fe) || fe.Field != "delegation_id" || !errors.Is(err, ledger.ErrInvalid) {
+		t.Fatalf("empty id: %v", err)
+	}
+	if _, err := c.Beat(context.Background(), "bad\x00id"); !errors.Is(err, ledger.ErrInvalid) {
+		t.Fatalf("NUL in id: %v", err)
+	}
+
+	// The batch never fills and is due in an hour: the caller's context ends the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Beat(ctx, "nobody"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cancelled beat: %v", err)
+	}
+	if st := c.Stats(); st.Flushes != 0 {
+		t.Fatalf("stats %+v: invalid ids or a pending batch were flushed", st)
+	}
+}
+
+// TestCoalescerCloseFlushesPending: Close sends the batch being gathered,
+// its callers get their answers, later beats are refused, and Close is safe
+// twice.
+func TestCoalescerCloseFlushesPending(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	moveTo(t, l, "pending", ledger.StatusInProgress)
+	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxDelay: time.Hour})
+
+	got := make(chan error, 1)
+	go func() {
+		live, err := c.Beat(context.Background(), "pending")
+		if err == nil && !live {
+			err = errors.New("pending: not live")
+		}
+		got <- err
+	}()
+	// Wait until the beat has joined the batch, then close.
+	for c.Stats().Beats == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Beat(context.Background(), "pending"); !errors.Is(err, ledger.ErrCoalescerClosed) {
+		t.Fatalf("beat after Close: %v", err)
+	}
+	c.Close()
+}
+
+// TestCoalescerReportsFlushErrors: when the statement fails, every caller of
+// the batch gets the error, not a guess.
+func TestCoalescerReportsFlushErrors(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	l := ledger.New(db.Pool)
+	moveTo(t, l, "x", ledger.StatusInProgress)
+	if _, err := db.Pool.Exec(context.Background(), `ALTER TABLE delegations RENAME TO delegations_gone`); err != nil {
+		t.Fatal(err)
+	}
+	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxDelay: time.Millisecond})
+	defer c.Close()
+	var wg sync.WaitGroup
+	for _, id := range []string{"x", "y"} {
+		wg.Go(func() {
+			if live, err := c.Beat(context.Background(), id); err == nil || live {
+				t.Errorf("%s: live=%v err=%v, want an error", id, live, err)
+			}
+		})
+	}
+	wg.Wait()
+	if st := c.Stats(); st.Errors == 0 {
+		t.Errorf("stats %+v: no flush error counted", st)
+	}
+}
+
+// BenchmarkCoalescerBeat measures Beat from many goroutines (b.RunParallel
+// with 64 goroutines per CPU) against 1000 live delegations.
+func BenchmarkCoalescerBeat(b *testing.B) {
+	db := testdb.New(b)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `
+		INSERT INTO delegations (delegation_id, caller_id, callee_id, status)
+		SELECT 'b-' || g, 'c', 'w', 'in_progress' FROM generate_series(0, 999) g`); err != nil {
+		b.Fatal(err)
+	}
+	c := ledger.NewCoalescer(ledger.New(db.Pool), ledger.CoalescerConfig{Flushers: 2})
+	defer c.Close()
+	b.SetParallelism(64)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			if _, err := c.Beat(ctx, fmt.Sprintf("b-%d", i%1000)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
