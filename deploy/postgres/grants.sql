@@ -13,10 +13,11 @@
 -- owner can disable a trigger (the documented repair of a frozen row).
 
 -- The sweep: SELECT ... FOR UPDATE SKIP LOCKED, then
--- UPDATE delegations SET status = 'stuck', stuck_reason = ...
--- (updated_at is set by a BEFORE trigger, which needs no column privilege).
+-- UPDATE delegations SET status = 'stuck', stuck_reason = ..., updated_at = now()
+-- (the sweep sets updated_at itself so that the bookkeeping trigger is not
+-- called per row; what a BEFORE trigger sets needs no column privilege).
 GRANT SELECT ON delegations TO sweeper_daemon;
-GRANT UPDATE (status, stuck_reason) ON delegations TO sweeper_daemon;
+GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon;
 
 -- The audit trigger's insert.
 GRANT SELECT, INSERT ON delegation_events TO sweeper_daemon;
