@@ -34,7 +34,7 @@ const DatabaseURLFallbackEnv = "DATABASE_URL"
 func Load(path string, environ []string, flags *flag.FlagSet) (Config, error) {
 	var data []byte
 	if path != "" {
-		b, err := os.ReadFile(path)
+		b, err := readFile(path)
 		if err != nil {
 			reason := err.Error()
 			var pe *fs.PathError
@@ -46,6 +46,31 @@ func Load(path string, environ []string, flags *flag.FlagSet) (Config, error) {
 		data = b
 	}
 	return load(path, data, environ, flags)
+}
+
+// maxFileBytes bounds what Load reads of a configuration file (a real one is
+// a few hundred bytes), so that a path such as /dev/zero or a huge file is an
+// error rather than all the memory there is.
+const maxFileBytes = 1 << 20
+
+// errFileTooLarge is the reason for a file over maxFileBytes.
+var errFileTooLarge = errors.New("it is larger than 1 MiB; a configuration file is a few hundred bytes")
+
+// readFile reads the file at path, up to maxFileBytes.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileBytes {
+		return nil, errFileTooLarge
+	}
+	return b, nil
 }
 
 // load is Load with the file already read; name is the path shown in errors.
