@@ -32,6 +32,14 @@ test: ## Run all tests with the race detector against a real PostgreSQL, then pr
 	$(GO) build -o bin/testsummary ./internal/tools/testsummary
 	SWEEPER_REQUIRE_DB=1 $(GO) test -race -count=1 -json $(TESTFLAGS) $(PKGS) | bin/testsummary
 
+# `make stress`: the storm's duration and each fuzz target's time, e.g. make stress STRESS_DURATION=5m
+STRESS_DURATION ?= 60s
+FUZZTIME        ?= 10s
+
+.PHONY: stress
+stress: ## Race storm (STRESS_DURATION), faults, security, hostile input, fuzzing (FUZZTIME each); prints a summary
+	$(GO) run ./stress/cmd/stressrun -duration $(STRESS_DURATION) -fuzztime $(FUZZTIME)
+
 .PHONY: lint
 lint: | $(STATICCHECK) ## Check formatting (gofmt), go vet and staticcheck
 	@files=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
