@@ -40,6 +40,22 @@ FUZZTIME        ?= 10s
 stress: ## Race storm (STRESS_DURATION), faults, security, hostile input, fuzzing (FUZZTIME each); prints a summary
 	$(GO) run ./stress/cmd/stressrun -duration $(STRESS_DURATION) -fuzztime $(FUZZTIME)
 
+# `make bench`: ledger sizes and extra flags of bench/cmd/sweeperbench, e.g.
+# make bench BENCH_SIZES=100000,1000000 (shorter), BENCH_FLAGS="-ingest 10s"
+BENCH_SIZES ?= 100000,1000000,5000000
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: build ## Benchmarks at BENCH_SIZES rows and the plan test at 1M; rewrites docs/benchmarks.md and its charts
+	BENCH_COMMAND="make bench$(if $(filter command line,$(origin BENCH_SIZES)), BENCH_SIZES=$(BENCH_SIZES))" \
+		$(GO) run ./bench/cmd/sweeperbench -sizes $(BENCH_SIZES) -binary bin/sweeper $(BENCH_FLAGS)
+
+.PHONY: bench-quick
+bench-quick: build ## A few-minute benchmark run (100k and 1M rows) into bin/bench-quick/, docs untouched
+	BENCH_COMMAND="make bench-quick" $(GO) run ./bench/cmd/sweeperbench -sizes 100000,1000000 -binary bin/sweeper \
+		-ingest 3s -cron-window 30s -adaptive-window 15s -plan-rows 200000 \
+		-out bin/bench-quick/benchmarks.md -img bin/bench-quick $(BENCH_FLAGS)
+
 .PHONY: lint
 lint: | $(STATICCHECK) ## Check formatting (gofmt), go vet and staticcheck
 	@files=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \

@@ -1,0 +1,310 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasksweeper/sweeper/internal/pgserver"
+	"github.com/tasksweeper/sweeper/migrations"
+)
+
+// benchTimeout is the heartbeat timeout of every sweep the bench runs. It is
+// longer than the run, so the live rows stay live however long loading takes;
+// the cost of a sweep does not depend on it (stale rows are made older).
+const benchTimeout = time.Hour
+
+// server is the throwaway PostgreSQL of a run.
+type server struct {
+	s        *pgserver.Server
+	admin    *pgxpool.Pool
+	kind     string
+	version  string
+	dataDir  string
+	settings map[string]string
+	logf     func(string, ...any)
+}
+
+func startServer(ctx context.Context, cfg Config) (*server, error) {
+	settings := maps.Clone(ServerSettings)
+	maps.Copy(settings, cfg.Settings)
+	began := time.Now()
+	s, err := pgserver.Start(ctx, pgserver.Options{
+		Kinds:    []pgserver.Kind{pgserver.KindDocker, pgserver.KindLocal},
+		Settings: settings,
+		Logf:     cfg.Logf,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+	srv := &server{s: s, kind: string(s.Kind), logf: cfg.Logf}
+	srv.admin, err = pgxpool.New(ctx, s.URL)
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := srv.admin.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('data_directory')`).Scan(&srv.version, &srv.dataDir); err != nil {
+		srv.close()
+		return nil, fmt.Errorf("reading server version: %w", err)
+	}
+	// Record what the server runs with, defaults of the server package included.
+	srv.settings = map[string]string{}
+	names := append(sortedKeys(settings), "fsync", "full_page_writes", "autovacuum", "max_parallel_maintenance_workers")
+	for _, name := range names {
+		var v string
+		if err := srv.admin.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err == nil {
+			srv.settings[name] = v
+		}
+	}
+	cfg.Logf("PostgreSQL %s (%s) ready in %s, data in %s", srv.version, srv.kind, time.Since(began).Round(time.Millisecond), srv.dataDir)
+	return srv, nil
+}
+
+func (s *server) close() {
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	_ = s.s.Close()
+}
+
+// ledgerDB is one loaded ledger: a database of its own.
+type ledgerDB struct {
+	srv      *server
+	name     string
+	url      string
+	pool     *pgxpool.Pool // for the bench's own statements
+	rows     int
+	loadTime time.Duration
+	seq      int // numbers the batches of rows the bench adds
+}
+
+func dbURL(serverURL, name string) string {
+	i := strings.LastIndex(serverURL, "/")
+	q := ""
+	if j := strings.Index(serverURL[i:], "?"); j >= 0 {
+		q = serverURL[i+j:]
+	}
+	return serverURL[:i+1] + name + q
+}
+
+// loadLedger creates a database migrated to the latest schema and fills it
+// with n rows: n - InFlight rows of terminal history and InFlight live
+// in_progress rows. Triggers are off for the load (it is not a change to
+// audit), indexes are built after the rows are in, then VACUUM ANALYZE and a
+// checkpoint leave the database as a long-running one would be.
+func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, error) {
+	began := time.Now()
+	name := fmt.Sprintf("bench_%d", n)
+	if _, err := s.admin.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, err
+	}
+	if _, err := s.admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, err
+	}
+	db := &ledgerDB{srv: s, name: name, url: dbURL(s.s.URL, name), rows: n}
+	if err := migrations.Up(ctx, db.url); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(db.url)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = 16
+	if db.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+		return nil, err
+	}
+	s.logf("loading %d rows into %s", n, name)
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	history := n - cfg.InFlight
+
+	// Keep the migration's index definitions, drop them, load, rebuild.
+	rows, err := conn.Query(ctx, `
+		SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisprimary
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = 'delegations'::regclass ORDER BY c.relname`)
+	if err != nil {
+		return nil, err
+	}
+	type index struct {
+		name, def string
+		primary   bool
+	}
+	indexes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (index, error) {
+		var ix index
+		err := r.Scan(&ix.name, &ix.def, &ix.primary)
+		return ix, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var pre, post []string
+	for _, ix := range indexes {
+		if ix.primary {
+			pre = append(pre, `ALTER TABLE delegations DROP CONSTRAINT `+ix.name)
+			post = append(post, `ALTER TABLE delegations ADD CONSTRAINT `+ix.name+` PRIMARY KEY (delegation_id)`)
+			continue
+		}
+		pre = append(pre, `DROP INDEX `+ix.name)
+		post = append(post, ix.def)
+	}
+	// For the breakdown of a sweep run by statement; absent on servers
+	// without the library preloaded, which only loses the breakdown.
+	_, _ = conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+	stmts := []string{`SET session_replication_role = replica`, `SET maintenance_work_mem = '1GB'`}
+	stmts = append(stmts, pre...)
+	stmts = append(stmts,
+		// History: terminal rows spread over the last weeks.
+		fmt.Sprintf(`
+		INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, result_preview, error_detail,
+		                         status, last_heartbeat, deadline, stuck_reason, created_at, updated_at)
+		SELECT 'h' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89), 'history task number ' || g,
+		       CASE WHEN g %% 10 < 8 THEN 'stored result ' || g END,
+		       CASE WHEN g %% 10 = 8 THEN 'worker reported an error' END,
+		       CASE WHEN g %% 10 < 8 THEN 'completed' WHEN g %% 10 = 8 THEN 'failed' ELSE 'stuck' END,
+		       ts - interval '1 minute', ts + interval '6 hours',
+		       CASE WHEN g %% 10 = 9 THEN 'heartbeat_timeout' END,
+		       ts - interval '5 minutes', ts
+		FROM generate_series(1, %d) g,
+		     LATERAL (SELECT now() - interval '2 hours' - make_interval(secs => (%d - g) * 0.5)) AS t(ts)`,
+			history, history),
+		// In flight: live rows, heartbeats within the last minute.
+		fmt.Sprintf(`
+		INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, status, last_heartbeat, deadline, created_at)
+		SELECT 'f' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89), 'live task number ' || g, 'in_progress',
+		       now() - make_interval(secs => g %% 60), now() + interval '6 hours',
+		       now() - make_interval(secs => g %% 3600)
+		FROM generate_series(1, %d) g`, cfg.InFlight),
+	)
+	stmts = append(stmts, post...)
+	stmts = append(stmts, `SET session_replication_role = DEFAULT`, `VACUUM (ANALYZE) delegations`, `VACUUM (ANALYZE) delegation_events`, `CHECKPOINT`)
+	for _, st := range stmts {
+		if _, err := conn.Exec(ctx, st); err != nil {
+			return nil, fmt.Errorf("%s: %w", firstLine(st), err)
+		}
+	}
+	db.loadTime = time.Since(began)
+	s.logf("loaded %d rows in %s", n, db.loadTime.Round(time.Millisecond))
+	return db, nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func (db *ledgerDB) drop(ctx context.Context) {
+	db.pool.Close()
+	if _, err := db.srv.admin.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{db.name}.Sanitize()+` WITH (FORCE)`); err != nil {
+		db.srv.logf("dropping %s: %v", db.name, err)
+	}
+}
+
+func (db *ledgerDB) sizes(ctx context.Context) (table, indexes int64) {
+	_ = db.pool.QueryRow(ctx, `SELECT pg_table_size('delegations'), pg_indexes_size('delegations')`).Scan(&table, &indexes)
+	return table, indexes
+}
+
+// addStale inserts n in_progress rows whose heartbeat is older than
+// benchTimeout (eligible for the heartbeat rule), with triggers off, and
+// returns their id prefix. With vacuum, VACUUM ANALYZE follows, as
+// autovacuum would have run while such a backlog built up.
+func (db *ledgerDB) addStale(ctx context.Context, n int, vacuum bool) (string, error) {
+	db.seq++
+	prefix := fmt.Sprintf("e%d-", db.seq)
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Release()
+	stmts := []string{
+		`SET session_replication_role = replica`,
+		fmt.Sprintf(`
+		INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, status, last_heartbeat, deadline, created_at)
+		SELECT '%s' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89), 'stale task number ' || g, 'in_progress',
+		       now() - interval '2 hours' - make_interval(secs => g %% 600), now() + interval '6 hours',
+		       now() - interval '3 hours'
+		FROM generate_series(1, %d) g`, prefix, n),
+		`SET session_replication_role = DEFAULT`,
+	}
+	if vacuum {
+		stmts = append(stmts, `VACUUM (ANALYZE) delegations`)
+	}
+	for _, st := range stmts {
+		if _, err := conn.Exec(ctx, st); err != nil {
+			return "", fmt.Errorf("adding stale rows: %w", err)
+		}
+	}
+	return prefix, nil
+}
+
+func (db *ledgerDB) count(ctx context.Context, sql string, args ...any) (int, error) {
+	var n int
+	err := db.pool.QueryRow(ctx, sql, args...).Scan(&n)
+	return n, err
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// describeMachine reads the CPU count and model, memory and kernel.
+func describeMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				m.MemoryGiB = kb / (1 << 20)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages.
+func loadAverage() []string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return nil
+	}
+	return f[:3]
+}
