@@ -493,6 +493,9 @@ type Event struct {
 
 // Events returns the audit log of one delegation, oldest first.
 func (l *Ledger) Events(ctx context.Context, id string) ([]Event, error) {
+	if err := checkID("delegation_id", id); err != nil {
+		return nil, fmt.Errorf("listing events: %w", err)
+	}
 	rows, err := l.db.Query(ctx, listEventsSQL, id)
 	if err != nil {
 		return nil, translate(fmt.Sprintf("listing events of delegation %q", id), err)

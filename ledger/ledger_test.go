@@ -692,3 +692,13 @@ func TestEnteringInProgressIsAHeartbeat(t *testing.T) {
 		t.Fatalf("explicit heartbeat overwritten: age %ds", age)
 	}
 }
+
+func TestEventsRejectsBadID(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	for _, id := range []string{"", " ", "a\x00b", "\xff"} {
+		if _, err := l.Events(context.Background(), id); !errors.Is(err, ledger.ErrInvalid) {
+			t.Errorf("Events(%q): %v, want ErrInvalid", id, err)
+		}
+	}
+}
