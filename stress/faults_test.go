@@ -109,7 +109,7 @@ func xactOutcome(t *testing.T, dsn, xid string, batch int) string {
 
 // metricsValue reads one series, or -1 when the scrape fails.
 func metricsValue(p *proc, series string) float64 {
-	m, _, err := p.metrics()
+	m, _, err := p.Metrics()
 	if err != nil {
 		return -1
 	}
@@ -117,7 +117,7 @@ func metricsValue(p *proc, series string) float64 {
 }
 
 func readyz(p *proc) int {
-	code, _, err := p.get("/readyz")
+	code, _, err := p.Get("/readyz")
 	if err != nil {
 		return 0
 	}
@@ -189,8 +189,8 @@ func TestFaultServerKilledDuringDrain(t *testing.T) {
 	// running (and failing) its schedule.
 	eventually(t, 30*time.Second, "/readyz to answer 503 while PostgreSQL is down", func() bool { return readyz(d) == 503 })
 	eventually(t, 30*time.Second, "two failed runs while PostgreSQL is down", func() bool { return metricsValue(d, runsError) >= 2 })
-	if d.exited() {
-		t.Fatalf("the daemon exited when PostgreSQL died: %v\n%s", d.exitErr, d.Logs())
+	if d.Exited() {
+		t.Fatalf("the daemon exited when PostgreSQL died: %v\n%s", d.ExitErr(), d.Logs())
 	}
 	down := time.Since(killedAt)
 
@@ -200,7 +200,7 @@ func TestFaultServerKilledDuringDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	restartedAt := time.Now()
-	m := d.mustMetrics(t)
+	m := d.MustMetrics(t)
 	runsAtRestart := m[runsOK] + m[runsError]
 
 	// Acknowledged batches survived the crash.
@@ -217,7 +217,7 @@ func TestFaultServerKilledDuringDrain(t *testing.T) {
 		return err == nil && n > atRestart
 	})
 	resumed := time.Since(restartedAt)
-	m = d.mustMetrics(t)
+	m = d.MustMetrics(t)
 	if ended := m[runsOK] + m[runsError] - runsAtRestart; ended > 1 {
 		t.Errorf("%v runs ended after the restart before one resumed sweeping: want at most 1", ended)
 	}
@@ -225,7 +225,7 @@ func TestFaultServerKilledDuringDrain(t *testing.T) {
 	outcome := xactOutcome(t, dsn, xid, batch)
 	drained(t, dsn, rows, 3*time.Minute)
 	txs, stuck := batchCheck(t, dsn, batch, true)
-	if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+	if code := d.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
 	}
 	assertNoSecret(t, "daemon logs", d.Logs())
@@ -255,8 +255,8 @@ func TestFaultBackendTerminatedMidBatch(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "the failed run in sweeper_runs_total", func() bool { return metricsValue(d, runsError) >= 1 })
 	drained(t, db.URL, rows, 3*time.Minute)
-	if d.exited() {
-		t.Fatalf("the daemon exited: %v\n%s", d.exitErr, d.Logs())
+	if d.Exited() {
+		t.Fatalf("the daemon exited: %v\n%s", d.ExitErr(), d.Logs())
 	}
 	eventually(t, 30*time.Second, "/readyz 200 after the next run", func() bool { return readyz(d) == 200 })
 	outcome := xactOutcome(t, db.URL, xid, batch)
@@ -265,7 +265,7 @@ func TestFaultBackendTerminatedMidBatch(t *testing.T) {
 	if !strings.Contains(logs, `"msg":"sweep failed"`) || !strings.Contains(logs, "terminating connection due to administrator command") {
 		t.Errorf("the failed run is not logged with its cause:\n%s", logs)
 	}
-	if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+	if code := d.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
 	}
 	assertNoSecret(t, "daemon logs", d.Logs())
@@ -291,10 +291,10 @@ func TestFaultStatementTimeout(t *testing.T) {
 
 	// --once with a 1ms statement timeout.
 	once := run(t, []string{"SWEEPER_DATABASE_URL=" + withQuery(t, dsn, "options", "-c statement_timeout=1ms")}, "--once")
-	if once.code != 1 || !strings.Contains(once.stderr, "statement timeout") {
+	if once.Code != 1 || !strings.Contains(once.Stderr, "statement timeout") {
 		t.Fatalf("--once under statement_timeout=1ms: want exit 1 naming the statement timeout: %s", once)
 	}
-	assertNoSecret(t, "--once under a statement timeout", once.stdout+once.stderr)
+	assertNoSecret(t, "--once under a statement timeout", once.Stdout+once.Stderr)
 	if n := mustInt(t, db.URL, `SELECT count(*) FROM delegation_events WHERE to_status = 'stuck'`); n != 0 {
 		t.Fatalf("a timed-out --once left %d stuck events", n)
 	}
@@ -316,7 +316,7 @@ func TestFaultStatementTimeout(t *testing.T) {
 	eventually(t, 30*time.Second, "/readyz 200", func() bool { return readyz(d) == 200 })
 	txs, stuck := batchCheck(t, db.URL, batch, true)
 	failed := metricsValue(d, runsError)
-	if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+	if code := d.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
 	}
 	assertNoSecret(t, "daemon logs", d.Logs())
@@ -325,10 +325,10 @@ func TestFaultStatementTimeout(t *testing.T) {
 	db2 := testdb.New(t)
 	seedStale(t, db2.URL, rows)
 	dsn2 := withUser(t, db2.URL, "postgres", secret)
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + withQuery(t, dsn2, "options", "-c statement_timeout=1ms")}, "--once"); r.code != 1 {
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + withQuery(t, dsn2, "options", "-c statement_timeout=1ms")}, "--once"); r.Code != 1 {
 		t.Fatalf("--once under statement_timeout=1ms: %s", r)
 	}
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn2, "SWEEPER_SWEEP_BATCH_SIZE=500"}, "--once", "--output", "json"); r.code != 0 || !strings.Contains(r.stdout, `"swept":1500`) {
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn2, "SWEEPER_SWEEP_BATCH_SIZE=500"}, "--once", "--output", "json"); r.Code != 0 || !strings.Contains(r.Stdout, `"swept":1500`) {
 		t.Fatalf("--once with normal settings: %s", r)
 	}
 	batchCheck(t, db2.URL, batch, true)
@@ -352,7 +352,7 @@ func TestFaultSIGKILLMidBatch(t *testing.T) {
 	d := startDaemon(t, "daemon", daemonEnv(dsn, batch))
 	waitCommitted(t, db.URL, batch)
 	_, xid := waitMidBatch(t, db.URL)
-	if code := d.stop(t, syscall.SIGKILL, 30*time.Second); code != -1 {
+	if code := d.Stop(t, syscall.SIGKILL, 30*time.Second); code != -1 {
 		t.Fatalf("exit %d after SIGKILL, want killed by the signal", code)
 	}
 	// PostgreSQL ends the orphaned backend; its transaction never commits.
@@ -362,7 +362,7 @@ func TestFaultSIGKILLMidBatch(t *testing.T) {
 	})
 	outcome := xactOutcome(t, db.URL, xid, batch)
 	before, _ := batchCheck(t, db.URL, batch, true)
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn, fmt.Sprintf("SWEEPER_SWEEP_BATCH_SIZE=%d", batch)}, "--once"); r.code != 0 {
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn, fmt.Sprintf("SWEEPER_SWEEP_BATCH_SIZE=%d", batch)}, "--once"); r.Code != 0 {
 		t.Fatalf("--once after the kill: %s", r)
 	}
 	drained(t, db.URL, rows, time.Second)
@@ -385,7 +385,7 @@ func TestFaultSIGTERMMidBatch(t *testing.T) {
 	d := startDaemon(t, "daemon", daemonEnv(withUser(t, db.URL, "postgres", secret), batch))
 	waitCommitted(t, db.URL, batch)
 	_, xid := waitMidBatch(t, db.URL)
-	if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+	if code := d.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
 		t.Fatalf("exit %d after SIGTERM mid-batch\n%s", code, d.Logs())
 	}
 	if !strings.Contains(d.Logs(), `"msg":"stopped"`) {

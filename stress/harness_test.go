@@ -1,29 +1,20 @@
 package stress
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
+	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/stress/report"
 )
@@ -42,23 +33,16 @@ var binary string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "sweeper-stress-")
+	var flags []string
+	if v, _ := strconv.ParseBool(os.Getenv("SWEEPER_STRESS_RACE")); v {
+		flags = append(flags, "-race")
+	}
+	bin, cleanup, err := testbin.Build(flags...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "sweeper")
-	args := []string{"build", "-o", binary}
-	if v, _ := strconv.ParseBool(os.Getenv("SWEEPER_STRESS_RACE")); v {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "../cmd/sweeper")...)
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building sweeper:", err)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binary = bin
 	code := testdb.Main(m)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -66,7 +50,7 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	_ = os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
@@ -141,202 +125,29 @@ func withQuery(t *testing.T, dsn string, kv ...string) string {
 	return u.String()
 }
 
-// cleanEnv is the test's environment without SWEEPER_* and DATABASE_URL.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "SWEEPER_") || strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, "PG") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// result is one finished run of the binary.
-type result struct {
-	args           []string
-	code           int
-	stdout, stderr string
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("sweeper %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(r.args, " "), r.code, r.stdout, r.stderr)
-}
+// result is one finished run of the binary; proc a running daemon.
+type (
+	result = testbin.Result
+	proc   = testbin.Daemon
+)
 
 // run runs the binary to its end with env added to a clean environment.
 func run(t *testing.T, env []string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(cleanEnv(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running sweeper %v: %v", args, err)
-	}
-	return result{args, code, out.String(), errb.String()}
+	return testbin.Run(t, binary, env, args...)
 }
-
-// proc is a running sweeper daemon.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	addr string // of /metrics, /healthz, /readyz
-
-	mu   sync.Mutex
-	logs bytes.Buffer
-
-	done     chan struct{} // closed when the process has exited
-	exitErr  error
-	scanDone chan struct{}
-}
-
-var addrRE = regexp.MustCompile(`"address":"([^"]+)"`)
 
 // startDaemon starts `sweeper` (daemon mode) with env and waits until it
 // serves HTTP. The test's cleanup kills it if it still runs.
 func startDaemon(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, done: make(chan struct{}), scanDone: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(cleanEnv(), append([]string{"SWEEPER_HTTP_LISTEN=127.0.0.1:0", "SWEEPER_LOG_FORMAT=json"}, env...)...)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Stderr, p.cmd.Stdout = pw, pw
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = pw.Close()
-	addr := make(chan string, 1)
-	go func() {
-		defer close(p.scanDone)
-		defer pr.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs.WriteString(line + "\n")
-			p.mu.Unlock()
-			if m := addrRE.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	go func() {
-		p.exitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-		}
-		<-p.done
-		<-p.scanDone
-	})
-	select {
-	case p.addr = <-addr:
-	case <-p.done:
-		<-p.scanDone
-		t.Fatalf("%s exited before serving: %v\n%s", name, p.exitErr, p.Logs())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not serve within 60s\n%s", name, p.Logs())
-	}
-	return p
+	return testbin.StartDaemon(t, binary, name, env, args...)
 }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Logs returns what the daemon wrote so far.
-func (p *proc) Logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
-
-// stop sends sig and waits up to timeout for the exit; it returns the exit
-// code (-1 when killed by a signal).
-func (p *proc) stop(t *testing.T, sig syscall.Signal, timeout time.Duration) int {
+// eventually polls cond until it holds, or fails the test after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil && !p.exited() {
-		t.Fatalf("signalling %s: %v", p.name, err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s of %v\n%s", p.name, timeout, sig, p.Logs())
-	}
-	<-p.scanDone
-	return p.cmd.ProcessState.ExitCode()
-}
-
-var httpClient = &http.Client{Timeout: 10 * time.Second}
-
-// get fetches a path of the daemon's HTTP server.
-func (p *proc) get(path string) (int, string, error) {
-	resp, err := httpClient.Get("http://" + p.addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-// metrics scrapes /metrics into series -> value ("name{labels}" as written).
-func (p *proc) metrics() (map[string]float64, string, error) {
-	code, body, err := p.get("/metrics")
-	if err != nil {
-		return nil, "", err
-	}
-	if code != http.StatusOK {
-		return nil, body, fmt.Errorf("/metrics: %d", code)
-	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(body, "\n") {
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
-	}
-	return out, body, nil
-}
-
-// mustMetrics is metrics failing the test on error.
-func (p *proc) mustMetrics(t *testing.T) map[string]float64 {
-	t.Helper()
-	m, _, err := p.metrics()
-	if err != nil {
-		t.Fatalf("%s: %v", p.name, err)
-	}
-	return m
+	testbin.Eventually(t, timeout, what, cond)
 }
 
 // Series of the daemon's metrics used by the tests.
@@ -348,19 +159,6 @@ const (
 	lastSuccess  = `sweeper_last_success_timestamp_seconds`
 	batchesTotal = `sweeper_batches_total`
 )
-
-// eventually polls cond every 50ms until it holds, or fails the test after
-// timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // connect opens a connection that the test's cleanup closes.
 func connect(t *testing.T, dsn string) *pgx.Conn {

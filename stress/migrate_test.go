@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/migrations"
 	"github.com/tasksweeper/sweeper/stress/report"
@@ -35,8 +36,8 @@ func TestConcurrentMigrateUp(t *testing.T) {
 		db := testdb.NewEmpty(t)
 		dsn := withUser(t, db.URL, "postgres", secret)
 		type out struct {
-			code           int
-			stdout, stderr bytes.Buffer
+			Code           int
+			Stdout, Stderr bytes.Buffer
 		}
 		outs := make([]*out, racers)
 		cmds := make([]*exec.Cmd, racers)
@@ -44,8 +45,8 @@ func TestConcurrentMigrateUp(t *testing.T) {
 		for i := range racers {
 			outs[i] = &out{}
 			cmds[i] = exec.CommandContext(ctx, binary, "migrate", "up")
-			cmds[i].Env = append(cleanEnv(), "SWEEPER_DATABASE_URL="+dsn)
-			cmds[i].Stdout, cmds[i].Stderr = &outs[i].stdout, &outs[i].stderr
+			cmds[i].Env = append(testbin.CleanEnv(), "SWEEPER_DATABASE_URL="+dsn)
+			cmds[i].Stdout, cmds[i].Stderr = &outs[i].Stdout, &outs[i].Stderr
 		}
 		// Start them together, then wait for all.
 		for _, c := range cmds {
@@ -57,17 +58,17 @@ func TestConcurrentMigrateUp(t *testing.T) {
 			err := c.Wait()
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
-				outs[i].code = ee.ExitCode()
+				outs[i].Code = ee.ExitCode()
 			} else if err != nil {
 				t.Fatal(err)
 			}
 		}
 		cancel()
 		for i, o := range outs {
-			if o.code != 0 || !strings.Contains(o.stdout.String(), fmt.Sprintf("schema version %d", migrations.Latest)) {
-				t.Errorf("round %d, process %d: exit %d\nstdout: %s\nstderr: %s", round, i, o.code, o.stdout.String(), o.stderr.String())
+			if o.Code != 0 || !strings.Contains(o.Stdout.String(), fmt.Sprintf("schema version %d", migrations.Latest)) {
+				t.Errorf("round %d, process %d: exit %d\nstdout: %s\nstderr: %s", round, i, o.Code, o.Stdout.String(), o.Stderr.String())
 			}
-			assertNoSecret(t, "migrate up", o.stdout.String()+o.stderr.String())
+			assertNoSecret(t, "migrate up", o.Stdout.String()+o.Stderr.String())
 		}
 		// Applied once: one version row, clean; each object once.
 		if n := mustInt(t, db.URL, `SELECT count(*) FROM `+migrations.VersionTable+` WHERE version = $1 AND NOT dirty`, migrations.Latest); n != 1 {
@@ -119,16 +120,16 @@ func TestDaemonRefusesBadSchema(t *testing.T) {
 	refuses := func(what string, extra []string, want ...string) {
 		t.Helper()
 		r := run(t, append(append([]string(nil), env...), extra...)) // the daemon: no command, no --once
-		if r.code != 1 {
+		if r.Code != 1 {
 			t.Errorf("daemon on a %s schema: want exit 1: %s", what, r)
 			return
 		}
 		for _, w := range append([]string{"refusing to start"}, want...) {
-			if !strings.Contains(r.stderr, w) {
+			if !strings.Contains(r.Stderr, w) {
 				t.Errorf("daemon on a %s schema: stderr lacks %q: %s", what, w, r)
 			}
 		}
-		assertNoSecret(t, "daemon on a "+what+" schema", r.stdout+r.stderr)
+		assertNoSecret(t, "daemon on a "+what+" schema", r.Stdout+r.Stderr)
 	}
 
 	mustExec(t, db.URL, `UPDATE `+migrations.VersionTable+` SET dirty = true`)
@@ -138,18 +139,18 @@ func TestDaemonRefusesBadSchema(t *testing.T) {
 	refuses("newer", []string{"SWEEPER_MIGRATE_AUTO=true"}, "upgrade sweeper")
 	empty := testdb.NewEmpty(t)
 	r := run(t, []string{"SWEEPER_DATABASE_URL=" + empty.URL, "SWEEPER_HTTP_LISTEN=127.0.0.1:0"})
-	if r.code != 1 || !strings.Contains(r.stderr, "sweeper migrate up") {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "sweeper migrate up") {
 		t.Errorf("daemon on an empty database: want exit 1 saying to run `sweeper migrate up`: %s", r)
 	}
 
 	// The operator's repair, then the daemon starts.
 	mustExec(t, db.URL, `UPDATE `+migrations.VersionTable+` SET version = 1, dirty = true`)
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn}, "migrate", "force", "1"); r.code != 0 {
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn}, "migrate", "force", "1"); r.Code != 0 {
 		t.Fatalf("migrate force 1: %s", r)
 	}
 	d := startDaemon(t, "daemon", env)
 	eventually(t, time.Minute, "/readyz 200 after the repair", func() bool { return readyz(d) == 200 })
-	if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+	if code := d.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
 	}
 }

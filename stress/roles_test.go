@@ -46,7 +46,7 @@ func newRoleDB(t *testing.T) *roleDB {
 		_, _ = queryInt(r.admin, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename IN ($1, $2)`, r.ownerRole, r.daemonRole)
 		mustExec(t, r.admin, fmt.Sprintf(`DROP OWNED BY %[1]s, %[2]s CASCADE; DROP ROLE %[1]s; DROP ROLE %[2]s`, r.ownerRole, r.daemonRole))
 	})
-	if res := run(t, []string{"SWEEPER_DATABASE_URL=" + r.owner}, "migrate", "up"); res.code != 0 {
+	if res := run(t, []string{"SWEEPER_DATABASE_URL=" + r.owner}, "migrate", "up"); res.Code != 0 {
 		t.Fatalf("migrate up as the owner role: %s", res)
 	}
 	mustExec(t, r.owner, deploySQL(t, "grants.sql", r))

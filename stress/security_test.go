@@ -217,34 +217,34 @@ func TestTLSAndSecrets(t *testing.T) {
 	}
 
 	// Migrations and sweeping over verify-full, as the owner of the database.
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + good}, "migrate", "up"); r.code != 0 {
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + good}, "migrate", "up"); r.Code != 0 {
 		t.Fatalf("migrate up over verify-full: %s", r)
 	}
 	mustExec(t, admin, `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat)
 		VALUES ('stale', 'c', 'w', 'in_progress', now() - interval '1 hour')`)
 	once := run(t, []string{"SWEEPER_DATABASE_URL=" + good}, "--once", "--output", "json")
-	if once.code != 0 || !strings.Contains(once.stdout, `"swept":1`) {
+	if once.Code != 0 || !strings.Contains(once.Stdout, `"swept":1`) {
 		t.Fatalf("--once with sslmode=verify-full: %s", once)
 	}
-	grep("--once over TLS", once.stdout, once.stderr)
+	grep("--once over TLS", once.Stdout, once.Stderr)
 	byName := app("app", "sslmode", "verify-full", "sslrootcert", p.caFile)
 	byName = strings.Replace(byName, "@127.0.0.1:", "@localhost:", 1)
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + byName}, "--once"); r.code != 0 {
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + byName}, "--once"); r.Code != 0 {
 		t.Fatalf("--once with verify-full to localhost: %s", r)
 	}
 
 	// Refused: a CA that did not sign the server's certificate, a client
 	// that does not encrypt.
 	wrongCA := run(t, []string{"SWEEPER_DATABASE_URL=" + app("app", "sslmode", "verify-full", "sslrootcert", p.otherCAFile)}, "--once")
-	if wrongCA.code != 1 || !strings.Contains(wrongCA.stderr, "certificate") {
+	if wrongCA.Code != 1 || !strings.Contains(wrongCA.Stderr, "certificate") {
 		t.Fatalf("--once with the wrong CA: want exit 1 naming the certificate: %s", wrongCA)
 	}
-	grep("--once with the wrong CA", wrongCA.stdout, wrongCA.stderr)
+	grep("--once with the wrong CA", wrongCA.Stdout, wrongCA.Stderr)
 	plain := run(t, []string{"SWEEPER_DATABASE_URL=" + app("app", "sslmode", "disable")}, "--once")
-	if plain.code != 1 || !strings.Contains(plain.stderr, "pg_hba.conf") {
+	if plain.Code != 1 || !strings.Contains(plain.Stderr, "pg_hba.conf") {
 		t.Fatalf("--once without TLS: want exit 1, refused by pg_hba.conf: %s", plain)
 	}
-	grep("--once without TLS", plain.stdout, plain.stderr)
+	grep("--once without TLS", plain.Stdout, plain.Stderr)
 
 	// The daemon over verify-full: ready, and every connection it holds is
 	// encrypted.
@@ -255,13 +255,13 @@ func TestTLSAndSecrets(t *testing.T) {
 		t.Errorf("%d of the daemon's connections are not encrypted", n)
 	}
 	for _, path := range []string{"/metrics", "/readyz", "/healthz"} {
-		_, body, err := d.get(path)
+		_, body, err := d.Get(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		grep("daemon "+path, body)
 	}
-	if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+	if code := d.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
 	}
 	grep("daemon logs", d.Logs())
@@ -323,33 +323,33 @@ func TestTLSAndSecrets(t *testing.T) {
 					a = append(a, "--config", cfgFile)
 				}
 				r := run(t, append(env, "SWEEPER_LOG_LEVEL=debug", "SWEEPER_HTTP_LISTEN="), a...)
-				if r.code != 0 {
+				if r.Code != 0 {
 					failures++
 				}
-				if wantOK := working[name] && args[0] != "--sweep-batch-size"; wantOK && r.code != 0 {
+				if wantOK := working[name] && args[0] != "--sweep-batch-size"; wantOK && r.Code != 0 {
 					t.Errorf("with the %s DSN via %s: %s", name, via, r)
 				}
-				grep(fmt.Sprintf("%s DSN via %s: sweeper %s (exit %d)", name, via, strings.Join(a, " "), r.code), r.stdout, r.stderr)
+				grep(fmt.Sprintf("%s DSN via %s: sweeper %s (exit %d)", name, via, strings.Join(a, " "), r.Code), r.Stdout, r.Stderr)
 			}
 		}
 		// The daemon itself: it fails at start-up on a failing database;
 		// on a working one it serves until SIGTERM.
 		if !working[name] {
 			r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn, "SWEEPER_LOG_LEVEL=debug", "SWEEPER_HTTP_LISTEN=127.0.0.1:0"})
-			if r.code == 0 {
+			if r.Code == 0 {
 				t.Errorf("the daemon with the %s DSN exited 0: %s", name, r)
 			}
-			grep("daemon with the "+name+" DSN", r.stdout, r.stderr)
+			grep("daemon with the "+name+" DSN", r.Stdout, r.Stderr)
 			continue
 		}
 		d := startDaemon(t, name, []string{"SWEEPER_DATABASE_URL=" + dsn, "SWEEPER_LOG_LEVEL=debug"})
 		eventually(t, time.Minute, "/readyz 200 with the "+name+" DSN", func() bool { return readyz(d) == 200 })
-		_, body, err := d.get("/metrics")
+		_, body, err := d.Get("/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
 		grep("daemon /metrics with the "+name+" DSN", body)
-		if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+		if code := d.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
 			t.Errorf("%s: exit %d after SIGTERM\n%s", name, code, d.Logs())
 		}
 		grep("daemon logs with the "+name+" DSN", d.Logs())
@@ -373,7 +373,7 @@ func TestDaemonRoleCannot(t *testing.T) {
 	mustExec(t, r.owner, `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat) VALUES
 		('stale', 'c', 'w', 'in_progress', now() - interval '1 hour'),
 		('done', 'c', 'w', 'completed', now())`)
-	if res := run(t, []string{"SWEEPER_DATABASE_URL=" + r.daemon}, "--once", "--output", "json"); res.code != 0 || !strings.Contains(res.stdout, `"swept":1`) {
+	if res := run(t, []string{"SWEEPER_DATABASE_URL=" + r.daemon}, "--once", "--output", "json"); res.Code != 0 || !strings.Contains(res.Stdout, `"swept":1`) {
 		t.Fatalf("--once as the daemon role: %s", res)
 	}
 	refused := []string{

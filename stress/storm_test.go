@@ -707,8 +707,8 @@ func TestRaceStorm(t *testing.T) {
 	stopWriters()
 	wg.Wait()
 	for _, d := range daemons {
-		if d.exited() {
-			t.Fatalf("%s exited during the storm: %v\n%s", d.name, d.exitErr, d.Logs())
+		if d.Exited() {
+			t.Fatalf("%s exited during the storm: %v\n%s", d.Name, d.ExitErr(), d.Logs())
 		}
 	}
 
@@ -735,35 +735,35 @@ func TestRaceStorm(t *testing.T) {
 	// finisher, so no run can mark anything any more.
 	before := make([]float64, len(daemons))
 	for i, d := range daemons {
-		m := d.mustMetrics(t)
+		m := d.MustMetrics(t)
 		before[i] = m[runsOK] + m[runsError]
 	}
 	var sweptByMetrics [2]float64
 	perDaemon := map[string]float64{}
 	var runErrors float64
 	for i, d := range daemons {
-		eventually(t, time.Minute, d.name+" to run twice after the storm", func() bool {
-			m, _, err := d.metrics()
+		eventually(t, time.Minute, d.Name+" to run twice after the storm", func() bool {
+			m, _, err := d.Metrics()
 			return err == nil && m[runsOK]+m[runsError] >= before[i]+2
 		})
-		m, body, _ := d.metrics()
+		m, body, _ := d.Metrics()
 		sweptByMetrics[0] += m[sweptHB]
 		sweptByMetrics[1] += m[sweptDL]
-		perDaemon[d.name] = m[sweptHB] + m[sweptDL]
+		perDaemon[d.Name] = m[sweptHB] + m[sweptDL]
 		runErrors += m[runsError]
-		assertNoSecret(t, d.name+" /metrics", body)
-		if code, body, err := d.get("/readyz"); err != nil || code != 200 {
-			t.Errorf("%s /readyz after the storm: %d %q %v", d.name, code, body, err)
+		assertNoSecret(t, d.Name+" /metrics", body)
+		if code, body, err := d.Get("/readyz"); err != nil || code != 200 {
+			t.Errorf("%s /readyz after the storm: %d %q %v", d.Name, code, body, err)
 		}
 	}
 	if err := mon.snapshot(); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range daemons {
-		if code := d.stop(t, syscall.SIGTERM, 60*time.Second); code != 0 {
-			t.Errorf("%s exited %d after SIGTERM\n%s", d.name, code, d.Logs())
+		if code := d.Stop(t, syscall.SIGTERM, 60*time.Second); code != 0 {
+			t.Errorf("%s exited %d after SIGTERM\n%s", d.Name, code, d.Logs())
 		}
-		assertNoSecret(t, d.name+" logs", d.Logs())
+		assertNoSecret(t, d.Name+" logs", d.Logs())
 	}
 	if err := waitNotes(time.Minute); err != nil {
 		t.Fatal(err)

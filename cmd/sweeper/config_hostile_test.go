@@ -77,7 +77,7 @@ func TestHostileConfigsExit2NamingTheKey(t *testing.T) {
 	for _, c := range cases {
 		start := time.Now()
 		r := run(t, append([]string{url}, c.env...), c.args...)
-		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+		if r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
 			t.Errorf("%s: want exit 2 naming %q, got %s", c.name, c.want, r)
 		}
 		if d := time.Since(start); d > 30*time.Second {

@@ -1,24 +1,17 @@
 package main_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 )
 
@@ -27,63 +20,22 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sweeper-e2e-")
+	bin, cleanup, err := testbin.Build("-race")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "sweeper")
-	build := exec.Command("go", "build", "-race", "-o", binary, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building sweeper:", err)
-		os.Exit(1)
-	}
+	binary = bin
 	code := testdb.Main(m)
-	_ = os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
-// result is one finished run of the binary.
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
-}
-
-// run runs the binary with args and extra environment, in a clean
-// environment (no SWEEPER_* or DATABASE_URL from the test process).
-func run(t *testing.T, env []string, args ...string) result {
+// run runs the built binary to its end, in a clean environment (no
+// SWEEPER_* or DATABASE_URL from the test process) plus env.
+func run(t *testing.T, env []string, args ...string) testbin.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = append(cleanEnv(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	code := 0
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running sweeper %v: %v", args, err)
-	}
-	return result{code, out.String(), errb.String()}
-}
-
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "SWEEPER_") || strings.HasPrefix(kv, "DATABASE_URL=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
+	return testbin.Run(t, binary, env, args...)
 }
 
 // withPassword returns the test database's URL with a password added, so
@@ -95,9 +47,9 @@ func withPassword(url string) string {
 
 const secret = "s3cr3t-hunter2"
 
-func assertNoSecret(t *testing.T, what string, r result) {
+func assertNoSecret(t *testing.T, what string, r testbin.Result) {
 	t.Helper()
-	if strings.Contains(r.stdout, secret) || strings.Contains(r.stderr, secret) {
+	if strings.Contains(r.Stdout, secret) || strings.Contains(r.Stderr, secret) {
 		t.Fatalf("%s shows the password:\n%s", what, r)
 	}
 }
@@ -124,7 +76,7 @@ func TestOnceJSONSummaryAndExitCodes(t *testing.T) {
 	env := []string{"SWEEPER_DATABASE_URL=" + withPassword(db.URL), "SWEEPER_LOG_LEVEL=debug"}
 
 	dry := run(t, env, "--once", "--dry-run", "--output", "json")
-	if dry.code != 0 {
+	if dry.Code != 0 {
 		t.Fatalf("dry run: %s", dry)
 	}
 	var stuck int
@@ -133,12 +85,12 @@ func TestOnceJSONSummaryAndExitCodes(t *testing.T) {
 	}
 
 	r := run(t, env, "--once", "--output", "json", "--fail-on-stuck")
-	if r.code != 3 {
+	if r.Code != 3 {
 		t.Fatalf("--fail-on-stuck with stuck rows: %s", r)
 	}
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 	if len(lines) != 1 {
-		t.Fatalf("--output json printed %d lines: %q", len(lines), r.stdout)
+		t.Fatalf("--output json printed %d lines: %q", len(lines), r.Stdout)
 	}
 	var sum struct {
 		Swept    int            `json:"swept"`
@@ -158,23 +110,23 @@ func TestOnceJSONSummaryAndExitCodes(t *testing.T) {
 		t.Fatalf("summary does not follow the documented order: %s", lines[0])
 	}
 	// The dry run reported exactly what the real run then did.
-	if !strings.Contains(dry.stdout, `"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1}`) || !strings.Contains(dry.stdout, `"dry_run":true`) {
-		t.Fatalf("dry run summary %s differs from the real run", dry.stdout)
+	if !strings.Contains(dry.Stdout, `"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1}`) || !strings.Contains(dry.Stdout, `"dry_run":true`) {
+		t.Fatalf("dry run summary %s differs from the real run", dry.Stdout)
 	}
 	assertNoSecret(t, "--once", r)
 	assertNoSecret(t, "--once --dry-run", dry)
 
 	again := run(t, env, "--once", "--fail-on-stuck")
-	if again.code != 0 || !strings.Contains(again.stdout, "marked 0 stuck") {
+	if again.Code != 0 || !strings.Contains(again.Stdout, "marked 0 stuck") {
 		t.Fatalf("second run: %s", again)
 	}
 	st := run(t, env, "status", "--output", "json")
-	if st.code != 0 || !strings.Contains(st.stdout, `{"status":"stuck","rows":3}`) {
+	if st.Code != 0 || !strings.Contains(st.Stdout, `{"status":"stuck","rows":3}`) {
 		t.Fatalf("status: %s", st)
 	}
 	assertNoSecret(t, "status", st)
 	stText := run(t, env, "status")
-	if stText.code != 0 || !strings.Contains(stText.stdout, "in_progress  1") {
+	if stText.Code != 0 || !strings.Contains(stText.Stdout, "in_progress  1") {
 		t.Fatalf("status text: %s", stText)
 	}
 	assertNoSecret(t, "config validate", run(t, env, "config", "validate"))
@@ -184,14 +136,14 @@ func TestOnceJSONSummaryAndExitCodes(t *testing.T) {
 func TestOnceUnreachableDatabase(t *testing.T) {
 	t.Parallel()
 	r := run(t, []string{"SWEEPER_DATABASE_URL=postgres://sweeper:" + secret + "@127.0.0.1:1/nope?connect_timeout=2"}, "--once")
-	if r.code != 1 {
+	if r.Code != 1 {
 		t.Fatalf("unreachable database: %s", r)
 	}
-	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "sweeper: ") {
-		t.Fatalf("want a one-line error, got %q", r.stderr)
+	if lines := strings.Split(strings.TrimSpace(r.Stderr), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "sweeper: ") {
+		t.Fatalf("want a one-line error, got %q", r.Stderr)
 	}
-	if strings.Contains(r.stderr, "goroutine") || strings.Contains(r.stderr, "panic") {
-		t.Fatalf("stack trace: %s", r.stderr)
+	if strings.Contains(r.Stderr, "goroutine") || strings.Contains(r.Stderr, "panic") {
+		t.Fatalf("stack trace: %s", r.Stderr)
 	}
 	assertNoSecret(t, "unreachable database", r)
 }
@@ -201,28 +153,28 @@ func TestSchemaBehindRefusesWithInstructions(t *testing.T) {
 	db := testdb.NewEmpty(t)
 	env := []string{"SWEEPER_DATABASE_URL=" + db.URL}
 	r := run(t, env, "--once")
-	if r.code != 1 || !strings.Contains(r.stderr, "sweeper migrate up") {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "sweeper migrate up") {
 		t.Fatalf("behind schema: %s", r)
 	}
-	if r := run(t, env, "migrate", "up"); r.code != 0 || !strings.Contains(r.stdout, "schema version 1") {
+	if r := run(t, env, "migrate", "up"); r.Code != 0 || !strings.Contains(r.Stdout, "schema version 1") {
 		t.Fatalf("migrate up: %s", r)
 	}
 	if _, err := db.Pool.Exec(context.Background(), `UPDATE sweeper_schema_migrations SET dirty = true`); err != nil {
 		t.Fatal(err)
 	}
 	r = run(t, env, "--once", "--migrate-auto")
-	if r.code != 1 || !strings.Contains(r.stderr, "dirty") || !strings.Contains(r.stderr, "sweeper migrate force") {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "dirty") || !strings.Contains(r.Stderr, "sweeper migrate force") {
 		t.Fatalf("dirty schema: %s", r)
 	}
-	if r := run(t, env, "migrate", "force", "1"); r.code != 0 {
+	if r := run(t, env, "migrate", "force", "1"); r.Code != 0 {
 		t.Fatalf("migrate force: %s", r)
 	}
-	if r := run(t, env, "--once"); r.code != 0 {
+	if r := run(t, env, "--once"); r.Code != 0 {
 		t.Fatalf("after force: %s", r)
 	}
 	// migrate.auto migrates a fresh database.
 	fresh := testdb.NewEmpty(t)
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + fresh.URL, "SWEEPER_MIGRATE_AUTO=true"}, "--once"); r.code != 0 {
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + fresh.URL, "SWEEPER_MIGRATE_AUTO=true"}, "--once"); r.Code != 0 {
 		t.Fatalf("auto migrate: %s", r)
 	}
 }
@@ -273,116 +225,46 @@ func TestBrokenConfigsExit2NamingTheKey(t *testing.T) {
 	for _, c := range cases {
 		env := append([]string{url}, c.env...)
 		r := run(t, env, c.args...)
-		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+		if r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
 			t.Errorf("%s: want exit 2 naming %q, got %s", c.name, c.want, r)
 		}
 		assertNoSecret(t, c.name, r)
 	}
-	if r := run(t, []string{url}, "config", "validate", "--config", file("ok.yaml", "sweep:\n  batch_size: 10\n")); r.code != 0 || !strings.Contains(r.stdout, "sweep.batch_size=10") {
+	if r := run(t, []string{url}, "config", "validate", "--config", file("ok.yaml", "sweep:\n  batch_size: 10\n")); r.Code != 0 || !strings.Contains(r.Stdout, "sweep.batch_size=10") {
 		t.Errorf("valid config: %s", r)
 	}
-	if r := run(t, nil, "--help"); r.code != 0 || !strings.Contains(r.stdout, "Exit codes") {
+	if r := run(t, nil, "--help"); r.Code != 0 || !strings.Contains(r.Stdout, "Exit codes") {
 		t.Errorf("--help: %s", r)
 	}
-	if r := run(t, nil, "--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "sweeper ") {
+	if r := run(t, nil, "--version"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "sweeper ") {
 		t.Errorf("--version: %s", r)
 	}
 }
 
-// daemon is a running `sweeper` daemon process.
-type daemon struct {
-	cmd    *exec.Cmd
-	addr   string
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	done   chan error
-}
-
-var addrRE = regexp.MustCompile(`"address":"([^"]+)"`)
-
-// startDaemon starts the daemon and waits until it serves HTTP.
-func startDaemon(t *testing.T, env []string, args ...string) *daemon {
+// get fetches a path of the daemon's HTTP server, failing the test on error.
+func get(t *testing.T, d *testbin.Daemon, path string) (int, string) {
 	t.Helper()
-	d := &daemon{done: make(chan error, 1)}
-	d.cmd = exec.Command(binary, args...)
-	d.cmd.Env = append(cleanEnv(), env...)
-	pr, pw := io.Pipe()
-	d.cmd.Stderr = pw
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			d.mu.Lock()
-			d.stderr.WriteString(line + "\n")
-			d.mu.Unlock()
-			if m := addrRE.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	go func() { d.done <- d.cmd.Wait(); _ = pw.Close() }()
-	t.Cleanup(func() { _ = d.cmd.Process.Kill() })
-	select {
-	case d.addr = <-addr:
-	case err := <-d.done:
-		t.Fatalf("daemon exited before serving: %v\n%s", err, d.logs())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("daemon did not serve within 30s\n%s", d.logs())
-	}
-	return d
-}
-
-func (d *daemon) logs() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stderr.String()
-}
-
-func (d *daemon) get(t *testing.T, path string) (int, string) {
-	t.Helper()
-	resp, err := http.Get("http://" + d.addr + path)
+	code, body, err := d.Get(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return code, body
 }
 
 func TestDaemonMetricsHealthAndSIGTERM(t *testing.T) {
 	t.Parallel()
 	db := testdb.New(t)
 	seedRaw(t, db, seedSQL)
-	d := startDaemon(t, []string{
+	d := testbin.StartDaemon(t, binary, "sweeper", []string{
 		"SWEEPER_DATABASE_URL=" + withPassword(db.URL),
-		"SWEEPER_HTTP_LISTEN=127.0.0.1:0",
 		"SWEEPER_SWEEP_SCHEDULE=@every 1s",
 	})
 	// The first sweep runs at start: its result shows in /metrics.
-	eventually(t, 20*time.Second, "a successful sweep in /metrics", func() bool {
-		_, body := d.get(t, "/metrics")
+	testbin.Eventually(t, 20*time.Second, "a successful sweep in /metrics", func() bool {
+		_, body := get(t, d, "/metrics")
 		return strings.Contains(body, `sweeper_runs_total{result="ok"}`) && !strings.Contains(body, `sweeper_runs_total{result="ok"} 0`)
 	})
-	_, body := d.get(t, "/metrics")
+	_, body := get(t, d, "/metrics")
 	for _, series := range []string{
 		`sweeper_swept_total{reason="heartbeat_timeout"} 2`,
 		`sweeper_swept_total{reason="deadline_exceeded"} 1`,
@@ -405,32 +287,24 @@ func TestDaemonMetricsHealthAndSIGTERM(t *testing.T) {
 	if strings.Contains(body, secret) {
 		t.Fatal("/metrics shows the password")
 	}
-	if code, body := d.get(t, "/healthz"); code != 200 || body != "OK\n" {
+	if code, body := get(t, d, "/healthz"); code != 200 || body != "OK\n" {
 		t.Errorf("/healthz = %d %q", code, body)
 	}
-	if code, body := d.get(t, "/readyz"); code != 200 {
+	if code, body := get(t, d, "/readyz"); code != 200 {
 		t.Errorf("/readyz = %d %q", code, body)
 	}
-	if !strings.Contains(d.logs(), `"msg":"sweep marked delegations stuck"`) || !strings.Contains(d.logs(), `"swept":3`) {
-		t.Errorf("no info log of the sweep:\n%s", d.logs())
+	if !strings.Contains(d.Logs(), `"msg":"sweep marked delegations stuck"`) || !strings.Contains(d.Logs(), `"swept":3`) {
+		t.Errorf("no info log of the sweep:\n%s", d.Logs())
 	}
 
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if code := d.Stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM\n%s", code, d.Logs())
 	}
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, d.logs())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not stop within 30s of SIGTERM")
+	if strings.Contains(d.Logs(), secret) {
+		t.Fatalf("logs show the password:\n%s", d.Logs())
 	}
-	if strings.Contains(d.logs(), secret) {
-		t.Fatalf("logs show the password:\n%s", d.logs())
-	}
-	if !strings.Contains(d.logs(), `"msg":"stopped"`) {
-		t.Errorf("no clean stop in logs:\n%s", d.logs())
+	if !strings.Contains(d.Logs(), `"msg":"stopped"`) {
+		t.Errorf("no clean stop in logs:\n%s", d.Logs())
 	}
 }
 
@@ -441,28 +315,19 @@ func TestDaemonSIGTERMDuringDrain(t *testing.T) {
 	db := testdb.New(t)
 	seedRaw(t, db, `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat)
 		SELECT 'r' || g, 'c', 'w', 'in_progress', now() - interval '1 hour' FROM generate_series(1, 60000) g`)
-	d := startDaemon(t, []string{
+	d := testbin.StartDaemon(t, binary, "sweeper", []string{
 		"SWEEPER_DATABASE_URL=" + db.URL,
-		"SWEEPER_HTTP_LISTEN=127.0.0.1:0",
 		"SWEEPER_SWEEP_BATCH_SIZE=200",
 		"SWEEPER_SWEEP_MAX_BATCHES_PER_RUN=100000",
 	})
 	ctx := context.Background()
-	eventually(t, 30*time.Second, "the drain to start", func() bool {
+	testbin.Eventually(t, 30*time.Second, "the drain to start", func() bool {
 		var n int
 		_ = db.Pool.QueryRow(ctx, `SELECT count(*) FROM delegations WHERE status = 'stuck'`).Scan(&n)
 		return n > 0
 	})
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM mid-drain: %v\n%s", err, d.logs())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not stop within 30s")
+	if code := d.Stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM mid-drain\n%s", code, d.Logs())
 	}
 	var stuck, events int
 	if err := db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM delegations WHERE status = 'stuck'),

@@ -6,18 +6,13 @@
 package roles
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,26 +22,21 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 )
 
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sweeper-roles-")
+	bin, cleanup, err := testbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "sweeper")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/sweeper")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building sweeper:", err)
-		os.Exit(1)
-	}
+	binary = bin
 	code := testdb.Main(m)
-	_ = os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
@@ -124,7 +114,7 @@ func newSetup(t *testing.T) *setup {
 		}
 	})
 
-	if r := run(t, s.owner, "migrate", "up"); r.code != 0 {
+	if r := run(t, s.owner, "migrate", "up"); r.Code != 0 {
 		t.Fatalf("migrate up as the owner: %s", r)
 	}
 	if err := exec1(t, s.owner, sqlFile(t, "grants.sql", s)); err != nil {
@@ -136,37 +126,10 @@ func newSetup(t *testing.T) *setup {
 	return s
 }
 
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
-}
-
-func env(dsn string, extra ...string) []string {
-	e := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "SWEEPER_DATABASE_URL=" + dsn, "SWEEPER_LOG_FORMAT=json"}
-	return append(e, extra...)
-}
-
-func run(t *testing.T, dsn string, args ...string) result {
+// run runs the binary as the role of dsn, without the HTTP server.
+func run(t *testing.T, dsn string, args ...string) testbin.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Env = env(dsn, "SWEEPER_HTTP_LISTEN=")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	code := 0
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running sweeper %v: %v", args, err)
-	}
-	return result{code, out.String(), errb.String()}
+	return testbin.Run(t, binary, []string{"SWEEPER_DATABASE_URL=" + dsn, "SWEEPER_HTTP_LISTEN="}, args...)
 }
 
 // seed inserts, as the owner (standing in for the application), one live
@@ -189,15 +152,15 @@ func TestDaemonRoleSweepsOnce(t *testing.T) {
 	seed(t, s)
 
 	r := run(t, s.daemon, "--once", "--output", "json")
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("sweeper --once as %s: %s", s.daemonRole, r)
 	}
 	var sum struct {
 		Swept    int            `json:"swept"`
 		ByReason map[string]int `json:"by_reason"`
 	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &sum); err != nil {
-		t.Fatalf("summary %q: %v", r.stdout, err)
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &sum); err != nil {
+		t.Fatalf("summary %q: %v", r.Stdout, err)
 	}
 	if sum.Swept != 2 || sum.ByReason["heartbeat_timeout"] != 1 || sum.ByReason["deadline_exceeded"] != 1 {
 		t.Errorf("summary = %+v, want 2 swept, one per reason", sum)
@@ -218,7 +181,7 @@ func TestDaemonRoleSweepsOnce(t *testing.T) {
 		t.Errorf("stuck rows %d, stuck events %d; want 2 and 2", stuck, events)
 	}
 
-	if r := run(t, s.daemon, "status", "--output", "json"); r.code != 0 {
+	if r := run(t, s.daemon, "status", "--output", "json"); r.Code != 0 {
 		t.Errorf("sweeper status as the daemon role: %s", r)
 	}
 	if v := schemaVersion(t, s.daemon); v.Dirty || !v.Current {
@@ -254,7 +217,7 @@ func TestDaemonRoleIsRefused(t *testing.T) {
 	}
 
 	// Migrations as the daemon role fail without touching the schema.
-	if r := run(t, s.daemon, "migrate", "down"); r.code == 0 {
+	if r := run(t, s.daemon, "migrate", "down"); r.Code == 0 {
 		t.Errorf("migrate down as the daemon role succeeded: %s", r)
 	}
 	if v := schemaVersion(t, s.owner); v.Dirty || !v.Current {
@@ -276,23 +239,13 @@ func schemaVersion(t *testing.T, dsn string) version {
 	t.Helper()
 	r := run(t, dsn, "migrate", "version", "--output", "json")
 	var v version
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("migrate version: %s", r)
 	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &v); err != nil {
-		t.Fatalf("migrate version output %q: %v", r.stdout, err)
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &v); err != nil {
+		t.Fatalf("migrate version output %q: %v", r.Stdout, err)
 	}
 	return v
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // TestDaemonRoleRunsTheDaemon: the daemon starts under the role (schema
@@ -300,63 +253,16 @@ func freePort(t *testing.T) string {
 func TestDaemonRoleRunsTheDaemon(t *testing.T) {
 	s := newSetup(t)
 	seed(t, s)
-	addr := freePort(t)
-	cmd := exec.Command(binary)
-	cmd.Env = env(s.daemon, "SWEEPER_HTTP_LISTEN="+addr, "SWEEPER_SWEEP_SCHEDULE=@every 1s")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+	d := testbin.StartDaemon(t, binary, "daemon", []string{"SWEEPER_DATABASE_URL=" + s.daemon, "SWEEPER_SWEEP_SCHEDULE=@every 1s"})
+	testbin.Eventually(t, 30*time.Second, "ready and swept", func() bool {
+		code, _, _ := d.Get("/readyz")
+		_, metrics, _ := d.Get("/metrics")
+		return code == http.StatusOK && strings.Contains(metrics, `sweeper_swept_total{reason="heartbeat_timeout"} 1`)
 	})
-
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + addr + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+	if code := d.Stop(t, syscall.SIGTERM, 35*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, _ := get("/readyz")
-		_, metrics := get("/metrics")
-		if code == http.StatusOK && strings.Contains(metrics, `sweeper_swept_total{reason="heartbeat_timeout"} 1`) {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("daemon exited: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			code, body := get("/readyz")
-			t.Fatalf("not ready and swept within 30s: /readyz %d %q\nlogs:\n%s", code, body, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(35 * time.Second):
-		t.Fatalf("no exit within 35s of SIGTERM\n%s", logs.String())
-	}
-	if strings.Contains(logs.String(), "daemon-secret") {
+	if strings.Contains(d.Logs(), "daemon-secret") {
 		t.Errorf("the password appears in the logs")
 	}
 }
