@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 
 	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
@@ -43,13 +42,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = bin
-	code := testdb.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines left running:", err)
-			code = 1
-		}
-	}
+	code := testdb.MainCheckingLeaks(m)
 	cleanup()
 	os.Exit(code)
 }

@@ -19,16 +19,7 @@ import (
 // TestMain runs the tests against a real PostgreSQL, then checks that no
 // goroutine daemon.Run started (pool, scheduler, runs, HTTP server) outlived
 // them.
-func TestMain(m *testing.M) {
-	code := testdb.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutines left running:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testdb.MainCheckingLeaks(m)) }
 
 // daemon.Run started and stopped many times, the stop coming at every stage
 // of start-up and sweeping (before the pool connects, while it starts, once

@@ -35,6 +35,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -87,6 +89,19 @@ func Main(m *testing.M) int {
 	if err := shutdown(); err != nil {
 		fmt.Fprintln(os.Stderr, "testdb:", err)
 		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// MainCheckingLeaks is Main for packages that start goroutines: after the
+// tests pass it fails the run if any goroutine outlived them (goleak).
+func MainCheckingLeaks(m *testing.M) int {
+	code := Main(m)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left running:", err)
 			code = 1
 		}
 	}
