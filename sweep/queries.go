@@ -18,10 +18,19 @@ package sweep
 // left for the next run), and the UPDATE re-checks its rule against the row
 // as it is now: a heartbeat or completion that commits first always wins.
 //
-// A notification channel of '' sends no notification.
+// An empty notification channel sends no notification.
 //
 // The sweep statements set updated_at = now() themselves, so the bookkeeping
 // trigger is not called for each marked row.
+
+// sweptSQL ends both sweep statements: it counts the rows marked and sends
+// one notification for each on channel $3 (an empty channel sends none).
+const sweptSQL = `
+SELECT count(*) AS swept,
+       count(CASE WHEN $3 <> '' THEN pg_notify($3, json_build_object(
+           'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
+           'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
+FROM swept`
 
 // setActorSQL names the sweeper in the audit events of this transaction.
 const setActorSQL = `
@@ -46,15 +55,11 @@ WITH swept AS (
       AND d.deadline < now()
     RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
 )
-SELECT count(*) AS swept,
-       count(CASE WHEN $3 <> '' THEN pg_notify($3, json_build_object(
-           'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
-           'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
-FROM swept`
+` + sweptSQL
 
 // sweepHeartbeatSQL marks in_progress rows whose heartbeat is older than the
-// timeout ($1 timeout in seconds, $2 batch size, $3 statuses that may move to
-// stuck, $4 channel). The index holds heartbeat_minute (last_heartbeat
+// timeout ($1 batch size, $2 statuses that may move to stuck, $3 channel, $4
+// timeout in seconds). The index holds heartbeat_minute (last_heartbeat
 // rounded down to the minute, so heartbeats are HOT updates): the minute is
 // the index condition, last_heartbeat the exact rule.
 const sweepHeartbeatSQL = `
@@ -64,24 +69,20 @@ WITH swept AS (
     WHERE d.delegation_id = ANY(ARRAY(
             SELECT delegation_id FROM delegations
             WHERE status = 'in_progress'
-              AND heartbeat_minute < now() - make_interval(secs => $1)
-              AND last_heartbeat < now() - make_interval(secs => $1)
+              AND heartbeat_minute < now() - make_interval(secs => $4)
+              AND last_heartbeat < now() - make_interval(secs => $4)
             ORDER BY heartbeat_minute
-            LIMIT $2
+            LIMIT $1
             FOR UPDATE SKIP LOCKED))
-      AND d.status = ANY($3)
+      AND d.status = ANY($2)
       AND d.status = 'in_progress'
-      AND d.last_heartbeat < now() - make_interval(secs => $1)
+      AND d.last_heartbeat < now() - make_interval(secs => $4)
     RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
 )
-SELECT count(*) AS swept,
-       count(CASE WHEN $4 <> '' THEN pg_notify($4, json_build_object(
-           'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
-           'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
-FROM swept`
+` + sweptSQL
 
-// Dry run: the same rules, read only, up to a limit of rows each (deadline:
-// $1 limit; heartbeat: $1 timeout in seconds, $2 limit). A row that meets
+// Dry run: the same rules, read only, up to $1 rows each (heartbeat: $2
+// timeout in seconds). A row that meets
 // both rules is counted once, under the deadline, as the real sweep (which
 // runs the deadline rule first) would mark it.
 const countDeadlineSQL = `
@@ -95,10 +96,10 @@ const countHeartbeatSQL = `
 SELECT count(*) FROM (
     SELECT 1 FROM delegations
     WHERE status = 'in_progress'
-      AND heartbeat_minute < now() - make_interval(secs => $1)
-      AND last_heartbeat < now() - make_interval(secs => $1)
+      AND heartbeat_minute < now() - make_interval(secs => $2)
+      AND last_heartbeat < now() - make_interval(secs => $2)
       AND deadline >= now()
-    LIMIT $2) AS eligible`
+    LIMIT $1) AS eligible`
 
 // oldestHeartbeatExpr is the oldest in_progress heartbeat, exactly, when the
 // oldest minute of the index (hb.minute) is within two minutes of becoming

@@ -173,7 +173,8 @@ type rule struct {
 	reason string
 	sweep  string // the batch statement
 	count  string // its dry-run twin
-	// withTimeout: the statements take the heartbeat timeout as $1.
+	// withTimeout: the statements take the heartbeat timeout as their last
+	// parameter.
 	withTimeout bool
 }
 
@@ -183,13 +184,13 @@ var rules = []rule{
 	{ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL, true},
 }
 
-// args prefixes a statement's arguments with the heartbeat timeout when the
+// args appends the heartbeat timeout to a statement's arguments when the
 // rule's statements take it.
-func (r rule) args(timeout time.Duration, rest ...any) []any {
+func (r rule) args(timeout time.Duration, args ...any) []any {
 	if r.withTimeout {
-		return append([]any{timeout.Seconds()}, rest...)
+		return append(args, timeout.Seconds())
 	}
-	return rest
+	return args
 }
 
 // stuckSources is the lifecycle's answer to "which statuses may move to
