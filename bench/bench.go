@@ -63,7 +63,7 @@ var (
 	InFlightDefault             = 50_000
 	EligibleDefault             = 1_000
 	BacklogDefault              = 100_000
-	SweepRunsDefault            = 40
+	SweepRunsDefault            = 200
 	EligibleRunsDefault         = 5
 	DrainRoundsDefault          = 2
 	IngestDurationDefault       = 5 * time.Second
