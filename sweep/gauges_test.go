@@ -120,3 +120,37 @@ func TestInFlightRecount(t *testing.T) {
 		t.Fatalf("after marking rows: %+v, %v", res, err)
 	}
 }
+
+// When the oldest minute near the timeout holds more rows than the gauges
+// read, they fall back to the minute itself: the age is never understated
+// and the adaptive schedule's next wake is never late.
+func TestGaugesManyRowsInTheOldestMinute(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	ctx := context.Background()
+	const timeout = 10 * time.Minute
+	// 300 rows beating at m+30s, a minute about a minute from the timeout.
+	var m time.Time
+	if err := db.Pool.QueryRow(ctx, `
+		SELECT date_bin('1 minute', now() - make_interval(secs => $1) + interval '1 minute', TIMESTAMPTZ '2000-01-01 00:00:00+00')`,
+		timeout.Seconds()).Scan(&m); err != nil {
+		t.Fatal(err)
+	}
+	beat := m.Add(30 * time.Second)
+	exec(t, db.Pool, `
+		INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat)
+		SELECT 'many-' || g, 'c', 'w', 'in_progress', $1 FROM generate_series(1, 300) g`, beat)
+	s := newSweeper(t, db.Pool, sweep.Config{HeartbeatTimeout: timeout})
+	res, err := s.RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trueAge := time.Since(beat)
+	if res.OldestHeartbeatAge < trueAge-time.Second || res.OldestHeartbeatAge > trueAge+time.Minute {
+		t.Errorf("oldest heartbeat age %s, want between %s and a minute more", res.OldestHeartbeatAge, trueAge)
+	}
+	trueNext := time.Until(beat.Add(timeout))
+	if res.NextEligibleIn == nil || *res.NextEligibleIn > trueNext+time.Second || *res.NextEligibleIn < trueNext-time.Minute-time.Second {
+		t.Errorf("next eligible in %v, want at most %s and at most a minute less", res.NextEligibleIn, trueNext)
+	}
+}

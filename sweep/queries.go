@@ -101,17 +101,23 @@ SELECT count(*) FROM (
       AND deadline >= now()
     LIMIT $1) AS eligible`
 
-// oldestHeartbeatExpr is the oldest in_progress heartbeat, exactly, when the
-// oldest minute of the index (hb.minute) is within two minutes of becoming
-// stale under timeout $1: it then reads the rows of that minute, which have
-// not beaten for several minutes, so they are few. Otherwise it is that
-// minute itself, a lower bound at most a minute early, which is enough for
-// a gauge and for the adaptive schedule (its ceiling is shorter than the two
-// minutes), and costs one index probe.
+// oldestHeartbeatExpr is the oldest in_progress heartbeat, from hb.minute,
+// the oldest minute in the heartbeat index. When that minute is within two
+// minutes of becoming stale under timeout $1, it reads the first rows in
+// minute order (through the index: rows that have not beaten for minutes,
+// so usually few) and is exact if they include every row of that minute;
+// otherwise, or when they do not, it is the minute itself, a lower bound at
+// most a minute early. That is enough for the gauge, and the adaptive
+// schedule wakes early, never late. At most 256 rows are read.
 const oldestHeartbeatExpr = `
 CASE WHEN hb.minute < now() - make_interval(secs => $1) + interval '2 minutes'
-     THEN (SELECT min(last_heartbeat) FROM delegations
-           WHERE status = 'in_progress' AND heartbeat_minute = hb.minute)
+     THEN (SELECT CASE WHEN count(*) < 256 OR max(heartbeat_minute) > hb.minute
+                       THEN min(last_heartbeat) FILTER (WHERE heartbeat_minute = hb.minute)
+                       ELSE hb.minute END
+           FROM (SELECT heartbeat_minute, last_heartbeat FROM delegations
+                 WHERE status = 'in_progress' AND heartbeat_minute >= hb.minute
+                 ORDER BY heartbeat_minute
+                 LIMIT 256) AS oldest)
      ELSE hb.minute END`
 
 // gaugesSQL reads, after each run, the oldest heartbeat and when the next
@@ -125,7 +131,8 @@ SELECT COALESCE(EXTRACT(EPOCH FROM now() - oldest.hb), 0)::float8 AS oldest_hear
            (SELECT min(deadline) FROM delegations
             WHERE status IN ('queued', 'dispatched', 'in_progress'))) - now())::float8 AS next_eligible_in_seconds
 FROM (SELECT ` + oldestHeartbeatExpr + ` AS hb
-      FROM (SELECT min(heartbeat_minute) AS minute FROM delegations WHERE status = 'in_progress') AS hb) AS oldest`
+      FROM (SELECT min(heartbeat_minute) AS minute FROM delegations WHERE status = 'in_progress') AS hb
+      OFFSET 0) AS oldest` // OFFSET 0: computed once, not once per use of oldest.hb
 
 // countInFlightSQL counts the rows in flight for the in-flight gauge. It
 // reads every in-flight row (an index-only scan that must visit the heap
