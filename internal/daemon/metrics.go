@@ -58,7 +58,7 @@ func NewMetrics() *Metrics {
 		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sweeper_inflight_rows",
-			Help: "Non-terminal delegations (queued, dispatched, in_progress), as read by the last successful run.",
+			Help: "Non-terminal delegations (queued, dispatched, in_progress), recounted by a run at most once a minute.",
 		}),
 		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sweeper_oldest_heartbeat_age_seconds",
