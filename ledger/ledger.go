@@ -260,7 +260,7 @@ func (l *Ledger) SetStatus(ctx context.Context, id string, to Status, c Change) 
 	// row if its current status is one the transition table moves from.
 	batch := &pgx.Batch{}
 	batch.Queue(setWriterSQL, c.Actor, c.Reason, detail)
-	batch.Queue(setStatusSQL, id, to, names(Sources(to)),
+	batch.Queue(setStatusSQL, id, to, Names(Sources(to)),
 		Truncate(c.Result, MaxResultPreviewRunes), Truncate(c.Error, MaxErrorDetailRunes))
 	br := l.db.SendBatch(ctx, batch)
 	_, err := br.Exec()
@@ -508,4 +508,4 @@ func (l *Ledger) Events(ctx context.Context, id string) ([]Event, error) {
 }
 
 // nonTerminalNames is NonTerminal as the text[] parameter of the heartbeat statements.
-var nonTerminalNames = names(NonTerminal())
+var nonTerminalNames = Names(NonTerminal())

@@ -156,8 +156,8 @@ func NonTerminal() []Status {
 	return out
 }
 
-// names renders statuses as the text[] parameter of a statement.
-func names(statuses []Status) []string {
+// Names renders statuses as strings, the text[] parameter of a statement.
+func Names(statuses []Status) []string {
 	out := make([]string, len(statuses))
 	for i, s := range statuses {
 		out[i] = string(s)

@@ -109,6 +109,17 @@ type Result struct {
 	NextEligibleIn *time.Duration
 }
 
+// add counts n delegations swept (or, in a dry run, found) under reason.
+func (res *Result) add(reason string, n int) {
+	res.Swept += n
+	switch reason {
+	case ReasonDeadlineExceeded:
+		res.DeadlineExceeded += n
+	case ReasonHeartbeatTimeout:
+		res.HeartbeatTimeout += n
+	}
+}
+
 // Sweeper finds delegations that stopped making progress and marks them stuck.
 // Call RunOnce for one sweep, or Start/Stop to sweep on a schedule. Several
 // sweepers, in one process or many, may run against the same database at
@@ -119,8 +130,7 @@ type Sweeper struct {
 	log  *zap.Logger
 
 	countMu   sync.Mutex
-	counted   bool
-	countedAt time.Time
+	countedAt time.Time // zero until the first count
 	inFlight  int64
 
 	mu      sync.Mutex
@@ -195,13 +205,7 @@ func (r rule) args(timeout time.Duration, args ...any) []any {
 
 // stuckSources is the lifecycle's answer to "which statuses may move to
 // stuck", passed to every sweep statement as its guard.
-var stuckSources = func() []string {
-	var out []string
-	for _, st := range ledger.Sources(ledger.StatusStuck) {
-		out = append(out, string(st))
-	}
-	return out
-}()
+var stuckSources = ledger.Names(ledger.Sources(ledger.StatusStuck))
 
 // RunOnce runs one full sweep: each rule in batches until nothing is
 // eligible or MaxBatchesPerRun is reached. Cancelling ctx stops it between
@@ -240,14 +244,8 @@ func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
 				return err
 			}
 			res.Batches++
-			res.Swept += n
 			res.Notified += notified
-			switch r.reason {
-			case ReasonDeadlineExceeded:
-				res.DeadlineExceeded += n
-			case ReasonHeartbeatTimeout:
-				res.HeartbeatTimeout += n
-			}
+			res.add(r.reason, n)
 			if n < s.cfg.BatchSize {
 				break
 			}
@@ -288,13 +286,7 @@ func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {
 		if err := s.pool.QueryRow(ctx, r.count, r.args(s.cfg.HeartbeatTimeout, limit)...).Scan(&n); err != nil {
 			return fmt.Errorf("counting eligible rows by %s: %w", r.reason, err)
 		}
-		switch r.reason {
-		case ReasonDeadlineExceeded:
-			res.DeadlineExceeded = n
-		case ReasonHeartbeatTimeout:
-			res.HeartbeatTimeout = n
-		}
-		res.Swept += n
+		res.add(r.reason, n)
 	}
 	return nil
 }
@@ -308,12 +300,12 @@ func (s *Sweeper) readGauges(ctx context.Context, res *Result) error {
 	}
 	s.countMu.Lock()
 	defer s.countMu.Unlock()
-	if !s.counted || res.Swept > 0 || time.Since(s.countedAt) >= s.cfg.InFlightRecount {
+	if s.countedAt.IsZero() || res.Swept > 0 || time.Since(s.countedAt) >= s.cfg.InFlightRecount {
 		at := time.Now()
 		if err := s.pool.QueryRow(ctx, countInFlightSQL).Scan(&s.inFlight); err != nil {
 			return fmt.Errorf("counting rows in flight: %w", err)
 		}
-		s.counted, s.countedAt = true, at
+		s.countedAt = at
 	}
 	res.InFlight = s.inFlight
 	res.OldestHeartbeatAge = seconds(ageSeconds)
