@@ -340,7 +340,13 @@ func runPhase(ctx context.Context, db *ledgerDB, st *ingestState, d time.Duratio
 		}
 		res.batch = float64(min(1000, len(st.orders[0])))
 	case PathCoalesce:
-		coalescer = ledger.NewCoalescer(l, ledger.CoalescerConfig{Flushers: writers})
+		var err error
+		if coalescer, err = ledger.NewCoalescer(l, ledger.CoalescerConfig{Flushers: writers}); err != nil {
+			return res, err
+		}
+		if err := coalescer.Start(ctx); err != nil {
+			return res, err
+		}
 		for range coalesceCallers * writers {
 			wg.Go(func() {
 				var local []time.Duration
@@ -375,7 +381,7 @@ func runPhase(ctx context.Context, db *ledgerDB, st *ingestState, d time.Duratio
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	if coalescer != nil {
-		coalescer.Close()
+		coalescer.Stop()
 		if cs := coalescer.Stats(); cs.Flushes > 0 {
 			res.batch = float64(cs.IDs) / float64(cs.Flushes)
 		}

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tasksweeper/sweeper/internal/startstop"
+	"github.com/tasksweeper/sweeper/internal/testsignal"
 )
 
 // Defaults for CoalescerConfig's zero values.
@@ -19,8 +22,9 @@ const (
 	CoalesceFlushTimeoutDefault = 10 * time.Second
 )
 
-// ErrCoalescerClosed is returned by Coalescer.Beat after Close.
-var ErrCoalescerClosed = errors.New("ledger: heartbeat coalescer is closed")
+// ErrCoalescerStopped is returned by Coalescer.Beat when the Coalescer is
+// not running: before Start or after Stop.
+var ErrCoalescerStopped = errors.New("ledger: heartbeat coalescer is not running")
 
 // CoalescerConfig configures a Coalescer. Zero values take the defaults above.
 type CoalescerConfig struct {
@@ -51,23 +55,48 @@ type CoalescerStats struct {
 // Beat joins the batch being gathered, and a batch is sent as one
 // HeartbeatMany call when it holds MaxBatch delegations or MaxDelay after its
 // first beat, whichever comes first. Every caller gets the answer for its own
-// delegation. It is safe for concurrent use; Close it when done.
+// delegation. It is safe for concurrent use. Start it before the first Beat
+// and Stop it when done (Stop flushes what is being gathered).
 //
 // A beat costs its caller up to MaxDelay of waiting plus one statement; the
 // database runs one statement per batch instead of one per beat (the figures
 // are in docs/benchmarks.md).
 type Coalescer struct {
-	l     *Ledger
-	cfg   CoalescerConfig
-	ready chan struct{} // a batch is full or due; buffered wake-up for flushers
-	stop  chan struct{} // closed by Close
-	wg    sync.WaitGroup
+	l         *Ledger
+	cfg       CoalescerConfig
+	ready     chan struct{} // a batch is full or due; buffered wake-up for flushers
+	lifecycle startstop.Base
 
-	mu     sync.Mutex
-	cur    *beatBatch // the batch being gathered; nil when none
-	closed bool
+	mu      sync.Mutex
+	cur     *beatBatch // the batch being gathered; nil when none
+	running bool       // between Start and Stop: Beat accepts beats
 
 	beats, flushes, ids, errs atomic.Int64
+
+	// TestSignals are off unless a test turns them on (Init) before Start.
+	TestSignals CoalescerTestSignals
+}
+
+// CoalescerTestSignals are the events of a Coalescer that tests wait on
+// instead of sleeping or polling.
+type CoalescerTestSignals struct {
+	// Joined receives the id of every beat that joined a batch.
+	Joined testsignal.Signal[string]
+	// Flushed receives every batch's HeartbeatMany outcome once its
+	// statement has committed or failed.
+	Flushed testsignal.Signal[FlushOutcome]
+}
+
+// FlushOutcome is what one flush sent and how it ended.
+type FlushOutcome struct {
+	IDs int
+	Err error
+}
+
+// Init turns every signal on for tb.
+func (ts *CoalescerTestSignals) Init(tb testsignal.TB) {
+	ts.Joined.Init(tb)
+	ts.Flushed.Init(tb)
 }
 
 // beatBatch is one future HeartbeatMany call and its waiters.
@@ -83,23 +112,46 @@ type beatBatch struct {
 	err     error
 }
 
-// NewCoalescer returns a running Coalescer over l (whose DB should be a pool:
-// flushes run concurrently).
-func NewCoalescer(l *Ledger, cfg CoalescerConfig) *Coalescer {
-	cfg.MaxBatch = max(cmp.Or(cfg.MaxBatch, CoalesceMaxBatchDefault), 1)
+// NewCoalescer returns a Coalescer over l (whose DB should be a pool:
+// flushes run concurrently), with cfg's zero values filled in; Start starts
+// it. It returns an error naming the field when l is nil or a value of cfg
+// is negative.
+func NewCoalescer(l *Ledger, cfg CoalescerConfig) (*Coalescer, error) {
+	switch {
+	case l == nil || l.db == nil:
+		return nil, errors.New("ledger: coalescer: ledger is nil")
+	case cfg.MaxBatch < 0:
+		return nil, fmt.Errorf("ledger: coalescer: MaxBatch must be positive, got %d", cfg.MaxBatch)
+	case cfg.MaxDelay < 0:
+		return nil, fmt.Errorf("ledger: coalescer: MaxDelay must be positive, got %s", cfg.MaxDelay)
+	case cfg.Flushers < 0:
+		return nil, fmt.Errorf("ledger: coalescer: Flushers must be positive, got %d", cfg.Flushers)
+	case cfg.FlushTimeout < 0:
+		return nil, fmt.Errorf("ledger: coalescer: FlushTimeout must be positive, got %s", cfg.FlushTimeout)
+	}
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, CoalesceMaxBatchDefault)
 	cfg.MaxDelay = cmp.Or(cfg.MaxDelay, CoalesceMaxDelayDefault)
-	cfg.Flushers = max(cmp.Or(cfg.Flushers, CoalesceFlushersDefault), 1)
+	cfg.Flushers = cmp.Or(cfg.Flushers, CoalesceFlushersDefault)
 	cfg.FlushTimeout = cmp.Or(cfg.FlushTimeout, CoalesceFlushTimeoutDefault)
-	c := &Coalescer{
-		l:     l,
-		cfg:   cfg,
-		ready: make(chan struct{}, 1),
-		stop:  make(chan struct{}),
+	return &Coalescer{l: l, cfg: cfg, ready: make(chan struct{}, 1)}, nil
+}
+
+// Start starts the flushers and returns at once; Beat accepts beats until
+// Stop. The flushers stop when ctx is done too (after flushing what is
+// being gathered), but only Stop waits for them. Start on a started
+// Coalescer is an error; Start after Stop starts it again.
+func (c *Coalescer) Start(ctx context.Context) error {
+	runCtx, err := c.lifecycle.StartInit(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger: coalescer: %w", err)
 	}
-	for range cfg.Flushers {
-		c.wg.Go(c.flusher)
+	c.mu.Lock()
+	c.running = true
+	c.mu.Unlock()
+	for range c.cfg.Flushers {
+		c.lifecycle.Go(func() { c.flusher(runCtx) })
 	}
-	return c
+	return nil
 }
 
 // Beat records a heartbeat of delegation id, together with the other beats
@@ -114,9 +166,9 @@ func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) 
 	}
 	for {
 		c.mu.Lock()
-		if c.closed {
+		if !c.running {
 			c.mu.Unlock()
-			return false, ErrCoalescerClosed
+			return false, ErrCoalescerStopped
 		}
 		b := c.cur
 		if b == nil {
@@ -142,6 +194,7 @@ func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) 
 		}
 		c.beats.Add(1)
 		c.mu.Unlock()
+		c.TestSignals.Joined.Signal(id)
 
 		select {
 		case <-b.done:
@@ -184,10 +237,10 @@ func (c *Coalescer) wake() {
 	}
 }
 
-// takeLocked returns the current batch if it is full, due, or closing; c.mu is held.
-func (c *Coalescer) takeLocked() *beatBatch {
+// takeLocked returns the current batch if it is full, due, or stopping; c.mu is held.
+func (c *Coalescer) takeLocked(stopping bool) *beatBatch {
 	b := c.cur
-	if b == nil || !(b.due || c.closed || len(b.ids) >= c.cfg.MaxBatch) {
+	if b == nil || !(b.due || stopping || len(b.ids) >= c.cfg.MaxBatch) {
 		return nil
 	}
 	c.cur = nil
@@ -196,13 +249,15 @@ func (c *Coalescer) takeLocked() *beatBatch {
 	return b
 }
 
-func (c *Coalescer) flusher() {
+func (c *Coalescer) flusher(ctx context.Context) {
 	for {
 		select {
 		case <-c.ready:
-		case <-c.stop:
+		case <-ctx.Done():
 			c.mu.Lock()
-			b := c.takeLocked()
+			// No beat joins once the flushers stop: the last batch is final.
+			c.running = false
+			b := c.takeLocked(true)
 			c.mu.Unlock()
 			if b != nil {
 				c.flush(b)
@@ -210,7 +265,7 @@ func (c *Coalescer) flusher() {
 			return
 		}
 		c.mu.Lock()
-		b := c.takeLocked()
+		b := c.takeLocked(false)
 		c.mu.Unlock()
 		if b != nil {
 			c.flush(b)
@@ -228,22 +283,17 @@ func (c *Coalescer) flush(b *beatBatch) {
 		c.errs.Add(1)
 	}
 	close(b.done)
+	c.TestSignals.Flushed.Signal(FlushOutcome{IDs: len(b.ids), Err: b.err})
 }
 
-// Close flushes the batch being gathered, waits for every flush to end and
-// stops the Coalescer; Beat then returns ErrCoalescerClosed. Close is safe to
-// call twice.
-func (c *Coalescer) Close() {
+// Stop flushes the batch being gathered, waits for every flush to end and
+// stops the Coalescer; Beat then returns ErrCoalescerStopped. Stop is safe
+// to call twice and on a Coalescer never started.
+func (c *Coalescer) Stop() {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		c.wg.Wait()
-		return
-	}
-	c.closed = true
-	close(c.stop)
+	c.running = false
 	c.mu.Unlock()
-	c.wg.Wait()
+	c.lifecycle.Stop()
 }
 
 // Stats returns what the Coalescer did so far.

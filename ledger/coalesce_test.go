@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/ledger"
@@ -49,8 +52,7 @@ func TestCoalescerAnswersEachCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxBatch: 16, MaxDelay: 2 * time.Millisecond, Flushers: 2})
-	defer c.Close()
+	c := startCoalescer(t, l, ledger.CoalescerConfig{MaxBatch: 16, MaxDelay: 2 * time.Millisecond, Flushers: 2}, nil)
 
 	const rounds = 5
 	var wg sync.WaitGroup
@@ -101,8 +103,7 @@ func TestCoalescerBackpressure(t *testing.T) {
 	for i := range 20 {
 		moveTo(t, l, fmt.Sprintf("bp-%d", i), ledger.StatusInProgress)
 	}
-	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxBatch: 2, MaxDelay: time.Hour, Flushers: 1})
-	defer c.Close()
+	c := startCoalescer(t, l, ledger.CoalescerConfig{MaxBatch: 2, MaxDelay: time.Hour, Flushers: 1}, nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
 	for i := range 20 {
@@ -130,8 +131,7 @@ func TestCoalescerBackpressure(t *testing.T) {
 func TestCoalescerRefusesInvalidIDsAndHonoursContext(t *testing.T) {
 	t.Parallel()
 	l, _ := newLedger(t)
-	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxDelay: time.Hour})
-	defer c.Close()
+	c := startCoalescer(t, l, ledger.CoalescerConfig{MaxDelay: time.Hour}, nil)
 
 	_, err := c.Beat(context.Background(), "")
 	var fe *ledger.FieldError
@@ -153,14 +153,16 @@ func TestCoalescerRefusesInvalidIDsAndHonoursContext(t *testing.T) {
 	}
 }
 
-// TestCoalescerCloseFlushesPending: Close sends the batch being gathered,
-// its callers get their answers, later beats are refused, and Close is safe
+// TestCoalescerStopFlushesPending: Stop sends the batch being gathered,
+// its callers get their answers, later beats are refused, and Stop is safe
 // twice.
-func TestCoalescerCloseFlushesPending(t *testing.T) {
+func TestCoalescerStopFlushesPending(t *testing.T) {
 	t.Parallel()
 	l, _ := newLedger(t)
 	moveTo(t, l, "pending", ledger.StatusInProgress)
-	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxDelay: time.Hour})
+	c := startCoalescer(t, l, ledger.CoalescerConfig{MaxDelay: time.Hour}, func(c *ledger.Coalescer) {
+		c.TestSignals.Init(t)
+	})
 
 	got := make(chan error, 1)
 	go func() {
@@ -170,18 +172,21 @@ func TestCoalescerCloseFlushesPending(t *testing.T) {
 		}
 		got <- err
 	}()
-	// Wait until the beat has joined the batch, then close.
-	for c.Stats().Beats == 0 {
-		time.Sleep(time.Millisecond)
+	// Once the beat has joined the batch, stop: the batch is flushed.
+	if id := c.TestSignals.Joined.Wait(); id != "pending" {
+		t.Fatalf("joined %q, want pending", id)
 	}
-	c.Close()
+	c.Stop()
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Beat(context.Background(), "pending"); !errors.Is(err, ledger.ErrCoalescerClosed) {
-		t.Fatalf("beat after Close: %v", err)
+	if f := c.TestSignals.Flushed.Wait(); f.IDs != 1 || f.Err != nil {
+		t.Fatalf("flush on Stop = %+v, want the one pending id, no error", f)
 	}
-	c.Close()
+	if _, err := c.Beat(context.Background(), "pending"); !errors.Is(err, ledger.ErrCoalescerStopped) {
+		t.Fatalf("beat after Stop: %v", err)
+	}
+	c.Stop()
 }
 
 // TestCoalescerReportsFlushErrors: when the statement fails, every caller of
@@ -194,8 +199,7 @@ func TestCoalescerReportsFlushErrors(t *testing.T) {
 	if _, err := db.Pool.Exec(context.Background(), `ALTER TABLE delegations RENAME TO delegations_gone`); err != nil {
 		t.Fatal(err)
 	}
-	c := ledger.NewCoalescer(l, ledger.CoalescerConfig{MaxDelay: time.Millisecond})
-	defer c.Close()
+	c := startCoalescer(t, l, ledger.CoalescerConfig{MaxDelay: time.Millisecond}, nil)
 	var wg sync.WaitGroup
 	for _, id := range []string{"x", "y"} {
 		wg.Go(func() {
@@ -220,8 +224,7 @@ func BenchmarkCoalescerBeat(b *testing.B) {
 		SELECT 'b-' || g, 'c', 'w', 'in_progress' FROM generate_series(0, 999) g`); err != nil {
 		b.Fatal(err)
 	}
-	c := ledger.NewCoalescer(ledger.New(db.Pool), ledger.CoalescerConfig{Flushers: 2})
-	defer c.Close()
+	c := startCoalescer(b, ledger.New(db.Pool), ledger.CoalescerConfig{Flushers: 2}, nil)
 	b.SetParallelism(64)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -234,4 +237,79 @@ func BenchmarkCoalescerBeat(b *testing.B) {
 			}
 		}
 	})
+}
+
+// startCoalescer returns a started Coalescer, stopped when tb ends; init,
+// when set, runs before Start (to turn test signals on).
+func startCoalescer(tb testing.TB, l *ledger.Ledger, cfg ledger.CoalescerConfig, init func(*ledger.Coalescer)) *ledger.Coalescer {
+	tb.Helper()
+	c, err := ledger.NewCoalescer(l, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if init != nil {
+		init(c)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Stop)
+	return c
+}
+
+// TestNewCoalescerRejectsBadConfig: bad input is an error naming the field,
+// never a panic; a Coalescer not started refuses beats; Start twice is an
+// error.
+func TestNewCoalescerRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	l := ledger.New(lazyPool(t))
+	for name, tc := range map[string]struct {
+		l    *ledger.Ledger
+		cfg  ledger.CoalescerConfig
+		want string
+	}{
+		"nil ledger":             {nil, ledger.CoalescerConfig{}, "ledger is nil"},
+		"ledger of nothing":      {ledger.New(nil), ledger.CoalescerConfig{}, "ledger is nil"},
+		"negative batch":         {l, ledger.CoalescerConfig{MaxBatch: -1}, "MaxBatch"},
+		"negative delay":         {l, ledger.CoalescerConfig{MaxDelay: -time.Second}, "MaxDelay"},
+		"negative flushers":      {l, ledger.CoalescerConfig{Flushers: -2}, "Flushers"},
+		"negative flush timeout": {l, ledger.CoalescerConfig{FlushTimeout: -time.Second}, "FlushTimeout"},
+	} {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s: NewCoalescer panicked: %v", name, r)
+				}
+			}()
+			if _, err := ledger.NewCoalescer(tc.l, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: NewCoalescer = %v, want an error containing %q", name, err, tc.want)
+			}
+		}()
+	}
+	c, err := ledger.NewCoalescer(l, ledger.CoalescerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Beat(context.Background(), "x"); !errors.Is(err, ledger.ErrCoalescerStopped) {
+		t.Fatalf("Beat before Start = %v, want ErrCoalescerStopped", err)
+	}
+	c.Stop() // never started: nothing to do
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if err := c.Start(context.Background()); err == nil {
+		t.Fatal("second Start succeeded")
+	}
+}
+
+// lazyPool is a pool that never connects: for tests of constructors.
+func lazyPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

@@ -47,9 +47,11 @@ func (e *ConflictError) Error() string {
 // Is makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
-// translate maps driver errors to the ledger's errors at the boundary and
-// wraps them with the action, e.g. translate("inserting delegation", err).
-func translate(action string, err error) error {
+// wrapDBError wraps an error of the database driver with the action that
+// failed, mapped to the ledger's sentinel errors where one applies (no row:
+// ErrNotFound; unique violation: ErrConflict; bad data or a refused CHECK:
+// ErrInvalid), e.g. wrapDBError("inserting delegation", err).
+func wrapDBError(action string, err error) error {
 	if err == nil {
 		return nil
 	}

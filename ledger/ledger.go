@@ -174,7 +174,7 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 			return InsertResult{DelegationID: id, Outcome: Inserted}, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return InsertResult{}, translate("inserting delegation", err)
+			return InsertResult{}, wrapDBError("inserting delegation", err)
 		}
 		if n.IdempotencyKey != "" {
 			err := l.db.QueryRow(ctx, selectByIdempotencyKeySQL, n.CallerID, n.IdempotencyKey).Scan(&id)
@@ -182,7 +182,7 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 				return InsertResult{DelegationID: id, Outcome: DuplicateKey}, nil
 			}
 			if !errors.Is(err, pgx.ErrNoRows) {
-				return InsertResult{}, translate("looking up idempotency key", err)
+				return InsertResult{}, wrapDBError("looking up idempotency key", err)
 			}
 		}
 		var caller string
@@ -195,7 +195,7 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 			return InsertResult{DelegationID: n.DelegationID, Outcome: AlreadyExists}, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return InsertResult{}, translate("looking up delegation", err)
+			return InsertResult{}, wrapDBError("looking up delegation", err)
 		}
 	}
 	return InsertResult{}, fmt.Errorf("inserting delegation %q: %w",
@@ -260,7 +260,7 @@ func (l *Ledger) SetStatus(ctx context.Context, id string, to Status, c Change) 
 	// row if its current status is one the transition table moves from.
 	batch := &pgx.Batch{}
 	batch.Queue(setWriterSQL, c.Actor, c.Reason, detail)
-	batch.Queue(setStatusSQL, id, to, Names(Sources(to)),
+	batch.Queue(setStatusSQL, id, to, StatusStrings(Sources(to)),
 		Truncate(c.Result, MaxResultPreviewRunes), Truncate(c.Error, MaxErrorDetailRunes))
 	br := l.db.SendBatch(ctx, batch)
 	_, err := br.Exec()
@@ -275,7 +275,7 @@ func (l *Ledger) SetStatus(ctx context.Context, id string, to Status, c Change) 
 	case err == nil:
 		return StatusResult{Outcome: OutcomeApplied, Status: got}, nil
 	case !errors.Is(err, pgx.ErrNoRows):
-		return StatusResult{}, translate(fmt.Sprintf("setting delegation %q to %s", id, to), err)
+		return StatusResult{}, wrapDBError(fmt.Sprintf("setting delegation %q to %s", id, to), err)
 	}
 
 	// Nothing moved: say why from the row as it is now. Statuses only move
@@ -286,7 +286,7 @@ func (l *Ledger) SetStatus(ctx context.Context, id string, to Status, c Change) 
 		return StatusResult{Outcome: OutcomeNotFound}, nil
 	}
 	if err != nil {
-		return StatusResult{}, translate(fmt.Sprintf("reading status of delegation %q", id), err)
+		return StatusResult{}, wrapDBError(fmt.Sprintf("reading status of delegation %q", id), err)
 	}
 	return StatusResult{Outcome: Transition(cur, to), Status: cur}, nil
 }
@@ -314,14 +314,14 @@ func (l *Ledger) Heartbeat(ctx context.Context, id string) (HeartbeatResult, err
 		return HeartbeatResult{Live: true, Status: st}, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return HeartbeatResult{}, translate(fmt.Sprintf("heartbeat of delegation %q", id), err)
+		return HeartbeatResult{}, wrapDBError(fmt.Sprintf("heartbeat of delegation %q", id), err)
 	}
 	err = l.db.QueryRow(ctx, selectStatusSQL, id).Scan(&st)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return HeartbeatResult{}, nil
 	}
 	if err != nil {
-		return HeartbeatResult{}, translate(fmt.Sprintf("reading status of delegation %q", id), err)
+		return HeartbeatResult{}, wrapDBError(fmt.Sprintf("reading status of delegation %q", id), err)
 	}
 	return HeartbeatResult{Live: false, Status: st}, nil
 }
@@ -344,11 +344,11 @@ func (l *Ledger) HeartbeatMany(ctx context.Context, ids []string) (notLive []str
 	sorted = slices.Compact(sorted)
 	rows, err := l.db.Query(ctx, heartbeatManySQL, sorted, nonTerminalNames)
 	if err != nil {
-		return nil, translate("heartbeat of many delegations", err)
+		return nil, wrapDBError("heartbeat of many delegations", err)
 	}
 	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, translate("heartbeat of many delegations", err)
+		return nil, wrapDBError("heartbeat of many delegations", err)
 	}
 	slices.Sort(live)
 	for _, id := range sorted {
@@ -366,11 +366,11 @@ func (l *Ledger) Get(ctx context.Context, id string) (Delegation, error) {
 	}
 	rows, err := l.db.Query(ctx, getSQL, id)
 	if err != nil {
-		return Delegation{}, translate(fmt.Sprintf("getting delegation %q", id), err)
+		return Delegation{}, wrapDBError(fmt.Sprintf("getting delegation %q", id), err)
 	}
 	d, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Delegation])
 	if err != nil {
-		return Delegation{}, translate(fmt.Sprintf("getting delegation %q", id), err)
+		return Delegation{}, wrapDBError(fmt.Sprintf("getting delegation %q", id), err)
 	}
 	return d, nil
 }
@@ -438,11 +438,11 @@ func (l *Ledger) List(ctx context.Context, f ListFilter) (Page, error) {
 			&FieldError{Field: "filter", Reason: "needs a caller_id, callee_id or status"})
 	}
 	if err != nil {
-		return Page{}, translate("listing delegations", err)
+		return Page{}, wrapDBError("listing delegations", err)
 	}
 	ds, err := pgx.CollectRows(rows, pgx.RowToStructByName[Delegation])
 	if err != nil {
-		return Page{}, translate("listing delegations", err)
+		return Page{}, wrapDBError("listing delegations", err)
 	}
 	page := Page{Delegations: ds}
 	if len(ds) > limit {
@@ -498,14 +498,14 @@ func (l *Ledger) Events(ctx context.Context, id string) ([]Event, error) {
 	}
 	rows, err := l.db.Query(ctx, listEventsSQL, id)
 	if err != nil {
-		return nil, translate(fmt.Sprintf("listing events of delegation %q", id), err)
+		return nil, wrapDBError(fmt.Sprintf("listing events of delegation %q", id), err)
 	}
 	evs, err := pgx.CollectRows(rows, pgx.RowToStructByName[Event])
 	if err != nil {
-		return nil, translate(fmt.Sprintf("listing events of delegation %q", id), err)
+		return nil, wrapDBError(fmt.Sprintf("listing events of delegation %q", id), err)
 	}
 	return evs, nil
 }
 
 // nonTerminalNames is NonTerminal as the text[] parameter of the heartbeat statements.
-var nonTerminalNames = Names(NonTerminal())
+var nonTerminalNames = StatusStrings(NonTerminal())

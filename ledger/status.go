@@ -156,8 +156,9 @@ func NonTerminal() []Status {
 	return out
 }
 
-// Names renders statuses as strings, the text[] parameter of a statement.
-func Names(statuses []Status) []string {
+// StatusStrings returns statuses as the strings stored in the database, for
+// a statement's text[] parameter.
+func StatusStrings(statuses []Status) []string {
 	out := make([]string, len(statuses))
 	for i, s := range statuses {
 		out[i] = string(s)

@@ -1,14 +1,22 @@
 package sweep
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 func TestAdaptiveWait(t *testing.T) {
 	t.Parallel()
-	s, err := New(nil, Config{Schedule: ScheduleAdaptive, AdaptiveFloor: 100 * time.Millisecond, AdaptiveCeiling: 10 * time.Second})
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none") // never connects
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s, err := New(pool, Config{Schedule: ScheduleAdaptive, AdaptiveFloor: 100 * time.Millisecond, AdaptiveCeiling: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +39,7 @@ func TestAdaptiveWait(t *testing.T) {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
 	}
-	if _, err := New(nil, Config{AdaptiveFloor: time.Second, AdaptiveCeiling: time.Millisecond}); err == nil {
+	if _, err := New(pool, Config{AdaptiveFloor: time.Second, AdaptiveCeiling: time.Millisecond}); err == nil {
 		t.Error("floor above ceiling accepted")
 	}
 }

@@ -40,8 +40,8 @@ func TestHeartbeatRuleExactWithinAMinute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.HeartbeatTimeout != 1 {
-		t.Fatalf("swept %d rows, want 1: %+v", res.HeartbeatTimeout, res)
+	if res.SweptHeartbeatTimeout != 1 {
+		t.Fatalf("swept %d rows, want 1: %+v", res.SweptHeartbeatTimeout, res)
 	}
 	if st, _ := statusOf(t, db.Pool, "past"); st != ledger.StatusStuck {
 		t.Fatalf("past = %s", st)

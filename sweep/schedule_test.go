@@ -62,7 +62,7 @@ func TestStartRunsAtOnceThenOnSchedule(t *testing.T) {
 	exec(t, db.Pool, `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, deadline)
 		VALUES ('late', 'c', 'w', 'queued', now() - interval '1 second')`)
 	for {
-		if res := r.wait(t); res.Swept == 1 && res.DeadlineExceeded == 1 {
+		if res := r.wait(t); res.Swept == 1 && res.SweptDeadlineExceeded == 1 {
 			break
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,7 +107,7 @@ func TestRulesAndBoundaries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Swept != 5 || res.HeartbeatTimeout != 1 || res.DeadlineExceeded != 4 || res.Notified != 5 {
+	if res.Swept != 5 || res.SweptHeartbeatTimeout != 1 || res.SweptDeadlineExceeded != 4 || res.Notified != 5 {
 		t.Fatalf("result = %+v, want 5 swept (1 heartbeat, 4 deadline), 5 notified", res)
 	}
 	for _, r := range rows {
@@ -179,7 +180,7 @@ func TestNeverHeartbeatedIsCaught(t *testing.T) {
 	// Its start counts as its heartbeat: with a tiny timeout it is stale at once.
 	s := newSweeper(t, db.Pool, sweep.Config{HeartbeatTimeout: time.Microsecond})
 	res, err := s.RunOnce(ctx)
-	if err != nil || res.HeartbeatTimeout != 1 {
+	if err != nil || res.SweptHeartbeatTimeout != 1 {
 		t.Fatalf("res = %+v, %v", res, err)
 	}
 	if st, reason := statusOf(t, db.Pool, "silent"); st != ledger.StatusStuck || reason != sweep.ReasonHeartbeatTimeout {
@@ -217,11 +218,11 @@ func TestDryRunCountsAndWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.DryRun || got.Swept != want.Swept || got.HeartbeatTimeout != want.HeartbeatTimeout || got.DeadlineExceeded != want.DeadlineExceeded {
+	if !got.DryRun || got.Swept != want.Swept || got.SweptHeartbeatTimeout != want.SweptHeartbeatTimeout || got.SweptDeadlineExceeded != want.SweptDeadlineExceeded {
 		t.Fatalf("dry run %+v differs from real run %+v", got, want)
 	}
 	// Deadline: 13 rows in batches of 7 and 6; heartbeat: 30 rows in 7,7,7,7,2.
-	if want.Swept != 43 || want.DeadlineExceeded != 13 || want.Batches != 2+5 {
+	if want.Swept != 43 || want.SweptDeadlineExceeded != 13 || want.Batches != 2+5 {
 		t.Fatalf("real run = %+v, want 43 swept (13 deadline) in 7 batches", want)
 	}
 }
@@ -480,20 +481,45 @@ func TestNotifyChannelEmptySendsNone(t *testing.T) {
 	}
 }
 
+// TestNewRejectsBadConfig: every bad Config is an error naming what is
+// wrong, never a panic (robfig/cron panics on a bare time zone).
 func TestNewRejectsBadConfig(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]sweep.Config{
-		"bad schedule":       {Schedule: "every now and then"},
-		"negative timeout":   {HeartbeatTimeout: -time.Second},
-		"negative batch":     {BatchSize: -1},
-		"negative max":       {MaxBatchesPerRun: -1},
-		"negative batch tmo": {BatchTimeout: -time.Second},
+	pool := lazyPool(t)
+	for name, tc := range map[string]struct {
+		cfg  sweep.Config
+		want string
+	}{
+		"bad schedule":        {sweep.Config{Schedule: "every now and then"}, "is not a valid cron spec"},
+		"bare time zone":      {sweep.Config{Schedule: "CRON_TZ=UTC"}, "a time zone must be followed by a space"},
+		"bare TZ":             {sweep.Config{Schedule: "TZ=Europe/Paris"}, "a time zone must be followed by a space"},
+		"time zone, bad spec": {sweep.Config{Schedule: "CRON_TZ=UTC nope"}, "is not a valid cron spec"},
+		"unknown time zone":   {sweep.Config{Schedule: "CRON_TZ=Nowhere/Land * * * * *"}, "is not a valid cron spec"},
+		"blank schedule":      {sweep.Config{Schedule: "   "}, "is empty"},
+		"sub-second @every":   {sweep.Config{Schedule: "@every 500ms"}, "whole seconds"},
+		"negative timeout":    {sweep.Config{HeartbeatTimeout: -time.Second}, "heartbeat timeout"},
+		"negative batch":      {sweep.Config{BatchSize: -1}, "batch size"},
+		"negative max":        {sweep.Config{MaxBatchesPerRun: -1}, "max batches"},
+		"negative batch tmo":  {sweep.Config{BatchTimeout: -time.Second}, "batch timeout"},
+		"floor above ceiling": {sweep.Config{AdaptiveFloor: time.Minute, AdaptiveCeiling: time.Second}, "adaptive floor"},
+		"negative floor":      {sweep.Config{AdaptiveFloor: -time.Second}, "adaptive floor"},
 	} {
-		if _, err := sweep.New(nil, cfg); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s: New panicked: %v", name, r)
+				}
+			}()
+			_, err := sweep.New(pool, tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: New = %v, want an error containing %q", name, err, tc.want)
+			}
+		}()
 	}
-	s, err := sweep.New(nil, sweep.Config{})
+	if _, err := sweep.New(nil, sweep.Config{}); err == nil || !strings.Contains(err.Error(), "pool is nil") {
+		t.Errorf("nil pool: New = %v, want an error naming the pool", err)
+	}
+	s, err := sweep.New(pool, sweep.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,4 +527,31 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if c.HeartbeatTimeout != 10*time.Minute || c.BatchSize != 1000 || c.MaxBatchesPerRun != 100 || c.Schedule != "@every 30s" {
 		t.Fatalf("defaults = %+v", c)
 	}
+}
+
+// TestValidateSchedule: what the config package and New accept and refuse.
+func TestValidateSchedule(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{sweep.ScheduleDefault, sweep.ScheduleAdaptive, "*/5 * * * *", "@hourly",
+		"CRON_TZ=Europe/Paris 0 3 * * *", "@every 1m30s"} {
+		if err := sweep.ValidateSchedule(ok); err != nil {
+			t.Errorf("ValidateSchedule(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "CRON_TZ=UTC", "TZ=", "@every 0s", "@every 1.5s", "* * *", "@adaptive "} {
+		if err := sweep.ValidateSchedule(bad); err == nil {
+			t.Errorf("ValidateSchedule(%q) = nil, want an error", bad)
+		}
+	}
+}
+
+// lazyPool is a pool that never connects: for tests of constructors.
+func lazyPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
+	"github.com/tasksweeper/sweeper/internal/startstop"
+	"github.com/tasksweeper/sweeper/internal/testsignal"
 	"github.com/tasksweeper/sweeper/ledger"
 )
 
@@ -85,10 +87,12 @@ type Config struct {
 // Result is what one run did.
 type Result struct {
 	// Swept is the number of delegations marked stuck (or, in a dry run,
-	// that would have been marked), by reason in the fields below.
-	Swept            int
-	HeartbeatTimeout int
-	DeadlineExceeded int
+	// that would have been marked).
+	Swept int
+	// SweptHeartbeatTimeout and SweptDeadlineExceeded split Swept by reason
+	// (ReasonHeartbeatTimeout, ReasonDeadlineExceeded).
+	SweptHeartbeatTimeout int
+	SweptDeadlineExceeded int
 	// Batches is the number of batch transactions run.
 	Batches int
 	// More is true when the run stopped at MaxBatchesPerRun with rows left.
@@ -114,9 +118,9 @@ func (res *Result) add(reason string, n int) {
 	res.Swept += n
 	switch reason {
 	case ReasonDeadlineExceeded:
-		res.DeadlineExceeded += n
+		res.SweptDeadlineExceeded += n
 	case ReasonHeartbeatTimeout:
-		res.HeartbeatTimeout += n
+		res.SweptHeartbeatTimeout += n
 	}
 }
 
@@ -125,19 +129,49 @@ func (res *Result) add(reason string, n int) {
 // sweepers, in one process or many, may run against the same database at
 // once: each row is transitioned once.
 type Sweeper struct {
-	pool *pgxpool.Pool
-	cfg  Config
-	log  *zap.Logger
+	pool  *pgxpool.Pool
+	cfg   Config
+	log   *zap.Logger
+	sched cron.Schedule // nil for ScheduleAdaptive
 
 	countMu   sync.Mutex
 	countedAt time.Time // zero until the first count
 	inFlight  int64
 
-	mu      sync.Mutex
-	started bool
-	cron    *cron.Cron
-	cancel  context.CancelFunc
-	running sync.WaitGroup // the first run, or the adaptive loop
+	lifecycle startstop.Base
+
+	// TestSignals are off unless a test turns them on (Init) before Start.
+	TestSignals TestSignals
+}
+
+// TestSignals are the events of a Sweeper that tests wait on instead of
+// sleeping or polling the database. They are off (and cost nothing) unless
+// a test calls Init.
+type TestSignals struct {
+	// RunDone receives the outcome of every scheduled run, after OnRun.
+	RunDone testsignal.Signal[RunOutcome]
+	// BatchDone receives the rows of every batch transaction, once it has
+	// committed or rolled back.
+	BatchDone testsignal.Signal[BatchOutcome]
+}
+
+// RunOutcome is what one scheduled run returned.
+type RunOutcome struct {
+	Result Result
+	Err    error
+}
+
+// BatchOutcome is what one batch transaction did.
+type BatchOutcome struct {
+	Reason string
+	Swept  int
+	Err    error
+}
+
+// Init turns every signal on for tb.
+func (ts *TestSignals) Init(tb testsignal.TB) {
+	ts.RunDone.Init(tb)
+	ts.BatchDone.Init(tb)
 }
 
 // New returns a Sweeper over pool with cfg's zero values filled in. It returns
@@ -167,12 +201,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 		return nil, fmt.Errorf("sweep: adaptive floor %s and ceiling %s: want 0 < floor <= ceiling",
 			cfg.AdaptiveFloor, cfg.AdaptiveCeiling)
 	}
-	if cfg.Schedule != ScheduleAdaptive {
-		if _, err := cron.ParseStandard(cfg.Schedule); err != nil {
-			return nil, fmt.Errorf("sweep: schedule %q: %w", cfg.Schedule, err)
-		}
+	if pool == nil {
+		return nil, errors.New("sweep: pool is nil")
 	}
-	return &Sweeper{pool: pool, cfg: cfg, log: cfg.Logger}, nil
+	sched, err := parseSchedule(cfg.Schedule)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: schedule %q %w", cfg.Schedule, err)
+	}
+	return &Sweeper{pool: pool, cfg: cfg, log: cfg.Logger, sched: sched}, nil
 }
 
 // Config returns the sweeper's configuration with defaults filled in.
@@ -205,7 +241,7 @@ func (r rule) args(timeout time.Duration, args ...any) []any {
 
 // stuckSources is the lifecycle's answer to "which statuses may move to
 // stuck", passed to every sweep statement as its guard.
-var stuckSources = ledger.Names(ledger.Sources(ledger.StatusStuck))
+var stuckSources = ledger.StatusStrings(ledger.Sources(ledger.StatusStuck))
 
 // RunOnce runs one full sweep: each rule in batches until nothing is
 // eligible or MaxBatchesPerRun is reached. Cancelling ctx stops it between
@@ -273,6 +309,7 @@ func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, n
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
 	}
+	s.TestSignals.BatchDone.Signal(BatchOutcome{Reason: r.reason, Swept: swept, Err: err})
 	if err != nil {
 		return 0, 0, fmt.Errorf("sweeping by %s: %w", r.reason, err)
 	}
@@ -323,15 +360,12 @@ func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Se
 // skips it), and a panic in a run is logged and recovered. Start on a started
 // sweeper is an error; Start after Stop starts again.
 func (s *Sweeper) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return errors.New("sweep: already started")
+	runCtx, err := s.lifecycle.StartInit(ctx)
+	if err != nil {
+		return fmt.Errorf("sweep: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
 	if s.cfg.Schedule == ScheduleAdaptive {
-		s.running.Go(func() { s.adaptiveLoop(runCtx) })
-		s.started, s.cancel = true, cancel
+		s.lifecycle.Go(func() { s.adaptiveLoop(runCtx) })
 		return nil
 	}
 	logger := cronLogger{s.log.Sugar()}
@@ -340,35 +374,22 @@ func (s *Sweeper) Start(ctx context.Context) error {
 		cron.WithLogger(logger),
 		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)),
 	)
-	id, err := c.AddFunc(s.cfg.Schedule, func() { _, _ = s.scheduledRun(runCtx) })
-	if err != nil {
-		cancel()
-		return fmt.Errorf("sweep: schedule %q: %w", s.cfg.Schedule, err)
-	}
+	id := c.Schedule(s.sched, cron.FuncJob(func() { _, _ = s.scheduledRun(runCtx) }))
 	c.Start()
 	// The first run goes through the same chain, so a scheduled run due
 	// while it is still going is skipped.
-	s.running.Go(c.Entry(id).WrappedJob.Run)
-	s.started, s.cron, s.cancel = true, c, cancel
+	s.lifecycle.Go(c.Entry(id).WrappedJob.Run)
+	s.lifecycle.Go(func() {
+		<-runCtx.Done()
+		<-c.Stop().Done()
+	})
 	return nil
 }
 
 // Stop stops the schedule and blocks until a run in progress has ended: the
 // run stops after its current batch commits or rolls back. Stop on a sweeper
 // that is not started does nothing, so it is safe to call twice.
-func (s *Sweeper) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.started {
-		return
-	}
-	s.cancel()
-	if s.cron != nil {
-		<-s.cron.Stop().Done()
-	}
-	s.running.Wait()
-	s.started, s.cron, s.cancel = false, nil, nil
-}
+func (s *Sweeper) Stop() { s.lifecycle.Stop() }
 
 // adaptiveLoop runs the sweep, then sleeps until the next row can become
 // eligible, until ctx is done.
@@ -427,6 +448,7 @@ func (s *Sweeper) scheduledRun(ctx context.Context) (Result, error) {
 	if s.cfg.OnRun != nil {
 		s.cfg.OnRun(res, err)
 	}
+	s.TestSignals.RunDone.Signal(RunOutcome{res, err})
 	return res, err
 }
 
@@ -434,8 +456,8 @@ func (s *Sweeper) scheduledRun(ctx context.Context) (Result, error) {
 func (s *Sweeper) logRun(res Result, err error) {
 	fields := []zap.Field{
 		zap.Int("swept", res.Swept),
-		zap.Int("heartbeat_timeout", res.HeartbeatTimeout),
-		zap.Int("deadline_exceeded", res.DeadlineExceeded),
+		zap.Int("heartbeat_timeout", res.SweptHeartbeatTimeout),
+		zap.Int("deadline_exceeded", res.SweptDeadlineExceeded),
 		zap.Int("batches", res.Batches),
 		zap.Bool("more", res.More),
 		zap.Bool("dry_run", res.DryRun),

@@ -67,7 +67,7 @@ type byReason struct {
 func summarize(res sweep.Result) onceSummary {
 	return onceSummary{
 		Swept:                     res.Swept,
-		ByReason:                  byReason{HeartbeatTimeout: res.HeartbeatTimeout, DeadlineExceeded: res.DeadlineExceeded},
+		ByReason:                  byReason{HeartbeatTimeout: res.SweptHeartbeatTimeout, DeadlineExceeded: res.SweptDeadlineExceeded},
 		Batches:                   res.Batches,
 		DurationMS:                res.Duration.Milliseconds(),
 		DryRun:                    res.DryRun,
@@ -85,7 +85,7 @@ func summaryLine(res sweep.Result) string {
 		verb = "would mark"
 	}
 	s := fmt.Sprintf("%s %d stuck (heartbeat_timeout %d, deadline_exceeded %d) in %d batches, %s; %d in flight, oldest heartbeat %s",
-		verb, res.Swept, res.HeartbeatTimeout, res.DeadlineExceeded, res.Batches,
+		verb, res.Swept, res.SweptHeartbeatTimeout, res.SweptDeadlineExceeded, res.Batches,
 		res.Duration.Round(time.Millisecond), res.InFlight, res.OldestHeartbeatAge.Round(time.Second))
 	if res.More {
 		s += "; more remain for the next run (max_batches_per_run reached)"

@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/tasksweeper/sweeper/sweep"
 )
 
 // writeConfig writes content to a fresh file and returns its path.
@@ -835,7 +837,7 @@ func TestErrorFormat(t *testing.T) {
 func TestAdaptiveSchedule(t *testing.T) {
 	t.Parallel()
 	cfg, err := Load("", []string{"SWEEPER_SWEEP_SCHEDULE=@adaptive"}, nil)
-	if err != nil || cfg.Sweep.Schedule != scheduleAdaptive {
+	if err != nil || cfg.Sweep.Schedule != sweep.ScheduleAdaptive {
 		t.Fatalf("@adaptive: %q, %v", cfg.Sweep.Schedule, err)
 	}
 	if _, err := Load("", []string{"SWEEPER_SWEEP_SCHEDULE=@adaptive-ish"}, nil); err == nil {

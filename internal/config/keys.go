@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -11,8 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/robfig/cron/v3"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/tasksweeper/sweeper/sweep"
 )
 
 // keys is the one table of configuration keys. Each entry gives a key's YAML
@@ -32,21 +32,22 @@ var keys = []key{
 		"Size of the connection pool (1 to 1000)."),
 
 	newKey("sweep.schedule", func(c *Config) *string { return &c.Sweep.Schedule },
-		"@every 30s", stringText, checkSchedule,
+		sweep.ScheduleDefault, stringText, checkSchedule,
 		"When to sweep: a robfig/cron spec, five fields (*/5 * * * *) or a descriptor "+
-			"(@every 30s, @hourly), in UTC unless it starts with CRON_TZ=; or @adaptive, to sleep "+
-			"until the next delegation can become stuck (within 200ms and 30s)."),
+			"(@every 30s, @hourly), in UTC unless it starts with CRON_TZ=; or "+sweep.ScheduleAdaptive+", to sleep "+
+			"until the next delegation can become stuck (within "+formatDuration(sweep.AdaptiveFloorDefault)+
+			" and "+formatDuration(sweep.AdaptiveCeilingDefault)+")."),
 	newKey("sweep.heartbeat_timeout", func(c *Config) *time.Duration { return &c.Sweep.HeartbeatTimeout },
-		10*time.Minute, durationText, durationAtLeast(time.Second),
+		sweep.HeartbeatTimeoutDefault, durationText, durationAtLeast(time.Second),
 		"An in_progress delegation whose last heartbeat is older than this is marked stuck (at least 1s)."),
 	newKey("sweep.batch_size", func(c *Config) *int { return &c.Sweep.BatchSize },
-		1000, intText, intBetween(1, 100000),
+		sweep.BatchSizeDefault, intText, intBetween(1, 100000),
 		"Rows claimed and marked per batch, 1 to 100000; each batch is one transaction."),
 	newKey("sweep.max_batches_per_run", func(c *Config) *int { return &c.Sweep.MaxBatchesPerRun },
-		100, intText, intBetween(1, math.MaxInt),
+		sweep.MaxBatchesPerRunDefault, intText, intBetween(1, math.MaxInt),
 		"Most batches one run may take (at least 1); the rest waits for the next run."),
 	newKey("sweep.notify_channel", func(c *Config) *string { return &c.Sweep.NotifyChannel },
-		"delegation_stuck", stringText, checkChannel,
+		sweep.NotifyChannelDefault, stringText, checkChannel,
 		"Channel of the pg_notify sent with each batch (lower-case letters, digits and _); "+
 			"empty disables notifications."),
 	newKey("sweep.dry_run", func(c *Config) *bool { return &c.Sweep.DryRun },
@@ -313,47 +314,13 @@ func checkDSN(dsn string) string {
 	return ""
 }
 
-// scheduleAdaptive is sweep.ScheduleAdaptive (config does not import sweep).
-const scheduleAdaptive = "@adaptive"
-
-// checkSchedule accepts "@adaptive" (sweep.ScheduleAdaptive) and what
-// cron.ParseStandard accepts, except an @every interval that cron would
-// silently round (below 1s, or not whole seconds).
+// checkSchedule is sweep.ValidateSchedule: the sweep package owns what a
+// schedule may be.
 func checkSchedule(spec string) string {
-	if strings.TrimSpace(spec) == "" {
-		return "is empty; it must be a cron spec such as \"@every 30s\" or \"*/5 * * * *\", or @adaptive"
-	}
-	if spec == scheduleAdaptive {
-		return ""
-	}
-	sched, err := parseCron(spec)
-	if err != nil {
-		return "is not a valid cron spec (" + err.Error() + ")"
-	}
-	if every, ok := sched.(cron.ConstantDelaySchedule); ok {
-		_, text, _ := strings.Cut(spec, "@every ")
-		if d, err := time.ParseDuration(text); err == nil && d != every.Delay {
-			return "must use an @every interval of whole seconds, at least 1s (cron would run it every " +
-				formatDuration(every.Delay) + ")"
-		}
+	if err := sweep.ValidateSchedule(spec); err != nil {
+		return err.Error()
 	}
 	return ""
-}
-
-// parseCron is cron.ParseStandard without its panics: cron v3.0.1 slices out
-// of range on a time zone prefix with nothing after it ("CRON_TZ=UTC").
-func parseCron(spec string) (sched cron.Schedule, err error) {
-	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
-		if !strings.Contains(spec, " ") {
-			return nil, errors.New("a time zone must be followed by a space and a schedule")
-		}
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			sched, err = nil, fmt.Errorf("cannot parse: %v", r)
-		}
-	}()
-	return cron.ParseStandard(spec)
 }
 
 // maxChannelLen is PostgreSQL's identifier limit (NAMEDATALEN - 1).

@@ -7,14 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/internal/config"
+	"github.com/tasksweeper/sweeper/internal/startstop"
 	"github.com/tasksweeper/sweeper/migrations"
 	"github.com/tasksweeper/sweeper/sweep"
 )
@@ -98,12 +97,16 @@ type Options struct {
 	OnRun func(sweep.Result, error)
 	// Ready, when set, is closed once the daemon is serving and sweeping.
 	Ready chan<- struct{}
+	// Metrics, when set, receives the daemon's series instead of a new
+	// registry (tests read it).
+	Metrics *Metrics
 }
 
 // Run runs the daemon until ctx is cancelled (the caller cancels it on SIGINT
-// or SIGTERM), then shuts down in order: stop scheduling and let the running
-// batch commit or roll back, stop the HTTP server, close the pool. It returns
-// nil after a clean shutdown within cfg.ShutdownGrace.
+// or SIGTERM) or a service fails, then shuts down in order: stop the services
+// in reverse order of their start (the HTTP server, then the sweeper, whose
+// running batch commits or rolls back), then close the pool. It returns nil
+// after a clean shutdown within cfg.ShutdownGrace.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	log := opts.Logger
 	if log == nil {
@@ -113,44 +116,38 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	poolClosed := false
-	defer func() {
-		if !poolClosed {
-			pool.Close()
-		}
-	}()
 	if err := EnsureSchema(ctx, pool, cfg, log); err != nil {
+		pool.Close()
 		return err
 	}
 
-	metrics := NewMetrics()
+	metrics := opts.Metrics
+	if metrics == nil {
+		metrics = NewMetrics()
+	}
 	health := NewHealth(pool, metrics)
 	scfg := SweepConfig(cfg, log)
 	scfg.OnRun = func(res sweep.Result, err error) {
 		metrics.ObserveRun(res, err)
-		health.RunDone(err)
+		health.RunDone(ctx, err)
 		if opts.OnRun != nil {
 			opts.OnRun(res, err)
 		}
 	}
 	sweeper, err := sweep.New(pool, scfg)
 	if err != nil {
+		pool.Close()
 		return err
 	}
 
-	var srv *http.Server
-	srvErr := make(chan error, 1)
+	// The services, started in this order and stopped in the reverse one.
+	var services startstop.Group
+	services.Add("sweeper", sweeper)
 	if cfg.HTTP.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-		if err != nil {
-			return fmt.Errorf("http.listen: %w", err)
-		}
-		srv = &http.Server{Handler: health.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { srvErr <- srv.Serve(ln) }()
-		log.Info("serving metrics and health", zap.String("address", ln.Addr().String()))
+		services.Add("http server", NewHTTPServer(cfg.HTTP.Listen, health.Handler(), cfg.ShutdownGrace, log))
 	}
-
-	if err := sweeper.Start(ctx); err != nil {
+	if err := services.Start(ctx); err != nil {
+		pool.Close()
 		return err
 	}
 	log.Info("sweeper started",
@@ -165,34 +162,16 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-srvErr:
-		runErr = fmt.Errorf("http server: %w", err)
+	case runErr = <-services.Failed():
 	}
 
 	log.Info("shutting down", zap.Duration("grace", cfg.ShutdownGrace))
-	deadline := time.Now().Add(cfg.ShutdownGrace)
-	stopped := make(chan struct{})
-	go func() {
-		sweeper.Stop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-time.After(time.Until(deadline)):
+	if err := services.Stop(cfg.ShutdownGrace); err != nil {
 		// Leave the pool open: closing it waits for the stuck batch's
 		// connection. Exiting drops the connection; PostgreSQL rolls back.
-		poolClosed = true
 		return errors.Join(runErr, ErrGraceExceeded)
 	}
-	if srv != nil {
-		sctx, cancel := context.WithDeadline(context.Background(), deadline)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("stopping http server: %w", err))
-		}
-	}
 	pool.Close()
-	poolClosed = true
 	log.Info("stopped")
 	return runErr
 }

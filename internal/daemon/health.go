@@ -13,8 +13,9 @@ import (
 	"github.com/tasksweeper/sweeper/migrations"
 )
 
-// Health tracks what /readyz answers: the database is reachable, the schema
-// is current, and the last run did not fail.
+// Health tracks what /readyz answers, and sweeper_ready shows: the database
+// is reachable, the schema is current, and the last run did not fail. Both
+// each run (RunDone) and each /readyz request set the gauge.
 type Health struct {
 	q       migrations.Querier
 	metrics *Metrics
@@ -28,11 +29,20 @@ func NewHealth(q migrations.Querier, m *Metrics) *Health {
 	return &Health{q: q, metrics: m}
 }
 
-// RunDone records the outcome of a sweep run.
-func (h *Health) RunDone(err error) {
+// RunDone records the outcome of a sweep run and sets sweeper_ready from
+// it, so the gauge follows the runs whether or not anything probes /readyz
+// (under systemd nothing does). A failed run is not ready at once; after a
+// run that succeeded, the schema is checked (one query, at most two
+// seconds), as /readyz does.
+func (h *Health) RunDone(ctx context.Context, err error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.lastErr = err
+	h.mu.Unlock()
+	if err != nil {
+		h.metrics.SetReady(false)
+		return
+	}
+	_ = h.Check(context.WithoutCancel(ctx))
 }
 
 // Check answers readiness: nil when ready, else the reason. One query both

@@ -66,7 +66,7 @@ func NewMetrics() *Metrics {
 		}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sweeper_ready",
-			Help: "1 when /readyz answers ready (database reachable, schema current, last run ok), else 0.",
+			Help: "1 when ready (database reachable, schema current, last run ok), else 0; set by every run and every /readyz request.",
 		}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -91,8 +91,8 @@ func (m *Metrics) ObserveRun(res sweep.Result, err error) {
 	m.duration.Observe(res.Duration.Seconds())
 	m.batches.Add(float64(res.Batches))
 	if !res.DryRun {
-		m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout).Add(float64(res.HeartbeatTimeout))
-		m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded).Add(float64(res.DeadlineExceeded))
+		m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout).Add(float64(res.SweptHeartbeatTimeout))
+		m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded).Add(float64(res.SweptDeadlineExceeded))
 	}
 	if err != nil {
 		m.runs.WithLabelValues(ResultError).Inc()
@@ -104,7 +104,7 @@ func (m *Metrics) ObserveRun(res sweep.Result, err error) {
 	m.oldestAge.Set(res.OldestHeartbeatAge.Seconds())
 }
 
-// SetReady records the readiness last answered by /readyz.
+// SetReady records the readiness last found, by a run or by /readyz.
 func (m *Metrics) SetReady(ok bool) {
 	if ok {
 		m.ready.Set(1)

@@ -102,7 +102,7 @@ func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 				return
 			}
 			say("%s sweep: marked %d stuck (heartbeat_timeout %d, deadline_exceeded %d) in %d batches, %s; %d in flight",
-				stamp, res.Swept, res.HeartbeatTimeout, res.DeadlineExceeded, res.Batches,
+				stamp, res.Swept, res.SweptHeartbeatTimeout, res.SweptDeadlineExceeded, res.Batches,
 				res.Duration.Round(time.Millisecond), res.InFlight)
 		},
 	})
