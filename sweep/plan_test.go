@@ -121,6 +121,12 @@ func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 // generic mode the statement is prepared and planned with
 // plan_cache_mode = force_generic_plan, as PostgreSQL may do after five runs.
 func explain(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, mode string) (map[string]any, error) {
+	return explainWith(ctx, pool, "FORMAT JSON", sql, args, mode)
+}
+
+// explainWith is explain with EXPLAIN options opts ("ANALYZE, BUFFERS,
+// FORMAT JSON" runs the statement, in a transaction rolled back after).
+func explainWith(ctx context.Context, pool *pgxpool.Pool, opts, sql string, args []any, mode string) (map[string]any, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -133,7 +139,7 @@ func explain(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, mo
 	defer tx.Rollback(ctx)
 	var raw []byte
 	if mode == "custom" {
-		if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
+		if err := tx.QueryRow(ctx, "EXPLAIN ("+opts+") "+sql, args...).Scan(&raw); err != nil {
 			return nil, err
 		}
 	} else {
@@ -155,7 +161,7 @@ func explain(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, mo
 				lits[i] = fmt.Sprint(v)
 			}
 		}
-		q := "EXPLAIN (FORMAT JSON) EXECUTE plan_probe"
+		q := "EXPLAIN (" + opts + ") EXECUTE plan_probe"
 		if len(lits) > 0 {
 			q += "(" + strings.Join(lits, ", ") + ")"
 		}
@@ -192,4 +198,140 @@ func scansOf(node map[string]any) []string {
 		out = append(out, scansOf(c.(map[string]any))...)
 	}
 	return out
+}
+
+// emptyClaimStatement is a statement of the sweep with what it may read
+// when nothing is eligible.
+type emptyClaimStatement struct {
+	statement
+	// indexes are the only indexes its plan may use (each scan of
+	// delegations uses one of them).
+	indexes []string
+	// unbounded: the statement reads many in-flight rows by design (the
+	// in-flight recount, run at most once a minute; the exact oldest
+	// heartbeat of sweeper status), so only its indexes are checked.
+	unbounded bool
+}
+
+// emptyClaimBufferLimit is the most buffers a sweep statement may touch
+// when nothing is eligible, at any ledger size and any number of rows in
+// flight: a few index pages.
+const emptyClaimBufferLimit = 16
+
+// TestEmptyClaimCostIsConstant: on a ledger with 1% of its rows in flight
+// and nothing eligible (200k rows; SWEEPER_PLAN_ROWS=2000000 for the size of
+// issue 9), every statement a sweep runs reads its rows only through the
+// index meant for it (the claim's partial index, then the primary key of
+// the claimed ids) and touches at most a few buffers, as a custom plan and
+// as the generic plan of a prepared statement. Before the fix the heartbeat
+// UPDATE's re-check was answered with a BitmapAnd over idx_delegations_status
+// (every in_progress entry: 240 buffers at 2M rows), and the generic plan of
+// its claim scanned the deadline index (20k buffers).
+func TestEmptyClaimCostIsConstant(t *testing.T) {
+	db := testdb.New(t)
+	ctx := context.Background()
+	n := planRows(t)
+	if err := loadQuietLedger(ctx, db.Pool, n); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		deadlineIdx  = "idx_delegations_inflight_deadline"
+		heartbeatIdx = "idx_delegations_inflight_heartbeat"
+		pkey         = "delegations_pkey"
+	)
+	allowed := map[string]emptyClaimStatement{
+		"sweep by " + ReasonDeadlineExceeded: {indexes: []string{deadlineIdx, pkey}},
+		"count by " + ReasonDeadlineExceeded: {indexes: []string{deadlineIdx}},
+		"sweep by " + ReasonHeartbeatTimeout: {indexes: []string{heartbeatIdx, pkey}},
+		"count by " + ReasonHeartbeatTimeout: {indexes: []string{heartbeatIdx}},
+		"gauges":                             {indexes: []string{heartbeatIdx, deadlineIdx}},
+		// sweeper status, not a sweep: to be exact, it reads the rows of the
+		// oldest minute.
+		"oldest heartbeat": {indexes: []string{heartbeatIdx}, unbounded: true},
+		"count in flight":  {indexes: []string{deadlineIdx, "idx_delegations_status"}, unbounded: true},
+	}
+	for _, st := range sweepStatements(BatchSizeDefault) {
+		want, ok := allowed[st.name]
+		if !ok {
+			t.Fatalf("statement %q has no expectation in this test", st.name)
+		}
+		for _, mode := range []string{"custom", "generic"} {
+			// Twice: the first run sets hint bits on pages it visits.
+			var plan map[string]any
+			for range 2 {
+				var err error
+				if plan, err = explainWith(ctx, db.Pool, "ANALYZE, BUFFERS, FORMAT JSON", st.sql, st.args, mode); err != nil {
+					t.Fatalf("%s (%s plan): %v", st.name, mode, err)
+				}
+			}
+			scans := scansOf(plan)
+			buffers := buffersOf(plan)
+			t.Logf("rows=%d in_flight=1%% %-26s %-7s plan: %4d buffers; %s", n, st.name, mode, buffers, strings.Join(scans, ", "))
+			for _, s := range scans {
+				if strings.HasPrefix(s, "Seq Scan on delegations") || !usesOneOf(s, want.indexes) {
+					t.Errorf("%s (%s plan) reads delegations through %q; want only %v", st.name, mode, s, want.indexes)
+				}
+			}
+			if !want.unbounded && buffers > emptyClaimBufferLimit {
+				t.Errorf("%s (%s plan) touched %d buffers with nothing eligible; want at most %d", st.name, mode, buffers, emptyClaimBufferLimit)
+			}
+		}
+	}
+}
+
+// usesOneOf reports whether the scan s, if it reads an index, reads one of
+// indexes (a Bitmap Heap Scan is judged by the index scans under it, and a
+// BitmapAnd of two indexes shows as two of them).
+func usesOneOf(scan string, indexes []string) bool {
+	if !strings.Contains(scan, " using ") {
+		return true
+	}
+	for _, idx := range indexes {
+		if strings.HasSuffix(scan, " using "+idx) {
+			return true
+		}
+	}
+	return false
+}
+
+// buffersOf is the number of shared buffers the statement touched (hit or
+// read), from the top of an EXPLAIN (ANALYZE, BUFFERS) plan, whose counts
+// include every node below.
+func buffersOf(plan map[string]any) int {
+	hit, _ := plan["Shared Hit Blocks"].(float64)
+	read, _ := plan["Shared Read Blocks"].(float64)
+	return int(hit + read)
+}
+
+// loadQuietLedger fills the delegations table with n rows of which 1% are
+// in flight (in_progress with fresh heartbeats, and a few queued) and none
+// is eligible: the ledger of a sweep that finds nothing.
+func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	stmts := []string{
+		`SET session_replication_role = replica`,
+		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat, deadline, created_at)
+		SELECT 'q' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89),
+		       CASE WHEN g %% 100 = 0 THEN 'in_progress'
+		            WHEN g %% 1000 = 1 THEN 'queued'
+		            WHEN g %% 20 < 12 THEN 'completed'
+		            WHEN g %% 20 < 17 THEN 'failed'
+		            ELSE 'stuck' END,
+		       CASE WHEN g %% 1000 = 1 THEN NULL ELSE now() - make_interval(secs => g %% 300) END,
+		       now() + interval '6 hours' + make_interval(secs => g %% 3600),
+		       now() - make_interval(secs => g)
+		FROM generate_series(1, %d) g`, n),
+		`SET session_replication_role = DEFAULT`,
+		`VACUUM ANALYZE delegations`,
+	}
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("loading quiet ledger: %w", err)
+		}
+	}
+	return nil
 }

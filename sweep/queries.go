@@ -18,6 +18,23 @@ package sweep
 // left for the next run), and the UPDATE re-checks its rule against the row
 // as it is now: a heartbeat or completion that commits first always wins.
 //
+// The UPDATE reaches rows only through the claimed keys (the primary key).
+// Its re-check is written `(...) IS TRUE` so that it can only be a filter on
+// the rows the key found: as plain conditions the planner answered them with
+// other indexes (a BitmapAnd of idx_delegations_status, every in_progress
+// entry, with the primary key; a scan of the deadline index), so a sweep
+// that found nothing cost more as the rows in flight grew (issue 9). A row
+// with a NULL in the re-check is not marked, as before.
+//
+// The heartbeat claim bounds heartbeat_minute from below by the oldest
+// minute in its index (every in_progress row is at or above it, so the
+// bound removes nothing). It is there for the generic plan PostgreSQL may
+// use for a prepared statement: with the timeout a parameter, a one-sided
+// bound is guessed to keep a third of the rows, and the planner chose a
+// scan of the deadline index and a sort; a two-sided range is guessed
+// narrow, and the heartbeat index is read in order. The plan test checks
+// both kinds of plan, statement by statement.
+//
 // An empty notification channel sends no notification.
 //
 // The sweep statements set updated_at = now() themselves, so the bookkeeping
@@ -38,6 +55,11 @@ SELECT set_config('sweeper.actor', 'sweeper', true),
        set_config('sweeper.reason', '', true),
        set_config('sweeper.detail', $1, true)`
 
+// oldestMinuteSQL is the oldest heartbeat_minute in the heartbeat index
+// (NULL when nothing is in progress): the lower bound of the heartbeat
+// claim, for the planner's sake (see above).
+const oldestMinuteSQL = `SELECT min(heartbeat_minute) FROM delegations WHERE status = 'in_progress'`
+
 // sweepDeadlineSQL marks non-terminal rows past their deadline ($1 batch size,
 // $2 statuses that may move to stuck, $3 channel).
 const sweepDeadlineSQL = `
@@ -51,8 +73,7 @@ WITH swept AS (
             ORDER BY deadline
             LIMIT $1
             FOR UPDATE SKIP LOCKED))
-      AND d.status = ANY($2)
-      AND d.deadline < now()
+      AND (d.status = ANY($2) AND d.deadline < now()) IS TRUE
     RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
 )
 ` + sweptSQL
@@ -69,14 +90,14 @@ WITH swept AS (
     WHERE d.delegation_id = ANY(ARRAY(
             SELECT delegation_id FROM delegations
             WHERE status = 'in_progress'
+              AND heartbeat_minute >= (` + oldestMinuteSQL + `)
               AND heartbeat_minute < now() - make_interval(secs => $4)
               AND last_heartbeat < now() - make_interval(secs => $4)
             ORDER BY heartbeat_minute
             LIMIT $1
             FOR UPDATE SKIP LOCKED))
-      AND d.status = ANY($2)
-      AND d.status = 'in_progress'
-      AND d.last_heartbeat < now() - make_interval(secs => $4)
+      AND (d.status = ANY($2) AND d.status = 'in_progress'
+           AND d.last_heartbeat < now() - make_interval(secs => $4)) IS TRUE
     RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
 )
 ` + sweptSQL
@@ -96,6 +117,7 @@ const countHeartbeatSQL = `
 SELECT count(*) FROM (
     SELECT 1 FROM delegations
     WHERE status = 'in_progress'
+      AND heartbeat_minute >= (` + oldestMinuteSQL + `)
       AND heartbeat_minute < now() - make_interval(secs => $2)
       AND last_heartbeat < now() - make_interval(secs => $2)
       AND deadline >= now()
@@ -108,14 +130,18 @@ SELECT count(*) FROM (
 // so usually few) and is exact if they include every row of that minute;
 // otherwise, or when they do not, it is the minute itself, a lower bound at
 // most a minute early. That is enough for the gauge, and the adaptive
-// schedule wakes early, never late. At most 256 rows are read.
+// schedule wakes early, never late. At most 256 rows are read, of the two
+// oldest minutes: that bound keeps the read on the heartbeat index (with a
+// lower bound alone the planner chose the deadline and status indexes,
+// every row in flight); the rows of the oldest minute are all within it.
 const oldestHeartbeatExpr = `
 CASE WHEN hb.minute < now() - make_interval(secs => $1) + interval '2 minutes'
      THEN (SELECT CASE WHEN count(*) < 256 OR max(heartbeat_minute) > hb.minute
                        THEN min(last_heartbeat) FILTER (WHERE heartbeat_minute = hb.minute)
                        ELSE hb.minute END
            FROM (SELECT heartbeat_minute, last_heartbeat FROM delegations
-                 WHERE status = 'in_progress' AND heartbeat_minute >= hb.minute
+                 WHERE status = 'in_progress'
+                   AND heartbeat_minute >= hb.minute AND heartbeat_minute < hb.minute + interval '2 minutes'
                  ORDER BY heartbeat_minute
                  LIMIT 256) AS oldest)
      ELSE hb.minute END`
@@ -147,9 +173,13 @@ SELECT status, count(*) FROM delegations GROUP BY status`
 
 // oldestHeartbeatSQL reads the age of the oldest in_progress heartbeat,
 // exactly, NULL when nothing is in progress: from the rows of the oldest
-// minute in the heartbeat index.
+// minute in the heartbeat index. The minute is written as a range (from the
+// oldest minute to the next) rather than `= (subquery)`: the planner read an
+// equality to a subquery's value through the deadline index, every row in
+// flight.
 const oldestHeartbeatSQL = `
 SELECT EXTRACT(EPOCH FROM now() - min(last_heartbeat))::float8
 FROM delegations
 WHERE status = 'in_progress'
-  AND heartbeat_minute = (SELECT min(heartbeat_minute) FROM delegations WHERE status = 'in_progress')`
+  AND heartbeat_minute >= (` + oldestMinuteSQL + `)
+  AND heartbeat_minute < (` + oldestMinuteSQL + `) + interval '1 minute'`
