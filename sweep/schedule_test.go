@@ -107,16 +107,17 @@ func TestStopDuringDrainLeavesWholeBatches(t *testing.T) {
 	exec(t, db.Pool, `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat)
 		SELECT 'r' || g, 'c', 'w', 'in_progress', now() - interval '1 hour' FROM generate_series(1, 20000) g`)
 	s := newSweeper(t, db.Pool, sweep.Config{Schedule: "@every 1h", BatchSize: 50, MaxBatchesPerRun: 100000})
+	s.TestSignals.Init(t)
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for one[int](t, db.Pool, `SELECT count(*) FROM delegations WHERE status = 'stuck'`) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("drain did not start")
+	// Stop once the drain has committed a batch.
+	s.TestSignals.BatchDone.WaitFor("a batch that marked rows", func(b sweep.BatchOutcome) bool {
+		if b.Err != nil {
+			t.Errorf("batch failed: %v", b.Err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return b.Swept > 0
+	})
 	s.Stop()
 	stuck := one[int](t, db.Pool, `SELECT count(*) FROM delegations WHERE status = 'stuck'`)
 	events := one[int](t, db.Pool, `SELECT count(*) FROM delegation_events WHERE to_status = 'stuck'`)
