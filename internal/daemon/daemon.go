@@ -144,7 +144,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	var services startstop.Group
 	services.Add("sweeper", sweeper)
 	if cfg.HTTP.Listen != "" {
-		services.Add("http server", NewHTTPServer(cfg.HTTP.Listen, health.Handler(), cfg.ShutdownGrace, log))
+		srv, err := NewHTTPServer(cfg.HTTP.Listen, health.Handler(), cfg.ShutdownGrace, log)
+		if err != nil {
+			pool.Close()
+			return err
+		}
+		services.Add("http server", srv)
 	}
 	if err := services.Start(ctx); err != nil {
 		pool.Close()

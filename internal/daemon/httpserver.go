@@ -32,12 +32,19 @@ type HTTPServer struct {
 }
 
 // NewHTTPServer returns a server of handler on addr (host:port; port 0 picks
-// one). Stop waits at most grace for requests in flight.
-func NewHTTPServer(addr string, handler http.Handler, grace time.Duration, log *zap.Logger) *HTTPServer {
+// one). Stop waits at most grace for requests in flight. A nil handler or a
+// grace that is not positive is an error; the address is checked by Start.
+func NewHTTPServer(addr string, handler http.Handler, grace time.Duration, log *zap.Logger) (*HTTPServer, error) {
+	switch {
+	case handler == nil:
+		return nil, errors.New("http server: handler is nil")
+	case grace <= 0:
+		return nil, fmt.Errorf("http server: shutdown grace must be positive, got %s", grace)
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &HTTPServer{addr: addr, handler: handler, grace: grace, log: log}
+	return &HTTPServer{addr: addr, handler: handler, grace: grace, log: log}, nil
 }
 
 // Start listens on the address and serves in the background. A listen error
