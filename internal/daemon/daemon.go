@@ -104,8 +104,8 @@ type Options struct {
 
 // Run runs the daemon until ctx is cancelled (the caller cancels it on SIGINT
 // or SIGTERM) or a service fails, then shuts down in order: stop the services
-// in reverse order of their start (the HTTP server, then the sweeper, whose
-// running batch commits or rolls back), then close the pool. It returns nil
+// in reverse order of their start (the sweeper, whose running batch commits
+// or rolls back, then the HTTP server), then close the pool. It returns nil
 // after a clean shutdown within cfg.ShutdownGrace.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	log := opts.Logger
@@ -140,9 +140,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
-	// The services, started in this order and stopped in the reverse one.
+	// The services, started in this order and stopped in the reverse one:
+	// the sweeper stops first, and /metrics shows its last run until the end.
 	var services startstop.Group
-	services.Add("sweeper", sweeper)
 	if cfg.HTTP.Listen != "" {
 		srv, err := NewHTTPServer(cfg.HTTP.Listen, health.Handler(), cfg.ShutdownGrace, log)
 		if err != nil {
@@ -151,6 +151,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		services.Add("http server", srv)
 	}
+	services.Add("sweeper", sweeper)
 	if err := services.Start(ctx); err != nil {
 		pool.Close()
 		return err
