@@ -200,10 +200,9 @@ func scansOf(node map[string]any) []string {
 	return out
 }
 
-// emptyClaimStatement is a statement of the sweep with what it may read
-// when nothing is eligible.
+// emptyClaimStatement is what a statement of the sweep may read when
+// nothing is eligible.
 type emptyClaimStatement struct {
-	statement
 	// indexes are the only indexes its plan may use (each scan of
 	// delegations uses one of them).
 	indexes []string
