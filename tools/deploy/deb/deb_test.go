@@ -1,4 +1,8 @@
-package main
+// Package deb checks the sweeper .deb that deploy/deb/build.sh makes from
+// deploy/nfpm.yaml with the nfpm CLI: control fields, files with their modes
+// and owners, conffiles, maintainer scripts, the version mapping, and the
+// inputs it refuses. It has no code of its own, only this test.
+package deb
 
 import (
 	"os"
@@ -6,42 +10,30 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// repoRoot is the repository root, seen from this package's directory.
-const repoRoot = "../../.."
+// buildScript is deploy/deb/build.sh, seen from this package's directory.
+const buildScript = "../../../deploy/deb/build.sh"
 
-// stageRoot copies what deploy/nfpm.yaml packages into a temp root. Files
-// other people own (config.example.yaml, docs/operations.md) are copied when
-// they exist and replaced by stand-ins when they do not yet.
-func stageRoot(t *testing.T) string {
+// nfpmBinary builds the nfpm tool of this module once.
+var nfpmBinary = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command("go", "tool", "-n", "nfpm").Output()
+	return strings.TrimSpace(string(out)), err
+})
+
+// build runs build.sh with args and returns its output and error.
+func build(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := t.TempDir()
-	for _, f := range []string{
-		"deploy/nfpm.yaml",
-		"deploy/systemd/sweeper.service", "deploy/systemd/sweeper-once.service", "deploy/systemd/sweeper-once.timer",
-		"deploy/systemd/sweeper.env.example", "deploy/systemd/README.md",
-		"deploy/deb/postinst.sh", "deploy/deb/prerm.sh", "deploy/deb/postrm.sh",
-		"config.example.yaml", "docs/operations.md",
-	} {
-		data, err := os.ReadFile(filepath.Join(repoRoot, f))
-		if os.IsNotExist(err) && (f == "config.example.yaml" || f == "docs/operations.md") {
-			t.Logf("%s not in the tree yet: packaging a stand-in", f)
-			data, err = []byte("# stand-in for "+f+"\n"), nil
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst := filepath.Join(root, f)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	nfpm, err := nfpmBinary()
+	if err != nil {
+		t.Fatalf("building nfpm (go tool -n nfpm): %v", err)
 	}
-	return root
+	cmd := exec.Command(buildScript, args...)
+	cmd.Env = append(os.Environ(), "NFPM="+nfpm, "SOURCE_DATE_EPOCH=1700000000")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
 }
 
 func fakeBinary(t *testing.T) string {
@@ -51,6 +43,15 @@ func fakeBinary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// needDpkgDeb skips the test where dpkg-deb is missing (a Mac); Debian and
+// CI have it.
+func needDpkgDeb(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		t.Skip("dpkg-deb not on PATH (apt-get install dpkg)")
+	}
 }
 
 func dpkgDeb(t *testing.T, args ...string) string {
@@ -63,18 +64,14 @@ func dpkgDeb(t *testing.T, args ...string) string {
 }
 
 func TestBuildDeb(t *testing.T) {
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not on PATH")
-	}
-	root := stageRoot(t)
+	needDpkgDeb(t)
 	bin := fakeBinary(t)
 	for _, arch := range []string{"amd64", "arm64"} {
 		t.Run(arch, func(t *testing.T) {
-			t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
 			out := t.TempDir()
-			path, err := buildDeb(options{Config: "deploy/nfpm.yaml", Root: root, Arch: arch, Version: "v1.2.3", Binary: bin, Out: out})
+			path, err := build(t, arch, "v1.2.3", bin, out)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("build.sh: %v\n%s", err, path)
 			}
 			if want := filepath.Join(out, "sweeper_1.2.3_"+arch+".deb"); path != want {
 				t.Errorf("path = %s, want %s", path, want)
@@ -104,6 +101,10 @@ func TestBuildDeb(t *testing.T) {
 					t.Errorf("contents lack %s:\n%s", want, listing)
 				}
 			}
+			// SOURCE_DATE_EPOCH fixes the file times.
+			if !strings.Contains(listing, "2023-11-14") {
+				t.Errorf("file times are not SOURCE_DATE_EPOCH (2023-11-14):\n%s", listing)
+			}
 
 			// Conffiles and maintainer scripts.
 			ctl := t.TempDir()
@@ -126,27 +127,40 @@ func TestBuildDeb(t *testing.T) {
 }
 
 func TestBuildDebRefuses(t *testing.T) {
-	root := stageRoot(t)
 	bin := fakeBinary(t)
 	notExec := filepath.Join(t.TempDir(), "sweeper")
 	if err := os.WriteFile(notExec, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cases := map[string]options{
-		"bad arch":       {Config: "deploy/nfpm.yaml", Root: root, Arch: "i386", Version: "1.0.0", Binary: bin, Out: t.TempDir()},
-		"missing binary": {Config: "deploy/nfpm.yaml", Root: root, Arch: "amd64", Version: "1.0.0", Binary: filepath.Join(root, "nope"), Out: t.TempDir()},
-		"not executable": {Config: "deploy/nfpm.yaml", Root: root, Arch: "amd64", Version: "1.0.0", Binary: notExec, Out: t.TempDir()},
-		"missing config": {Config: "deploy/none.yaml", Root: root, Arch: "amd64", Version: "1.0.0", Binary: bin, Out: t.TempDir()},
-	}
-	for name, o := range cases {
-		t.Run(name, func(t *testing.T) {
-			if _, err := buildDeb(o); err == nil {
-				t.Fatal("built a package")
+	for _, tc := range []struct {
+		name, arch, binary, config, want string
+	}{
+		{"bad arch", "i386", bin, "", `unsupported ARCH "i386"`},
+		{"missing binary", "amd64", filepath.Join(t.TempDir(), "nope"), "", "no such file"},
+		{"not executable", "amd64", notExec, "", "is not executable"},
+		{"missing config", "amd64", bin, "deploy/none.yaml", "deploy/none.yaml: no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.config != "" {
+				t.Setenv("NFPM_CONFIG", tc.config)
+			}
+			out := t.TempDir()
+			msg, err := build(t, tc.arch, "1.0.0", tc.binary, out)
+			if err == nil {
+				t.Fatalf("built a package: %s", msg)
+			}
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q does not say %q", msg, tc.want)
+			}
+			if entries, _ := os.ReadDir(out); len(entries) != 0 {
+				t.Errorf("left %d files in the output directory", len(entries))
 			}
 		})
 	}
-	if code := run([]string{"-arch", "amd64"}); code != 2 {
-		t.Errorf("no -version/-binary: exit %d, want 2", code)
+	if _, err := build(t, "amd64"); err == nil {
+		t.Error("build.sh without VERSION, BINARY and OUTDIR succeeded")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Errorf("build.sh without VERSION, BINARY and OUTDIR: %v, want exit 2", err)
 	}
 }
 
@@ -159,8 +173,12 @@ func TestDebVersion(t *testing.T) {
 		"v0.1.0-3-gad87a29": "0.1.0-3-gad87a29",
 		"feature/x_y":       "0.0.0~git.feature.x.y",
 	} {
-		if got := debVersion(in); got != want {
-			t.Errorf("debVersion(%q) = %q, want %q", in, got, want)
+		got, err := build(t, "--deb-version", in)
+		if err != nil {
+			t.Fatalf("build.sh --deb-version %q: %v\n%s", in, err, got)
+		}
+		if got != want {
+			t.Errorf("deb version of %q = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -168,12 +186,10 @@ func TestDebVersion(t *testing.T) {
 // TestGitDescribeVersionInstalls: a package built from an untagged commit
 // carries a version dpkg accepts.
 func TestGitDescribeVersionInstalls(t *testing.T) {
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not on PATH")
-	}
-	path, err := buildDeb(options{Config: "deploy/nfpm.yaml", Root: stageRoot(t), Arch: "amd64", Version: "ad87a29-dirty", Binary: fakeBinary(t), Out: t.TempDir()})
+	needDpkgDeb(t)
+	path, err := build(t, "amd64", "ad87a29-dirty", fakeBinary(t), t.TempDir())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("build.sh: %v\n%s", err, path)
 	}
 	if got := strings.TrimSpace(dpkgDeb(t, "-f", path, "Version")); got != "0.0.0~git.ad87a29-dirty" {
 		t.Errorf("Version = %q", got)

@@ -25,8 +25,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasksweeper/sweeper/internal/pgserver"
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 	"github.com/tasksweeper/sweeper/internal/testdb"
-	"github.com/tasksweeper/sweeper/stress/report"
 )
 
 // pki is a CA made for the test and a server certificate it signed for

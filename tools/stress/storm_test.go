@@ -19,8 +19,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 	"github.com/tasksweeper/sweeper/ledger"
-	"github.com/tasksweeper/sweeper/stress/report"
 )
 
 // The race storm: for a configurable duration, two dozen writers of eight

@@ -7,9 +7,12 @@
 // executions, and the table of broken configurations in cmd/sweeper is
 // counted from its source, next to its test's result.
 //
-// `make stress` runs it from the module root:
+// `make stress` builds it from the tools module and runs it from the
+// repository root, with GOWORK=off so that each module's tests run on its own
+// go.mod:
 //
-//	go run ./stress/cmd/stressrun -duration 60s -fuzztime 10s
+//	(cd tools && go build -o ../bin/stressrun ./stress/cmd/stressrun)
+//	bin/stressrun -duration 60s -fuzztime 10s
 //
 // It exits 1 when a test failed, a fuzz target found a failure, or a check
 // found a violation.
@@ -33,7 +36,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tasksweeper/sweeper/stress/report"
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 )
 
 func main() {
@@ -48,6 +51,7 @@ func main() {
 // step is one `go test` invocation of the run.
 type step struct {
 	name string
+	dir  string // the module's directory, relative to the repository root
 	args []string
 }
 
@@ -81,6 +85,7 @@ func run(goCmd string, duration, fuzztime time.Duration, out string) int {
 		return 1
 	}
 	env := append(os.Environ(),
+		"GOWORK=off", // each module on its own go.mod
 		"SWEEPER_REQUIRE_DB=1",
 		report.EnvOut+"="+figDir,
 		"SWEEPER_STRESS_DURATION="+duration.String(),
@@ -92,20 +97,21 @@ func run(goCmd string, duration, fuzztime time.Duration, out string) int {
 
 	t := &tally{passedNames: map[string]bool{}}
 	steps := []step{
-		{"storm, faults, security, migrations", []string{"-timeout", "60m", "./stress/"}},
-		{"hostile input", []string{"-timeout", "20m", "-run", "Hostile|TestBrokenConfigsExit2NamingTheKey",
+		{"storm, faults, security, migrations", "tools", []string{"-timeout", "60m", "./stress/"}},
+		{"hostile input", ".", []string{"-timeout", "20m", "-run", "Hostile|TestBrokenConfigsExit2NamingTheKey",
 			"./ledger/", "./internal/config/", "./cmd/sweeper/"}},
-		{"leaks", []string{"-timeout", "20m", "-run", "StartStop", "./internal/daemon/", "./sweep/"}},
+		{"leaks", ".", []string{"-timeout", "20m", "-run", "StartStop", "./internal/daemon/", "./sweep/"}},
 	}
 	for _, s := range steps {
 		logf("%s: go test %s", s.name, strings.Join(s.args, " "))
 		args := append([]string{"test", "-count=1", "-json", "-v"}, s.args...)
-		if err := goTestJSON(goCmd, root, env, args, filepath.Join(out, slug(s.name)+".log"), t); err != nil {
+		if err := goTestJSON(goCmd, filepath.Join(root, s.dir), env, args, filepath.Join(out, slug(s.name)+".log"), t); err != nil {
 			logf("%s: %v", s.name, err)
 		}
 	}
 
-	// Fuzzing: every native fuzz target, fuzztime each.
+	// Fuzzing: every native fuzz target of the product module, fuzztime
+	// each.
 	targets, err := fuzzTargets(goCmd, root, env)
 	if err != nil {
 		logf("listing fuzz targets: %v", err)
@@ -187,16 +193,17 @@ func rows(f report.Figures, table, execs int64, targets int, t *tally, ok bool) 
 	}
 }
 
+// moduleRoot is the directory of the product module, the repository root,
+// from the product's directory or from the tools module's.
 func moduleRoot(goCmd string) (string, error) {
-	b, err := exec.Command(goCmd, "env", "GOMOD").Output()
+	cmd := exec.Command(goCmd, "list", "-m", "-f", "{{.Dir}}", "github.com/tasksweeper/sweeper")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	cmd.Stderr = os.Stderr
+	b, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", fmt.Errorf("finding the product module (run from the repository or tools/): %w", err)
 	}
-	mod := strings.TrimSpace(string(b))
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("not inside a Go module")
-	}
-	return filepath.Dir(mod), nil
+	return filepath.Clean(strings.TrimSpace(string(b))), nil
 }
 
 func slug(s string) string {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
-	"github.com/tasksweeper/sweeper/stress/report"
 )
 
 // EnvDuration sets the storm's duration when -stress.duration is not given.

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/tasksweeper/sweeper/internal/pgserver"
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/migrations"
-	"github.com/tasksweeper/sweeper/stress/report"
 )
 
 // Faults: each test drains a ledger of stale rows with a sweeper process

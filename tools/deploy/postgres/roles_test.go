@@ -28,7 +28,14 @@ import (
 
 var binary string
 
+// TestMain builds the sweeper binary and runs the tests in deploy/postgres of
+// the repository, where the SQL files they check live: this package is in the
+// tools module, apart from the product.
 func TestMain(m *testing.M) {
+	if err := os.Chdir("../../../deploy/postgres"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	bin, cleanup, err := testbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -23,7 +23,7 @@ type roleDB struct {
 // deploySQL reads a file of deploy/postgres with the role names replaced.
 func deploySQL(t *testing.T, name string, r *roleDB) string {
 	t.Helper()
-	b, err := os.ReadFile("../deploy/postgres/" + name)
+	b, err := os.ReadFile("../../deploy/postgres/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tasksweeper/sweeper/bench"
 	"github.com/tasksweeper/sweeper/internal/pgserver"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/sweep"
+	"github.com/tasksweeper/sweeper/tools/bench"
 )
 
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }

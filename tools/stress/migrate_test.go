@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/migrations"
-	"github.com/tasksweeper/sweeper/stress/report"
 )
 
 // Three `sweeper migrate up` processes at once on an empty database, several

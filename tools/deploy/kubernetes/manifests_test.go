@@ -34,6 +34,16 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// TestMain runs the tests in deploy/kubernetes of the repository, where the files they
+// check live: this package is in the tools module, apart from the product.
+func TestMain(m *testing.M) {
+	if err := os.Chdir("../../../deploy/kubernetes"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
 const (
 	kustomizationFile = "kustomization.yaml"
 	configPath        = "/etc/sweeper/config.yaml"

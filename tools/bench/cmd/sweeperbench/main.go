@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tasksweeper/sweeper/bench"
+	"github.com/tasksweeper/sweeper/tools/bench"
 )
 
 func main() {

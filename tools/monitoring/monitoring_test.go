@@ -27,6 +27,16 @@ import (
 	"github.com/tasksweeper/sweeper/internal/daemon"
 )
 
+// TestMain runs the tests in monitoring of the repository, where the files they
+// check live: this package is in the tools module, apart from the product.
+func TestMain(m *testing.M) {
+	if err := os.Chdir("../../monitoring"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
 const (
 	alertsFile     = "prometheus/alerts.yml"
 	alertTestsFile = "prometheus/alerts_test.yml"

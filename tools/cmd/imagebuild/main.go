@@ -5,15 +5,16 @@
 // docker-load compatible tarball. The same tool reads a tarball back and
 // prints what a user would check: entrypoint, user, labels, layers, sizes.
 //
-// Build:
+// It is a command of the tools module; `make image` and `make dist` build it
+// as bin/imagebuild and run it from the repository root. Build:
 //
-//	go run ./internal/tools/imagebuild -binary dist/sweeper-linux-amd64 \
+//	bin/imagebuild -binary dist/sweeper-linux-amd64 \
 //	    -arch amd64 -tag sweeper:1.2.3 -version 1.2.3 -revision abc1234 \
 //	    -out dist/sweeper-image-amd64.tar
 //
-// Inspect:
+// Inspect (from tools/):
 //
-//	go run ./internal/tools/imagebuild -inspect dist/sweeper-image-amd64.tar
+//	go run ./cmd/imagebuild -inspect ../dist/sweeper-image-amd64.tar
 //
 // Load it where there is an engine with `docker load -i FILE` or
 // `podman load -i FILE`; push it with `crane push FILE REF`.
