@@ -39,9 +39,15 @@ build: ## Build bin/sweeper with version and commit stamped in
 .PHONY: test
 test: ## Run the tests of both modules with the race detector against a real PostgreSQL (gotestsum), then print counts
 	SWEEPER_REQUIRE_DB=1 $(call tool,gotestsum) --format pkgname-and-test-fails --format-hide-empty-pkg \
-		--post-run-command "bash -c 'echo \"tests: $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$TESTS_FAILED failed, $$TESTS_SKIPPED skipped\"'" \
-		--raw-command -- bash -c 'rc=0; $(GOTEST) $(PKGS) || rc=$$?; \
-			$(if $(TOOLS_PKGS),cd tools && $(GOTEST) $(TOOLS_PKGS) || rc=$$?;) exit $$rc'
+		--post-run-command "bash -c 'p=\$$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)); \
+			echo \"tests: \$$((p < 0 ? 0 : p)) passed, \$$TESTS_FAILED failed, \$$TESTS_SKIPPED skipped\"'" \
+		--raw-command -- $(MAKE) --no-print-directory -s test-json
+
+# test-json: the `go test -json` stream of both modules that `make test` reads.
+.PHONY: test-json
+test-json:
+	@rc=0; $(GOTEST) $(PKGS) || rc=$$?; \
+	$(if $(TOOLS_PKGS),cd tools && $(GOTEST) $(TOOLS_PKGS) || rc=$$?;) exit $$rc
 
 # `make stress`: the storm's duration and each fuzz target's time, e.g. make stress STRESS_DURATION=5m
 STRESS_DURATION ?= 60s
