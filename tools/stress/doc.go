@@ -7,7 +7,7 @@
 //
 // The package has only tests. A short form of each runs in `make test`;
 // `make stress` runs the long storm and fuzz runs through
-// stress/cmd/stressrun, which prints the summary table. The duration of the
+// tools/stress/cmd/stressrun, which prints the summary table. The duration of the
 // storm comes from -stress.duration or SWEEPER_STRESS_DURATION (default
 // 8s: the short form).
 package stress

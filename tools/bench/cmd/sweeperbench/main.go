@@ -1,6 +1,9 @@
 // Command sweeperbench runs sweeper's benchmark suite (package bench) on a
 // throwaway PostgreSQL server and writes docs/benchmarks.md, its charts and
-// the raw results. `make bench` runs it; see -help for the knobs.
+// the raw results. `make bench` builds it from the tools module as
+// bin/sweeperbench and runs it from the repository root (paths such as
+// docs/benchmarks.md, bin/sweeper and ./sweep/ are relative to it); see -help
+// for the knobs.
 package main
 
 import (
@@ -95,7 +98,7 @@ func run() error {
 	}
 	r.Command = os.Getenv("BENCH_COMMAND")
 	if r.Command == "" {
-		r.Command = "go run ./bench/cmd/sweeperbench " + strings.Join(os.Args[1:], " ")
+		r.Command = "bin/sweeperbench " + strings.Join(os.Args[1:], " ")
 	}
 	if *planRows > 0 && ctx.Err() == nil {
 		logf("plan test at %d rows", *planRows)
