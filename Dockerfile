@@ -6,8 +6,8 @@
 #   docker buildx build --platform linux/amd64,linux/arm64 ...   # multi-arch
 #
 # Without a Docker daemon, `make image` builds the same image (static binary,
-# /sweeper, user 65532, port 9090, OCI labels) with internal/tools/imagebuild.
-# internal/tools/imagebuild's test checks that this file agrees with it.
+# /sweeper, user 65532, port 9090, OCI labels) with tools/cmd/imagebuild.
+# tools/cmd/imagebuild's test checks that this file agrees with it.
 
 ARG GO_VERSION=1.26
 

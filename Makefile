@@ -10,13 +10,22 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 
-# Packages and extra flags of `make test`, e.g. make test PKGS=./ledger/... TESTFLAGS=-v
-PKGS      ?= ./...
-TESTFLAGS ?=
+# Two modules: the product (the root go.mod) and its tooling (tools/go.mod:
+# benchmarks, stress suite, image builder, deploy and monitoring tests, and
+# the tools gotestsum, nfpm and staticcheck as tool directives). Each is built
+# and tested on its own go.mod; go.work is for editors and local work.
+export GOWORK := off
 
-STATICCHECK_VERSION := v0.8.2
-GOBIN       := $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
-STATICCHECK := $(GOBIN)/staticcheck
+# tool runs a tool of tools/go.mod from the current directory: $(call tool,gotestsum)
+tool = "$$(cd tools && $(GO) tool -n $(1))"
+
+# Packages and extra flags of `make test`: PKGS of the product module and
+# TOOLS_PKGS of the tools module (none when only PKGS is given), e.g.
+# make test PKGS=./ledger/... TESTFLAGS=-v
+PKGS       ?= ./...
+TOOLS_PKGS ?= $(if $(filter command line,$(origin PKGS)),,./...)
+TESTFLAGS  ?=
+GOTEST     := $(GO) test -json -race -count=1 $(TESTFLAGS)
 
 .PHONY: help
 help: ## Show this list of targets
@@ -28,9 +37,17 @@ build: ## Build bin/sweeper with version and commit stamped in
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sweeper ./cmd/sweeper
 
 .PHONY: test
-test: ## Run all tests with the race detector against a real PostgreSQL, then print counts
-	$(GO) build -o bin/testsummary ./internal/tools/testsummary
-	SWEEPER_REQUIRE_DB=1 $(GO) test -race -count=1 -json $(TESTFLAGS) $(PKGS) | bin/testsummary
+test: ## Run the tests of both modules with the race detector against a real PostgreSQL (gotestsum), then print counts
+	SWEEPER_REQUIRE_DB=1 $(call tool,gotestsum) --format pkgname-and-test-fails --format-hide-empty-pkg \
+		--post-run-command "bash -c 'p=\$$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)); \
+			echo \"tests: \$$((p < 0 ? 0 : p)) passed, \$$TESTS_FAILED failed, \$$TESTS_SKIPPED skipped\"'" \
+		--raw-command -- $(MAKE) --no-print-directory -s test-json
+
+# test-json: the `go test -json` stream of both modules that `make test` reads.
+.PHONY: test-json
+test-json:
+	@rc=0; $(GOTEST) $(PKGS) || rc=$$?; \
+	$(if $(TOOLS_PKGS),cd tools && $(GOTEST) $(TOOLS_PKGS) || rc=$$?;) exit $$rc
 
 # `make stress`: the storm's duration and each fuzz target's time, e.g. make stress STRESS_DURATION=5m
 STRESS_DURATION ?= 60s
@@ -38,7 +55,8 @@ FUZZTIME        ?= 10s
 
 .PHONY: stress
 stress: ## Race storm (STRESS_DURATION), faults, security, hostile input, fuzzing (FUZZTIME each); prints a summary
-	$(GO) run ./stress/cmd/stressrun -duration $(STRESS_DURATION) -fuzztime $(FUZZTIME)
+	cd tools && $(GO) build -o ../bin/stressrun ./stress/cmd/stressrun
+	bin/stressrun -duration $(STRESS_DURATION) -fuzztime $(FUZZTIME)
 
 # `make bench`: ledger sizes and extra flags of bench/cmd/sweeperbench, e.g.
 # make bench BENCH_SIZES=100000,1000000 (shorter), BENCH_FLAGS="-ingest 10s"
@@ -46,25 +64,31 @@ BENCH_SIZES ?= 100000,1000000,5000000
 BENCH_FLAGS ?=
 
 .PHONY: bench
-bench: build ## Benchmarks at BENCH_SIZES rows and the plan test at 1M; rewrites docs/benchmarks.md and its charts
+bench: build bin/sweeperbench ## Benchmarks at BENCH_SIZES rows and the plan test at 1M; rewrites docs/benchmarks.md and its charts
 	BENCH_COMMAND="make bench$(if $(filter command line,$(origin BENCH_SIZES)), BENCH_SIZES=$(BENCH_SIZES))" \
-		$(GO) run ./bench/cmd/sweeperbench -sizes $(BENCH_SIZES) -binary bin/sweeper $(BENCH_FLAGS)
+		bin/sweeperbench -sizes $(BENCH_SIZES) -binary bin/sweeper $(BENCH_FLAGS)
 
 .PHONY: bench-quick
-bench-quick: build ## A few-minute benchmark run (100k and 1M rows) into bin/bench-quick/, docs untouched
-	BENCH_COMMAND="make bench-quick" $(GO) run ./bench/cmd/sweeperbench -sizes 100000,1000000 -binary bin/sweeper \
+bench-quick: build bin/sweeperbench ## A few-minute benchmark run (100k and 1M rows) into bin/bench-quick/, docs untouched
+	BENCH_COMMAND="make bench-quick" bin/sweeperbench -sizes 100000,1000000 -binary bin/sweeper \
 		-ingest 3s -cron-window 30s -adaptive-window 15s -plan-rows 200000 \
 		-out bin/bench-quick/benchmarks.md -img bin/bench-quick $(BENCH_FLAGS)
 
+# The benchmark command, built from the tools module, runs from the
+# repository root (docs/, bin/sweeper, ./sweep/ are relative to it).
+.PHONY: bin/sweeperbench
+bin/sweeperbench:
+	cd tools && $(GO) build -o ../bin/sweeperbench ./bench/cmd/sweeperbench
+
 .PHONY: lint
-lint: | $(STATICCHECK) ## Check formatting (gofmt), go vet and staticcheck
+lint: ## Check both modules: formatting (gofmt), go vet, staticcheck, and go.mod/go.sum tidy
 	@files=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$files" ]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
-	$(GO) vet ./...
-	$(STATICCHECK) ./...
-
-$(STATICCHECK):
-	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	staticcheck=$(call tool,staticcheck); \
+	for mod in . tools; do \
+		echo "== $$mod"; \
+		(cd $$mod && $(GO) mod tidy -diff && $(GO) vet ./... && "$$staticcheck" ./...) || exit 1; \
+	done
 
 .PHONY: deploy-check
 deploy-check: ## Check systemd units (verify, exposure <= 2.0), shipped configs and Kubernetes manifests

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Release artifacts in dist/ (make dist):
 #   sweeper-linux-{amd64,arm64}     static binaries, version and commit stamped
-#   sweeper_<version>_<arch>.deb    from deploy/nfpm.yaml (internal/tools/mkdeb)
-#   sweeper-image-<arch>.tar        container image (internal/tools/imagebuild)
+#   sweeper_<version>_<arch>.deb    from deploy/nfpm.yaml (deploy/deb/build.sh: the nfpm CLI)
+#   sweeper-image-<arch>.tar        container image (tools/cmd/imagebuild)
 #   SHA256SUMS
 # and prints each package's contents and each image's summary.
 #
 # Environment: VERSION, COMMIT (default: git describe / rev-parse),
 # ARCHES (default "amd64 arm64"), STEPS (default "binaries debs images"),
 # DIST (default dist), SOURCE_DATE_EPOCH (default: the commit's time).
-# Needs go and dpkg-deb (installed with apt-get when missing, as root).
+# Needs go and dpkg-deb (installed with apt-get when missing, as root). The
+# binaries build on the product's go.mod alone (GOWORK=off); nfpm and
+# imagebuild come from tools/go.mod.
 set -euo pipefail
+export GOWORK=off
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -51,9 +54,10 @@ if step debs; then
 	if ! command -v dpkg-deb >/dev/null 2>&1; then
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg >/dev/null
 	fi
+	NFPM=$(cd tools && "$GO" tool -n nfpm)
+	export NFPM
 	for arch in $ARCHES; do
-		deb=$("$GO" run ./internal/tools/mkdeb -arch "$arch" -version "$VERSION" \
-			-binary "$DIST/sweeper-linux-$arch" -out "$DIST")
+		deb=$(GO=$GO deploy/deb/build.sh "$arch" "$VERSION" "$DIST/sweeper-linux-$arch" "$DIST")
 		echo "== $deb"
 		dpkg-deb -f "$deb" Package Version Architecture Installed-Size
 		echo "conffiles: $(dpkg-deb -I "$deb" conffiles | tr '\n' ' ')"
@@ -62,9 +66,10 @@ if step debs; then
 fi
 
 if step images; then
+	(cd tools && "$GO" build -o "$root/bin/imagebuild" ./cmd/imagebuild)
 	for arch in $ARCHES; do
 		echo "== $DIST/sweeper-image-$arch.tar"
-		"$GO" run ./internal/tools/imagebuild -binary "$DIST/sweeper-linux-$arch" -arch "$arch" \
+		bin/imagebuild -binary "$DIST/sweeper-linux-$arch" -arch "$arch" \
 			-tag "sweeper:${VERSION#v}" -version "$VERSION" -revision "$COMMIT" \
 			-out "$DIST/sweeper-image-$arch.tar"
 	done

@@ -12,8 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 	"github.com/tasksweeper/sweeper/ledger"
-	"github.com/tasksweeper/sweeper/stress/report"
 )
 
 // Hostile input to every call that takes an id or text: each is refused

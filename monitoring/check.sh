@@ -2,7 +2,7 @@
 # Checks the monitoring files (make monitoring-check), on a fresh machine:
 # installs promtool (Debian's prometheus package) when missing, then
 #   promtool check rules / test rules / check config, and
-#   go test ./monitoring/ (documented metric names only, runbook anchors,
+#   go test ./monitoring/ of the tools module (documented metric names only, runbook anchors,
 #   every alert tested firing and quiet, dashboard queries parsed by promtool,
 #   the Kubernetes scrape job's relabeling).
 set -euo pipefail
@@ -40,8 +40,8 @@ echo "== promtool test rules"
 promtool test rules prometheus/alerts_test.yml
 echo "== promtool check config (static example)"
 promtool check config prometheus/prometheus.example.yml
-echo "== go test ./monitoring/"
-cd "$root"
+echo "== go test ./monitoring/ (tools module)"
+cd "$root/tools"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0

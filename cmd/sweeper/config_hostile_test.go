@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tasksweeper/sweeper/stress/report"
+	"github.com/tasksweeper/sweeper/internal/stress/report"
 )
 
 // More broken configurations and flag sets than TestBrokenConfigsExit2NamingTheKey

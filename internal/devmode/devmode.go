@@ -42,7 +42,12 @@ const (
 func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	say("sweeper dev: starting a throwaway PostgreSQL...")
-	srv, err := pgserver.Start(ctx, pgserver.Options{Logf: func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) }})
+	// This machine's PostgreSQL binaries only: the binary links no Docker
+	// client (see pgserver.Options.Docker).
+	srv, err := pgserver.Start(ctx, pgserver.Options{
+		Kinds: []pgserver.Kind{pgserver.KindLocal},
+		Logf:  func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+	})
 	if err != nil {
 		return fmt.Errorf("starting PostgreSQL: %w", err)
 	}

@@ -5,8 +5,12 @@
 //
 //  1. env: the existing server named by SWEEPER_TEST_DATABASE_URL; Close
 //     leaves it alone;
-//  2. docker: a postgres:15 container through dockertest, when a Docker
-//     engine answers;
+//  2. docker: a postgres:15 container, when Options.Docker is set and a
+//     Docker engine answers. This package links no Docker client: the
+//     client is package pgdocker (dockertest), which the test harness
+//     (internal/testdb) and the benchmarks pass in. Programs that do not
+//     import pgdocker, such as the sweeper binary (`sweeper dev`), never
+//     start containers;
 //  3. local: the PostgreSQL server binaries of this machine (initdb and
 //     postgres, found in PATH or under /usr/lib/postgresql/*/bin, newest
 //     first), with a data directory in a temporary directory (on /dev/shm when

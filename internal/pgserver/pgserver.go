@@ -27,7 +27,8 @@ type Kind string
 const (
 	// KindEnv is the existing server named by EnvDatabaseURL.
 	KindEnv Kind = "env"
-	// KindDocker is a postgres container started through dockertest.
+	// KindDocker is a postgres container started through Options.Docker
+	// (package pgdocker: dockertest).
 	KindDocker Kind = "docker"
 	// KindLocal is a server run from this machine's PostgreSQL binaries.
 	KindLocal Kind = "local"
@@ -42,10 +43,16 @@ const StartTimeoutDefault = 60 * time.Second
 const DockerImageDefault = "postgres:15"
 
 // ErrNoPostgres means no way to get a PostgreSQL server was found. Start wraps
-// it, adding what it tried.
-var ErrNoPostgres = errors.New("no PostgreSQL server found: set " + EnvDatabaseURL +
-	" to the URL of a server where databases may be created, start a Docker engine," +
-	" or install the PostgreSQL server binaries (Debian/Ubuntu: apt-get install postgresql)")
+// it, adding how to get one for each kind it tried and why each was not
+// available.
+var ErrNoPostgres = errors.New("no PostgreSQL server found")
+
+// hints say how to make each kind available, for the error of Start.
+var hints = map[Kind]string{
+	KindEnv:    "set " + EnvDatabaseURL + " to the URL of a server where databases may be created",
+	KindDocker: "start a Docker engine",
+	KindLocal:  "install the PostgreSQL server binaries (Debian/Ubuntu: apt-get install postgresql)",
+}
 
 // ErrNotLocal is returned by Kill and Restart on a server that is not of the
 // local kind.
@@ -78,6 +85,12 @@ type Options struct {
 	// DockerImage is the image of the docker kind; empty means
 	// DockerImageDefault.
 	DockerImage string
+
+	// Docker is the Docker client of the docker kind; nil makes that kind
+	// unavailable. pgdocker.Client{} is one (dockertest); it lives in a
+	// package of its own so that programs which never start containers do
+	// not link a Docker client.
+	Docker Docker
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -156,7 +169,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.startTimeout())
 	defer cancel()
 
-	var reasons []string
+	var reasons, todo []string
 	var failures []error
 	for _, kind := range opts.kinds() {
 		began := time.Now()
@@ -180,6 +193,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		case errors.As(err, &unavail):
 			opts.logf("%s: %v", kind, err)
 			reasons = append(reasons, fmt.Sprintf("%s: %v", kind, err))
+			if kind != KindDocker || opts.Docker != nil {
+				todo = append(todo, hints[kind])
+			}
 		default:
 			err = fmt.Errorf("starting %s postgres: %w", kind, err)
 			opts.logf("%v", err)
@@ -192,7 +208,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if len(failures) > 0 {
 		return nil, errors.Join(failures...)
 	}
-	return nil, fmt.Errorf("%w (%s)", ErrNoPostgres, strings.Join(reasons, "; "))
+	return nil, fmt.Errorf("%w: %s (%s)", ErrNoPostgres, strings.Join(todo, ", or "), strings.Join(reasons, "; "))
 }
 
 // Close stops the server and removes everything it created (data directory,

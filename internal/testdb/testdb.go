@@ -1,6 +1,6 @@
 // Package testdb gives each test its own PostgreSQL database, migrated to the
 // latest schema, on one throwaway server per test binary (see pgserver for how
-// the server is found).
+// the server is found; testdb gives it the Docker client, pgdocker).
 //
 // Use it from TestMain so the server is stopped when the tests end:
 //
@@ -41,6 +41,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasksweeper/sweeper/internal/pgserver"
+	"github.com/tasksweeper/sweeper/internal/pgserver/pgdocker"
 	"github.com/tasksweeper/sweeper/migrations"
 )
 
@@ -142,6 +143,9 @@ func StartServer(t testing.TB, opts pgserver.Options) *pgserver.Server {
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
+	if opts.Docker == nil {
+		opts.Docker = pgdocker.Client{}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	s, err := pgserver.Start(ctx, opts)
@@ -220,7 +224,7 @@ func setup(migrated bool) error {
 }
 
 func startShared(ctx context.Context) error {
-	opts := pgserver.Options{}
+	opts := pgserver.Options{Docker: pgdocker.Client{}}
 	if testing.Verbose() {
 		opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	}

@@ -1,0 +1,192 @@
+// Command sweeperbench runs sweeper's benchmark suite (package bench) on a
+// throwaway PostgreSQL server and writes docs/benchmarks.md, its charts and
+// the raw results. `make bench` builds it from the tools module as
+// bin/sweeperbench and runs it from the repository root (paths such as
+// docs/benchmarks.md, bin/sweeper and ./sweep/ are relative to it); see -help
+// for the knobs.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tasksweeper/sweeper/tools/bench"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sweeperbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		sizes      = flag.String("sizes", joinInts(bench.SizesDefault), "ledger sizes in rows, comma-separated, smallest first")
+		inFlight   = flag.Int("inflight", bench.InFlightDefault, "live in_progress rows at every size")
+		eligible   = flag.Int("eligible", bench.EligibleDefault, "eligible rows of the few-eligible sweep")
+		backlog    = flag.Int("backlog", bench.BacklogDefault, "rows of the drained backlog")
+		sweepRuns  = flag.Int("sweep-runs", bench.SweepRunsDefault, "timed nothing-eligible runs per size")
+		drains     = flag.Int("drain-rounds", bench.DrainRoundsDefault, "(bare, sweep) drain pairs per size")
+		ingest     = flag.Duration("ingest", bench.IngestDurationDefault, "measured duration of each heartbeat configuration")
+		ingestRows = flag.Int("ingest-rows", bench.IngestRowsDefault, "rows the heartbeat ingest beats in turn")
+		cronWin    = flag.Duration("cron-window", bench.CronDetectWindowDefault, "detection window with the default schedule")
+		adaptWin   = flag.Duration("adaptive-window", bench.AdaptiveDetectWindowDefault, "detection window with @adaptive")
+		binary     = flag.String("binary", "bin/sweeper", "the built daemon; empty skips the daemon measurements")
+		planRows   = flag.Int("plan-rows", 1_000_000, "rows of the EXPLAIN plan test run after the bench; 0 skips it")
+		out        = flag.String("out", "docs/benchmarks.md", "the report")
+		imgDir     = flag.String("img", "docs/benchmarks", "directory of the charts and results.json")
+		renderOnly = flag.Bool("render", false, "only render the report and charts again from <img>/results.json")
+	)
+	flag.Parse()
+	jsonPath := filepath.Join(*imgDir, "results.json")
+	relImg, err := filepath.Rel(filepath.Dir(*out), *imgDir)
+	if err != nil {
+		relImg = *imgDir
+	}
+	if *renderOnly {
+		b, err := os.ReadFile(jsonPath)
+		if err != nil {
+			return err
+		}
+		var r bench.Results
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", jsonPath, err)
+		}
+		return write(&r, *out, *imgDir, relImg, jsonPath)
+	}
+
+	ss, err := parseInts(*sizes)
+	if err != nil {
+		return fmt.Errorf("-sizes: %w", err)
+	}
+	if *binary != "" {
+		if _, err := os.Stat(*binary); err != nil {
+			return fmt.Errorf("-binary: %w (run make build first)", err)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	cfg := bench.Config{
+		Sizes: ss, InFlight: *inFlight, Eligible: *eligible, Backlog: *backlog,
+		SweepRuns: *sweepRuns, DrainRounds: *drains, IngestDuration: *ingest, IngestRows: *ingestRows,
+		CronDetectWindow: *cronWin, AdaptiveDetectWindow: *adaptWin,
+		Binary: *binary, Logf: logf,
+	}
+	began := time.Now()
+	r, err := bench.Run(ctx, cfg)
+	if err != nil {
+		if r == nil {
+			return err
+		}
+		r.Problems = append(r.Problems, err.Error())
+	}
+	r.Command = os.Getenv("BENCH_COMMAND")
+	if r.Command == "" {
+		r.Command = "bin/sweeperbench " + strings.Join(os.Args[1:], " ")
+	}
+	if *planRows > 0 && ctx.Err() == nil {
+		logf("plan test at %d rows", *planRows)
+		r.Plan = planTest(ctx, *planRows)
+		logf("plan test: passed=%v in %s", r.Plan.Passed, r.Plan.Duration.Round(time.Second))
+	}
+	r.Elapsed = time.Since(began)
+	return write(r, *out, *imgDir, relImg, jsonPath)
+}
+
+func write(r *bench.Results, out, imgDir, relImg, jsonPath string) error {
+	if err := bench.Charts(r, imgDir); err != nil {
+		return fmt.Errorf("charts: %w", err)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(out, []byte(bench.Render(r, filepath.ToSlash(relImg))), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s, %s and charts in %s\n", out, jsonPath, imgDir)
+	var missed []string
+	for _, t := range r.Targets() {
+		if t.Known && !t.Met {
+			missed = append(missed, fmt.Sprintf("%s: %s (want %s)", t.Name, t.Figure, t.Want))
+		}
+	}
+	for _, m := range missed {
+		fmt.Fprintln(os.Stderr, "target missed:", m)
+	}
+	if len(r.Problems) > 0 {
+		return errors.New(strings.Join(r.Problems, "; "))
+	}
+	return nil
+}
+
+// planTest runs the EXPLAIN plan regression test at rows rows.
+func planTest(ctx context.Context, rows int) *bench.PlanResult {
+	goBin := os.Getenv("GO")
+	if goBin == "" {
+		goBin = "go"
+	}
+	cmd := exec.CommandContext(ctx, goBin, "test", "-count=1", "-v", "-run", "^TestPlansUseIndexes$", "./sweep/")
+	cmd.Env = append(os.Environ(), "SWEEPER_PLAN_ROWS="+strconv.Itoa(rows), "SWEEPER_REQUIRE_DB=1")
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	began := time.Now()
+	err := cmd.Run()
+	res := &bench.PlanResult{Rows: rows, Passed: err == nil, Duration: time.Since(began)}
+	// Keep the plan lines (one per statement and mode) and the verdict.
+	var keep []string
+	for _, line := range strings.Split(buf.String(), "\n") {
+		t := strings.TrimSpace(line)
+		if strings.Contains(t, "plan:") || strings.HasPrefix(t, "--- ") || strings.HasPrefix(t, "ok ") ||
+			strings.HasPrefix(t, "FAIL") || strings.Contains(t, "scans the whole table") {
+			if i := strings.Index(t, "rows="); i >= 0 {
+				t = t[i:]
+			}
+			keep = append(keep, t)
+		}
+	}
+	res.Output = strings.Join(keep, "\n")
+	if err != nil && len(keep) == 0 {
+		res.Output = buf.String()
+	}
+	return res
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(strings.ReplaceAll(f, "_", "")))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func joinInts(ns []int) string {
+	var s []string
+	for _, n := range ns {
+		s = append(s, strconv.Itoa(n))
+	}
+	return strings.Join(s, ",")
+}

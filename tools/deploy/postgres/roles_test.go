@@ -1,0 +1,275 @@
+// Package roles tests the least-privilege database roles of
+// deploy/postgres (roles.sql, grants.sql; docs/operations.md, "Database
+// roles"): migrations run as sweeper_owner, and the real sweeper binary runs
+// as sweeper_daemon, once and as a daemon, while everything the daemon must
+// not do is refused by PostgreSQL.
+package roles
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tasksweeper/sweeper/internal/testbin"
+	"github.com/tasksweeper/sweeper/internal/testdb"
+)
+
+var binary string
+
+// TestMain builds the sweeper binary and runs the tests in deploy/postgres of
+// the repository, where the SQL files they check live: this package is in the
+// tools module, apart from the product.
+func TestMain(m *testing.M) {
+	if err := os.Chdir("../../../deploy/postgres"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin, cleanup, err := testbin.Build()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = bin
+	code := testdb.Main(m)
+	cleanup()
+	os.Exit(code)
+}
+
+// setup is a database with the two roles of roles.sql, under names unique to
+// this test (roles are global to the server), migrated by the owner role and
+// granted by grants.sql.
+type setup struct {
+	admin, owner, daemon  string // connection URLs
+	ownerRole, daemonRole string
+}
+
+func withUser(t *testing.T, raw, user, password string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, password)
+	return u.String()
+}
+
+// sqlFile reads a file of deploy/postgres with the role names replaced.
+func sqlFile(t *testing.T, name string, s *setup) string {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer("sweeper_owner", s.ownerRole, "sweeper_daemon", s.daemonRole).Replace(string(data))
+}
+
+func exec1(t *testing.T, dsn, sql string, args ...any) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connecting: %v", err)
+	}
+	defer conn.Close(ctx)
+	if len(args) == 0 {
+		// Simple protocol: a file of several statements.
+		_, err = conn.PgConn().Exec(ctx, sql).ReadAll()
+		return err
+	}
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+func newSetup(t *testing.T) *setup {
+	t.Helper()
+	db := testdb.NewEmpty(t)
+	suffix := strings.TrimPrefix(db.Name, "sweeper_t")
+	s := &setup{admin: db.URL, ownerRole: "sweeper_owner" + suffix, daemonRole: "sweeper_daemon" + suffix}
+	s.owner = withUser(t, db.URL, s.ownerRole, "owner-secret")
+	s.daemon = withUser(t, db.URL, s.daemonRole, "daemon-secret")
+
+	if err := exec1(t, s.admin, sqlFile(t, "roles.sql", s)); err != nil {
+		t.Fatalf("roles.sql: %v", err)
+	}
+	// Twice: it is idempotent.
+	if err := exec1(t, s.admin, sqlFile(t, "roles.sql", s)); err != nil {
+		t.Fatalf("roles.sql, second run: %v", err)
+	}
+	for role, pw := range map[string]string{s.ownerRole: "owner-secret", s.daemonRole: "daemon-secret"} {
+		if err := exec1(t, s.admin, fmt.Sprintf(`ALTER ROLE %s PASSWORD '%s'`, role, pw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		// Before testdb drops the database: the roles own its objects.
+		_ = exec1(t, s.admin, fmt.Sprintf(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ('%s', '%s')`, s.ownerRole, s.daemonRole))
+		if err := exec1(t, s.admin, fmt.Sprintf(`DROP OWNED BY %s, %s CASCADE; DROP ROLE %s; DROP ROLE %s`, s.ownerRole, s.daemonRole, s.ownerRole, s.daemonRole)); err != nil {
+			t.Errorf("dropping the roles: %v", err)
+		}
+	})
+
+	if r := run(t, s.owner, "migrate", "up"); r.Code != 0 {
+		t.Fatalf("migrate up as the owner: %s", r)
+	}
+	if err := exec1(t, s.owner, sqlFile(t, "grants.sql", s)); err != nil {
+		t.Fatalf("grants.sql as the owner: %v", err)
+	}
+	if err := exec1(t, s.owner, sqlFile(t, "grants.sql", s)); err != nil {
+		t.Fatalf("grants.sql, second run: %v", err)
+	}
+	return s
+}
+
+// run runs the binary as the role of dsn, without the HTTP server.
+func run(t *testing.T, dsn string, args ...string) testbin.Result {
+	t.Helper()
+	return testbin.Run(t, binary, []string{"SWEEPER_DATABASE_URL=" + dsn, "SWEEPER_HTTP_LISTEN="}, args...)
+}
+
+// seed inserts, as the owner (standing in for the application), one live
+// delegation and two that the sweep must mark: a stale heartbeat and a
+// passed deadline.
+func seed(t *testing.T, s *setup) {
+	t.Helper()
+	err := exec1(t, s.owner, `
+INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat, deadline) VALUES
+  ('live',  'c', 'w', 'in_progress', now(),                       now() + interval '1 hour'),
+  ('stale', 'c', 'w', 'in_progress', now() - interval '1 hour',   now() + interval '1 hour'),
+  ('late',  'c', 'w', 'queued',      NULL,                        now() - interval '1 minute');`)
+	if err != nil {
+		t.Fatalf("seeding: %v", err)
+	}
+}
+
+func TestDaemonRoleSweepsOnce(t *testing.T) {
+	s := newSetup(t)
+	seed(t, s)
+
+	r := run(t, s.daemon, "--once", "--output", "json")
+	if r.Code != 0 {
+		t.Fatalf("sweeper --once as %s: %s", s.daemonRole, r)
+	}
+	var sum struct {
+		Swept    int            `json:"swept"`
+		ByReason map[string]int `json:"by_reason"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &sum); err != nil {
+		t.Fatalf("summary %q: %v", r.Stdout, err)
+	}
+	if sum.Swept != 2 || sum.ByReason["heartbeat_timeout"] != 1 || sum.ByReason["deadline_exceeded"] != 1 {
+		t.Errorf("summary = %+v, want 2 swept, one per reason", sum)
+	}
+
+	// The audit trigger wrote the events as the daemon role.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, s.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var stuck, events int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'stuck'), (SELECT count(*) FROM delegation_events WHERE to_status = 'stuck') FROM delegations`).Scan(&stuck, &events); err != nil {
+		t.Fatal(err)
+	}
+	if stuck != 2 || events != 2 {
+		t.Errorf("stuck rows %d, stuck events %d; want 2 and 2", stuck, events)
+	}
+
+	if r := run(t, s.daemon, "status", "--output", "json"); r.Code != 0 {
+		t.Errorf("sweeper status as the daemon role: %s", r)
+	}
+	if v := schemaVersion(t, s.daemon); v.Dirty || !v.Current {
+		t.Errorf("sweeper migrate version as the daemon role: %+v", v)
+	}
+}
+
+// TestDaemonRoleIsRefused: what the daemon role must not do, PostgreSQL refuses.
+func TestDaemonRoleIsRefused(t *testing.T) {
+	s := newSetup(t)
+	seed(t, s)
+	refused := map[string]string{
+		"delete a delegation":       `DELETE FROM delegations WHERE delegation_id = 'live'`,
+		"truncate":                  `TRUNCATE delegations`,
+		"insert a delegation":       `INSERT INTO delegations (delegation_id, caller_id, callee_id) VALUES ('x', 'c', 'w')`,
+		"change another column":     `UPDATE delegations SET callee_id = 'other' WHERE delegation_id = 'live'`,
+		"rewrite the audit log":     `UPDATE delegation_events SET actor = 'me'`,
+		"delete from the audit log": `DELETE FROM delegation_events`,
+		"disable the guard trigger": `ALTER TABLE delegations DISABLE TRIGGER delegations_guard`,
+		"create a table":            `CREATE TABLE mine (x int)`,
+		"change the schema version": `UPDATE sweeper_schema_migrations SET dirty = true`,
+		"drop the table":            `DROP TABLE delegations`,
+		"create a function":         `CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'`,
+	}
+	for name, sql := range refused {
+		t.Run(name, func(t *testing.T) {
+			err := exec1(t, s.daemon, sql)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
+				t.Errorf("%s: err = %v, want insufficient_privilege (42501)", sql, err)
+			}
+		})
+	}
+
+	// Migrations as the daemon role fail without touching the schema.
+	if r := run(t, s.daemon, "migrate", "down"); r.Code == 0 {
+		t.Errorf("migrate down as the daemon role succeeded: %s", r)
+	}
+	if v := schemaVersion(t, s.owner); v.Dirty || !v.Current {
+		t.Errorf("after the refused down, the schema is %+v", v)
+	}
+	if err := exec1(t, s.owner, `SELECT 1 FROM delegations LIMIT 1`); err != nil {
+		t.Errorf("delegations gone after a refused migrate down: %v", err)
+	}
+}
+
+type version struct {
+	Version uint `json:"version"`
+	Dirty   bool `json:"dirty"`
+	Current bool `json:"current"`
+}
+
+// schemaVersion runs `sweeper migrate version --output json` as dsn's role.
+func schemaVersion(t *testing.T, dsn string) version {
+	t.Helper()
+	r := run(t, dsn, "migrate", "version", "--output", "json")
+	var v version
+	if r.Code != 0 {
+		t.Fatalf("migrate version: %s", r)
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &v); err != nil {
+		t.Fatalf("migrate version output %q: %v", r.Stdout, err)
+	}
+	return v
+}
+
+// TestDaemonRoleRunsTheDaemon: the daemon starts under the role (schema
+// check included), becomes ready, sweeps, and exits 0 on SIGTERM.
+func TestDaemonRoleRunsTheDaemon(t *testing.T) {
+	s := newSetup(t)
+	seed(t, s)
+	d := testbin.StartDaemon(t, binary, "daemon", []string{"SWEEPER_DATABASE_URL=" + s.daemon, "SWEEPER_SWEEP_SCHEDULE=@every 1s"})
+	testbin.Eventually(t, 30*time.Second, "ready and swept", func() bool {
+		code, _, _ := d.Get("/readyz")
+		_, metrics, _ := d.Get("/metrics")
+		return code == http.StatusOK && strings.Contains(metrics, `sweeper_swept_total{reason="heartbeat_timeout"} 1`)
+	})
+	if code := d.Stop(t, syscall.SIGTERM, 35*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
+	}
+	if strings.Contains(d.Logs(), "daemon-secret") {
+		t.Errorf("the password appears in the logs")
+	}
+}

@@ -1,0 +1,13 @@
+// Package stress proves sweeper's promises under fire, against a real
+// PostgreSQL and the built binary: a race storm of writers against three
+// sweeper daemons, faults (the server killed and restarted, a backend
+// terminated, a statement timeout, the daemon killed or stopped mid-batch),
+// secrets that must never show, TLS with a CA made in the test, concurrent
+// migrations and a dirty schema.
+//
+// The package has only tests. A short form of each runs in `make test`;
+// `make stress` runs the long storm and fuzz runs through
+// tools/stress/cmd/stressrun, which prints the summary table. The duration of the
+// storm comes from -stress.duration or SWEEPER_STRESS_DURATION (default
+// 8s: the short form).
+package stress
