@@ -280,12 +280,11 @@ func (l *loader) mapping(name string, m *yaml.Node, prefix string) {
 	}
 }
 
-// shownName returns a key name as an error may show it: masked with
-// RedactDSN when it looks like a connection string, which a misplaced line
-// can turn into a key.
+// shownName returns a key name as an error may show it: DSNNotShown when it
+// looks like a connection string, which a misplaced line can turn into a key.
 func shownName(name string) string {
 	if strings.ContainsAny(name, "@=") || strings.Contains(name, "://") {
-		return RedactDSN(name)
+		return DSNNotShown
 	}
 	return name
 }
