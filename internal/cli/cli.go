@@ -48,7 +48,7 @@ Usage:
   sweeper --once [flags]              run one full sweep and exit
   sweeper migrate up|down|version|force N [flags]
   sweeper status [flags]              counts by status, oldest heartbeat, rows eligible now
-  sweeper config validate [flags]     load and check the configuration, print it (password masked)
+  sweeper config validate [flags]     load and check the configuration, print it (no password)
   sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
 
 Flags:

@@ -191,7 +191,7 @@ func (c Config) String() string {
 	return b.String()
 }
 
-// GoString is String, so that %#v masks the password too.
+// GoString is String, so that %#v leaves the password out too.
 func (c Config) GoString() string { return "config.Config{" + c.String() + "}" }
 
 // MarshalLogObject writes the configuration as nested zap fields named after
@@ -236,7 +236,7 @@ func (d DatabaseConfig) String() string {
 	return "{URL:" + strconv.Quote(DisplayDSN(d.URL)) + " MaxConns:" + strconv.Itoa(d.MaxConns) + "}"
 }
 
-// GoString is String, so that %#v masks the password too.
+// GoString is String, so that %#v leaves the password out too.
 func (d DatabaseConfig) GoString() string { return "config.DatabaseConfig" + d.String() }
 
 // MarshalJSON writes the configuration as the YAML file is written: objects

@@ -90,8 +90,8 @@ type KeyInfo struct {
 	Default string
 	// Doc is the key's documentation, one or two sentences.
 	Doc string
-	// Secret reports whether the value holds a password, which is masked
-	// wherever the value is shown.
+	// Secret reports whether the value may hold a password: it is only
+	// ever shown as DisplayDSN renders it.
 	Secret bool
 }
 
@@ -150,7 +150,8 @@ type key struct {
 	jsonValue func(c *Config) any
 }
 
-// shown returns s as it may be shown in an error: masked for a secret key.
+// shown returns s as it may be shown in an error: for a secret key, as
+// DisplayDSN renders it.
 func (k *key) shown(s string) string {
 	if k.secret {
 		return DisplayDSN(s)
