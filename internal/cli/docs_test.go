@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path"
@@ -125,5 +126,19 @@ func TestDocsNameOnlyFilesThatExist(t *testing.T) {
 	t.Logf("%d file names checked", checked)
 	if checked < 20 {
 		t.Fatalf("only %d file names found in the documents; is the pattern broken?", checked)
+	}
+}
+
+// TestREADMEListsEachCommandsFlags keeps the README's table of the flags
+// each command takes in step with the command table.
+func TestREADMEListsEachCommandsFlags(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("| command | flags |\n|---|---|\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "| `%s` | %s |\n", c.name, c.describeFlags(func(f string) string { return "`" + f + "`" }))
+	}
+	if doc := readme(t); !strings.Contains(doc, b.String()) {
+		t.Fatalf("README.md lacks the table of flags by command, or it is stale; it must read:\n%s", b.String())
 	}
 }

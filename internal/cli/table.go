@@ -193,34 +193,38 @@ var keyOfFlag = func() map[string]string {
 // accepts.
 func flagsByCommand() string {
 	var b strings.Builder
-	keys := config.Keys()
 	for _, c := range commands {
-		var parts []string
-		for _, o := range c.options {
-			if o != flagOnce && o != flagVersion {
-				parts = append(parts, "--"+o)
-			}
-		}
-		var read, skipped []string
-		for _, k := range keys {
-			if c.readsKey(k.Path) {
-				read = append(read, "--"+k.Flag)
-			} else {
-				skipped = append(skipped, "--"+k.Flag)
-			}
-		}
-		text := strings.Join(parts, " ")
-		switch {
-		case len(skipped) == 0:
-			text += ", every configuration flag"
-		case len(read) > len(skipped):
-			text += ", the configuration flags but " + strings.Join(skipped, " ")
-		case len(read) > 0:
-			text += " " + strings.Join(read, " ")
-		case text == "":
-			text = "no flags"
-		}
-		fmt.Fprintf(&b, "  %-25s %s\n", c.name, text)
+		fmt.Fprintf(&b, "  %-25s %s\n", c.name, c.describeFlags(func(f string) string { return f }))
 	}
 	return b.String()
+}
+
+// describeFlags says which flags c accepts, each flag written by quote:
+// "--config --output, every configuration flag".
+func (c *command) describeFlags(quote func(string) string) string {
+	var opts, read, skipped []string
+	for _, o := range c.options {
+		if o != flagOnce && o != flagVersion {
+			opts = append(opts, quote("--"+o))
+		}
+	}
+	for _, k := range config.Keys() {
+		if c.readsKey(k.Path) {
+			read = append(read, quote("--"+k.Flag))
+		} else {
+			skipped = append(skipped, quote("--"+k.Flag))
+		}
+	}
+	text := strings.Join(opts, " ")
+	switch {
+	case len(skipped) == 0:
+		text += ", every configuration flag"
+	case len(read) > len(skipped):
+		text += ", the configuration flags but " + strings.Join(skipped, " ")
+	case len(read) > 0:
+		text += " " + strings.Join(read, " ")
+	case text == "":
+		text = "no flags"
+	}
+	return text
 }
