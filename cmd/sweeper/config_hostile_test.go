@@ -51,7 +51,7 @@ func TestHostileConfigsExit2NamingTheKey(t *testing.T) {
 		{"a listen address with two ports", nil, []string{"--http-listen", "127.0.0.1:80:80"}, "http.listen"},
 		{"max conns in exponent form", []string{"SWEEPER_DATABASE_MAX_CONNS=1e3"}, []string{"--once"}, "database.max_conns"},
 		{"max conns past the bound", nil, []string{"--once", "--database-max-conns", "1001"}, "database.max_conns"},
-		{"a grace of a year", nil, []string{"--once", "--shutdown-grace", "1y"}, "shutdown_grace"},
+		{"a grace of a year", nil, []string{"--shutdown-grace", "1y"}, "shutdown_grace"},
 		{"a zero heartbeat timeout", nil, []string{"--once", "--sweep-heartbeat-timeout", "0s"}, "sweep.heartbeat_timeout"},
 		{"a negative heartbeat timeout", []string{"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT=-5m"}, []string{"--once"}, "sweep.heartbeat_timeout"},
 		{"an empty log level", []string{"SWEEPER_LOG_LEVEL="}, []string{"--once"}, "log.level"},

@@ -146,6 +146,10 @@ func TestOnceUnreachableDatabase(t *testing.T) {
 		t.Fatalf("stack trace: %s", r.Stderr)
 	}
 	assertNoSecret(t, "unreachable database", r)
+	// The database is named as config.DisplayDSN renders it.
+	if !strings.Contains(r.Stderr, "connecting to database sweeper@127.0.0.1:1/nope: ") {
+		t.Fatalf("the error does not name the database as user@host:port/db: %s", r.Stderr)
+	}
 }
 
 func TestSchemaBehindRefusesWithInstructions(t *testing.T) {

@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tasksweeper/sweeper/internal/config"
-	"github.com/tasksweeper/sweeper/internal/version"
 )
 
 // Exit codes, documented in the README.
@@ -49,7 +48,7 @@ Usage:
   sweeper --once [flags]              run one full sweep and exit
   sweeper migrate up|down|version|force N [flags]
   sweeper status [flags]              counts by status, oldest heartbeat, rows eligible now
-  sweeper config validate [flags]     load and check the configuration, print it (password masked)
+  sweeper config validate [flags]     load and check the configuration, print it (no password)
   sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
 
 Flags:
@@ -71,8 +70,9 @@ type options struct {
 	showVersion bool
 }
 
-// env is what a command gets besides its arguments.
-type env struct {
+// invocation is one run of sweeper: its streams, environment and parsed
+// flags, which every command reads besides its arguments.
+type invocation struct {
 	stdout, stderr io.Writer
 	environ        []string
 	opts           options
@@ -89,17 +89,9 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 
 // Run is Main with the context given: cancelling it is a shutdown signal.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) int {
-	e := &env{stdout: stdout, stderr: stderr, environ: environ}
-	fs := flag.NewFlagSet("sweeper", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&e.opts.configPath, "config", "", "path of the YAML configuration `file` (env SWEEPER_CONFIG)")
-	fs.BoolVar(&e.opts.once, "once", false, "run one full sweep and exit")
-	fs.BoolVar(&e.opts.dryRun, "dry-run", false, "find what would be marked stuck, change nothing (same as --sweep-dry-run)")
-	fs.BoolVar(&e.opts.failOnStuck, "fail-on-stuck", false, "with --once: exit 3 when delegations were marked (or in a dry run, found) stuck")
-	fs.StringVar(&e.opts.output, "output", "text", "output `format` of --once, status and config validate: text or json")
-	fs.BoolVar(&e.opts.showVersion, "version", false, "print the version and exit")
-	config.RegisterFlags(fs)
-	e.flags = fs
+	inv := &invocation{stdout: stdout, stderr: stderr, environ: environ}
+	fs := newFlagSet(&inv.opts)
+	inv.flags = fs
 
 	positional, err := parseInterleaved(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -107,67 +99,48 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		return ExitOK
 	}
 	if err == nil {
-		err = e.dispatch(ctx, positional)
+		err = inv.dispatch(ctx, positional)
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		// SIGINT or SIGTERM before the command was done: a clean stop.
 		err = nil
 	}
-	return e.exit(err)
+	return inv.exit(err)
 }
 
-func (e *env) dispatch(ctx context.Context, positional []string) error {
-	if e.opts.showVersion {
-		fmt.Fprintln(e.stdout, version.String())
-		return nil
-	}
-	if e.opts.output != "text" && e.opts.output != "json" {
-		return usagef("--output: must be text or json, got %q", e.opts.output)
-	}
-	if len(positional) == 0 {
-		if e.opts.once {
-			return e.runOnce(ctx)
-		}
-		if e.opts.failOnStuck {
-			return usagef("--fail-on-stuck goes with --once")
-		}
-		return e.runDaemon(ctx)
-	}
-	if e.opts.once {
-		return usagef("--once does not go with the %q command", positional[0])
-	}
-	cmd, rest := positional[0], positional[1:]
-	switch cmd {
-	case "migrate":
-		return e.runMigrate(ctx, rest)
-	case "status":
-		return e.noArgs(cmd, rest, func() error { return e.runStatus(ctx) })
-	case "config":
-		if len(rest) != 1 || rest[0] != "validate" {
-			return usagef("usage: sweeper config validate")
-		}
-		return e.runConfigValidate()
-	case "dev":
-		return e.noArgs(cmd, rest, func() error { return e.runDev(ctx) })
-	case "help":
-		printUsage(e.stdout, e.flags)
-		return nil
-	case "version":
-		fmt.Fprintln(e.stdout, version.String())
-		return nil
-	}
-	return usagef("unknown command %q (run sweeper --help)", cmd)
+// newFlagSet registers every flag of every command on one set, storing the
+// options in opts; each command then refuses the flags it does not accept.
+func newFlagSet(opts *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("sweeper", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&opts.configPath, flagConfig, "", "path of the YAML configuration `file` (env SWEEPER_CONFIG)")
+	fs.BoolVar(&opts.once, flagOnce, false, "run one full sweep and exit")
+	fs.BoolVar(&opts.dryRun, flagDryRun, false, "find what would be marked stuck, change nothing (same as --sweep-dry-run)")
+	fs.BoolVar(&opts.failOnStuck, flagFailOnStuck, false, "with --once: exit 3 when delegations were marked (or in a dry run, found) stuck")
+	fs.StringVar(&opts.output, flagOutput, "text", "output `format` of --once, migrate, status and config validate: text or json")
+	fs.BoolVar(&opts.showVersion, flagVersion, false, "print the version and exit")
+	config.RegisterFlags(fs)
+	return fs
 }
 
-func (e *env) noArgs(cmd string, rest []string, run func() error) error {
-	if len(rest) > 0 {
-		return usagef("%s takes no arguments, got %q", cmd, strings.Join(rest, " "))
+// dispatch picks the command that the arguments name, refuses the flags set
+// that it does not accept, and runs it.
+func (inv *invocation) dispatch(ctx context.Context, positional []string) error {
+	cmd, args, err := selectCommand(inv.opts, positional)
+	if err != nil {
+		return err
 	}
-	return run()
+	if err := cmd.checkFlags(inv.flags); err != nil {
+		return err
+	}
+	if inv.opts.output != "text" && inv.opts.output != "json" {
+		return usagef("--output: must be text or json, got %q", inv.opts.output)
+	}
+	return cmd.run(inv, ctx, args)
 }
 
 // exit prints err as one line and maps it to an exit code.
-func (e *env) exit(err error) int {
+func (inv *invocation) exit(err error) int {
 	if err == nil {
 		return ExitOK
 	}
@@ -181,9 +154,9 @@ func (e *env) exit(err error) int {
 		code = ExitUsage
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
-	fmt.Fprintf(e.stderr, "sweeper: %s\n", msg)
+	fmt.Fprintf(inv.stderr, "sweeper: %s\n", msg)
 	if code == ExitUsage {
-		fmt.Fprintln(e.stderr, "Run 'sweeper --help' for usage.")
+		fmt.Fprintln(inv.stderr, "Run 'sweeper --help' for usage.")
 	}
 	return code
 }
@@ -213,21 +186,23 @@ func printUsage(w io.Writer, fs *flag.FlagSet) {
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
+	fmt.Fprint(w, "\nFlags by command (any other flag is a usage error):\n")
+	fmt.Fprint(w, flagsByCommand())
 	fmt.Fprint(w, exitText)
 }
 
 // loadConfig loads the configuration from the --config file (or
 // SWEEPER_CONFIG), the environment and the flags.
-func (e *env) loadConfig() (config.Config, error) {
-	path := e.opts.configPath
+func (inv *invocation) loadConfig() (config.Config, error) {
+	path := inv.opts.configPath
 	if path == "" {
-		path = lookupEnv(e.environ, "SWEEPER_CONFIG")
+		path = lookupEnv(inv.environ, "SWEEPER_CONFIG")
 	}
-	cfg, err := config.Load(path, withoutConfigVar(e.environ), e.flags)
+	cfg, err := config.Load(path, withoutConfigVar(inv.environ), inv.flags)
 	if err != nil {
 		return cfg, err
 	}
-	if e.opts.dryRun {
+	if inv.opts.dryRun {
 		cfg.Sweep.DryRun = true
 	}
 	return cfg, nil

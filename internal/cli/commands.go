@@ -18,8 +18,8 @@ import (
 )
 
 // dbConfig loads the configuration of a command that needs the database.
-func (e *env) dbConfig() (config.Config, error) {
-	cfg, err := e.loadConfig()
+func (inv *invocation) dbConfig() (config.Config, error) {
+	cfg, err := inv.loadConfig()
 	if err != nil {
 		return cfg, err
 	}
@@ -29,12 +29,12 @@ func (e *env) dbConfig() (config.Config, error) {
 	return cfg, nil
 }
 
-func (e *env) runDaemon(ctx context.Context) error {
-	cfg, err := e.dbConfig()
+func (inv *invocation) runDaemon(ctx context.Context) error {
+	cfg, err := inv.dbConfig()
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, e.stderr)
+	log := newLogger(cfg, inv.stderr)
 	defer func() { _ = log.Sync() }()
 	log.Info("starting sweeper", zap.Object("config", cfg))
 	if err := daemon.Run(ctx, cfg, daemon.Options{Logger: log}); err != nil {
@@ -93,12 +93,12 @@ func summaryLine(res sweep.Result) string {
 	return s
 }
 
-func (e *env) runOnce(ctx context.Context) error {
-	cfg, err := e.dbConfig()
+func (inv *invocation) runOnce(ctx context.Context) error {
+	cfg, err := inv.dbConfig()
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, e.stderr)
+	log := newLogger(cfg, inv.stderr)
 	defer func() { _ = log.Sync() }()
 	pool, err := daemon.OpenPool(ctx, cfg)
 	if err != nil {
@@ -119,23 +119,23 @@ func (e *env) runOnce(ctx context.Context) error {
 	}
 	sum := summarize(res)
 	sum.Interrupted = interrupted
-	if e.opts.output == "json" {
+	if inv.opts.output == "json" {
 		b, _ := json.Marshal(sum)
-		fmt.Fprintln(e.stdout, string(b))
+		fmt.Fprintln(inv.stdout, string(b))
 	} else {
 		line := summaryLine(res)
 		if interrupted {
 			line += " (interrupted)"
 		}
-		fmt.Fprintln(e.stdout, line)
+		fmt.Fprintln(inv.stdout, line)
 	}
-	if e.opts.failOnStuck && res.Swept > 0 {
+	if inv.opts.failOnStuck && res.Swept > 0 {
 		return errStuck
 	}
 	return nil
 }
 
-func (e *env) runMigrate(ctx context.Context, args []string) error {
+func (inv *invocation) runMigrate(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usagef("usage: sweeper migrate up|down|version|force N")
 	}
@@ -158,7 +158,7 @@ func (e *env) runMigrate(ctx context.Context, args []string) error {
 	default:
 		return usagef("unknown migrate command %q (want up, down, version or force N)", sub)
 	}
-	cfg, err := e.dbConfig()
+	cfg, err := inv.dbConfig()
 	if err != nil {
 		return err
 	}
@@ -183,21 +183,21 @@ func (e *env) runMigrate(ctx context.Context, args []string) error {
 		return err
 	}
 	st := migrations.State{Version: v, Dirty: dirty}
-	if e.opts.output == "json" {
+	if inv.opts.output == "json" {
 		b, _ := json.Marshal(map[string]any{"version": v, "dirty": dirty, "latest": migrations.Latest, "current": st.Current()})
-		fmt.Fprintln(e.stdout, string(b))
+		fmt.Fprintln(inv.stdout, string(b))
 		return nil
 	}
 	line := fmt.Sprintf("schema version %d (this build expects %d)", v, migrations.Latest)
 	if p := st.Problem(); p != "" {
 		line += ": " + p
 	}
-	fmt.Fprintln(e.stdout, line)
+	fmt.Fprintln(inv.stdout, line)
 	return nil
 }
 
-func (e *env) runStatus(ctx context.Context) error {
-	cfg, err := e.dbConfig()
+func (inv *invocation) runStatus(ctx context.Context) error {
+	cfg, err := inv.dbConfig()
 	if err != nil {
 		return err
 	}
@@ -217,20 +217,20 @@ func (e *env) runStatus(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if e.opts.output == "json" {
+	if inv.opts.output == "json" {
 		b, _ := json.Marshal(snap)
-		fmt.Fprintln(e.stdout, string(b))
+		fmt.Fprintln(inv.stdout, string(b))
 		return nil
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(inv.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATUS\tROWS")
 	for _, c := range snap.ByStatus {
 		fmt.Fprintf(tw, "%s\t%d\n", c.Status, c.Rows)
 	}
 	fmt.Fprintf(tw, "total\t%d\n", snap.Total)
 	_ = tw.Flush()
-	fmt.Fprintf(e.stdout, "\noldest in_progress heartbeat: %s\n", formatAge(snap.OldestHeartbeatAgeSeconds))
-	fmt.Fprintf(e.stdout, "eligible now (heartbeat timeout %s): %d (heartbeat_timeout %d, deadline_exceeded %d)\n",
+	fmt.Fprintf(inv.stdout, "\noldest in_progress heartbeat: %s\n", formatAge(snap.OldestHeartbeatAgeSeconds))
+	fmt.Fprintf(inv.stdout, "eligible now (heartbeat timeout %s): %d (heartbeat_timeout %d, deadline_exceeded %d)\n",
 		cfg.Sweep.HeartbeatTimeout, snap.EligibleHeartbeat+snap.EligibleDeadline, snap.EligibleHeartbeat, snap.EligibleDeadline)
 	return nil
 }
@@ -242,20 +242,26 @@ func formatAge(seconds *float64) string {
 	return (time.Duration(*seconds * float64(time.Second))).Round(time.Second).String() + " ago"
 }
 
-func (e *env) runConfigValidate() error {
-	cfg, err := e.loadConfig()
+func (inv *invocation) runConfigValidate(_ context.Context, _ []string) error {
+	cfg, err := inv.loadConfig()
 	if err != nil {
 		return err
 	}
-	if e.opts.output == "json" {
-		r := cfg.Redacted()
-		b, _ := json.Marshal(map[string]any{"valid": true, "config": r})
-		fmt.Fprintln(e.stdout, string(b))
+	if inv.opts.output == "json" {
+		// Config.MarshalJSON writes the keys as the YAML file does.
+		b, err := json.Marshal(struct {
+			Valid  bool          `json:"valid"`
+			Config config.Config `json:"config"`
+		}{true, cfg})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(inv.stdout, string(b))
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "configuration is valid\n%s\n", cfg.String())
+	fmt.Fprintf(inv.stdout, "configuration is valid\n%s\n", cfg.String())
 	if err := cfg.RequireDatabase(); err != nil {
-		fmt.Fprintf(e.stdout, "note: %s\n", err)
+		fmt.Fprintf(inv.stdout, "note: %s\n", err)
 	}
 	return nil
 }

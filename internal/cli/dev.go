@@ -7,11 +7,11 @@ import (
 	"github.com/tasksweeper/sweeper/internal/devmode"
 )
 
-func (e *env) runDev(ctx context.Context) error {
+func (inv *invocation) runDev(ctx context.Context) error {
 	cfg := config.Default()
 	cfg.Log.Format = config.LogFormatConsole
 	cfg.Log.Level = "warn"
-	log := newLogger(cfg, e.stderr)
+	log := newLogger(cfg, inv.stderr)
 	defer func() { _ = log.Sync() }()
-	return devmode.Run(ctx, e.stdout, log)
+	return devmode.Run(ctx, inv.stdout, log)
 }

@@ -1,7 +1,10 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -12,8 +15,9 @@ import (
 // Config is the daemon's configuration. Load builds one; Default returns the
 // built-in defaults. The YAML path of each field is given in its comment.
 //
-// String, GoString and MarshalLogObject mask the database password, so a
-// Config may be printed or logged (zap.Any, zap.Object) as it is.
+// String, GoString, MarshalLogObject and MarshalJSON show database.url as
+// DisplayDSN renders it, without the password, so a Config may be printed,
+// logged (zap.Any, zap.Object) or encoded (encoding/json) as it is.
 type Config struct {
 	// Database says how to reach PostgreSQL.
 	Database DatabaseConfig
@@ -34,8 +38,8 @@ type Config struct {
 type DatabaseConfig struct {
 	// URL (database.url) is the PostgreSQL connection string, in URL form
 	// (postgres://user:password@host:5432/dbname) or keyword/value form
-	// ("host=db user=sweeper dbname=sweeper"). It holds the password: log
-	// RedactDSN(URL), never URL. Empty means not set; see RequireDatabase.
+	// ("host=db user=sweeper dbname=sweeper"). It holds the password: show
+	// DisplayDSN(URL), never URL. Empty means not set; see RequireDatabase.
 	URL string
 	// MaxConns (database.max_conns) is the connection pool's size.
 	MaxConns int
@@ -56,8 +60,9 @@ type SweepConfig struct {
 	// MaxBatchesPerRun (sweep.max_batches_per_run) bounds the batches of one
 	// run; the rest waits for the next run.
 	MaxBatchesPerRun int
-	// NotifyChannel (sweep.notify_channel) is the channel pg_notify is sent
-	// on for each batch; empty disables notifications.
+	// NotifyChannel (sweep.notify_channel) is the channel of the pg_notify
+	// sent for each delegation marked stuck, in the transaction that marks
+	// it; empty disables notifications.
 	NotifyChannel string
 	// DryRun (sweep.dry_run) finds the stuck delegations without marking them.
 	DryRun bool
@@ -159,22 +164,15 @@ func (c Config) RequireDatabase() error {
 		}
 	}
 	if reason := checkDSN(c.Database.URL); reason != "" {
-		return &Error{Key: "database.url", Value: RedactDSN(c.Database.URL), Reason: reason}
+		return &Error{Key: "database.url", Value: DisplayDSN(c.Database.URL), Reason: reason}
 	}
 	return nil
 }
 
-// Redacted returns a copy of c whose database.url has its password replaced
-// by "xxxxx" (see RedactDSN), fit for printing and logging.
-func (c Config) Redacted() Config {
-	c.Database.URL = RedactDSN(c.Database.URL)
-	return c
-}
-
 // String renders every key as path=value on one line, in the order of Keys,
-// with the password masked:
+// database.url as DisplayDSN renders it:
 //
-//	database.url="postgres://sweeper:xxxxx@db/sweeper" database.max_conns=4 ...
+//	database.url="sweeper@db:5432/sweeper" database.max_conns=4 ...
 func (c Config) String() string {
 	var b strings.Builder
 	for i := range keys {
@@ -193,12 +191,12 @@ func (c Config) String() string {
 	return b.String()
 }
 
-// GoString is String, so that %#v masks the password too.
+// GoString is String, so that %#v leaves the password out too.
 func (c Config) GoString() string { return "config.Config{" + c.String() + "}" }
 
 // MarshalLogObject writes the configuration as nested zap fields named after
-// the YAML keys (database.max_conns becomes database: {max_conns: 4}), with
-// the password masked. It makes zap.Any("config", cfg) and
+// the YAML keys (database.max_conns becomes database: {max_conns: 4}),
+// database.url as DisplayDSN renders it. It makes zap.Any("config", cfg) and
 // zap.Object("config", cfg) safe.
 func (c Config) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return marshalSection(enc, &c, "")
@@ -233,10 +231,73 @@ func marshalSection(enc zapcore.ObjectEncoder, c *Config, prefix string) error {
 	return nil
 }
 
-// String renders the section with the password masked.
+// String renders the section with URL as DisplayDSN renders it.
 func (d DatabaseConfig) String() string {
-	return "{URL:" + strconv.Quote(RedactDSN(d.URL)) + " MaxConns:" + strconv.Itoa(d.MaxConns) + "}"
+	return "{URL:" + strconv.Quote(DisplayDSN(d.URL)) + " MaxConns:" + strconv.Itoa(d.MaxConns) + "}"
 }
 
-// GoString is String, so that %#v masks the password too.
+// GoString is String, so that %#v leaves the password out too.
 func (d DatabaseConfig) GoString() string { return "config.DatabaseConfig" + d.String() }
+
+// MarshalJSON writes the configuration as the YAML file is written: objects
+// named after the sections and keys, in the order of Keys, each value as it
+// is written in YAML (durations as "10m", database.url as DisplayDSN renders
+// it):
+//
+//	{"database":{"url":"sweeper@db:5432/app","max_conns":4},"sweep":{"schedule":"@every 30s","heartbeat_timeout":"10m",...},...}
+func (c Config) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	if err := writeJSONSection(&b, &c, ""); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// MarshalJSON writes the section as Config.MarshalJSON does, so that the
+// section alone never shows the password either.
+func (d DatabaseConfig) MarshalJSON() ([]byte, error) {
+	c := Config{Database: d}
+	var b bytes.Buffer
+	if err := writeJSONSection(&b, &c, "database."); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// writeJSONSection writes, as one JSON object, the keys whose path starts
+// with prefix, descending into subsections as nested objects.
+func writeJSONSection(b *bytes.Buffer, c *Config, prefix string) error {
+	b.WriteByte('{')
+	done := map[string]bool{}
+	for i := range keys {
+		k := &keys[i]
+		rest, ok := strings.CutPrefix(k.path, prefix)
+		if !ok {
+			continue
+		}
+		section, _, nested := strings.Cut(rest, ".")
+		if nested && done[section] {
+			continue
+		}
+		done[section] = true
+		if len(done) > 1 {
+			b.WriteByte(',')
+		}
+		name, _ := json.Marshal(section)
+		b.Write(name)
+		b.WriteByte(':')
+		if nested {
+			if err := writeJSONSection(b, c, prefix+section+"."); err != nil {
+				return err
+			}
+			continue
+		}
+		v, err := json.Marshal(k.jsonValue(c))
+		if err != nil {
+			return fmt.Errorf("encoding %s: %w", k.path, err)
+		}
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return nil
+}

@@ -279,7 +279,7 @@ shutdown_grace: 1m
 			want := Default()
 			tt.want(&want)
 			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("Load =\n%+v\nwant\n%+v", got.Redacted(), want.Redacted())
+				t.Fatalf("Load =\n%v\nwant\n%v", got, want)
 			}
 		})
 	}
@@ -483,7 +483,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "bad env duration", env: []string{"SWEEPER_SHUTDOWN_GRACE=30"},
 			wantKey: "shutdown_grace", want: []string{"must be a duration", "env SWEEPER_SHUTDOWN_GRACE"}},
 		{name: "bad DSN in file", file: "database:\n  url: postgres://sweeper:hunter2@db:port/sweeper\n",
-			wantKey: "database.url", want: []string{"is not a valid PostgreSQL connection string", "postgres://sweeper:xxxxx@db:port/sweeper"}},
+			wantKey: "database.url", want: []string{"is not a valid PostgreSQL connection string", "; the value is not shown, as it may hold a password (from file"}},
 		{name: "bad DSN from DATABASE_URL", env: []string{"DATABASE_URL=host=db password='hunter2"},
 			wantKey: "database.url", want: []string{"is not a valid PostgreSQL connection string", "(from env DATABASE_URL)"}},
 		{name: "bad flag int", flags: []string{"--sweep-batch-size=0"},
@@ -634,7 +634,7 @@ func TestValidate(t *testing.T) {
 		got = append(got, e.Error())
 	}
 	want := []string{
-		`config: database.url: ` + checkDSN("x") + `, got "postgres://u:xxxxx@h:x/db"`,
+		`config: database.url: ` + checkDSN("x") + `; the value is not shown, as it may hold a password`,
 		`config: sweep.batch_size: must be between 1 and 100000, got "0"`,
 		`config: log.format: must be one of json, console, got "xml"`,
 	}
@@ -643,25 +643,14 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestRedactedAndPrinting(t *testing.T) {
+func TestPrintingShowsTheDSNWithoutPassword(t *testing.T) {
 	t.Parallel()
 	const pw = "hunter2"
 	c := Default()
 	c.Database.URL = "postgres://sweeper:" + pw + "@db:5432/sweeper?sslmode=disable"
-	r := c.Redacted()
-	if r.Database.URL != "postgres://sweeper:xxxxx@db:5432/sweeper?sslmode=disable" {
-		t.Fatalf("Redacted().Database.URL = %q", r.Database.URL)
-	}
-	if c.Database.URL == r.Database.URL {
-		t.Fatal("Redacted changed its receiver")
-	}
-	unmasked := r
-	unmasked.Database.URL = c.Database.URL
-	if !reflect.DeepEqual(unmasked, c) {
-		t.Fatal("Redacted changed more than the password")
-	}
+	const shown = "sweeper@db:5432/sweeper"
 
-	wantString := `database.url="postgres://sweeper:xxxxx@db:5432/sweeper?sslmode=disable" database.max_conns=4 ` +
+	wantString := `database.url="sweeper@db:5432/sweeper" database.max_conns=4 ` +
 		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
 		`sweep.notify_channel="delegation_stuck" sweep.dry_run=false migrate.auto=false http.listen=":9090" ` +
 		`log.level="info" log.format="json" shutdown_grace=30s`
@@ -688,7 +677,7 @@ func TestRedactedAndPrinting(t *testing.T) {
 	if err := json.Unmarshal(logged.Bytes(), &entry); err != nil {
 		t.Fatalf("log line %s: %v", logged.Bytes(), err)
 	}
-	if entry.Config.Database.URL != r.Database.URL || entry.Config.Database.MaxConns != 4 ||
+	if entry.Config.Database.URL != shown || entry.Config.Database.MaxConns != 4 ||
 		entry.Config.Sweep.HeartbeatTimeout != "10m" || entry.Config.ShutdownGrace != "30s" {
 		t.Fatalf("logged config = %s", logged.Bytes())
 	}
@@ -698,11 +687,67 @@ func TestRedactedAndPrinting(t *testing.T) {
 		fmt.Sprint(c), fmt.Sprintf("%v|%+v|%#v|%s|%q", c, c, c, c, c),
 		fmt.Sprintf("%v|%+v|%#v|%s", c.Database, c.Database, c.Database, c.Database),
 		fmt.Sprintf("%v", &c),
+		string(mustJSON(t, c)), string(mustJSON(t, c.Database)), string(mustJSON(t, &c)),
 	} {
 		if strings.Contains(s, pw) {
 			t.Fatalf("printed config shows the password: %s", s)
 		}
 	}
+}
+
+// TestConfigJSON pins the shape of Config's JSON, which `sweeper config
+// validate --output json` prints: the YAML key names, nested by section in
+// the order of Keys, each value as YAML writes it, the DSN without password.
+func TestConfigJSON(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.Database.URL = "postgres://sweeper:hunter2@db:5432/app?sslmode=disable"
+	c.Sweep.HeartbeatTimeout = 90 * time.Second
+	const want = `{"database":{"url":"sweeper@db:5432/app","max_conns":4},` +
+		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":1000,"max_batches_per_run":100,` +
+		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
+		`"log":{"level":"info","format":"json"},"shutdown_grace":"30s"}`
+	if got := string(mustJSON(t, c)); got != want {
+		t.Fatalf("json.Marshal(Config) =\n%s\nwant\n%s", got, want)
+	}
+	if got, want := string(mustJSON(t, c.Database)), `{"url":"sweeper@db:5432/app","max_conns":4}`; got != want {
+		t.Fatalf("json.Marshal(DatabaseConfig) = %s, want %s", got, want)
+	}
+
+	// Every key is at its path, with the value Keys documents as its
+	// default (a new key shows up without changing this test).
+	var tree map[string]any
+	if err := json.Unmarshal(mustJSON(t, Default()), &tree); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		node := any(tree)
+		for _, part := range strings.Split(k.Path, ".") {
+			m, ok := node.(map[string]any)
+			if !ok {
+				t.Fatalf("%s: %v is not an object", k.Path, node)
+			}
+			node, ok = m[part]
+			if !ok {
+				t.Fatalf("JSON lacks %s: %v", k.Path, tree)
+			}
+		}
+		if got := fmt.Sprint(node); got != k.Default {
+			t.Errorf("JSON %s = %v (%T), want the default %q", k.Path, node, node, k.Default)
+		}
+		if typ := map[string]string{"string": "string", "duration": "string", "int": "float64", "bool": "bool"}[k.Type]; fmt.Sprintf("%T", node) != typ {
+			t.Errorf("JSON %s is a %T, want a %s for a %s key", k.Path, node, typ, k.Type)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestKeys(t *testing.T) {

@@ -28,5 +28,7 @@
 //
 // Errors are *Error values (Load and Validate join several with errors.Join);
 // each names the offending key and where its value came from, and none
-// contains the database password: RedactDSN masks it.
+// contains the database password. A connection string is only ever shown as
+// DisplayDSN renders it from the parsed string (user@host:port/database),
+// never as written.
 package config

@@ -14,9 +14,10 @@ type Error struct {
 	// or environment variable as it was written. It is empty for an error
 	// about the file as a whole (unreadable, not YAML).
 	Key string
-	// Value is the offending value as written, with the password masked
-	// when the key holds a secret. It is empty when the value is not shown
-	// (unknown keys, whose values may be secrets, are never echoed).
+	// Value is the offending value as written; for a connection string, as
+	// DisplayDSN renders it (DSNNotShown when it does not parse). It is
+	// empty when the value is not shown (unknown keys, whose values may be
+	// secrets, are never echoed).
 	Value string
 	// Source says where the value came from: "file sweeper.yaml:12",
 	// "env SWEEPER_SWEEP_BATCH_SIZE", "env DATABASE_URL",
@@ -44,7 +45,9 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Reason)
-	if e.Value != "" {
+	if e.Value == DSNNotShown {
+		b.WriteString("; the value is not shown, as it may hold a password")
+	} else if e.Value != "" {
 		b.WriteString(", got ")
 		b.WriteString(strconv.Quote(shorten(e.Value)))
 	}

@@ -59,7 +59,7 @@ func TestExampleConfigIsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := loader{origins: map[string]origin{}} // a key the file misses stays zero
-	l.file(examplePath, data)
+	l.applyFile(examplePath, data)
 	if len(l.errs) > 0 {
 		t.Fatalf("config.example.yaml: %v", l.errs)
 	}

@@ -38,7 +38,7 @@ type flagValue struct {
 	raw string
 }
 
-// String returns the text given, masked for a secret.
+// String returns the text given; for a secret, as DisplayDSN renders it.
 func (v *flagValue) String() string {
 	if v == nil || v.key == nil {
 		return ""

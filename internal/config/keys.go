@@ -48,8 +48,8 @@ var keys = []key{
 		"Most batches one run may take (at least 1); the rest waits for the next run."),
 	newKey("sweep.notify_channel", func(c *Config) *string { return &c.Sweep.NotifyChannel },
 		sweep.NotifyChannelDefault, stringText, checkChannel,
-		"Channel of the pg_notify sent with each batch (lower-case letters, digits and _); "+
-			"empty disables notifications."),
+		"Channel of the pg_notify sent for each delegation marked stuck, in the transaction that marks it "+
+			"(lower-case letters, digits and _); empty disables notifications."),
 	newKey("sweep.dry_run", func(c *Config) *bool { return &c.Sweep.DryRun },
 		false, boolText, nil,
 		"Find the delegations that would be marked stuck, and change nothing."),
@@ -91,8 +91,8 @@ type KeyInfo struct {
 	Default string
 	// Doc is the key's documentation, one or two sentences.
 	Doc string
-	// Secret reports whether the value holds a password, which is masked
-	// wherever the value is shown.
+	// Secret reports whether the value may hold a password: it is only
+	// ever shown as DisplayDSN renders it.
 	Secret bool
 }
 
@@ -147,12 +147,15 @@ type key struct {
 	check func(c *Config) (reason string)
 	// log adds c's value to enc under name.
 	log func(enc zapcore.ObjectEncoder, name string, c *Config)
+	// jsonValue returns c's value for encoding/json, as YAML writes it.
+	jsonValue func(c *Config) any
 }
 
-// shown returns s as it may be shown in an error: masked for a secret key.
+// shown returns s as it may be shown in an error: for a secret key, as
+// DisplayDSN renders it.
 func (k *key) shown(s string) string {
 	if k.secret {
-		return RedactDSN(s)
+		return DisplayDSN(s)
 	}
 	return s
 }
@@ -165,6 +168,8 @@ type codec[T any] struct {
 	parse  func(s string) (T, bool)
 	format func(v T) string
 	log    func(enc zapcore.ObjectEncoder, name string, v T)
+	// jsonValue is the value encoding/json writes; nil for v itself.
+	jsonValue func(v T) any
 }
 
 // newKey builds a table entry for the Config field that field points to.
@@ -195,6 +200,12 @@ func newKey[T any](path string, field func(*Config) *T, def T, cd codec[T], chec
 			return check(*field(c))
 		},
 		log: func(enc zapcore.ObjectEncoder, name string, c *Config) { cd.log(enc, name, *field(c)) },
+		jsonValue: func(c *Config) any {
+			if cd.jsonValue == nil {
+				return *field(c)
+			}
+			return cd.jsonValue(*field(c))
+		},
 	}
 }
 
@@ -205,14 +216,15 @@ var (
 		format: func(v string) string { return v },
 		log:    func(enc zapcore.ObjectEncoder, name, v string) { enc.AddString(name, v) },
 	}
-	// dsnText is stringText for a connection string: shown and logged
-	// with its password masked.
+	// dsnText is stringText for a connection string: shown, logged and
+	// encoded as DisplayDSN renders it, without the password.
 	dsnText = codec[string]{
-		typ:    "string",
-		secret: true,
-		parse:  func(s string) (string, bool) { return s, true },
-		format: func(v string) string { return v },
-		log:    func(enc zapcore.ObjectEncoder, name, v string) { enc.AddString(name, RedactDSN(v)) },
+		typ:       "string",
+		secret:    true,
+		parse:     func(s string) (string, bool) { return s, true },
+		format:    func(v string) string { return v },
+		log:       func(enc zapcore.ObjectEncoder, name, v string) { enc.AddString(name, DisplayDSN(v)) },
+		jsonValue: func(v string) any { return DisplayDSN(v) },
 	}
 	intText = codec[int]{
 		typ:  "int",
@@ -245,6 +257,7 @@ var (
 		log: func(enc zapcore.ObjectEncoder, name string, v time.Duration) {
 			enc.AddString(name, formatDuration(v))
 		},
+		jsonValue: func(v time.Duration) any { return formatDuration(v) },
 	}
 )
 

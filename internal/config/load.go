@@ -76,10 +76,10 @@ func readFile(path string) ([]byte, error) {
 // load is Load with the file already read; name is the path shown in errors.
 func load(name string, data []byte, environ []string, flags *flag.FlagSet) (Config, error) {
 	l := loader{cfg: Default(), origins: map[string]origin{}}
-	l.file(name, data)
-	l.env(environ)
+	l.applyFile(name, data)
+	l.applyEnviron(environ)
 	if flags != nil {
-		l.flags(flags)
+		l.applyFlags(flags)
 	}
 	if len(l.errs) == 0 {
 		// Each value was checked as it was set; this catches nothing unless
@@ -179,12 +179,12 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // as ',' or '}' are kept.
 var yamlQuoted = regexp.MustCompile(`'[^']{2,}'`)
 
-// file applies the YAML document in data. The document is read as a node
+// applyFile applies the YAML document in data. The document is read as a node
 // tree and walked against the key table, which is stricter than decoding
 // into a struct with KnownFields: unknown keys are named by their full path,
 // duplicate keys, lists, mappings and nulls in place of values are refused,
 // and each value is parsed exactly as the same text in the environment.
-func (l *loader) file(name string, data []byte) {
+func (l *loader) applyFile(name string, data []byte) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -217,7 +217,7 @@ func (l *loader) file(name string, data []byte) {
 			Reason: "the file must be a YAML mapping of keys (" + strings.Join(topLevelNames(), ":, ") + ":)"})
 		return
 	}
-	l.mapping(name, root, "")
+	l.applyMapping(name, root, "")
 }
 
 // yamlError turns a yaml.v3 syntax error into an *Error with the line as
@@ -236,8 +236,8 @@ func yamlError(name string, err error) *Error {
 	return &Error{Source: source, Reason: "is not valid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }
 
-// mapping applies the keys of m, whose path starts with prefix.
-func (l *loader) mapping(name string, m *yaml.Node, prefix string) {
+// applyMapping applies the keys of m, whose path starts with prefix.
+func (l *loader) applyMapping(name string, m *yaml.Node, prefix string) {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		kn, vn := resolve(m.Content[i]), resolve(m.Content[i+1])
@@ -258,14 +258,14 @@ func (l *loader) mapping(name string, m *yaml.Node, prefix string) {
 			continue
 		}
 		if k := keyByPath[path]; k != nil {
-			l.scalar(k, vn, source)
+			l.applyScalar(k, vn, source)
 			continue
 		}
 		if slices.Contains(sectionNames, path) {
 			switch {
 			case isNull(vn):
 			case vn.Kind == yaml.MappingNode:
-				l.mapping(name, vn, path+".")
+				l.applyMapping(name, vn, path+".")
 			default:
 				l.fail(&Error{Key: path, Source: source, Reason: "must be a mapping of keys, not " + kindName(vn)})
 			}
@@ -280,18 +280,17 @@ func (l *loader) mapping(name string, m *yaml.Node, prefix string) {
 	}
 }
 
-// shownName returns a key name as an error may show it: masked with
-// RedactDSN when it looks like a connection string, which a misplaced line
-// can turn into a key.
+// shownName returns a key name as an error may show it: DSNNotShown when it
+// looks like a connection string, which a misplaced line can turn into a key.
 func shownName(name string) string {
 	if strings.ContainsAny(name, "@=") || strings.Contains(name, "://") {
-		return RedactDSN(name)
+		return DSNNotShown
 	}
 	return name
 }
 
-// scalar applies the value node n of key k.
-func (l *loader) scalar(k *key, n *yaml.Node, source string) {
+// applyScalar applies the value node n of key k.
+func (l *loader) applyScalar(k *key, n *yaml.Node, source string) {
 	switch {
 	case isNull(n):
 		l.fail(&Error{Key: k.path, Source: source,
@@ -330,9 +329,9 @@ func kindName(n *yaml.Node) string {
 	}
 }
 
-// env applies the SWEEPER_* variables of environ, then DATABASE_URL when
-// database.url is still empty.
-func (l *loader) env(environ []string) {
+// applyEnviron applies the SWEEPER_* variables of environ, then
+// DATABASE_URL when database.url is still empty.
+func (l *loader) applyEnviron(environ []string) {
 	vars := map[string]string{}
 	var names []string
 	for _, kv := range environ {
@@ -376,8 +375,8 @@ func ignoredEnv(name string) bool {
 	return strings.HasPrefix(name, envPrefix+"TEST_") || name == envPrefix+"REQUIRE_DB"
 }
 
-// flags applies the flags of RegisterFlags that the command line set.
-func (l *loader) flags(fs *flag.FlagSet) {
+// applyFlags applies the flags of RegisterFlags that the command line set.
+func (l *loader) applyFlags(fs *flag.FlagSet) {
 	fs.Visit(func(f *flag.Flag) {
 		if v, ok := f.Value.(keyFlag); ok {
 			k, raw := v.entry()

@@ -26,7 +26,7 @@ const ConnectTimeout = 10 * time.Second
 var ErrGraceExceeded = errors.New("shutdown grace period exceeded; the running batch is left to PostgreSQL to roll back")
 
 // OpenPool connects to the configured database and checks it answers. Errors
-// name the host, never the password.
+// name the database as config.DisplayDSN renders it, never the password.
 func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)
 	if err != nil {
@@ -47,13 +47,9 @@ func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connecting to database at %s: %w", hostOf(pcfg), err)
+		return nil, fmt.Errorf("connecting to database %s: %w", config.DisplayDSN(cfg.Database.URL), err)
 	}
 	return pool, nil
-}
-
-func hostOf(c *pgxpool.Config) string {
-	return fmt.Sprintf("%s:%d/%s", c.ConnConfig.Host, c.ConnConfig.Port, c.ConnConfig.Database)
 }
 
 // EnsureSchema checks the schema is the version this build expects. With

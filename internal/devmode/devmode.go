@@ -5,6 +5,7 @@
 package devmode
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,7 +95,7 @@ func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 		seededTotal, len(live))
 	say("sweeper dev: sweeping %s with heartbeat_timeout %s; metrics on http://%s/metrics. Ctrl-C to stop and clean up.",
 		Schedule, HeartbeatTimeout, cfg.HTTP.Listen)
-	say("sweeper dev: psql %s", dbURL)
+	say("sweeper dev: the demo database is %s; %s", config.DisplayDSN(dbURL), psqlCommand(dbURL))
 
 	var wg sync.WaitGroup
 	wctx, stopWorkers := context.WithCancel(ctx)
@@ -114,6 +116,17 @@ func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 	stopWorkers()
 	wg.Wait()
 	return err
+}
+
+// psqlCommand returns the psql command line that connects to the database
+// at dbURL, without its password, which psql asks for if the server wants
+// one (a server named by SWEEPER_TEST_DATABASE_URL may).
+func psqlCommand(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return "psql (the URL does not parse)"
+	}
+	return fmt.Sprintf("psql -h %s -p %s -U %s %s", u.Hostname(), cmp.Or(u.Port(), "5432"), u.User.Username(), strings.TrimPrefix(u.Path, "/"))
 }
 
 // createDatabase makes a database of its own on the server and returns its
