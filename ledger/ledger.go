@@ -385,6 +385,9 @@ type ListFilter struct {
 	Limit int
 	// Cursor continues a previous page (Page.Next); "" starts at the newest.
 	Cursor string
+	// InFlight keeps only non-terminal rows; it needs CallerID (it reads
+	// the in-flight rows of one caller, idx_delegations_inflight_caller).
+	InFlight bool
 }
 
 // Page sizes for List.
@@ -427,6 +430,13 @@ func (l *Ledger) List(ctx context.Context, f ListFilter) (Page, error) {
 
 	var rows pgx.Rows
 	switch {
+	case f.InFlight && f.Status.Terminal():
+		return Page{}, nil
+	case f.InFlight && f.CallerID != "":
+		rows, err = l.db.Query(ctx, listInFlightByCallerSQL, f.CallerID, f.Status, afterAt, afterID, limit+1, f.CalleeID)
+	case f.InFlight:
+		return Page{}, fmt.Errorf("listing delegations: %w",
+			&FieldError{Field: "in_flight", Reason: "needs a caller_id"})
 	case f.CallerID != "":
 		rows, err = l.db.Query(ctx, listByCallerSQL, f.CallerID, f.Status, afterAt, afterID, limit+1, f.CalleeID)
 	case f.CalleeID != "":
@@ -489,6 +499,10 @@ type Event struct {
 	Actor        string          `db:"actor" json:"actor"`
 	At           time.Time       `db:"at" json:"at"`
 	Detail       json.RawMessage `db:"detail" json:"detail,omitempty"`
+	// CallerID and CalleeID are the delegation's, copied into the event by
+	// the audit trigger (schema version 2) so the feed can filter on them.
+	CallerID string `db:"caller_id" json:"caller_id"`
+	CalleeID string `db:"callee_id" json:"callee_id"`
 }
 
 // Events returns the audit log of one delegation, oldest first.

@@ -23,5 +23,6 @@ DROP INDEX IF EXISTS idx_delegations_inflight_caller;
 DROP INDEX IF EXISTS idx_delegation_events_to_status;
 DROP INDEX IF EXISTS idx_delegation_events_callee;
 DROP INDEX IF EXISTS idx_delegation_events_caller;
-ALTER TABLE delegation_events DROP COLUMN IF EXISTS callee_id, DROP COLUMN IF EXISTS caller_id;
+DROP INDEX IF EXISTS idx_delegation_events_feed;
+ALTER TABLE delegation_events DROP COLUMN IF EXISTS tx_id, DROP COLUMN IF EXISTS callee_id, DROP COLUMN IF EXISTS caller_id;
 DROP TABLE IF EXISTS api_tokens;

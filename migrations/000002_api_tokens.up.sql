@@ -3,6 +3,11 @@
 --   * delegation_events gains caller_id and callee_id (copied by the audit
 --     trigger), so the durable feed filtered by caller or callee is an index
 --     range on (caller_id, id) or (callee_id, id), not a join over history.
+--   * delegation_events gains tx_id, the writing transaction's id: ids are
+--     drawn before commit, so a transaction that commits late can add an id
+--     below one a consumer has already read. The feed reads in (tx_id, id)
+--     order and only transactions older than every running one
+--     (pg_snapshot_xmin), which never gain another event: nothing is missed.
 --   * one notification per statement that appends events, on channel
 --     sweeper_events: the feed's long poll wakes on it.
 --   * a partial index of in-flight rows by caller, for the summary and the
@@ -30,7 +35,8 @@ CREATE TABLE api_tokens (
 
 ALTER TABLE delegation_events
     ADD COLUMN caller_id text,
-    ADD COLUMN callee_id text;
+    ADD COLUMN callee_id text,
+    ADD COLUMN tx_id xid8 NOT NULL DEFAULT pg_current_xact_id();
 
 -- Backfill the events written before this version. The audit log is
 -- append-only; this is its one sanctioned rewrite, inside the migration's
@@ -44,9 +50,10 @@ ALTER TABLE delegation_events ENABLE TRIGGER delegation_events_append_only;
 
 -- The feed: events after a cursor, in id order, optionally for one caller,
 -- one callee or one target status.
-CREATE INDEX idx_delegation_events_caller ON delegation_events (caller_id, id);
-CREATE INDEX idx_delegation_events_callee ON delegation_events (callee_id, id);
-CREATE INDEX idx_delegation_events_to_status ON delegation_events (to_status, id);
+CREATE INDEX idx_delegation_events_feed ON delegation_events (tx_id, id);
+CREATE INDEX idx_delegation_events_caller ON delegation_events (caller_id, tx_id, id);
+CREATE INDEX idx_delegation_events_callee ON delegation_events (callee_id, tx_id, id);
+CREATE INDEX idx_delegation_events_to_status ON delegation_events (to_status, tx_id, id);
 
 -- In-flight rows by caller, newest first: the summary and the in-flight list.
 CREATE INDEX idx_delegations_inflight_caller
