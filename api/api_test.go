@@ -383,7 +383,9 @@ func TestFeedLongPollAndResume(t *testing.T) {
 
 	got := make(chan resp, 1)
 	waiting := armLongPoll(e)
-	go func() { got <- e.do("reader", "GET", fmt.Sprintf("/v1/events?to_status=stuck&after=%d&wait=30s", fr.NextAfter), nil) }()
+	go func() {
+		got <- e.do("reader", "GET", fmt.Sprintf("/v1/events?to_status=stuck&after=%d&wait=30s", fr.NextAfter), nil)
+	}()
 	waiting()
 	swept := sweepOnce(t, e.db.Pool)
 	select {
