@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 )
@@ -67,6 +68,30 @@ func decodeBody(body []byte, v any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errInvalidJSON("", "the body has data after the JSON object")
+	}
+	return exactKeys(body, v)
+}
+
+// exactKeys refuses keys that encoding/json matched to a field only
+// case-insensitively ("Delegation_ID"): the documented names are exact.
+func exactKeys(body []byte, v any) error {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(body, &keys); err != nil {
+		return errInvalidJSON("", "the body must be a JSON object")
+	}
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	known := map[string]bool{}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		known[name] = true
+	}
+	for k := range keys {
+		if !known[k] {
+			return errInvalidJSON(k, fmt.Sprintf("unknown field %q", k))
+		}
 	}
 	return nil
 }
