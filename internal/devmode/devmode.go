@@ -21,8 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
-	"github.com/tasksweeper/sweeper/internal/config"
 	"github.com/tasksweeper/sweeper/internal/auth"
+	"github.com/tasksweeper/sweeper/internal/config"
 	"github.com/tasksweeper/sweeper/internal/daemon"
 	"github.com/tasksweeper/sweeper/internal/pgserver"
 	"github.com/tasksweeper/sweeper/ledger"
