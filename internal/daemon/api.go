@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -73,7 +74,7 @@ func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg pr
 			MaxHeaderBytes:    c.MaxHeaderBytes,
 			// net/http's own messages (TLS handshakes, bad requests) never
 			// carry headers; keep them out of info logs.
-			ErrorLog: zap.NewStdLog(log.Named("api_http").WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+			ErrorLog: newDebugStdLog(log.Named("api_http")),
 		},
 	}
 	go func() {
@@ -90,6 +91,15 @@ func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg pr
 	log.Info("serving the ledger API", zap.String("api_address", ln.Addr().String()), zap.Bool("tls", tlsCfg != nil),
 		zap.Bool("client_certificates", tlsCfg != nil && tlsCfg.ClientCAs != nil))
 	return s, nil
+}
+
+// newDebugStdLog is a *log.Logger for net/http that writes at debug level.
+func newDebugStdLog(l *zap.Logger) *stdlog.Logger {
+	sl, err := zap.NewStdLogAt(l, zap.DebugLevel)
+	if err != nil {
+		return zap.NewStdLog(l)
+	}
+	return sl
 }
 
 // apiTLS builds the TLS configuration of the API, or nil without TLS.
