@@ -78,6 +78,9 @@ type NewDelegation struct {
 	// DefaultTimeout: past it, the sweep marks the delegation stuck.
 	Deadline time.Time
 	Timeout  time.Duration
+	// Actor is recorded as the actor of the insert's audit event; the
+	// database role when empty (Change.Actor for status changes).
+	Actor string
 }
 
 // InsertOutcome says what Insert did.
@@ -129,6 +132,9 @@ func (n *NewDelegation) validate() error {
 	if err := checkText("task_preview", n.TaskPreview, false); err != nil {
 		return err
 	}
+	if err := checkText("actor", n.Actor, false); err != nil {
+		return err
+	}
 	if n.Status != "" && (!n.Status.Valid() || n.Status.Terminal()) {
 		return &FieldError{Field: "status", Reason: fmt.Sprintf("must be queued, dispatched or in_progress, got %q", n.Status)}
 	}
@@ -167,9 +173,8 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	// A conflicting insert inserts nothing; look up which row it met. If that
 	// row is gone by then (its writer rolled back), try again.
 	for range 3 {
-		var id string
-		err := l.db.QueryRow(ctx, insertSQL, n.DelegationID, n.CallerID, n.CalleeID, preview,
-			status, n.IdempotencyKey, deadline, timeout.Seconds()).Scan(&id)
+		id, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
+			status, n.IdempotencyKey, deadline, timeout.Seconds())
 		if err == nil {
 			return InsertResult{DelegationID: id, Outcome: Inserted}, nil
 		}
@@ -200,6 +205,28 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	}
 	return InsertResult{}, fmt.Errorf("inserting delegation %q: %w",
 		n.DelegationID, &ConflictError{DelegationID: n.DelegationID, Reason: "conflicting row kept appearing and disappearing"})
+}
+
+// insertRow runs insertSQL; with an actor, in one round trip after naming
+// the writer for the audit trigger (the same implicit transaction).
+func (l *Ledger) insertRow(ctx context.Context, actor string, args ...any) (string, error) {
+	var id string
+	if actor == "" {
+		err := l.db.QueryRow(ctx, insertSQL, args...).Scan(&id)
+		return id, err
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(setWriterSQL, actor, "", "")
+	batch.Queue(insertSQL, args...)
+	br := l.db.SendBatch(ctx, batch)
+	_, err := br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&id)
+	}
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
+	return id, err
 }
 
 // Change describes a status change beyond the new status: who made it and
@@ -385,6 +412,9 @@ type ListFilter struct {
 	Limit int
 	// Cursor continues a previous page (Page.Next); "" starts at the newest.
 	Cursor string
+	// InFlight keeps only non-terminal rows; it needs CallerID (it reads
+	// the in-flight rows of one caller, idx_delegations_inflight_caller).
+	InFlight bool
 }
 
 // Page sizes for List.
@@ -427,6 +457,13 @@ func (l *Ledger) List(ctx context.Context, f ListFilter) (Page, error) {
 
 	var rows pgx.Rows
 	switch {
+	case f.InFlight && f.Status.Terminal():
+		return Page{}, nil
+	case f.InFlight && f.CallerID != "":
+		rows, err = l.db.Query(ctx, listInFlightByCallerSQL, f.CallerID, f.Status, afterAt, afterID, limit+1, f.CalleeID)
+	case f.InFlight:
+		return Page{}, fmt.Errorf("listing delegations: %w",
+			&FieldError{Field: "in_flight", Reason: "needs a caller_id"})
 	case f.CallerID != "":
 		rows, err = l.db.Query(ctx, listByCallerSQL, f.CallerID, f.Status, afterAt, afterID, limit+1, f.CalleeID)
 	case f.CalleeID != "":
@@ -489,6 +526,10 @@ type Event struct {
 	Actor        string          `db:"actor" json:"actor"`
 	At           time.Time       `db:"at" json:"at"`
 	Detail       json.RawMessage `db:"detail" json:"detail,omitempty"`
+	// CallerID and CalleeID are the delegation's, copied into the event by
+	// the audit trigger (schema version 2) so the feed can filter on them.
+	CallerID string `db:"caller_id" json:"caller_id"`
+	CalleeID string `db:"callee_id" json:"callee_id"`
 }
 
 // Events returns the audit log of one delegation, oldest first.

@@ -101,9 +101,13 @@ WHERE status = $1
 ORDER BY created_at DESC, delegation_id DESC
 LIMIT $4`
 
+const eventColumns = `
+    id, delegation_id, COALESCE(from_status, '') AS from_status, to_status,
+    COALESCE(reason, '') AS reason, actor, at, detail,
+    COALESCE(caller_id, '') AS caller_id, COALESCE(callee_id, '') AS callee_id`
+
 const listEventsSQL = `
-SELECT id, delegation_id, COALESCE(from_status, '') AS from_status, to_status,
-       COALESCE(reason, '') AS reason, actor, at, detail
+SELECT ` + eventColumns + `
 FROM delegation_events
 WHERE delegation_id = $1
 ORDER BY id`

@@ -50,6 +50,8 @@ Usage:
   sweeper status [flags]              counts by status, oldest heartbeat, rows eligible now
   sweeper config validate [flags]     load and check the configuration, print it (no password)
   sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
+  sweeper token create --name N --role R [--principal ID] | token list | token revoke N
+                                      API bearer tokens (shown once, stored hashed)
 
 Flags:
 `
@@ -76,6 +78,7 @@ type invocation struct {
 	stdout, stderr io.Writer
 	environ        []string
 	opts           options
+	token          tokenFlags
 	flags          *flag.FlagSet
 }
 
@@ -91,6 +94,7 @@ func Main(args []string, stdout, stderr io.Writer, environ []string) int {
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) int {
 	inv := &invocation{stdout: stdout, stderr: stderr, environ: environ}
 	fs := newFlagSet(&inv.opts)
+	inv.token.register(fs)
 	inv.flags = fs
 
 	positional, err := parseInterleaved(fs, args)

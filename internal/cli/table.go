@@ -19,6 +19,9 @@ const (
 	flagFailOnStuck = "fail-on-stuck"
 	flagOutput      = "output"
 	flagVersion     = "version"
+	flagName        = "name"
+	flagRole        = "role"
+	flagPrincipal   = "principal"
 )
 
 // allKeys, as command.keys, accepts the flag of every configuration key.
@@ -77,6 +80,12 @@ var (
 		keys:    allKeys,
 		run:     (*invocation).runConfigValidate,
 	}
+	cmdToken = &command{
+		name:    "sweeper token",
+		options: []string{flagConfig, flagOutput, flagName, flagRole, flagPrincipal},
+		keys:    []string{"database.url", "database.max_conns", "log.level", "log.format"},
+		run:     (*invocation).runToken,
+	}
 	cmdDev = &command{
 		name: "sweeper dev",
 		run:  noArgs("dev", (*invocation).runDev),
@@ -93,7 +102,7 @@ var (
 			return nil
 		}),
 	}
-	commands = []*command{cmdDaemon, cmdOnce, cmdMigrate, cmdStatus, cmdConfigValidate, cmdDev, cmdHelp, cmdVersion}
+	commands = []*command{cmdDaemon, cmdOnce, cmdMigrate, cmdStatus, cmdConfigValidate, cmdToken, cmdDev, cmdHelp, cmdVersion}
 )
 
 func init() {
@@ -135,6 +144,8 @@ func selectCommand(opts options, positional []string) (*command, []string, error
 			return nil, nil, usagef("usage: sweeper config validate")
 		}
 		return cmdConfigValidate, nil, nil
+	case "token":
+		return cmdToken, rest, nil
 	case "dev":
 		return cmdDev, rest, nil
 	case "help":

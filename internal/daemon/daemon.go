@@ -147,6 +147,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		services.Add("http server", srv)
 	}
+	if cfg.API.Listen != "" {
+		services.Add("api server", &apiService{cfg: cfg, pool: pool, reg: metrics.Registry, log: log})
+	}
 	services.Add("sweeper", sweeper)
 	if err := services.Start(ctx); err != nil {
 		pool.Close()
