@@ -1,0 +1,235 @@
+-- sweeper schema, version 3: retention. A terminal delegation records when it
+-- became terminal (finished_at, set by the database for every writer); the
+-- pruner deletes terminal delegations older than their status's retention,
+-- and their events go with them; nothing else can be deleted. See
+-- docs/design.md, "Retention".
+
+ALTER TABLE delegations ADD COLUMN finished_at timestamptz;
+
+-- Existing terminal rows: a terminal row is frozen, so its updated_at is the
+-- moment it became terminal (or later, after a repair with the guard
+-- disabled: a later clock only keeps the row longer). The guard and the
+-- bookkeeping trigger are off for this one statement, inside the migration's
+-- transaction: the first refuses any change of a terminal row, the second
+-- would move updated_at to now().
+ALTER TABLE delegations DISABLE TRIGGER delegations_guard;
+ALTER TABLE delegations DISABLE TRIGGER delegations_touch;
+UPDATE delegations SET finished_at = updated_at
+WHERE status IN ('completed', 'failed', 'stuck');
+ALTER TABLE delegations ENABLE TRIGGER delegations_guard;
+ALTER TABLE delegations ENABLE TRIGGER delegations_touch;
+
+-- Only a terminal row has a finished_at. (The trigger below gives every
+-- terminal row one; a bulk load with triggers off, session_replication_role
+-- = replica, leaves it NULL, and such a row is never pruned: the safe way to
+-- be wrong.)
+ALTER TABLE delegations ADD CONSTRAINT delegations_finished_at_check CHECK (
+    finished_at IS NULL OR status IN ('completed', 'failed', 'stuck'));
+
+-- The pruner's index: terminal rows only, by status and age. finished_at is
+-- NULL while a row is in flight and set once, when it becomes terminal (an
+-- update that changes status, so not HOT anyway): no heartbeat ever changes
+-- an indexed column because of this index. Never index updated_at or
+-- last_heartbeat: every heartbeat would then write new index entries.
+CREATE INDEX idx_delegations_finished
+    ON delegations (status, finished_at)
+    WHERE finished_at IS NOT NULL;
+
+-- Bookkeeping, version 3: as version 1 (updated_at, entering in_progress is
+-- a heartbeat), plus finished_at: now() when the row enters a terminal state,
+-- kept once set (a repair of a terminal row, guard disabled, does not move
+-- it), NULL while the row is not terminal. A writer cannot choose it.
+CREATE OR REPLACE FUNCTION sweeper_delegations_touch() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+    END IF;
+    IF NEW.status = 'in_progress' AND (
+        NEW.last_heartbeat IS NULL
+        OR (TG_OP = 'UPDATE' AND OLD.status <> 'in_progress'
+            AND NEW.last_heartbeat IS NOT DISTINCT FROM OLD.last_heartbeat)) THEN
+        NEW.last_heartbeat := now();
+    END IF;
+    IF sweeper_status_rank(NEW.status) IS DISTINCT FROM 3 THEN
+        NEW.finished_at := NULL;
+    ELSIF TG_OP = 'UPDATE' AND sweeper_status_rank(OLD.status) = 3 THEN
+        NEW.finished_at := COALESCE(OLD.finished_at, now());
+    ELSE
+        NEW.finished_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- The WHEN clauses still call the function only when it changes the row. A
+-- heartbeat (status unchanged, not terminal, finished_at NULL) adds no call.
+-- A move to a terminal state calls it unless the writer set finished_at =
+-- now() itself, as it sets updated_at = now() (the function then changes
+-- nothing the writer did not already set).
+DROP TRIGGER delegations_touch ON delegations;
+CREATE TRIGGER delegations_touch
+    BEFORE UPDATE ON delegations
+    FOR EACH ROW
+    WHEN (NEW.updated_at IS DISTINCT FROM now()
+          OR (NEW.status = 'in_progress'
+              AND (NEW.last_heartbeat IS NULL
+                   OR (OLD.status <> 'in_progress'
+                       AND NEW.last_heartbeat IS NOT DISTINCT FROM OLD.last_heartbeat)))
+          OR (sweeper_status_rank(NEW.status) = 3 AND NEW.finished_at IS DISTINCT FROM now())
+          OR (sweeper_status_rank(NEW.status) < 3 AND NEW.finished_at IS NOT NULL))
+    EXECUTE FUNCTION sweeper_delegations_touch();
+
+DROP TRIGGER delegations_touch_insert ON delegations;
+CREATE TRIGGER delegations_touch_insert
+    BEFORE INSERT ON delegations
+    FOR EACH ROW
+    WHEN ((NEW.status = 'in_progress' AND NEW.last_heartbeat IS NULL)
+          OR (sweeper_status_rank(NEW.status) = 3 AND NEW.finished_at IS DISTINCT FROM now())
+          OR (sweeper_status_rank(NEW.status) < 3 AND NEW.finished_at IS NOT NULL))
+    EXECUTE FUNCTION sweeper_delegations_touch();
+
+-- Only a terminal delegation can be deleted, by anyone. The WHEN clause is
+-- the rule; the function only raises.
+CREATE FUNCTION sweeper_delegations_delete_guard() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION 'delegation %: status % is not terminal, the row cannot be deleted',
+        OLD.delegation_id, OLD.status
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'delegations_delete_terminal_only',
+              TABLE = 'delegations';
+END
+$$;
+
+CREATE TRIGGER delegations_delete_guard
+    BEFORE DELETE ON delegations
+    FOR EACH ROW
+    WHEN (sweeper_status_rank(OLD.status) IS DISTINCT FROM 3)
+    EXECUTE FUNCTION sweeper_delegations_delete_guard();
+
+-- TRUNCATE skips row triggers, so it would delete live rows: refused on both
+-- tables (an owner who must empty them drops the schema: migrate down).
+CREATE FUNCTION sweeper_refuse_truncate() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION '% cannot be truncated: delete terminal delegations instead (sweeper prune)', TG_TABLE_NAME
+        USING ERRCODE = 'check_violation', CONSTRAINT = TG_TABLE_NAME || '_no_truncate',
+              TABLE = TG_TABLE_NAME;
+END
+$$;
+
+CREATE TRIGGER delegations_no_truncate
+    BEFORE TRUNCATE ON delegations
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION sweeper_refuse_truncate();
+
+CREATE TRIGGER delegation_events_no_truncate
+    BEFORE TRUNCATE ON delegation_events
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION sweeper_refuse_truncate();
+
+-- The sanctioned path for events: a delegation's events leave with it. After
+-- any DELETE of delegations (only terminal rows get that far), this trigger
+-- deletes the events of the rows deleted, in the same statement, so the
+-- same transaction. It is the only DELETE of delegation_events the
+-- append-only trigger lets through: one issued from inside a trigger
+-- (pg_trigger_depth() > 1), which only the table owner can create.
+CREATE FUNCTION sweeper_delegations_delete_events() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    DELETE FROM delegation_events AS e
+    USING deleted AS d
+    WHERE e.delegation_id = d.delegation_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER delegations_delete_events
+    AFTER DELETE ON delegations
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION sweeper_delegations_delete_events();
+
+-- The audit log stays append-only: every UPDATE, and every DELETE but the
+-- one above, is refused. A statement trigger (one call per statement, not
+-- per row), so the events of a pruned batch cost no PL/pgSQL call each.
+CREATE OR REPLACE FUNCTION sweeper_delegation_events_append_only() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND pg_trigger_depth() > 1 THEN
+        RETURN NULL; -- the events of deleted delegations (sweeper_delegations_delete_events)
+    END IF;
+    RAISE EXCEPTION 'delegation_events is append-only (refused %); events are deleted only with their delegation', TG_OP
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'delegation_events_append_only',
+              TABLE = 'delegation_events';
+END
+$$;
+
+DROP TRIGGER delegation_events_append_only ON delegation_events;
+CREATE TRIGGER delegation_events_append_only
+    BEFORE UPDATE OR DELETE ON delegation_events
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION sweeper_delegation_events_append_only();
+
+-- The pruner's delete: at most the delegations named in ids that are
+-- terminal and older than their status's retention (NULL keeps a status
+-- forever; a retention under one hour is refused), with their events.
+-- SECURITY DEFINER, owned by the schema owner: the daemon role gets EXECUTE
+-- on it and no DELETE on either table, so what it can delete is exactly what
+-- this function deletes. search_path is pinned, as a SECURITY DEFINER
+-- function must. Returns one row per status deleted, with the events.
+CREATE FUNCTION sweeper_prune(ids text[], completed interval, failed interval, stuck interval)
+    RETURNS TABLE (status text, delegations bigint, events bigint)
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    IF completed < interval '1 hour' OR failed < interval '1 hour' OR stuck < interval '1 hour' THEN
+        RAISE EXCEPTION 'sweeper_prune: a retention must be at least 1 hour or NULL (keep forever), got completed %, failed %, stuck %',
+            completed, failed, stuck
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    WITH gone AS (
+        DELETE FROM delegations AS d
+        WHERE d.delegation_id = ANY(ids)
+          AND d.finished_at IS NOT NULL
+          AND ((d.status = 'completed' AND d.finished_at < now() - completed)
+            OR (d.status = 'failed' AND d.finished_at < now() - failed)
+            OR (d.status = 'stuck' AND d.finished_at < now() - stuck))
+        RETURNING d.delegation_id, d.status
+    ), counted AS (
+        SELECT g.status, count(*) AS delegations,
+               sum((SELECT count(*) FROM delegation_events AS e
+                    WHERE e.delegation_id = g.delegation_id)) AS events
+        FROM gone AS g
+        GROUP BY g.status
+    )
+    SELECT c.status, c.delegations, c.events::bigint FROM counted AS c;
+END
+$$;
+
+REVOKE ALL ON FUNCTION sweeper_prune(text[], interval, interval, interval) FROM PUBLIC;
+
+-- Autovacuum for the heartbeat churn (docs/design.md, "Autovacuum"). Each
+-- heartbeat leaves a dead row version, in the few pages of in-flight rows;
+-- pruning leaves dead rows in old pages. The default trigger (20% of the
+-- table dead) waits, on a table of years of history, for millions of dead
+-- versions while the in-flight pages fill. Vacuum reads only pages that are
+-- not all-visible (the in-flight and pruned ones), so vacuuming often costs
+-- little. The log gets inserts and batched deletes: vacuum after 2% of it
+-- is inserted keeps its visibility map current for index-only scans.
+ALTER TABLE delegations SET (
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_threshold = 10000,
+    autovacuum_analyze_scale_factor = 0.02);
+ALTER TABLE delegation_events SET (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_insert_scale_factor = 0.02,
+    autovacuum_analyze_scale_factor = 0.02);
