@@ -78,9 +78,11 @@ func TestDefault(t *testing.T) {
 			NotifyChannel:    "delegation_stuck",
 			DryRun:           false,
 		},
-		Migrate:       MigrateConfig{Auto: false},
-		HTTP:          HTTPConfig{Listen: ":9090"},
-		Log:           LogConfig{Level: "info", Format: "json"},
+		Migrate: MigrateConfig{Auto: false},
+		HTTP:    HTTPConfig{Listen: ":9090"},
+		Log:     LogConfig{Level: "info", Format: "json"},
+		Retention: RetentionConfig{Completed: 30 * 24 * time.Hour, Failed: 90 * 24 * time.Hour,
+			Stuck: 90 * 24 * time.Hour, Schedule: "@every 1h", BatchSize: 1000},
 		ShutdownGrace: 30 * time.Second,
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
@@ -225,15 +227,19 @@ shutdown_grace: 1m
 				"--sweep-max-batches-per-run=4", "--sweep-notify-channel=x1", "--sweep-dry-run=true",
 				"--migrate-auto=1", "--http-listen=[::1]:0", "--log-level=warn", "--log-format=console",
 				"--shutdown-grace=1h30m",
+				"--retention-completed=1d", "--retention-failed=36h", "--retention-stuck=0",
+				"--retention-schedule=@daily", "--retention-batch-size=5", "--retention-archive-dir=/a",
 			},
 			want: func(c *Config) {
 				*c = Config{
 					Database: DatabaseConfig{URL: "postgres://flag@flaghost/db", MaxConns: 9},
 					Sweep: SweepConfig{Schedule: "@hourly", HeartbeatTimeout: 2 * time.Minute, BatchSize: 3,
 						MaxBatchesPerRun: 4, NotifyChannel: "x1", DryRun: true},
-					Migrate:       MigrateConfig{Auto: true},
-					HTTP:          HTTPConfig{Listen: "[::1]:0"},
-					Log:           LogConfig{Level: "warn", Format: "console"},
+					Migrate: MigrateConfig{Auto: true},
+					HTTP:    HTTPConfig{Listen: "[::1]:0"},
+					Log:     LogConfig{Level: "warn", Format: "console"},
+					Retention: RetentionConfig{Completed: 24 * time.Hour, Failed: 36 * time.Hour,
+						Schedule: "@daily", BatchSize: 5, ArchiveDir: "/a"},
 					ShutdownGrace: 90 * time.Minute,
 				}
 			},
@@ -463,7 +469,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "tab indentation", file: "sweep:\n\tbatch_size: 5\n",
 			want: []string{"is not valid YAML"}},
 		{name: "not a mapping", file: "- sweep\n- log\n",
-			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, log:, shutdown_grace:)"}},
+			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, log:, retention:, shutdown_grace:)"}},
 		{name: "two documents", file: "sweep:\n  batch_size: 5\n---\nlog:\n  level: info\n",
 			want: []string{"second YAML document", ":3)"}},
 		{name: "unknown env var", env: []string{"SWEEPER_SWEEP_BATCHSIZE=5"},
@@ -662,7 +668,8 @@ func TestRedactedAndPrinting(t *testing.T) {
 	wantString := `database.url="postgres://sweeper:xxxxx@db:5432/sweeper?sslmode=disable" database.max_conns=4 ` +
 		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
 		`sweep.notify_channel="delegation_stuck" sweep.dry_run=false migrate.auto=false http.listen=":9090" ` +
-		`log.level="info" log.format="json" shutdown_grace=30s`
+		`log.level="info" log.format="json" retention.completed=30d retention.failed=90d retention.stuck=90d ` +
+		`retention.schedule="@every 1h" retention.batch_size=1000 retention.archive_dir="" shutdown_grace=30s`
 	if got := c.String(); got != wantString {
 		t.Fatalf("String() =\n%s\nwant\n%s", got, wantString)
 	}
@@ -706,8 +713,8 @@ func TestRedactedAndPrinting(t *testing.T) {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 13 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design", len(ks))
+	if len(ks) != 19 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design and 6 of retention", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
 		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
@@ -723,6 +730,12 @@ func TestKeys(t *testing.T) {
 		"log.level":                 {"SWEEPER_LOG_LEVEL", "log-level"},
 		"log.format":                {"SWEEPER_LOG_FORMAT", "log-format"},
 		"shutdown_grace":            {"SWEEPER_SHUTDOWN_GRACE", "shutdown-grace"},
+		"retention.completed":       {"SWEEPER_RETENTION_COMPLETED", "retention-completed"},
+		"retention.failed":          {"SWEEPER_RETENTION_FAILED", "retention-failed"},
+		"retention.stuck":           {"SWEEPER_RETENTION_STUCK", "retention-stuck"},
+		"retention.schedule":        {"SWEEPER_RETENTION_SCHEDULE", "retention-schedule"},
+		"retention.batch_size":      {"SWEEPER_RETENTION_BATCH_SIZE", "retention-batch-size"},
+		"retention.archive_dir":     {"SWEEPER_RETENTION_ARCHIVE_DIR", "retention-archive-dir"},
 	}
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	RegisterFlags(fs)
