@@ -50,6 +50,8 @@ Usage:
   sweeper migrate up|down|version|force N [flags]
   sweeper status [flags]              counts by status, oldest heartbeat, rows eligible now
   sweeper config validate [flags]     load and check the configuration, print it (password masked)
+  sweeper prune [--dry-run] [flags]   delete terminal delegations past their retention, with their events
+  sweeper archive verify DIR          check the archive files written by prune (retention.archive_dir)
   sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
 
 Flags:
@@ -147,6 +149,10 @@ func (e *env) dispatch(ctx context.Context, positional []string) error {
 			return usagef("usage: sweeper config validate")
 		}
 		return e.runConfigValidate()
+	case "prune":
+		return e.noArgs(cmd, rest, func() error { return e.runPrune(ctx) })
+	case "archive":
+		return e.runArchive(rest)
 	case "dev":
 		return e.noArgs(cmd, rest, func() error { return e.runDev(ctx) })
 	case "help":

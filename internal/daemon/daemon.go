@@ -153,6 +153,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := sweeper.Start(ctx); err != nil {
 		return err
 	}
+	stopRetention, err := startRetention(ctx, pool, cfg, metrics, log)
+	if err != nil {
+		sweeper.Stop()
+		return err
+	}
 	log.Info("sweeper started",
 		zap.String("schedule", scfg.Schedule),
 		zap.Duration("heartbeat_timeout", scfg.HeartbeatTimeout),
@@ -174,6 +179,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	stopped := make(chan struct{})
 	go func() {
 		sweeper.Stop()
+		stopRetention()
 		close(stopped)
 	}()
 	select {
