@@ -25,7 +25,6 @@ DROP FUNCTION IF EXISTS sweeper_refuse_truncate();
 DROP TRIGGER IF EXISTS delegations_delete_guard ON delegations;
 DROP FUNCTION IF EXISTS sweeper_delegations_delete_guard();
 
-DROP TRIGGER IF EXISTS delegations_touch ON delegations;
 DROP TRIGGER IF EXISTS delegations_touch_insert ON delegations;
 CREATE OR REPLACE FUNCTION sweeper_delegations_touch() RETURNS trigger
     LANGUAGE plpgsql
@@ -43,15 +42,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER delegations_touch
-    BEFORE UPDATE ON delegations
-    FOR EACH ROW
-    WHEN (NEW.updated_at IS DISTINCT FROM now()
-          OR (NEW.status = 'in_progress'
-              AND (NEW.last_heartbeat IS NULL
-                   OR (OLD.status <> 'in_progress'
-                       AND NEW.last_heartbeat IS NOT DISTINCT FROM OLD.last_heartbeat))))
-    EXECUTE FUNCTION sweeper_delegations_touch();
 CREATE TRIGGER delegations_touch_insert
     BEFORE INSERT ON delegations
     FOR EACH ROW
@@ -59,7 +49,6 @@ CREATE TRIGGER delegations_touch_insert
     EXECUTE FUNCTION sweeper_delegations_touch();
 
 DROP INDEX IF EXISTS idx_delegations_finished;
-ALTER TABLE delegations DROP CONSTRAINT IF EXISTS delegations_finished_at_check;
 ALTER TABLE delegations DROP COLUMN IF EXISTS finished_at;
 
 ALTER TABLE delegations RESET (

@@ -4,27 +4,18 @@
 -- and their events go with them; nothing else can be deleted. See
 -- docs/design.md, "Retention".
 
-ALTER TABLE delegations ADD COLUMN finished_at timestamptz;
-
--- Existing terminal rows: a terminal row is frozen, so its updated_at is the
--- moment it became terminal (or later, after a repair with the guard
--- disabled: a later clock only keeps the row longer). The guard and the
--- bookkeeping trigger are off for this one statement, inside the migration's
--- transaction: the first refuses any change of a terminal row, the second
--- would move updated_at to now().
-ALTER TABLE delegations DISABLE TRIGGER delegations_guard;
-ALTER TABLE delegations DISABLE TRIGGER delegations_touch;
-UPDATE delegations SET finished_at = updated_at
-WHERE status IN ('completed', 'failed', 'stuck');
-ALTER TABLE delegations ENABLE TRIGGER delegations_guard;
-ALTER TABLE delegations ENABLE TRIGGER delegations_touch;
-
--- Only a terminal row has a finished_at. (The trigger below gives every
--- terminal row one; a bulk load with triggers off, session_replication_role
--- = replica, leaves it NULL, and such a row is never pruned: the safe way to
--- be wrong.)
-ALTER TABLE delegations ADD CONSTRAINT delegations_finished_at_check CHECK (
-    finished_at IS NULL OR status IN ('completed', 'failed', 'stuck'));
+-- finished_at: the moment the row became terminal, NULL before. A terminal
+-- row is frozen (the guard refuses any UPDATE of it), so its updated_at,
+-- which every UPDATE sets to now() (the writer or the bookkeeping trigger),
+-- stops at the moment it became terminal: finished_at is that, computed by
+-- the database for every writer, and no writer can set it. As a generated
+-- column it costs a writer no trigger call. (A repair of a terminal row with
+-- the guard disabled moves updated_at, and so finished_at, later: the row is
+-- kept longer, the safe way to be wrong.) Adding it fills it for every
+-- existing row, in the table rewrite that ADD COLUMN ... STORED does.
+ALTER TABLE delegations ADD COLUMN finished_at timestamptz
+    GENERATED ALWAYS AS (
+        CASE WHEN status IN ('completed', 'failed', 'stuck') THEN updated_at END) STORED;
 
 -- The pruner's index: terminal rows only, by status and age. finished_at is
 -- NULL while a row is in flight and set once, when it becomes terminal (an
@@ -35,15 +26,16 @@ CREATE INDEX idx_delegations_finished
     ON delegations (status, finished_at)
     WHERE finished_at IS NOT NULL;
 
--- Bookkeeping, version 3: as version 1 (updated_at, entering in_progress is
--- a heartbeat), plus finished_at: now() when the row enters a terminal state,
--- kept once set (a repair of a terminal row, guard disabled, does not move
--- it), NULL while the row is not terminal. A writer cannot choose it.
+-- Bookkeeping, version 3: as version 1 (updated_at on every UPDATE, entering
+-- in_progress is a heartbeat), and a row inserted terminal gets updated_at =
+-- now(), so that its finished_at is the moment of the insert whatever the
+-- writer sent. (A load of historical rows that must keep their times runs
+-- with triggers off, as the owner.)
 CREATE OR REPLACE FUNCTION sweeper_delegations_touch() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
+    IF TG_OP = 'UPDATE' OR sweeper_status_rank(NEW.status) = 3 THEN
         NEW.updated_at := now();
     END IF;
     IF NEW.status = 'in_progress' AND (
@@ -52,42 +44,17 @@ BEGIN
             AND NEW.last_heartbeat IS NOT DISTINCT FROM OLD.last_heartbeat)) THEN
         NEW.last_heartbeat := now();
     END IF;
-    IF sweeper_status_rank(NEW.status) IS DISTINCT FROM 3 THEN
-        NEW.finished_at := NULL;
-    ELSIF TG_OP = 'UPDATE' AND sweeper_status_rank(OLD.status) = 3 THEN
-        NEW.finished_at := COALESCE(OLD.finished_at, now());
-    ELSE
-        NEW.finished_at := now();
-    END IF;
     RETURN NEW;
 END
 $$;
 
--- The WHEN clauses still call the function only when it changes the row. A
--- heartbeat (status unchanged, not terminal, finished_at NULL) adds no call.
--- A move to a terminal state calls it unless the writer set finished_at =
--- now() itself, as it sets updated_at = now() (the function then changes
--- nothing the writer did not already set).
-DROP TRIGGER delegations_touch ON delegations;
-CREATE TRIGGER delegations_touch
-    BEFORE UPDATE ON delegations
-    FOR EACH ROW
-    WHEN (NEW.updated_at IS DISTINCT FROM now()
-          OR (NEW.status = 'in_progress'
-              AND (NEW.last_heartbeat IS NULL
-                   OR (OLD.status <> 'in_progress'
-                       AND NEW.last_heartbeat IS NOT DISTINCT FROM OLD.last_heartbeat)))
-          OR (sweeper_status_rank(NEW.status) = 3 AND NEW.finished_at IS DISTINCT FROM now())
-          OR (sweeper_status_rank(NEW.status) < 3 AND NEW.finished_at IS NOT NULL))
-    EXECUTE FUNCTION sweeper_delegations_touch();
-
+-- A terminal insert with the default updated_at (now()) calls nothing.
 DROP TRIGGER delegations_touch_insert ON delegations;
 CREATE TRIGGER delegations_touch_insert
     BEFORE INSERT ON delegations
     FOR EACH ROW
     WHEN ((NEW.status = 'in_progress' AND NEW.last_heartbeat IS NULL)
-          OR (sweeper_status_rank(NEW.status) = 3 AND NEW.finished_at IS DISTINCT FROM now())
-          OR (sweeper_status_rank(NEW.status) < 3 AND NEW.finished_at IS NOT NULL))
+          OR (sweeper_status_rank(NEW.status) = 3 AND NEW.updated_at IS DISTINCT FROM now()))
     EXECUTE FUNCTION sweeper_delegations_touch();
 
 -- Only a terminal delegation can be deleted, by anyone. The WHEN clause is

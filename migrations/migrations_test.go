@@ -249,7 +249,7 @@ func TestSchemaShape(t *testing.T) {
 		"delegations_status_check", "delegations_delegation_id_check", "delegations_caller_id_check",
 		"delegations_callee_id_check", "delegations_idempotency_key_check", "delegations_task_preview_check",
 		"delegations_result_preview_check", "delegations_error_detail_check", "delegations_stuck_reason_check",
-		"delegations_in_progress_heartbeat_check", "delegations_finished_at_check",
+		"delegations_in_progress_heartbeat_check",
 	} {
 		if checks[name] == "" {
 			t.Errorf("CHECK %s missing", name)

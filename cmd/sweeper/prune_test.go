@@ -18,7 +18,7 @@ import (
 
 // seedRetention makes two completed delegations 40 days old, one completed
 // yesterday, one failed 100 days ago and one live; finished_at is backdated
-// with triggers off (test data: no writer can choose it).
+// through updated_at with triggers off (test data: no writer can choose it).
 func seedRetention(t *testing.T, db *testdb.DB) {
 	t.Helper()
 	ctx := context.Background()
@@ -31,9 +31,9 @@ func seedRetention(t *testing.T, db *testdb.DB) {
 		UPDATE delegations SET status = 'failed' WHERE delegation_id = 'failed';`)
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica;
-			UPDATE delegations SET finished_at = now() - interval '40 days' WHERE delegation_id IN ('old-1', 'old-2');
-			UPDATE delegations SET finished_at = now() - interval '1 day' WHERE delegation_id = 'recent';
-			UPDATE delegations SET finished_at = now() - interval '100 days' WHERE delegation_id = 'failed'`)
+			UPDATE delegations SET updated_at = now() - interval '40 days' WHERE delegation_id IN ('old-1', 'old-2');
+			UPDATE delegations SET updated_at = now() - interval '1 day' WHERE delegation_id = 'recent';
+			UPDATE delegations SET updated_at = now() - interval '100 days' WHERE delegation_id = 'failed'`)
 		return err
 	})
 	if err != nil {

@@ -279,9 +279,9 @@ func TestDaemonRolePrunes(t *testing.T) {
 		t.Fatalf("--once: %s", r)
 	}
 	// Test data: the stuck rows became stuck 100 days ago (triggers off,
-	// as the superuser; no writer can choose finished_at).
+	// as the superuser, through updated_at; no writer can choose finished_at).
 	if err := exec1(t, s.admin, `SET session_replication_role = replica;
-		UPDATE delegations SET finished_at = now() - interval '100 days' WHERE delegation_id = 'stale';
+		UPDATE delegations SET updated_at = now() - interval '100 days' WHERE delegation_id = 'stale';
 		SET session_replication_role = DEFAULT`); err != nil {
 		t.Fatal(err)
 	}
