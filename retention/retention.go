@@ -228,6 +228,9 @@ func (p *Pruner) runBatch(ctx context.Context, status string, keep time.Duration
 	var file ArchiveFile
 	err := pgx.BeginFunc(bctx, p.pool, func(tx pgx.Tx) error {
 		claimed, events, file = 0, 0, ArchiveFile{}
+		if _, err := tx.Exec(bctx, jitOffSQL); err != nil {
+			return err
+		}
 		var rows pgx.Rows
 		var err error
 		if p.cfg.ArchiveDir == "" {
