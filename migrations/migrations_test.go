@@ -189,6 +189,7 @@ func TestSchemaShape(t *testing.T) {
 		"last_heartbeat": "timestamp with time zone YES", "heartbeat_minute": "timestamp with time zone YES",
 		"deadline": "timestamp with time zone NO", "stuck_reason": "text YES",
 		"created_at": "timestamp with time zone NO", "updated_at": "timestamp with time zone NO",
+		"finished_at": "timestamp with time zone YES",
 	}
 	if len(cols) != len(wantCols) {
 		t.Errorf("delegations has %d columns, want %d: %v", len(cols), len(wantCols), cols)
@@ -217,6 +218,7 @@ func TestSchemaShape(t *testing.T) {
 		"idx_delegations_callee":                 {"(callee_id, created_at DESC, delegation_id DESC)"},
 		"idx_delegations_status":                 {"(status, created_at DESC, delegation_id DESC)"},
 		"idx_delegation_events_delegation":       {"(delegation_id, id)"},
+		"idx_delegations_finished":               {"(status, finished_at)", "WHERE (finished_at IS NOT NULL)"},
 		"delegations_pkey":                       {"UNIQUE INDEX", "(delegation_id)"},
 	}
 	for name, parts := range wantIdx {
@@ -232,9 +234,14 @@ func TestSchemaShape(t *testing.T) {
 		}
 	}
 
-	// Room on each page for the row versions of heartbeats (HOT updates).
-	if opts := q(`SELECT relname, array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'delegations'`); opts["delegations"] != "fillfactor=90" {
-		t.Errorf("delegations reloptions = %q, want fillfactor=90", opts["delegations"])
+	// Room on each page for the row versions of heartbeats (HOT updates),
+	// and autovacuum for their churn (docs/design.md, "Autovacuum").
+	opts := q(`SELECT relname, array_to_string(reloptions, ',') FROM pg_class WHERE relname IN ('delegations', 'delegation_events')`)
+	if want := "fillfactor=90,autovacuum_vacuum_scale_factor=0.01,autovacuum_vacuum_threshold=10000,autovacuum_analyze_scale_factor=0.02"; opts["delegations"] != want {
+		t.Errorf("delegations reloptions = %q, want %s", opts["delegations"], want)
+	}
+	if want := "autovacuum_vacuum_scale_factor=0.02,autovacuum_vacuum_insert_scale_factor=0.02,autovacuum_analyze_scale_factor=0.02"; opts["delegation_events"] != want {
+		t.Errorf("delegation_events reloptions = %q, want %s", opts["delegation_events"], want)
 	}
 
 	checks := q(`SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'delegations'::regclass AND contype = 'c'`)
@@ -254,7 +261,8 @@ func TestSchemaShape(t *testing.T) {
 		}
 	}
 	triggers := q(`SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal`)
-	for _, tg := range []string{"delegations_guard", "delegations_touch", "delegations_touch_insert", "delegations_audit_insert", "delegations_audit_update", "delegation_events_append_only"} {
+	for _, tg := range []string{"delegations_guard", "delegations_touch", "delegations_touch_insert", "delegations_audit_insert", "delegations_audit_update", "delegation_events_append_only",
+		"delegations_delete_guard", "delegations_delete_events", "delegations_no_truncate", "delegation_events_no_truncate"} {
 		if triggers[tg] == "" {
 			t.Errorf("trigger %s missing", tg)
 		}

@@ -161,7 +161,7 @@ func TestSchemaBehindRefusesWithInstructions(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Stderr, "sweeper migrate up") {
 		t.Fatalf("behind schema: %s", r)
 	}
-	if r := run(t, env, "migrate", "up"); r.Code != 0 || !strings.Contains(r.Stdout, fmt.Sprintf("schema version %d", migrations.Latest)) {
+	if r := run(t, env, "migrate", "up"); r.Code != 0 || !strings.Contains(r.Stdout, fmt.Sprintf("schema version %d ", migrations.Latest)) {
 		t.Fatalf("migrate up: %s", r)
 	}
 	if _, err := db.Pool.Exec(context.Background(), `UPDATE sweeper_schema_migrations SET dirty = true`); err != nil {

@@ -56,6 +56,17 @@ func TestFlagMatrix(t *testing.T) {
 		}
 		return keep
 	}
+	prefixed := func(all []string, prefixes ...string) []string {
+		var keep []string
+		for _, f := range all {
+			for _, p := range prefixes {
+				if strings.HasPrefix(f, p) {
+					keep = append(keep, f)
+				}
+			}
+		}
+		return keep
+	}
 	migrateFlags := []string{"config", "output", "database-url"}
 	commands := []struct {
 		args    []string // the command
@@ -63,13 +74,19 @@ func TestFlagMatrix(t *testing.T) {
 	}{
 		{nil, append([]string{"config", "dry-run"}, keyFlags...)},
 		{[]string{"--once"}, append([]string{"once", "config", "dry-run", "fail-on-stuck", "output"},
-			except(keyFlags, "sweep-schedule", "http-listen", "shutdown-grace")...)},
+			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-"), "sweep-schedule", "http-listen", "shutdown-grace")...)...)},
 		{[]string{"migrate", "up"}, migrateFlags},
 		{[]string{"migrate", "down"}, migrateFlags},
 		{[]string{"migrate", "version"}, migrateFlags},
 		{[]string{"migrate", "force", "1"}, migrateFlags},
 		{[]string{"status"}, []string{"config", "output", "database-url", "database-max-conns", "sweep-heartbeat-timeout"}},
 		{[]string{"config", "validate"}, append([]string{"config", "dry-run", "output"}, keyFlags...)},
+		{[]string{"token", "list"}, []string{"config", "output", "name", "role", "principal",
+			"database-url", "database-max-conns", "log-level", "log-format"}},
+		{[]string{"prune"}, append([]string{"config", "dry-run", "output", "database-url", "database-max-conns",
+			"sweep-dry-run", "migrate-auto", "log-level", "log-format"},
+			except(prefixed(keyFlags, "retention-"), "retention-schedule")...)},
+		{[]string{"archive", "verify", "/nonexistent"}, []string{"output"}},
 		{[]string{"dev"}, nil},
 		{[]string{"help"}, nil},
 		{[]string{"version"}, []string{"version"}},
@@ -136,7 +153,11 @@ func TestConfigValidateJSON(t *testing.T) {
 	const want = `{"valid":true,"config":{"database":{"url":"sweeper@db.internal:5433/app","max_conns":4},` +
 		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":250,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
-		`"log":{"level":"info","format":"json"},"shutdown_grace":"30s"}}` + "\n"
+		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +
+		`"max_batch":10000,"rate_limit":0,"rate_burst":0,"max_wait":"1m","read_header_timeout":"5s","read_timeout":"30s",` +
+		`"write_timeout":"1m30s","idle_timeout":"2m","max_header_bytes":16384},"log":{"level":"info","format":"json"},` +
+		`"retention":{"completed":"30d","failed":"90d","stuck":"90d","schedule":"@every 1h","batch_size":1000,"archive_dir":""},` +
+		`"shutdown_grace":"30s"}}` + "\n"
 	if r.Code != 0 || r.Stdout != want {
 		t.Fatalf("config validate --output json:\n%s\nwant stdout\n%s", r, want)
 	}

@@ -9,7 +9,8 @@
 -- of the role whose statement fired them. So the audit trigger's INSERT into
 -- delegation_events runs as sweeper_daemon, which therefore needs INSERT
 -- there; it gets no UPDATE or DELETE on the log (an append-only trigger
--- refuses those anyway) and no DELETE or TRUNCATE on delegations. Only the
+-- refuses those anyway) and no DELETE or TRUNCATE on delegations (it prunes
+-- through sweeper_prune, below). Only the
 -- owner can disable a trigger (the documented repair of a frozen row).
 
 -- The sweep: SELECT ... FOR UPDATE SKIP LOCKED, then
@@ -31,6 +32,15 @@ BEGIN
                    pg_get_serial_sequence('delegation_events', 'id'));
 END
 $$;
+
+-- Retention (the daemon's pruner and `sweeper prune`): the daemon role gets
+-- no DELETE on either table. It claims old terminal rows with SELECT ...
+-- FOR UPDATE SKIP LOCKED (the UPDATE grant above covers the lock), reads their
+-- events for the archive (SELECT above), and deletes through
+-- sweeper_prune, a SECURITY DEFINER function owned by the schema owner that
+-- deletes only terminal delegations older than a retention of at least one
+-- hour, with their events. EXECUTE on it is all pruning needs.
+GRANT EXECUTE ON FUNCTION sweeper_prune(text[], interval, interval, interval) TO sweeper_daemon;
 
 -- The daemon checks the schema version before it starts and in /readyz.
 GRANT SELECT ON sweeper_schema_migrations TO sweeper_daemon;

@@ -49,6 +49,8 @@ Usage:
   sweeper migrate up|down|version|force N [flags]
   sweeper status [flags]              counts by status, oldest heartbeat, rows eligible now
   sweeper config validate [flags]     load and check the configuration, print it (no password)
+  sweeper prune [--dry-run] [flags]   delete terminal delegations past their retention, with their events
+  sweeper archive verify DIR          check the archive files written by prune (retention.archive_dir)
   sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
   sweeper token create --name N --role R [--principal ID] | token list | token revoke N
                                       API bearer tokens (shown once, stored hashed)

@@ -86,6 +86,21 @@ var (
 		keys:    []string{"database.url", "database.max_conns", "log.level", "log.format"},
 		run:     (*invocation).runToken,
 	}
+	cmdPrune = &command{
+		name:    "sweeper prune",
+		options: []string{flagConfig, flagDryRun, flagOutput},
+		keys: []string{"database.url", "database.max_conns", "sweep.dry_run", "migrate.auto",
+			"retention.completed", "retention.failed", "retention.stuck", "retention.batch_size",
+			"retention.archive_dir", "log.level", "log.format"},
+		run: noArgs("prune", (*invocation).runPrune),
+	}
+	cmdArchive = &command{
+		name:    "sweeper archive verify",
+		options: []string{flagOutput},
+		run: func(inv *invocation, _ context.Context, args []string) error {
+			return inv.runArchive(args)
+		},
+	}
 	cmdDev = &command{
 		name: "sweeper dev",
 		run:  noArgs("dev", (*invocation).runDev),
@@ -102,7 +117,7 @@ var (
 			return nil
 		}),
 	}
-	commands = []*command{cmdDaemon, cmdOnce, cmdMigrate, cmdStatus, cmdConfigValidate, cmdToken, cmdDev, cmdHelp, cmdVersion}
+	commands = []*command{cmdDaemon, cmdOnce, cmdMigrate, cmdStatus, cmdConfigValidate, cmdToken, cmdPrune, cmdArchive, cmdDev, cmdHelp, cmdVersion}
 )
 
 func init() {
@@ -144,6 +159,10 @@ func selectCommand(opts options, positional []string) (*command, []string, error
 			return nil, nil, usagef("usage: sweeper config validate")
 		}
 		return cmdConfigValidate, nil, nil
+	case "prune":
+		return cmdPrune, rest, nil
+	case "archive":
+		return cmdArchive, rest, nil
 	case "token":
 		return cmdToken, rest, nil
 	case "dev":

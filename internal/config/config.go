@@ -31,6 +31,8 @@ type Config struct {
 	API APIConfig
 	// Log configures logging.
 	Log LogConfig
+	// Retention says when terminal delegations are deleted.
+	Retention RetentionConfig
 	// ShutdownGrace (shutdown_grace) bounds how long the daemon waits, after
 	// SIGINT or SIGTERM, for the running batch to finish before it exits.
 	ShutdownGrace time.Duration
@@ -121,6 +123,24 @@ type LogConfig struct {
 	Level string
 	// Format (log.format) is LogFormatJSON or LogFormatConsole.
 	Format string
+}
+
+// RetentionConfig is the retention section: how long terminal delegations
+// are kept, counted from the moment they became terminal (finished_at). A
+// retention of 0 keeps that status for ever.
+type RetentionConfig struct {
+	// Completed, Failed and Stuck (retention.completed, retention.failed,
+	// retention.stuck) are the retentions of each terminal status.
+	Completed, Failed, Stuck time.Duration
+	// Schedule (retention.schedule) is when the daemon prunes, as a
+	// robfig/cron spec in UTC.
+	Schedule string
+	// BatchSize (retention.batch_size) is how many delegations one batch
+	// transaction deletes at most.
+	BatchSize int
+	// ArchiveDir (retention.archive_dir), when set, is where each batch is
+	// archived (gzip JSON Lines, fsynced) before it is deleted.
+	ArchiveDir string
 }
 
 // Log formats: the values log.format accepts.

@@ -85,7 +85,9 @@ func TestDefault(t *testing.T) {
 		API: APIConfig{Listen: "", MaxBodyBytes: 1 << 20, MaxBatch: 10000, MaxWait: time.Minute,
 			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 90 * time.Second,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16384},
-		Log:           LogConfig{Level: "info", Format: "json"},
+		Log: LogConfig{Level: "info", Format: "json"},
+		Retention: RetentionConfig{Completed: 30 * 24 * time.Hour, Failed: 90 * 24 * time.Hour,
+			Stuck: 90 * 24 * time.Hour, Schedule: "@every 1h", BatchSize: 1000},
 		ShutdownGrace: 30 * time.Second,
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
@@ -230,16 +232,20 @@ shutdown_grace: 1m
 				"--sweep-max-batches-per-run=4", "--sweep-notify-channel=x1", "--sweep-dry-run=true",
 				"--migrate-auto=1", "--http-listen=[::1]:0", "--log-level=warn", "--log-format=console",
 				"--shutdown-grace=1h30m",
+				"--retention-completed=1d", "--retention-failed=36h", "--retention-stuck=0",
+				"--retention-schedule=@daily", "--retention-batch-size=5", "--retention-archive-dir=/a",
 			},
 			want: func(c *Config) {
 				*c = Config{
 					Database: DatabaseConfig{URL: "postgres://flag@flaghost/db", MaxConns: 9},
 					Sweep: SweepConfig{Schedule: "@hourly", HeartbeatTimeout: 2 * time.Minute, BatchSize: 3,
 						MaxBatchesPerRun: 4, NotifyChannel: "x1", DryRun: true},
-					Migrate:       MigrateConfig{Auto: true},
-					HTTP:          HTTPConfig{Listen: "[::1]:0"},
-					API:           Default().API,
-					Log:           LogConfig{Level: "warn", Format: "console"},
+					Migrate: MigrateConfig{Auto: true},
+					HTTP:    HTTPConfig{Listen: "[::1]:0"},
+					API:     Default().API,
+					Log:     LogConfig{Level: "warn", Format: "console"},
+					Retention: RetentionConfig{Completed: 24 * time.Hour, Failed: 36 * time.Hour,
+						Schedule: "@daily", BatchSize: 5, ArchiveDir: "/a"},
 					ShutdownGrace: 90 * time.Minute,
 				}
 			},
@@ -469,7 +475,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "tab indentation", file: "sweep:\n\tbatch_size: 5\n",
 			want: []string{"is not valid YAML"}},
 		{name: "not a mapping", file: "- sweep\n- log\n",
-			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, api:, log:, shutdown_grace:)"}},
+			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, api:, log:, retention:, shutdown_grace:)"}},
 		{name: "two documents", file: "sweep:\n  batch_size: 5\n---\nlog:\n  level: info\n",
 			want: []string{"second YAML document", ":3)"}},
 		{name: "unknown env var", env: []string{"SWEEPER_SWEEP_BATCHSIZE=5"},
@@ -660,7 +666,8 @@ func TestPrintingShowsTheDSNWithoutPassword(t *testing.T) {
 		`api.listen="" api.tls_cert_file="" api.tls_key_file="" api.client_ca_file="" api.max_body_bytes=1048576 ` +
 		`api.max_batch=10000 api.rate_limit=0 api.rate_burst=0 api.max_wait=1m api.read_header_timeout=5s ` +
 		`api.read_timeout=30s api.write_timeout=1m30s api.idle_timeout=2m api.max_header_bytes=16384 ` +
-		`log.level="info" log.format="json" shutdown_grace=30s`
+		`log.level="info" log.format="json" retention.completed=30d retention.failed=90d retention.stuck=90d ` +
+		`retention.schedule="@every 1h" retention.batch_size=1000 retention.archive_dir="" shutdown_grace=30s`
 	if got := c.String(); got != wantString {
 		t.Fatalf("String() =\n%s\nwant\n%s", got, wantString)
 	}
@@ -760,8 +767,8 @@ func mustJSON(t *testing.T, v any) []byte {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 27 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design and the 14 of the API", len(ks))
+	if len(ks) != 33 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design and the 14 of the API and 6 of retention", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
 		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
@@ -791,6 +798,12 @@ func TestKeys(t *testing.T) {
 		"log.level":                 {"SWEEPER_LOG_LEVEL", "log-level"},
 		"log.format":                {"SWEEPER_LOG_FORMAT", "log-format"},
 		"shutdown_grace":            {"SWEEPER_SHUTDOWN_GRACE", "shutdown-grace"},
+		"retention.completed":       {"SWEEPER_RETENTION_COMPLETED", "retention-completed"},
+		"retention.failed":          {"SWEEPER_RETENTION_FAILED", "retention-failed"},
+		"retention.stuck":           {"SWEEPER_RETENTION_STUCK", "retention-stuck"},
+		"retention.schedule":        {"SWEEPER_RETENTION_SCHEDULE", "retention-schedule"},
+		"retention.batch_size":      {"SWEEPER_RETENTION_BATCH_SIZE", "retention-batch-size"},
+		"retention.archive_dir":     {"SWEEPER_RETENTION_ARCHIVE_DIR", "retention-archive-dir"},
 	}
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	RegisterFlags(fs)

@@ -114,6 +114,30 @@ var keys = []key{
 		LogFormatJSON, stringText, stringOneOf(LogFormatJSON, LogFormatConsole),
 		"json (one object per line, for production) or console (for people)."),
 
+	newKey("retention.completed", func(c *Config) *time.Duration { return &c.Retention.Completed },
+		30*day, ageText, retentionAge,
+		"Completed delegations are deleted, with their events, once they have been completed this long "+
+			"(30d, 12h, 1d12h; at least 1h); 0 keeps them for ever."),
+	newKey("retention.failed", func(c *Config) *time.Duration { return &c.Retention.Failed },
+		90*day, ageText, retentionAge,
+		"Failed delegations are deleted, with their events, once they have been failed this long "+
+			"(at least 1h); 0 keeps them for ever."),
+	newKey("retention.stuck", func(c *Config) *time.Duration { return &c.Retention.Stuck },
+		90*day, ageText, retentionAge,
+		"Stuck delegations are deleted, with their events, once they have been stuck this long "+
+			"(at least 1h); 0 keeps them for ever."),
+	newKey("retention.schedule", func(c *Config) *string { return &c.Retention.Schedule },
+		"@every 1h", stringText, checkRetentionSchedule,
+		"When the daemon prunes: a robfig/cron spec (@every 1h, 0 3 * * *), in UTC unless it starts with "+
+			"CRON_TZ=. sweeper prune runs one pass on demand."),
+	newKey("retention.batch_size", func(c *Config) *int { return &c.Retention.BatchSize },
+		1000, intText, intBetween(1, 100000),
+		"Delegations deleted per batch, 1 to 100000; each batch, with its events, is one transaction."),
+	newKey("retention.archive_dir", func(c *Config) *string { return &c.Retention.ArchiveDir },
+		"", stringText, nil,
+		"Directory where each batch is written as gzip JSON Lines, fsynced, before it is deleted; "+
+			"empty deletes without archiving. Check the files with sweeper archive verify DIR."),
+
 	newKey("shutdown_grace", func(c *Config) *time.Duration { return &c.ShutdownGrace },
 		30*time.Second, durationText, durationAtLeast(time.Nanosecond),
 		"After SIGINT or SIGTERM, how long to wait for the running batch to commit or roll back "+
@@ -304,6 +328,74 @@ var (
 		jsonValue: func(v time.Duration) any { return formatDuration(v) },
 	}
 )
+
+// day is the unit of ageText.
+const day = 24 * time.Hour
+
+// ageText is durationText that also takes whole days, as retentions are
+// written: 30d, 1d12h, 90d; and writes a whole number of days as such.
+var ageText = codec[time.Duration]{
+	typ:  "duration",
+	want: "a duration such as 30d, 36h or 1d12h (d is 24h), or 0",
+	parse: func(s string) (time.Duration, bool) {
+		days, rest, ok := strings.Cut(s, "d")
+		if !ok {
+			v, err := time.ParseDuration(s)
+			return v, err == nil
+		}
+		n, err := strconv.ParseUint(days, 10, 16) // up to 65535 days
+		if err != nil || days == "" || days[0] == '+' {
+			return 0, false
+		}
+		v := time.Duration(n) * day
+		if rest != "" {
+			r, err := time.ParseDuration(rest)
+			if err != nil || r < 0 || rest[0] == '+' || rest[0] == '-' {
+				return 0, false
+			}
+			v += r
+		}
+		return v, true
+	},
+	format:    formatAge,
+	jsonValue: func(v time.Duration) any { return formatAge(v) },
+	log: func(enc zapcore.ObjectEncoder, name string, v time.Duration) {
+		enc.AddString(name, formatAge(v))
+	},
+}
+
+// formatAge writes d with whole days as Nd: 30d, 1d12h, 0s for 0.
+func formatAge(d time.Duration) string {
+	if d >= day {
+		days, rest := d/day, d%day
+		if rest == 0 {
+			return strconv.FormatInt(int64(days), 10) + "d"
+		}
+		return strconv.FormatInt(int64(days), 10) + "d" + formatDuration(rest)
+	}
+	return formatDuration(d)
+}
+
+// retentionAge accepts 0 (keep for ever) or at least one hour, the floor
+// the database's prune function enforces too.
+func retentionAge(v time.Duration) string {
+	if v == 0 || v >= time.Hour {
+		return ""
+	}
+	return "must be 0 (keep for ever) or at least 1h"
+}
+
+// checkRetentionSchedule is checkSchedule without @adaptive, which only the
+// sweep has.
+func checkRetentionSchedule(spec string) string {
+	if spec == sweep.ScheduleAdaptive {
+		return "must be a cron spec such as \"@every 1h\" or \"0 3 * * *\" (@adaptive is for sweep.schedule only)"
+	}
+	if reason := checkSchedule(spec); reason != "" {
+		return strings.ReplaceAll(reason, ", or @adaptive", "")
+	}
+	return ""
+}
 
 // formatDuration writes d as time.Duration.String does, without the zero
 // units at the end: 10m rather than 10m0s, 1h rather than 1h0m0s.

@@ -137,8 +137,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 
 	// The services, started in this order and stopped in the reverse one:
-	// the sweeper stops first, and /metrics shows its last run until the end.
+	// the pruner and the sweeper stop first, and /metrics shows their last
+	// runs until the end; the API listens before /metrics does, so a
+	// supervisor that waits for the metrics address finds the API up too.
 	var services startstop.Group
+	if cfg.API.Listen != "" {
+		services.Add("api server", &apiService{cfg: cfg, pool: pool, reg: metrics.Registry, log: log})
+	}
 	if cfg.HTTP.Listen != "" {
 		srv, err := NewHTTPServer(cfg.HTTP.Listen, health.Handler(), cfg.ShutdownGrace, log)
 		if err != nil {
@@ -147,10 +152,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		services.Add("http server", srv)
 	}
-	if cfg.API.Listen != "" {
-		services.Add("api server", &apiService{cfg: cfg, pool: pool, reg: metrics.Registry, log: log})
-	}
 	services.Add("sweeper", sweeper)
+	pruner, err := newPruner(pool, cfg, metrics, log)
+	if err != nil {
+		pool.Close()
+		return err
+	}
+	services.Add("pruner", pruner)
 	if err := services.Start(ctx); err != nil {
 		pool.Close()
 		return err

@@ -22,6 +22,7 @@ type Metrics struct {
 	inFlight    prometheus.Gauge
 	oldestAge   prometheus.Gauge
 	ready       prometheus.Gauge
+	retention   *retentionMetrics
 }
 
 // Run results, the values of sweeper_runs_total's result label.
@@ -78,6 +79,7 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.runs, m.swept, m.batches, m.duration, m.lastSuccess,
 		m.inFlight, m.oldestAge, m.ready, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.retention = newRetentionMetrics(m.Registry)
 	// Every labelled series exists from the start, at zero.
 	m.runs.WithLabelValues(ResultOK)
 	m.runs.WithLabelValues(ResultError)

@@ -51,18 +51,25 @@ const (
 // "Metrics"), with the histogram's _bucket/_sum/_count series, plus
 // Prometheus' own up. go_* and process_* come from the standard collectors.
 var documentedMetrics = map[string]bool{
-	"sweeper_runs_total":                     true,
-	"sweeper_swept_total":                    true,
-	"sweeper_run_duration_seconds_bucket":    true,
-	"sweeper_run_duration_seconds_sum":       true,
-	"sweeper_run_duration_seconds_count":     true,
-	"sweeper_last_success_timestamp_seconds": true,
-	"sweeper_batches_total":                  true,
-	"sweeper_inflight_rows":                  true,
-	"sweeper_oldest_heartbeat_age_seconds":   true,
-	"sweeper_ready":                          true,
-	"sweeper_build_info":                     true,
-	"up":                                     true,
+	"sweeper_runs_total":                               true,
+	"sweeper_swept_total":                              true,
+	"sweeper_run_duration_seconds_bucket":              true,
+	"sweeper_run_duration_seconds_sum":                 true,
+	"sweeper_run_duration_seconds_count":               true,
+	"sweeper_last_success_timestamp_seconds":           true,
+	"sweeper_batches_total":                            true,
+	"sweeper_inflight_rows":                            true,
+	"sweeper_oldest_heartbeat_age_seconds":             true,
+	"sweeper_ready":                                    true,
+	"sweeper_build_info":                               true,
+	"sweeper_retention_runs_total":                     true,
+	"sweeper_retention_pruned_total":                   true,
+	"sweeper_retention_events_pruned_total":            true,
+	"sweeper_retention_archive_bytes_total":            true,
+	"sweeper_retention_last_success_timestamp_seconds": true,
+	"sweeper_retention_overdue_rows":                   true,
+	"sweeper_retention_overdue_seconds":                true,
+	"up":                                               true,
 }
 
 // standardCollectorMetrics are the go_/process_ series the dashboard may use.

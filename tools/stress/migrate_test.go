@@ -144,7 +144,7 @@ func TestDaemonRefusesBadSchema(t *testing.T) {
 	}
 
 	// The operator's repair, then the daemon starts.
-	mustExec(t, db.URL, fmt.Sprintf(`UPDATE `+migrations.VersionTable+` SET version = %d, dirty = true`, migrations.Latest))
+	mustExec(t, db.URL, `UPDATE `+migrations.VersionTable+` SET version = $1, dirty = true`, int(migrations.Latest))
 	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn}, "migrate", "force", fmt.Sprint(migrations.Latest)); r.Code != 0 {
 		t.Fatalf("migrate force %d: %s", migrations.Latest, r)
 	}

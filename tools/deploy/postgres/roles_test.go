@@ -201,17 +201,19 @@ func TestDaemonRoleIsRefused(t *testing.T) {
 	s := newSetup(t)
 	seed(t, s)
 	refused := map[string]string{
-		"delete a delegation":       `DELETE FROM delegations WHERE delegation_id = 'live'`,
-		"truncate":                  `TRUNCATE delegations`,
-		"insert a delegation":       `INSERT INTO delegations (delegation_id, caller_id, callee_id) VALUES ('x', 'c', 'w')`,
-		"change another column":     `UPDATE delegations SET callee_id = 'other' WHERE delegation_id = 'live'`,
-		"rewrite the audit log":     `UPDATE delegation_events SET actor = 'me'`,
-		"delete from the audit log": `DELETE FROM delegation_events`,
-		"disable the guard trigger": `ALTER TABLE delegations DISABLE TRIGGER delegations_guard`,
-		"create a table":            `CREATE TABLE mine (x int)`,
-		"change the schema version": `UPDATE sweeper_schema_migrations SET dirty = true`,
-		"drop the table":            `DROP TABLE delegations`,
-		"create a function":         `CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'`,
+		"delete a delegation":        `DELETE FROM delegations WHERE delegation_id = 'live'`,
+		"delete a terminal row":      `DELETE FROM delegations WHERE status = 'stuck'`,
+		"replace the prune function": `CREATE OR REPLACE FUNCTION sweeper_prune(ids text[], completed interval, failed interval, stuck interval) RETURNS TABLE (status text, delegations bigint, events bigint) LANGUAGE sql AS 'SELECT NULL::text, 0::bigint, 0::bigint'`,
+		"truncate":                   `TRUNCATE delegations`,
+		"insert a delegation":        `INSERT INTO delegations (delegation_id, caller_id, callee_id) VALUES ('x', 'c', 'w')`,
+		"change another column":      `UPDATE delegations SET callee_id = 'other' WHERE delegation_id = 'live'`,
+		"rewrite the audit log":      `UPDATE delegation_events SET actor = 'me'`,
+		"delete from the audit log":  `DELETE FROM delegation_events`,
+		"disable the guard trigger":  `ALTER TABLE delegations DISABLE TRIGGER delegations_guard`,
+		"create a table":             `CREATE TABLE mine (x int)`,
+		"change the schema version":  `UPDATE sweeper_schema_migrations SET dirty = true`,
+		"drop the table":             `DROP TABLE delegations`,
+		"create a function":          `CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'`,
 	}
 	for name, sql := range refused {
 		t.Run(name, func(t *testing.T) {
@@ -271,5 +273,56 @@ func TestDaemonRoleRunsTheDaemon(t *testing.T) {
 	}
 	if strings.Contains(d.Logs(), "daemon-secret") {
 		t.Errorf("the password appears in the logs")
+	}
+}
+
+// TestDaemonRolePrunes: with EXECUTE on sweeper_prune and no DELETE
+// privilege, the daemon role prunes exactly the old terminal rows (archived
+// first), and cannot use the function to delete anything else.
+func TestDaemonRolePrunes(t *testing.T) {
+	s := newSetup(t)
+	seed(t, s)
+	if r := run(t, s.daemon, "--once"); r.Code != 0 { // 'stale' and 'late' become stuck
+		t.Fatalf("--once: %s", r)
+	}
+	// Test data: the stuck rows became stuck 100 days ago (triggers off,
+	// as the superuser, through updated_at; no writer can choose finished_at).
+	if err := exec1(t, s.admin, `SET session_replication_role = replica;
+		UPDATE delegations SET updated_at = now() - interval '100 days' WHERE delegation_id = 'stale';
+		SET session_replication_role = DEFAULT`); err != nil {
+		t.Fatal(err)
+	}
+	archive := t.TempDir()
+	r := testbin.Run(t, binary, []string{"SWEEPER_DATABASE_URL=" + s.daemon, "SWEEPER_HTTP_LISTEN=",
+		"SWEEPER_RETENTION_ARCHIVE_DIR=" + archive}, "prune", "--output", "json")
+	if r.Code != 0 || !strings.Contains(r.Stdout, `"pruned":1,`) || !strings.Contains(r.Stdout, `"stuck":1`) {
+		t.Fatalf("prune as %s: %s", s.daemonRole, r)
+	}
+	if v := testbin.Run(t, binary, nil, "archive", "verify", archive); v.Code != 0 || !strings.Contains(v.Stdout, "1 files, 1 delegations") {
+		t.Fatalf("archive verify: %s", v)
+	}
+	// Called by hand, the function deletes nothing that is live or young,
+	// and refuses a retention under an hour.
+	if err := exec1(t, s.daemon, `SELECT * FROM sweeper_prune(ARRAY['live', 'late'], interval '1 hour', interval '1 hour', interval '1 hour')`); err != nil {
+		t.Fatalf("sweeper_prune as the daemon role: %v", err)
+	}
+	var pgErr *pgconn.PgError
+	if err := exec1(t, s.daemon, `SELECT * FROM sweeper_prune(ARRAY['late'], NULL, NULL, interval '1 second')`); !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InvalidParameterValue {
+		t.Fatalf("sweeper_prune with a 1s retention: %v, want invalid_parameter_value", err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, s.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var left []string
+	rows, err := conn.Query(ctx, `SELECT delegation_id FROM delegations ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || strings.Join(left, ",") != "late,live" {
+		t.Fatalf("rows left %v, %v; want late,live", left, err)
 	}
 }
