@@ -48,7 +48,7 @@ func TestAPITokensUpDownOnPopulatedV1(t *testing.T) {
 	if err := mg.Steps(1); err != nil {
 		t.Fatal(err)
 	}
-	if v, dirty, err := mg.Version(); err != nil || v != 2 || dirty || migrations.Latest != 2 {
+	if v, dirty, err := mg.Version(); err != nil || v != 2 || dirty || migrations.Latest < 2 {
 		t.Fatalf("version = %d dirty %v, %v (Latest %d)", v, dirty, err, migrations.Latest)
 	}
 	n := countWhere(t, db.Pool, `SELECT count(*) FROM delegation_events WHERE caller_id IS NULL OR callee_id IS NULL`)

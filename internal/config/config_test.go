@@ -720,7 +720,11 @@ func TestConfigJSON(t *testing.T) {
 	const want = `{"database":{"url":"sweeper@db:5432/app","max_conns":4},` +
 		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":1000,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
-		`"log":{"level":"info","format":"json"},"shutdown_grace":"30s"}`
+		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +
+		`"max_batch":10000,"rate_limit":0,"rate_burst":0,"max_wait":"1m","read_header_timeout":"5s","read_timeout":"30s",` +
+		`"write_timeout":"1m30s","idle_timeout":"2m","max_header_bytes":16384},"log":{"level":"info","format":"json"},` +
+		`"retention":{"completed":"30d","failed":"90d","stuck":"90d","schedule":"@every 1h","batch_size":1000,"archive_dir":""},` +
+		`"shutdown_grace":"30s"}`
 	if got := string(mustJSON(t, c)); got != want {
 		t.Fatalf("json.Marshal(Config) =\n%s\nwant\n%s", got, want)
 	}
@@ -731,7 +735,9 @@ func TestConfigJSON(t *testing.T) {
 	// Every key is at its path, with the value Keys documents as its
 	// default (a new key shows up without changing this test).
 	var tree map[string]any
-	if err := json.Unmarshal(mustJSON(t, Default()), &tree); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(mustJSON(t, Default())))
+	dec.UseNumber() // 1048576, not 1.048576e+06
+	if err := dec.Decode(&tree); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range Keys() {
@@ -749,7 +755,7 @@ func TestConfigJSON(t *testing.T) {
 		if got := fmt.Sprint(node); got != k.Default {
 			t.Errorf("JSON %s = %v (%T), want the default %q", k.Path, node, node, k.Default)
 		}
-		if typ := map[string]string{"string": "string", "duration": "string", "int": "float64", "bool": "bool"}[k.Type]; fmt.Sprintf("%T", node) != typ {
+		if typ := map[string]string{"string": "string", "duration": "string", "int": "json.Number", "bool": "bool"}[k.Type]; fmt.Sprintf("%T", node) != typ {
 			t.Errorf("JSON %s is a %T, want a %s for a %s key", k.Path, node, typ, k.Type)
 		}
 	}
