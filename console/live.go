@@ -74,7 +74,7 @@ func (h *Handler) livePage(w http.ResponseWriter, r *http.Request, u who) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.QueryTimeout)
 	defer cancel()
 	sc := scopeOf(u.Principal)
-	rows, err := h.pool.Query(ctx, recentStuckSQL, recentStuckRows, sc.callerID, sc.calleeID)
+	rows, err := h.pool.Query(ctx, recentStuckSQL, recentStuckRows, sc.CallerID, sc.CalleeID)
 	if err != nil {
 		h.serverError(w, r, err)
 		return
@@ -145,7 +145,7 @@ func (h *Handler) liveEvents(w http.ResponseWriter, r *http.Request, u who) {
 		return
 	}
 	sc := scopeOf(u.Principal)
-	f := ledger.FeedFilter{ToStatus: ledger.StatusStuck, CallerID: sc.callerID, CalleeID: sc.calleeID}
+	f := ledger.FeedFilter{ToStatus: ledger.StatusStuck, CallerID: sc.CallerID, CalleeID: sc.CalleeID}
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {

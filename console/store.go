@@ -18,16 +18,16 @@ import (
 // scope is what part of the ledger a principal reads: one caller's rows,
 // one callee's rows, or everything.
 type scope struct {
-	callerID string
-	calleeID string
+	CallerID string
+	CalleeID string
 }
 
 func scopeOf(p auth.Principal) scope {
 	switch p.Role {
 	case auth.RoleCaller:
-		return scope{callerID: p.ID}
+		return scope{CallerID: p.ID}
 	case auth.RoleWorker:
-		return scope{calleeID: p.ID}
+		return scope{CalleeID: p.ID}
 	}
 	return scope{}
 }
@@ -73,7 +73,7 @@ const chartMinutes = 6 * 60
 
 func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 	var o overview
-	rows, err := h.pool.Query(ctx, inFlightByCallerSQL, sc.callerID, sc.calleeID)
+	rows, err := h.pool.Query(ctx, inFlightByCallerSQL, sc.CallerID, sc.CalleeID)
 	if err != nil {
 		return o, fmt.Errorf("counting in-flight delegations: %w", err)
 	}
@@ -108,7 +108,7 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 		o.ByStatus = append(o.ByStatus, statusCount{st, total[st]})
 	}
 
-	if err := h.pool.QueryRow(ctx, dueSQL, sc.callerID, sc.calleeID).Scan(&o.Now, &o.OldestHeartbeat, &o.NextDeadline); err != nil {
+	if err := h.pool.QueryRow(ctx, dueSQL, sc.CallerID, sc.CalleeID).Scan(&o.Now, &o.OldestHeartbeat, &o.NextDeadline); err != nil {
 		return o, fmt.Errorf("reading the oldest heartbeat and next deadline: %w", err)
 	}
 	if o.OldestHeartbeat != nil {
@@ -125,7 +125,7 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 	if err := h.pool.QueryRow(ctx, eventsSinceSQL, daySince).Scan(&fromID); err != nil {
 		return o, fmt.Errorf("finding the events of the last day: %w", err)
 	}
-	rows, err = h.pool.Query(ctx, stuckSinceSQL, fromID, daySince, sc.callerID, sc.calleeID)
+	rows, err = h.pool.Query(ctx, stuckSinceSQL, fromID, daySince, sc.CallerID, sc.CalleeID)
 	if err != nil {
 		return o, fmt.Errorf("counting stuck transitions: %w", err)
 	}
@@ -222,17 +222,17 @@ type listPage struct {
 // runs depends on the filters, most selective first: an id prefix (the
 // primary key), a caller, a callee, else the statuses asked for.
 func (h *Handler) list(ctx context.Context, sc scope, f listFilter) (listPage, error) {
-	if sc.callerID != "" {
-		if f.CallerID != "" && f.CallerID != sc.callerID {
+	if sc.CallerID != "" {
+		if f.CallerID != "" && f.CallerID != sc.CallerID {
 			return listPage{}, nil // another caller's rows: none visible
 		}
-		f.CallerID = sc.callerID
+		f.CallerID = sc.CallerID
 	}
-	if sc.calleeID != "" {
-		if f.CalleeID != "" && f.CalleeID != sc.calleeID {
+	if sc.CalleeID != "" {
+		if f.CalleeID != "" && f.CalleeID != sc.CalleeID {
 			return listPage{}, nil
 		}
-		f.CalleeID = sc.calleeID
+		f.CalleeID = sc.CalleeID
 	}
 	statuses := ledger.Names(ledger.Statuses)
 	switch {
