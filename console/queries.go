@@ -132,11 +132,15 @@ LIMIT $6`
 // the primary key from $1 to $2, the prefix followed by U+10FFFF), after
 // the cursor id $3. The other filters narrow the range: $4 statuses, $5
 // caller, $6 callee, $7 created at or after, $8 created before, $9 limit.
+// The status test is array_position, not = ANY: an indexable status
+// condition lets a generic plan prefer idx_delegations_status, which would
+// read every row of those statuses instead of the prefix's range.
 const listByIDPrefixSQL = `
 SELECT ` + consoleColumns + ` FROM delegations
 WHERE delegation_id >= $1 AND delegation_id < $2 AND delegation_id > $3
   AND starts_with(delegation_id, $1)
-  AND status = ANY($4) AND ($5 = '' OR caller_id = $5) AND ($6 = '' OR callee_id = $6)
+  AND array_position($4::text[], status) IS NOT NULL
+  AND ($5 = '' OR caller_id = $5) AND ($6 = '' OR callee_id = $6)
   AND created_at >= $7 AND created_at < $8
 ORDER BY delegation_id
 LIMIT $9`
