@@ -15,7 +15,6 @@ import (
 	"github.com/tasksweeper/sweeper/ledger"
 )
 
-
 // TestQueryPlans checks that every statement of queries.go reads an index,
 // never scans delegations or delegation_events sequentially, and uses no
 // OFFSET, both as planned for the given values and as a generic plan (what
