@@ -206,6 +206,7 @@ test("watch a row turn stuck live", async () => {
 test("admin marks a delegation failed; a POST without the CSRF token is refused", async () => {
   await page.goto(url("/delegations/d-0003"));
   assert.equal(await text("status"), "queued");
+  await page.screenshot({ path: join(shots, "detail-admin.png"), fullPage: true });
   const forged = await page.request.post(url("/delegations/d-0003/fail"), { form: { reason: "forged" } });
   assert.equal(forged.status(), 403, "no CSRF token: refused");
   const cross = await page.request.post(url("/delegations/d-0003/fail"), {

@@ -195,7 +195,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool) error {
 		SELECT 'old-stuck-' || g, (ARRAY['billing', 'search', 'etl'])[1 + g % 3], 'llm-worker', 'long job ' || g,
 		       'stuck', now() - make_interval(mins => g * 7), (ARRAY['heartbeat_timeout', 'deadline_exceeded'])[1 + g % 2],
 		       now() - make_interval(mins => g * 7 + 30)
-		FROM generate_series(1, 40) g`)
+		FROM generate_series(40, 1, -1) g`) // oldest first, as a sweep would have written them
 	if err != nil {
 		return err
 	}
