@@ -54,6 +54,10 @@ type Config struct {
 	// its own on the first stream (one more connection) and Close stops it.
 	// A daemon that serves the API passes the API's.
 	Waiter *ledger.Waiter
+	// SecureCookies marks cookies Secure (with the __Host- prefix) even on
+	// plain HTTP requests: for a console behind a proxy that terminates
+	// TLS. Under TLS they are Secure anyway.
+	SecureCookies bool
 	// Runs, when set, reports the sweeper's runs for the overview. A
 	// console mounted outside the daemon leaves it nil and the overview
 	// says the runs are not known here.
@@ -212,8 +216,10 @@ const (
 	loginCookie   = "sweeper_login" // CSRF token of the sign-in form
 )
 
-func cookieName(r *http.Request, name string) string {
-	if r.TLS != nil {
+func (h *Handler) secure(r *http.Request) bool { return r.TLS != nil || h.cfg.SecureCookies }
+
+func (h *Handler) cookieName(r *http.Request, name string) string {
+	if h.secure(r) {
 		return "__Host-" + name
 	}
 	return name
@@ -221,8 +227,8 @@ func cookieName(r *http.Request, name string) string {
 
 func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
 	c := &http.Cookie{
-		Name: cookieName(r, name), Value: value, Path: "/",
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
+		Name: h.cookieName(r, name), Value: value, Path: "/",
+		HttpOnly: true, Secure: h.secure(r), SameSite: http.SameSiteStrictMode,
 	}
 	if maxAge > 0 {
 		c.MaxAge = int(maxAge / time.Second)
@@ -233,8 +239,8 @@ func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value 
 	http.SetCookie(w, c)
 }
 
-func cookieValue(r *http.Request, name string) string {
-	c, err := r.Cookie(cookieName(r, name))
+func (h *Handler) cookieValue(r *http.Request, name string) string {
+	c, err := r.Cookie(h.cookieName(r, name))
 	if err != nil {
 		return ""
 	}
@@ -280,7 +286,7 @@ func (h *Handler) authed(next authedFunc) http.HandlerFunc {
 			next(w, r, who{Principal: p, Bearer: true})
 			return
 		}
-		sid := cookieValue(r, sessionCookie)
+		sid := h.cookieValue(r, sessionCookie)
 		sess, ok := h.sessions.get(sid)
 		if ok {
 			p, err := h.tokens.Authenticate(ctx, sess.token)
@@ -352,7 +358,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "The form could not be read.")
 		return
 	}
-	if !equalSecret(r.PostForm.Get("csrf"), cookieValue(r, loginCookie)) {
+	if !equalSecret(r.PostForm.Get("csrf"), h.cookieValue(r, loginCookie)) {
 		h.fail(w, r, http.StatusForbidden, "The sign-in form expired or was not sent by this site. Reload it and try again.")
 		return
 	}
@@ -371,7 +377,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.showLogin(w, r, http.StatusUnauthorized, "That token is not valid or has been revoked.")
 		return
 	}
-	if old := cookieValue(r, sessionCookie); old != "" {
+	if old := h.cookieValue(r, sessionCookie); old != "" {
 		h.sessions.drop(old)
 	}
 	sid, _ := h.sessions.create(tok)
@@ -386,7 +392,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "The form could not be read.")
 		return
 	}
-	sid := cookieValue(r, sessionCookie)
+	sid := h.cookieValue(r, sessionCookie)
 	sess, ok := h.sessions.get(sid)
 	if ok && !equalSecret(r.PostForm.Get("csrf"), sess.csrf) {
 		h.fail(w, r, http.StatusForbidden, "The form was not sent by this page (missing or wrong CSRF token).")

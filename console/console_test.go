@@ -479,3 +479,17 @@ func TestListFiltersAndKeysetPages(t *testing.T) {
 		}
 	}
 }
+
+func TestSecureCookiesBehindTLSProxy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false, func(c *console.Config) { c.SecureCookies = true })
+	c := e.client()
+	r := c.get("/login")
+	ok := false
+	for _, ck := range (&http.Response{Header: r.header}).Cookies() {
+		ok = ok || (ck.Name == "__Host-sweeper_login" && ck.Secure && ck.HttpOnly)
+	}
+	if !ok {
+		t.Fatalf("SecureCookies: %v", r.header["Set-Cookie"])
+	}
+}
