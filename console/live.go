@@ -164,6 +164,10 @@ func (h *Handler) liveEvents(w http.ResponseWriter, r *http.Request, u who) {
 	}
 
 	rc := http.NewResponseController(w)
+	// The stream outlives the server's read and write timeouts (the API
+	// listener sets both): no read deadline, and a write deadline per write
+	// instead of one for the whole response.
+	_ = rc.SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")

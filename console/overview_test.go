@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -311,5 +312,30 @@ func TestNoSecretInLogsOrPages(t *testing.T) {
 				t.Fatalf("a token in the log: %s", line)
 			}
 		}
+	}
+}
+
+// TestStreamOutlivesServerTimeouts: a server with short read and write
+// timeouts (as the API listener has) does not cut a live stream. The wait
+// is the point of the test: the timeouts must pass.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false)
+	srv := httptest.NewUnstartedServer(e.h)
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	e.insert("slow", "billing", "indexer", ledger.StatusInProgress, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	local := *e
+	local.srv = srv
+	ch := openStream(t, &local, ctx, e.tokens[auth.RoleReader], "")
+	<-time.After(600 * time.Millisecond) // three times both timeouts
+	if _, err := e.ledger.SetStatus(ctx, "slow", ledger.StatusStuck, ledger.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, ctx, ch); !strings.Contains(ev.data, `"slow"`) {
+		t.Fatalf("event %+v", ev)
 	}
 }
