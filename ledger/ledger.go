@@ -78,6 +78,9 @@ type NewDelegation struct {
 	// DefaultTimeout: past it, the sweep marks the delegation stuck.
 	Deadline time.Time
 	Timeout  time.Duration
+	// Actor is recorded as the actor of the insert's audit event; the
+	// database role when empty (Change.Actor for status changes).
+	Actor string
 }
 
 // InsertOutcome says what Insert did.
@@ -129,6 +132,9 @@ func (n *NewDelegation) validate() error {
 	if err := checkText("task_preview", n.TaskPreview, false); err != nil {
 		return err
 	}
+	if err := checkText("actor", n.Actor, false); err != nil {
+		return err
+	}
 	if n.Status != "" && (!n.Status.Valid() || n.Status.Terminal()) {
 		return &FieldError{Field: "status", Reason: fmt.Sprintf("must be queued, dispatched or in_progress, got %q", n.Status)}
 	}
@@ -167,9 +173,8 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	// A conflicting insert inserts nothing; look up which row it met. If that
 	// row is gone by then (its writer rolled back), try again.
 	for range 3 {
-		var id string
-		err := l.db.QueryRow(ctx, insertSQL, n.DelegationID, n.CallerID, n.CalleeID, preview,
-			status, n.IdempotencyKey, deadline, timeout.Seconds()).Scan(&id)
+		id, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
+			status, n.IdempotencyKey, deadline, timeout.Seconds())
 		if err == nil {
 			return InsertResult{DelegationID: id, Outcome: Inserted}, nil
 		}
@@ -200,6 +205,28 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	}
 	return InsertResult{}, fmt.Errorf("inserting delegation %q: %w",
 		n.DelegationID, &ConflictError{DelegationID: n.DelegationID, Reason: "conflicting row kept appearing and disappearing"})
+}
+
+// insertRow runs insertSQL; with an actor, in one round trip after naming
+// the writer for the audit trigger (the same implicit transaction).
+func (l *Ledger) insertRow(ctx context.Context, actor string, args ...any) (string, error) {
+	var id string
+	if actor == "" {
+		err := l.db.QueryRow(ctx, insertSQL, args...).Scan(&id)
+		return id, err
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(setWriterSQL, actor, "", "")
+	batch.Queue(insertSQL, args...)
+	br := l.db.SendBatch(ctx, batch)
+	_, err := br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&id)
+	}
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
+	return id, err
 }
 
 // Change describes a status change beyond the new status: who made it and

@@ -51,6 +51,8 @@ Usage:
   sweeper status [flags]              counts by status, oldest heartbeat, rows eligible now
   sweeper config validate [flags]     load and check the configuration, print it (password masked)
   sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
+  sweeper token create --name N --role R [--principal ID] | token list | token revoke N
+                                      API bearer tokens (shown once, stored hashed)
 
 Flags:
 `
@@ -76,6 +78,7 @@ type env struct {
 	stdout, stderr io.Writer
 	environ        []string
 	opts           options
+	token          tokenFlags
 	flags          *flag.FlagSet
 }
 
@@ -99,6 +102,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	fs.StringVar(&e.opts.output, "output", "text", "output `format` of --once, status and config validate: text or json")
 	fs.BoolVar(&e.opts.showVersion, "version", false, "print the version and exit")
 	config.RegisterFlags(fs)
+	e.token.register(fs)
 	e.flags = fs
 
 	positional, err := parseInterleaved(fs, args)
@@ -149,6 +153,8 @@ func (e *env) dispatch(ctx context.Context, positional []string) error {
 		return e.runConfigValidate()
 	case "dev":
 		return e.noArgs(cmd, rest, func() error { return e.runDev(ctx) })
+	case "token":
+		return e.runToken(ctx, rest)
 	case "help":
 		printUsage(e.stdout, e.flags)
 		return nil

@@ -23,6 +23,8 @@ type Config struct {
 	Migrate MigrateConfig
 	// HTTP configures the /metrics, /healthz and /readyz server.
 	HTTP HTTPConfig
+	// API configures the ledger's HTTP API (its own listener).
+	API APIConfig
 	// Log configures logging.
 	Log LogConfig
 	// ShutdownGrace (shutdown_grace) bounds how long the daemon waits, after
@@ -75,6 +77,37 @@ type HTTPConfig struct {
 	// Listen (http.listen) is the host:port of the /metrics, /healthz and
 	// /readyz server; empty disables it.
 	Listen string
+}
+
+// APIConfig is the api section: the ledger over HTTP (package api).
+type APIConfig struct {
+	// Listen (api.listen) is the host:port of the API; empty disables it.
+	Listen string
+	// TLSCertFile and TLSKeyFile (api.tls_cert_file, api.tls_key_file)
+	// serve HTTPS when both are set.
+	TLSCertFile string
+	TLSKeyFile  string
+	// ClientCAFile (api.client_ca_file), with TLS, requires client
+	// certificates signed by these CAs (mTLS), besides the bearer token.
+	ClientCAFile string
+	// MaxBodyBytes (api.max_body_bytes) bounds a request body.
+	MaxBodyBytes int
+	// MaxBatch (api.max_batch) bounds the ids of one POST /v1/heartbeats.
+	MaxBatch int
+	// RateLimit (api.rate_limit) is each token's requests per second; 0 is
+	// unlimited. RateBurst (api.rate_burst) is its bucket; 0 means RateLimit.
+	RateLimit int
+	RateBurst int
+	// MaxWait (api.max_wait) bounds a feed long poll's wait.
+	MaxWait time.Duration
+	// Server timeouts: api.read_header_timeout, api.read_timeout,
+	// api.write_timeout (longer than MaxWait), api.idle_timeout; and
+	// api.max_header_bytes.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
 }
 
 // LogConfig is the log section.

@@ -78,8 +78,11 @@ func TestDefault(t *testing.T) {
 			NotifyChannel:    "delegation_stuck",
 			DryRun:           false,
 		},
-		Migrate:       MigrateConfig{Auto: false},
-		HTTP:          HTTPConfig{Listen: ":9090"},
+		Migrate: MigrateConfig{Auto: false},
+		HTTP:    HTTPConfig{Listen: ":9090"},
+		API: APIConfig{Listen: "", MaxBodyBytes: 1 << 20, MaxBatch: 10000, MaxWait: time.Minute,
+			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 90 * time.Second,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16384},
 		Log:           LogConfig{Level: "info", Format: "json"},
 		ShutdownGrace: 30 * time.Second,
 	}
@@ -233,6 +236,7 @@ shutdown_grace: 1m
 						MaxBatchesPerRun: 4, NotifyChannel: "x1", DryRun: true},
 					Migrate:       MigrateConfig{Auto: true},
 					HTTP:          HTTPConfig{Listen: "[::1]:0"},
+					API:           Default().API,
 					Log:           LogConfig{Level: "warn", Format: "console"},
 					ShutdownGrace: 90 * time.Minute,
 				}
@@ -463,7 +467,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "tab indentation", file: "sweep:\n\tbatch_size: 5\n",
 			want: []string{"is not valid YAML"}},
 		{name: "not a mapping", file: "- sweep\n- log\n",
-			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, log:, shutdown_grace:)"}},
+			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, api:, log:, shutdown_grace:)"}},
 		{name: "two documents", file: "sweep:\n  batch_size: 5\n---\nlog:\n  level: info\n",
 			want: []string{"second YAML document", ":3)"}},
 		{name: "unknown env var", env: []string{"SWEEPER_SWEEP_BATCHSIZE=5"},
@@ -662,6 +666,9 @@ func TestRedactedAndPrinting(t *testing.T) {
 	wantString := `database.url="postgres://sweeper:xxxxx@db:5432/sweeper?sslmode=disable" database.max_conns=4 ` +
 		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
 		`sweep.notify_channel="delegation_stuck" sweep.dry_run=false migrate.auto=false http.listen=":9090" ` +
+		`api.listen="" api.tls_cert_file="" api.tls_key_file="" api.client_ca_file="" api.max_body_bytes=1048576 ` +
+		`api.max_batch=10000 api.rate_limit=0 api.rate_burst=0 api.max_wait=1m api.read_header_timeout=5s ` +
+		`api.read_timeout=30s api.write_timeout=1m30s api.idle_timeout=2m api.max_header_bytes=16384 ` +
 		`log.level="info" log.format="json" shutdown_grace=30s`
 	if got := c.String(); got != wantString {
 		t.Fatalf("String() =\n%s\nwant\n%s", got, wantString)
@@ -706,8 +713,8 @@ func TestRedactedAndPrinting(t *testing.T) {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 13 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design", len(ks))
+	if len(ks) != 27 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design and the 14 of the API", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
 		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
@@ -720,6 +727,20 @@ func TestKeys(t *testing.T) {
 		"sweep.dry_run":             {"SWEEPER_SWEEP_DRY_RUN", "sweep-dry-run"},
 		"migrate.auto":              {"SWEEPER_MIGRATE_AUTO", "migrate-auto"},
 		"http.listen":               {"SWEEPER_HTTP_LISTEN", "http-listen"},
+		"api.listen":                {"SWEEPER_API_LISTEN", "api-listen"},
+		"api.tls_cert_file":         {"SWEEPER_API_TLS_CERT_FILE", "api-tls-cert-file"},
+		"api.tls_key_file":          {"SWEEPER_API_TLS_KEY_FILE", "api-tls-key-file"},
+		"api.client_ca_file":        {"SWEEPER_API_CLIENT_CA_FILE", "api-client-ca-file"},
+		"api.max_body_bytes":        {"SWEEPER_API_MAX_BODY_BYTES", "api-max-body-bytes"},
+		"api.max_batch":             {"SWEEPER_API_MAX_BATCH", "api-max-batch"},
+		"api.rate_limit":            {"SWEEPER_API_RATE_LIMIT", "api-rate-limit"},
+		"api.rate_burst":            {"SWEEPER_API_RATE_BURST", "api-rate-burst"},
+		"api.max_wait":              {"SWEEPER_API_MAX_WAIT", "api-max-wait"},
+		"api.read_header_timeout":   {"SWEEPER_API_READ_HEADER_TIMEOUT", "api-read-header-timeout"},
+		"api.read_timeout":          {"SWEEPER_API_READ_TIMEOUT", "api-read-timeout"},
+		"api.write_timeout":         {"SWEEPER_API_WRITE_TIMEOUT", "api-write-timeout"},
+		"api.idle_timeout":          {"SWEEPER_API_IDLE_TIMEOUT", "api-idle-timeout"},
+		"api.max_header_bytes":      {"SWEEPER_API_MAX_HEADER_BYTES", "api-max-header-bytes"},
 		"log.level":                 {"SWEEPER_LOG_LEVEL", "log-level"},
 		"log.format":                {"SWEEPER_LOG_FORMAT", "log-format"},
 		"shutdown_grace":            {"SWEEPER_SHUTDOWN_GRACE", "shutdown-grace"},

@@ -138,6 +138,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
+	apiSrv, err := StartAPI(ctx, cfg, pool, metrics.Registry, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = apiSrv.Shutdown(context.Background()) }()
+
 	var srv *http.Server
 	srvErr := make(chan error, 1)
 	if cfg.HTTP.Listen != "" {
@@ -167,6 +173,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	case <-ctx.Done():
 	case err := <-srvErr:
 		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-apiSrv.Errors():
+		runErr = fmt.Errorf("api server: %w", err)
 	}
 
 	log.Info("shutting down", zap.Duration("grace", cfg.ShutdownGrace))
@@ -184,9 +192,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		poolClosed = true
 		return errors.Join(runErr, ErrGraceExceeded)
 	}
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	runErr = errors.Join(runErr, apiSrv.Shutdown(sctx))
 	if srv != nil {
-		sctx, cancel := context.WithDeadline(context.Background(), deadline)
-		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
 			runErr = errors.Join(runErr, fmt.Errorf("stopping http server: %w", err))
 		}

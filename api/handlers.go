@@ -1,0 +1,482 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/tasksweeper/sweeper/internal/auth"
+	"github.com/tasksweeper/sweeper/ledger"
+)
+
+// MaxTimeoutSeconds bounds timeout_seconds of an insert (one year).
+const MaxTimeoutSeconds = 366 * 24 * 3600
+
+// InsertRequest is the body of POST /v1/delegations.
+type InsertRequest struct {
+	DelegationID string `json:"delegation_id"`
+	// CallerID defaults to a caller token's principal.
+	CallerID       string        `json:"caller_id"`
+	CalleeID       string        `json:"callee_id"`
+	TaskPreview    string        `json:"task_preview"`
+	IdempotencyKey string        `json:"idempotency_key"`
+	Status         ledger.Status `json:"status"`
+	// Deadline is RFC 3339; or TimeoutSeconds from now; or the default.
+	Deadline       string   `json:"deadline"`
+	TimeoutSeconds *float64 `json:"timeout_seconds"`
+}
+
+// InsertResponse answers POST /v1/delegations.
+type InsertResponse struct {
+	Outcome      string `json:"outcome"`
+	DelegationID string `json:"delegation_id"`
+}
+
+func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req InsertRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.CallerID == "" && p.Role == auth.RoleCaller {
+		req.CallerID = p.ID
+	}
+	if !p.CanInsert(req.CallerID) {
+		if p.Role == auth.RoleCaller {
+			return errForbidden("a caller token inserts only with its own caller_id")
+		}
+		return errForbidden("only caller and admin tokens insert delegations")
+	}
+	n := ledger.NewDelegation{
+		DelegationID: req.DelegationID, CallerID: req.CallerID, CalleeID: req.CalleeID,
+		TaskPreview: req.TaskPreview, IdempotencyKey: req.IdempotencyKey, Status: req.Status,
+		Actor: p.Actor(),
+	}
+	if req.Deadline != "" {
+		d, err := time.Parse(time.RFC3339Nano, req.Deadline)
+		if err != nil {
+			return errInvalidField("deadline", "must be an RFC 3339 time such as 2026-12-01T18:00:00Z")
+		}
+		n.Deadline = d
+	}
+	if req.TimeoutSeconds != nil {
+		s := *req.TimeoutSeconds
+		if !(s > 0 && s <= MaxTimeoutSeconds) {
+			return errInvalidField("timeout_seconds", fmt.Sprintf("must be more than 0 and at most %d", MaxTimeoutSeconds))
+		}
+		if req.Deadline != "" {
+			return errInvalidField("deadline", "and timeout_seconds are both set; set one")
+		}
+		n.Timeout = time.Duration(s * float64(time.Second))
+	}
+	res, err := h.ledger.Insert(r.Context(), n)
+	if err != nil {
+		return err
+	}
+	code := http.StatusOK
+	if res.Outcome == ledger.Inserted {
+		code = http.StatusCreated
+		w.Header().Set("Location", "/v1/delegations/"+url.PathEscape(res.DelegationID))
+	}
+	writeJSON(w, code, InsertResponse{Outcome: res.Outcome.String(), DelegationID: res.DelegationID})
+	return nil
+}
+
+// visible reads the delegation named in the path, or errNotFound when it is
+// missing or outside p's scope (the two are not told apart).
+func (h *Handler) visible(ctx context.Context, r *http.Request, p auth.Principal) (ledger.Delegation, error) {
+	d, err := h.ledger.Get(ctx, r.PathValue("id"))
+	if errors.Is(err, ledger.ErrNotFound) || (err == nil && !p.CanSee(d)) {
+		return ledger.Delegation{}, errNotFound
+	}
+	return d, err
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	d, err := h.visible(r.Context(), r, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// ListResponse answers GET /v1/delegations.
+type ListResponse struct {
+	Delegations []ledger.Delegation `json:"delegations"`
+	// NextCursor continues the list; absent on the last page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	q, err := query(r, "caller_id", "callee_id", "status", "in_flight", "limit", "cursor")
+	if err != nil {
+		return err
+	}
+	f := ledger.ListFilter{CallerID: q.Get("caller_id"), CalleeID: q.Get("callee_id"), Status: ledger.Status(q.Get("status")), Cursor: q.Get("cursor")}
+	if f.InFlight, err = boolParam(q, "in_flight"); err != nil {
+		return err
+	}
+	if f.Limit, err = intParam(q, "limit", 0, ledger.MaxListLimit); err != nil {
+		return err
+	}
+	if err := scopeFilter(p, &f.CallerID, &f.CalleeID); err != nil {
+		return err
+	}
+	page, err := h.ledger.List(r.Context(), f)
+	if err != nil {
+		return paramError(err)
+	}
+	if page.Delegations == nil {
+		page.Delegations = []ledger.Delegation{}
+	}
+	writeJSON(w, http.StatusOK, ListResponse{Delegations: page.Delegations, NextCursor: page.Next})
+	return nil
+}
+
+// scopeFilter narrows a read of many rows to p's scope: a caller sees its
+// own caller_id, a worker its own callee_id; asking for another's is 403.
+func scopeFilter(p auth.Principal, callerID, calleeID *string) error {
+	switch p.Role {
+	case auth.RoleCaller:
+		if *callerID != "" && *callerID != p.ID {
+			return errForbidden("a caller token reads only its own caller_id")
+		}
+		*callerID = p.ID
+	case auth.RoleWorker:
+		if *calleeID != "" && *calleeID != p.ID {
+			return errForbidden("a worker token reads only its own callee_id")
+		}
+		*calleeID = p.ID
+	}
+	return nil
+}
+
+// paramError turns the ledger's field errors on a GET into 400s naming the
+// query parameter.
+func paramError(err error) error {
+	var fe *ledger.FieldError
+	var use *ledger.UnknownStatusError
+	switch {
+	case errors.As(err, &fe):
+		return errInvalidParam(fe.Field, fe.Error())
+	case errors.As(err, &use):
+		return errInvalidParam("status", use.Error())
+	}
+	return err
+}
+
+// TransitionRequest is the body of POST /v1/delegations/{id}/transitions.
+type TransitionRequest struct {
+	To     ledger.Status `json:"to"`
+	Result string        `json:"result"`
+	Error  string        `json:"error"`
+	Reason string        `json:"reason"`
+}
+
+// TransitionResponse answers a transition that was applied or a replay.
+type TransitionResponse struct {
+	Outcome string        `json:"outcome"`
+	Status  ledger.Status `json:"status"`
+}
+
+func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req TransitionRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.To == "" {
+		return errInvalidField("to", "is required: the status to move to")
+	}
+	if !req.To.Valid() {
+		return errInvalidField("to", fmt.Sprintf("must be one of queued, dispatched, in_progress, completed, failed, stuck, got %q", req.To))
+	}
+	d, err := h.visible(r.Context(), r, p)
+	if err != nil {
+		return err
+	}
+	if !p.CanTransition(d, req.To) {
+		if p.Role == auth.RoleCaller {
+			return errForbidden("a caller token may only cancel (to failed) its own delegations")
+		}
+		return errForbidden("this token may not change this delegation")
+	}
+	res, err := h.ledger.SetStatus(r.Context(), d.DelegationID, req.To, ledger.Change{
+		Actor: p.Actor(), Reason: req.Reason, Result: req.Result, Error: req.Error,
+	})
+	if err != nil {
+		return err
+	}
+	switch res.Outcome {
+	case ledger.OutcomeApplied, ledger.OutcomeUnchanged:
+		writeJSON(w, http.StatusOK, TransitionResponse{Outcome: res.Outcome.String(), Status: res.Status})
+		return nil
+	case ledger.OutcomeNotFound:
+		return errNotFound
+	}
+	c := newProblem(http.StatusConflict, "transition-refused", "The lifecycle refuses this transition",
+		fmt.Sprintf("%s -> %s: %s", res.Status, req.To, res.Outcome))
+	c.Outcome, c.CurrentStatus = res.Outcome.String(), string(res.Status)
+	return c
+}
+
+// HeartbeatResponse answers POST /v1/delegations/{id}/heartbeat.
+type HeartbeatResponse struct {
+	// Live is false once the delegation is terminal: the worker should stop.
+	Live   bool          `json:"live"`
+	Status ledger.Status `json:"status"`
+}
+
+func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	d, err := h.visible(r.Context(), r, p)
+	if err != nil {
+		return err
+	}
+	if !p.CanHeartbeat(d) {
+		return errForbidden("only the delegation's worker (or an admin) heartbeats it")
+	}
+	res, err := h.ledger.Heartbeat(r.Context(), d.DelegationID)
+	if err != nil {
+		return err
+	}
+	if res.Status == "" {
+		return errNotFound
+	}
+	writeJSON(w, http.StatusOK, HeartbeatResponse{Live: res.Live, Status: res.Status})
+	return nil
+}
+
+// HeartbeatsRequest is the body of POST /v1/heartbeats.
+type HeartbeatsRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// HeartbeatsResponse lists the ids whose workers should stop: terminal,
+// missing, or not the token's.
+type HeartbeatsResponse struct {
+	NotLive []string `json:"not_live"`
+}
+
+func (h *Handler) heartbeats(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if p.Role != auth.RoleWorker && p.Role != auth.RoleAdmin {
+		return errForbidden("only worker and admin tokens heartbeat")
+	}
+	var req HeartbeatsRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.IDs) > h.opts.MaxBatch {
+		return errInvalidField("ids", fmt.Sprintf("holds %d ids; at most %d per request", len(req.IDs), h.opts.MaxBatch))
+	}
+	var notLive []string
+	var err error
+	if p.Role == auth.RoleWorker {
+		notLive, err = h.ledger.HeartbeatManyFor(r.Context(), p.ID, req.IDs)
+	} else {
+		notLive, err = h.ledger.HeartbeatMany(r.Context(), req.IDs)
+	}
+	if err != nil {
+		var fe *ledger.FieldError
+		if errors.As(err, &fe) {
+			return errInvalidField("ids"+fe.Field[len("delegation_ids"):], fe.Reason)
+		}
+		return err
+	}
+	if notLive == nil {
+		notLive = []string{}
+	}
+	writeJSON(w, http.StatusOK, HeartbeatsResponse{NotLive: notLive})
+	return nil
+}
+
+// EventsResponse answers GET /v1/delegations/{id}/events.
+type EventsResponse struct {
+	Events []ledger.Event `json:"events"`
+}
+
+func (h *Handler) events(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	d, err := h.visible(r.Context(), r, p)
+	if err != nil {
+		return err
+	}
+	evs, err := h.ledger.Events(r.Context(), d.DelegationID)
+	if err != nil {
+		return err
+	}
+	if evs == nil {
+		evs = []ledger.Event{}
+	}
+	writeJSON(w, http.StatusOK, EventsResponse{Events: evs})
+	return nil
+}
+
+// FeedResponse answers GET /v1/events.
+type FeedResponse struct {
+	Events []ledger.Event `json:"events"`
+	// NextAfter is the cursor of the next request: the last event's id, or
+	// the request's after when no event came.
+	NextAfter int64 `json:"next_after"`
+	// Pending reports matching events held back until an older
+	// transaction ends; ask again.
+	Pending bool `json:"pending"`
+}
+
+func (h *Handler) feed(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	q, err := query(r, "after", "limit", "to_status", "caller_id", "callee_id", "wait")
+	if err != nil {
+		return err
+	}
+	f := ledger.FeedFilter{ToStatus: ledger.Status(q.Get("to_status")), CallerID: q.Get("caller_id"), CalleeID: q.Get("callee_id")}
+	after, err := intParam(q, "after", 0, math.MaxInt64)
+	if err != nil {
+		return err
+	}
+	f.After = int64(after)
+	if f.Limit, err = intParam(q, "limit", 0, ledger.MaxFeedLimit); err != nil {
+		return err
+	}
+	if f.ToStatus != "" && !f.ToStatus.Valid() {
+		return errInvalidParam("to_status", fmt.Sprintf("is not a status: %q", f.ToStatus))
+	}
+	wait, err := durationParam(q, "wait", h.opts.MaxWait)
+	if err != nil {
+		return err
+	}
+	if err := scopeFilter(p, &f.CallerID, &f.CalleeID); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	var page ledger.FeedPage
+	if wait > 0 {
+		h.metrics.longPolls.Inc()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-h.stopped:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if h.onWait != nil {
+			h.onWait()
+		}
+		page, err = h.ledger.FeedWait(ctx, h.waiter, f, wait)
+		cancel()
+		h.metrics.longPolls.Dec()
+		if errors.Is(err, context.Canceled) && r.Context().Err() == nil {
+			err, page = nil, ledger.FeedPage{} // the server is stopping: answer empty
+		}
+	} else {
+		page, err = h.ledger.Feed(ctx, f)
+	}
+	if err != nil {
+		return paramError(err)
+	}
+	resp := FeedResponse{Events: page.Events, NextAfter: f.After, Pending: page.Pending}
+	if resp.Events == nil {
+		resp.Events = []ledger.Event{}
+	}
+	if n := len(resp.Events); n > 0 {
+		resp.NextAfter = resp.Events[n-1].ID
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (h *Handler) summary(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	q, err := query(r, "caller_id")
+	if err != nil {
+		return err
+	}
+	caller := q.Get("caller_id")
+	switch p.Role {
+	case auth.RoleWorker:
+		return errForbidden("the summary is per caller: use a caller, reader or admin token")
+	case auth.RoleCaller:
+		if caller != "" && caller != p.ID {
+			return errForbidden("a caller token reads only its own caller_id")
+		}
+		caller = p.ID
+	}
+	sum, err := h.ledger.Summary(r.Context(), caller)
+	if err != nil {
+		return paramError(err)
+	}
+	writeJSON(w, http.StatusOK, sum)
+	return nil
+}
+
+func (h *Handler) openapi(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(OpenAPIDocument)
+	return nil
+}
+
+// query parses the query string, refusing unknown or repeated parameters.
+func query(r *http.Request, known ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, errInvalidParam("", "the query string is malformed")
+	}
+	for k, vs := range q {
+		ok := false
+		for _, kn := range known {
+			ok = ok || k == kn
+		}
+		if !ok {
+			return nil, errInvalidParam(k, fmt.Sprintf("unknown query parameter %q", k))
+		}
+		if len(vs) > 1 {
+			return nil, errInvalidParam(k, fmt.Sprintf("query parameter %q is repeated", k))
+		}
+	}
+	return q, nil
+}
+
+func intParam(q url.Values, name string, lo, hi int) (int, error) {
+	s := q.Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, errInvalidParam(name, fmt.Sprintf("must be an integer from %d to %d", lo, hi))
+	}
+	return n, nil
+}
+
+func boolParam(q url.Values, name string) (bool, error) {
+	switch q.Get(name) {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, errInvalidParam(name, "must be true or false")
+}
+
+// durationParam reads a wait: a Go duration (30s, 1m) or whole seconds.
+func durationParam(q url.Values, name string, limit time.Duration) (time.Duration, error) {
+	s := q.Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		n, nerr := strconv.Atoi(s)
+		if nerr != nil {
+			return 0, errInvalidParam(name, "must be a duration such as 30s, or whole seconds")
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 || d > limit {
+		return 0, errInvalidParam(name, fmt.Sprintf("must be from 0 to %s", limit))
+	}
+	return d, nil
+}

@@ -1,0 +1,155 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/tasksweeper/sweeper/api"
+	"github.com/tasksweeper/sweeper/internal/config"
+)
+
+// APIServer is the ledger's HTTP API on its own listener (api.listen).
+type APIServer struct {
+	srv  *http.Server
+	h    *api.Handler
+	ln   net.Listener
+	errc chan error
+	once sync.Once
+	err  error
+}
+
+// StartAPI serves the API as cfg.API says, and returns once it listens. It
+// returns nil, nil when api.listen is empty. Configuration problems are
+// *config.Error naming the key.
+func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg prometheus.Registerer, log *zap.Logger) (*APIServer, error) {
+	c := cfg.API
+	if c.Listen == "" {
+		return nil, nil
+	}
+	tlsCfg, err := apiTLS(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.WriteTimeout <= c.MaxWait {
+		return nil, &config.Error{Key: "api.write_timeout", Value: c.WriteTimeout.String(),
+			Reason: fmt.Sprintf("must be longer than api.max_wait (%s), or long polls are cut off", c.MaxWait)}
+	}
+	h, err := api.NewHandler(api.Options{
+		Pool: pool, Logger: log.Named("api"), Registerer: reg,
+		MaxBodyBytes: int64(c.MaxBodyBytes), MaxBatch: c.MaxBatch,
+		RateLimit: float64(c.RateLimit), RateBurst: c.RateBurst, MaxWait: c.MaxWait,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := h.Start(ctx); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		h.Stop()
+		return nil, fmt.Errorf("api.listen: %w", err)
+	}
+	s := &APIServer{
+		h: h, ln: ln, errc: make(chan error, 1),
+		srv: &http.Server{
+			Handler:           h,
+			TLSConfig:         tlsCfg,
+			ReadHeaderTimeout: c.ReadHeaderTimeout,
+			ReadTimeout:       c.ReadTimeout,
+			WriteTimeout:      c.WriteTimeout,
+			IdleTimeout:       c.IdleTimeout,
+			MaxHeaderBytes:    c.MaxHeaderBytes,
+			// net/http's own messages (TLS handshakes, bad requests) never
+			// carry headers; keep them out of info logs.
+			ErrorLog: zap.NewStdLog(log.Named("api_http").WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+		},
+	}
+	go func() {
+		var err error
+		if tlsCfg != nil {
+			err = s.srv.ServeTLS(ln, "", "")
+		} else {
+			err = s.srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- err
+		}
+	}()
+	log.Info("serving the ledger API", zap.String("api_address", ln.Addr().String()), zap.Bool("tls", tlsCfg != nil),
+		zap.Bool("client_certificates", tlsCfg != nil && tlsCfg.ClientCAs != nil))
+	return s, nil
+}
+
+// apiTLS builds the TLS configuration of the API, or nil without TLS.
+func apiTLS(c config.APIConfig) (*tls.Config, error) {
+	switch {
+	case c.TLSCertFile == "" && c.TLSKeyFile == "":
+		if c.ClientCAFile != "" {
+			return nil, &config.Error{Key: "api.client_ca_file", Value: c.ClientCAFile,
+				Reason: "needs TLS: set api.tls_cert_file and api.tls_key_file too"}
+		}
+		return nil, nil
+	case c.TLSCertFile == "":
+		return nil, &config.Error{Key: "api.tls_cert_file", Reason: "is empty while api.tls_key_file is set; set both or neither"}
+	case c.TLSKeyFile == "":
+		return nil, &config.Error{Key: "api.tls_key_file", Reason: "is empty while api.tls_cert_file is set; set both or neither"}
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, &config.Error{Key: "api.tls_cert_file", Value: c.TLSCertFile,
+			Reason: "with api.tls_key_file is not a usable PEM certificate and key: " + err.Error()}
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCAFile != "" {
+		pem, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, &config.Error{Key: "api.client_ca_file", Value: c.ClientCAFile, Reason: "cannot be read: " + err.Error()}
+		}
+		cas := x509.NewCertPool()
+		if !cas.AppendCertsFromPEM(pem) {
+			return nil, &config.Error{Key: "api.client_ca_file", Value: c.ClientCAFile, Reason: "holds no PEM certificate"}
+		}
+		tc.ClientCAs = cas
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// Addr is the address the API listens on.
+func (s *APIServer) Addr() string { return s.ln.Addr().String() }
+
+// Errors reports a failure of the server; nil (never ready) on a nil server.
+func (s *APIServer) Errors() <-chan error {
+	if s == nil {
+		return nil
+	}
+	return s.errc
+}
+
+// Shutdown ends waiting long polls, stops accepting requests and waits for
+// those running, until ctx ends. A nil server, or a second call, does
+// nothing.
+func (s *APIServer) Shutdown(ctx context.Context) error {
+	if s == nil {
+		return nil
+	}
+	s.once.Do(func() {
+		s.h.Stop()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			s.err = fmt.Errorf("stopping the api server: %w", err)
+		}
+	})
+	return s.err
+}
