@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/tasksweeper/sweeper/console"
 	"github.com/tasksweeper/sweeper/internal/config"
 	"github.com/tasksweeper/sweeper/migrations"
 	"github.com/tasksweeper/sweeper/sweep"
@@ -126,9 +127,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	metrics := NewMetrics()
 	health := NewHealth(pool, metrics)
 	scfg := SweepConfig(cfg, log)
+	runs := console.NewRunTracker()
 	scfg.OnRun = func(res sweep.Result, err error) {
 		metrics.ObserveRun(res, err)
 		health.RunDone(err)
+		runs.RunDone(err)
 		if opts.OnRun != nil {
 			opts.OnRun(res, err)
 		}
@@ -138,7 +141,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
-	apiSrv, err := StartAPI(ctx, cfg, pool, metrics.Registry, log)
+	apiSrv, err := StartAPI(ctx, cfg, pool, metrics.Registry, log, runs.Runs)
 	if err != nil {
 		return err
 	}
