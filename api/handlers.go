@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tasksweeper/sweeper/internal/auth"
@@ -282,7 +283,9 @@ func (h *Handler) heartbeats(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err != nil {
 		var fe *ledger.FieldError
 		if errors.As(err, &fe) {
-			return errInvalidField("ids"+fe.Field[len("delegation_ids"):], fe.Reason)
+			if index, ok := strings.CutPrefix(fe.Field, "delegation_ids"); ok {
+				return errInvalidField("ids"+index, fe.Reason)
+			}
 		}
 		return err
 	}

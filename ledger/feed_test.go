@@ -305,3 +305,48 @@ func TestFeedAndSummaryPlansUseTheirIndexes(t *testing.T) {
 		}
 	}
 }
+
+// The waiter's connection is killed: waiting requests are woken (they read
+// the feed again), and after it reconnects commits wake them again.
+func TestWaiterReconnects(t *testing.T) {
+	t.Parallel()
+	l, pool := newLedger(t)
+	ctx := context.Background()
+	w := ledger.NewWaiter(pool)
+	lost := make(chan error, 4)
+	w.OnError = func(err error) { lost <- err }
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	woken := w.Changed()
+	var killed int
+	if err := pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN sweeper_events'`).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminated %d listeners, %v", killed, err)
+	}
+	select {
+	case <-woken:
+	case <-time.After(30 * time.Second):
+		t.Fatal("waiters not woken when the connection was lost")
+	}
+	select {
+	case <-lost:
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnError not called")
+	}
+	reconnected := w.Changed() // closed by the wake-up after the reconnect
+	select {
+	case <-reconnected:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no reconnect")
+	}
+	next := w.Changed()
+	insert(t, l, "after-reconnect", "")
+	select {
+	case <-next:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a commit after the reconnect woke no one")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -34,9 +35,15 @@ type APIServer struct {
 
 // StartAPI serves the API and the console as cfg.API says, and returns once
 // it listens. It returns nil, nil when api.listen is empty. Configuration
-// problems are *config.Error naming the key. runs, when not nil, tells the
-// console's overview of the sweeper's runs.
-func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg prometheus.Registerer, log *zap.Logger, runs func() console.Runs) (*APIServer, error) {
+// problems are *config.Error naming the key. The console's overview is not
+// told of sweeper runs; the daemon uses StartAPIWithRuns.
+func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg prometheus.Registerer, log *zap.Logger) (*APIServer, error) {
+	return StartAPIWithRuns(ctx, cfg, pool, reg, log, nil)
+}
+
+// StartAPIWithRuns is StartAPI whose console shows the sweeper's runs as
+// runs reports them (nil: not known).
+func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg prometheus.Registerer, log *zap.Logger, runs func() console.Runs) (*APIServer, error) {
 	c := cfg.API
 	if c.Listen == "" {
 		return nil, nil
@@ -87,7 +94,7 @@ func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg pr
 			MaxHeaderBytes:    c.MaxHeaderBytes,
 			// net/http's own messages (TLS handshakes, bad requests) never
 			// carry headers; keep them out of info logs.
-			ErrorLog: zap.NewStdLog(log.Named("api_http").WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+			ErrorLog: newDebugStdLog(log.Named("api_http")),
 		},
 	}
 	go func() {
@@ -104,6 +111,15 @@ func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg pr
 	log.Info("serving the ledger API", zap.String("api_address", ln.Addr().String()), zap.Bool("tls", tlsCfg != nil),
 		zap.Bool("client_certificates", tlsCfg != nil && tlsCfg.ClientCAs != nil))
 	return s, nil
+}
+
+// newDebugStdLog is a *log.Logger for net/http that writes at debug level.
+func newDebugStdLog(l *zap.Logger) *stdlog.Logger {
+	sl, err := zap.NewStdLogAt(l, zap.DebugLevel)
+	if err != nil {
+		return zap.NewStdLog(l)
+	}
+	return sl
 }
 
 // apiTLS builds the TLS configuration of the API, or nil without TLS.

@@ -141,7 +141,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
-	apiSrv, err := StartAPI(ctx, cfg, pool, metrics.Registry, log, runs.Runs)
+	apiSrv, err := StartAPIWithRuns(ctx, cfg, pool, metrics.Registry, log, runs.Runs)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/tasksweeper/sweeper/internal/auth"
 	"github.com/tasksweeper/sweeper/internal/config"
 	"github.com/tasksweeper/sweeper/internal/daemon"
 	"github.com/tasksweeper/sweeper/internal/pgserver"
@@ -34,6 +35,7 @@ const (
 	Schedule         = "@every 2s"
 	HeartbeatTimeout = 15 * time.Second
 	HTTPListen       = "127.0.0.1:9090"
+	APIListen        = "127.0.0.1:8080"
 	workerTick       = time.Second
 )
 
@@ -84,11 +86,18 @@ func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 	} else {
 		_ = ln.Close()
 	}
+	cfg.API.Listen = freeAddr(APIListen)
+	demoToken, err := auth.NewStore(pool).Create(ctx, "demo", auth.RoleAdmin, "")
+	if err != nil {
+		return err
+	}
 	say("sweeper dev: %d delegations seeded; a simulated fleet heartbeats %d of them, completes some, and lets some go silent.",
 		seededTotal, len(live))
 	say("sweeper dev: sweeping %s with heartbeat_timeout %s; metrics on http://%s/metrics. Ctrl-C to stop and clean up.",
 		Schedule, HeartbeatTimeout, cfg.HTTP.Listen)
 	say("sweeper dev: psql %s", dbURL)
+	say("sweeper dev: ledger API on http://%s with the demo admin token (throwaway, like the database):", cfg.API.Listen)
+	say("  curl -sS -H 'Authorization: Bearer %s' 'http://%s/v1/events?to_status=stuck&wait=30s'", demoToken, cfg.API.Listen)
 
 	var wg sync.WaitGroup
 	wctx, stopWorkers := context.WithCancel(ctx)
@@ -109,6 +118,19 @@ func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 	stopWorkers()
 	wg.Wait()
 	return err
+}
+
+// freeAddr returns addr when it can be listened on, else a free loopback
+// port, so the demo can print where it serves.
+func freeAddr(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return addr
+		}
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // createDatabase makes a database of its own on the server and returns its
