@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -213,19 +214,13 @@ func seed(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	_, err = l.Insert(ctx, ledger.NewDelegation{
 		DelegationID: "hostile-<script>alert(1)</script>", CallerID: "search", CalleeID: "llm-worker\u202Egnp.exe",
-		TaskPreview: "<img src=x onerror=alert(1)> zero\u200bwidth " + string(make([]byte, 0)) + longLine(),
+		TaskPreview: "<img src=x onerror=alert(1)> zero\u200bwidth " + longLine(),
 		Status:      ledger.StatusInProgress,
 	})
 	return err
 }
 
-func longLine() string {
-	b := make([]byte, 1500)
-	for i := range b {
-		b[i] = 'W'
-	}
-	return string(b)
-}
+func longLine() string { return strings.Repeat("W", 1500) }
 
 // control answers the browser tests from the database, with queries of its
 // own (plain counts, not the console's statements).
