@@ -113,3 +113,8 @@ demo: ## Run `sweeper dev`: throwaway PostgreSQL, demo ledger, fast sweeps (Ctrl
 .PHONY: clean
 clean: ## Remove build output (bin/, dist/)
 	rm -rf bin dist
+
+# --- console browser tests (owned with console/) ---
+.PHONY: test-browser
+test-browser: ## Console browser tests: headless chromium + playwright-core vs a dev server and PostgreSQL; rewrites docs/console/*.png
+	GO=$(GO) console/browser/run.sh

@@ -17,23 +17,33 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/api"
+	"github.com/tasksweeper/sweeper/console"
 	"github.com/tasksweeper/sweeper/internal/config"
 )
 
-// APIServer is the ledger's HTTP API on its own listener (api.listen).
+// APIServer is the ledger's HTTP API on its own listener (api.listen), and
+// the console next to it: the API owns /v1/, the console every other path.
 type APIServer struct {
-	srv  *http.Server
-	h    *api.Handler
-	ln   net.Listener
-	errc chan error
-	once sync.Once
-	err  error
+	srv     *http.Server
+	h       *api.Handler
+	console *console.Handler
+	ln      net.Listener
+	errc    chan error
+	once    sync.Once
+	err     error
 }
 
-// StartAPI serves the API as cfg.API says, and returns once it listens. It
-// returns nil, nil when api.listen is empty. Configuration problems are
-// *config.Error naming the key.
+// StartAPI serves the API and the console as cfg.API says, and returns once
+// it listens. It returns nil, nil when api.listen is empty. Configuration
+// problems are *config.Error naming the key. The console's overview is not
+// told of sweeper runs; the daemon uses StartAPIWithRuns.
 func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg prometheus.Registerer, log *zap.Logger) (*APIServer, error) {
+	return StartAPIWithRuns(ctx, cfg, pool, reg, log, nil)
+}
+
+// StartAPIWithRuns is StartAPI whose console shows the sweeper's runs as
+// runs reports them (nil: not known).
+func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg prometheus.Registerer, log *zap.Logger, runs func() console.Runs) (*APIServer, error) {
 	c := cfg.API
 	if c.Listen == "" {
 		return nil, nil
@@ -54,18 +64,28 @@ func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg pr
 	if err != nil {
 		return nil, err
 	}
+	ch, err := console.NewHandler(console.Config{
+		Pool: pool, HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout, Runs: runs, Logger: log.Named("console"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", h)
+	mux.Handle("/", ch)
 	if err := h.Start(ctx); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		h.Stop()
+		ch.Close()
 		return nil, fmt.Errorf("api.listen: %w", err)
 	}
 	s := &APIServer{
-		h: h, ln: ln, errc: make(chan error, 1),
+		h: h, console: ch, ln: ln, errc: make(chan error, 1),
 		srv: &http.Server{
-			Handler:           h,
+			Handler:           mux,
 			TLSConfig:         tlsCfg,
 			ReadHeaderTimeout: c.ReadHeaderTimeout,
 			ReadTimeout:       c.ReadTimeout,
@@ -157,6 +177,7 @@ func (s *APIServer) Shutdown(ctx context.Context) error {
 	}
 	s.once.Do(func() {
 		s.h.Stop()
+		s.console.Close() // ends the live streams, which Shutdown would wait for
 		if err := s.srv.Shutdown(ctx); err != nil {
 			s.err = fmt.Errorf("stopping the api server: %w", err)
 		}
@@ -171,6 +192,7 @@ type apiService struct {
 	pool *pgxpool.Pool
 	reg  prometheus.Registerer
 	log  *zap.Logger
+	runs func() console.Runs // the sweeper's runs, for the console's overview
 
 	srv    *APIServer
 	failed chan error
@@ -180,7 +202,7 @@ type apiService struct {
 
 // Start serves the API; configuration and listen errors are returned.
 func (a *apiService) Start(ctx context.Context) error {
-	s, err := StartAPI(ctx, a.cfg, a.pool, a.reg, a.log)
+	s, err := StartAPIWithRuns(ctx, a.cfg, a.pool, a.reg, a.log, a.runs)
 	if err != nil {
 		return err
 	}

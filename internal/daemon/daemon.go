@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/tasksweeper/sweeper/console"
 	"github.com/tasksweeper/sweeper/internal/config"
 	"github.com/tasksweeper/sweeper/internal/startstop"
 	"github.com/tasksweeper/sweeper/migrations"
@@ -123,9 +124,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	health := NewHealth(pool, metrics)
 	scfg := SweepConfig(cfg, log)
+	runs := console.NewRunTracker()
 	scfg.OnRun = func(res sweep.Result, err error) {
 		metrics.ObserveRun(res, err)
 		health.RunDone(ctx, err)
+		runs.RunDone(err)
 		if opts.OnRun != nil {
 			opts.OnRun(res, err)
 		}
@@ -142,7 +145,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// supervisor that waits for the metrics address finds the API up too.
 	var services startstop.Group
 	if cfg.API.Listen != "" {
-		services.Add("api server", &apiService{cfg: cfg, pool: pool, reg: metrics.Registry, log: log})
+		services.Add("api server", &apiService{cfg: cfg, pool: pool, reg: metrics.Registry, log: log, runs: runs.Runs})
 	}
 	if cfg.HTTP.Listen != "" {
 		srv, err := NewHTTPServer(cfg.HTTP.Listen, health.Handler(), cfg.ShutdownGrace, log)

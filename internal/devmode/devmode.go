@@ -105,6 +105,7 @@ func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 	say("sweeper dev: the demo database is %s; %s", config.DisplayDSN(dbURL), psqlCommand(dbURL))
 	say("sweeper dev: ledger API on http://%s with the demo admin token (throwaway, like the database):", cfg.API.Listen)
 	say("  curl -sS -H 'Authorization: Bearer %s' 'http://%s/v1/events?to_status=stuck&wait=30s'", demoToken, cfg.API.Listen)
+	say("sweeper dev: console on http://%s/ (sign in with the same token)", cfg.API.Listen)
 
 	var wg sync.WaitGroup
 	wctx, stopWorkers := context.WithCancel(ctx)
