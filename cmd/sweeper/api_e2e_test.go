@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksweeper/sweeper/internal/pgserver"
 	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
 )
@@ -23,10 +24,18 @@ var apiAddrRE = regexp.MustCompile(`"api_address":"([^"]+)"`)
 // worker and a caller over the API, a sweep that the feed's long poll sees
 // within a second, revocation at once, slow clients cut off, and no token
 // in any output.
+//
+// It runs on a PostgreSQL server of its own: the feed holds events back while
+// any older write transaction on the server runs (docs/design.md, "the feed's
+// order"), and the other tests of this package write on the shared server
+// all the time, with transactions that last seconds.
 func TestAPIThroughTheBinary(t *testing.T) {
 	t.Parallel()
-	db := testdb.New(t)
-	env := []string{"SWEEPER_DATABASE_URL=" + db.URL}
+	srv := testdb.StartServer(t, pgserver.Options{})
+	env := []string{"SWEEPER_DATABASE_URL=" + srv.URL}
+	if r := run(t, env, "migrate", "up"); r.Code != 0 {
+		t.Fatalf("migrate up: %s", r)
+	}
 
 	tokens := map[string]string{}
 	var outputs []string
