@@ -41,8 +41,8 @@ func sweepStatements(batch int) []statement {
 	var out []statement
 	for _, r := range rules {
 		out = append(out,
-			statement{"sweep by " + r.reason, r.sweep, r.args(timeout, batch, stuckSources, NotifyChannelDefault)},
-			statement{"count by " + r.reason, r.count, r.args(timeout, batch*MaxBatchesPerRunDefault)})
+			statement{"sweep by " + r.name, r.sweep, r.args(timeout, batch, stuckSources, NotifyChannelDefault)},
+			statement{"count by " + r.name, r.count, r.args(timeout, batch*MaxBatchesPerRunDefault)})
 	}
 	return append(out,
 		statement{"gauges", gaugesSQL, []any{timeout.Seconds()}},
@@ -83,7 +83,9 @@ func TestPlansUseIndexes(t *testing.T) {
 
 // loadPlanLedger fills the delegations table with n rows shaped like a real
 // ledger: most of it terminal history, 10% in flight, a few of those stale or
-// late. Triggers are off for the load: it is test data, not writes to audit.
+// late. The in_progress rows have mixed heartbeat timeouts: a third on the
+// global one (NULL), a third 30 s (a quarter of them stale), a third 10 min.
+// Triggers are off for the load: it is test data, not writes to audit.
 func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -92,7 +94,8 @@ func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	defer conn.Release()
 	stmts := []string{
 		`SET session_replication_role = replica`,
-		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat, deadline, created_at)
+		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat,
+		                                      heartbeat_timeout, deadline, created_at)
 		SELECT 'd' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89),
 		       CASE WHEN g %% 20 = 0 THEN 'in_progress'
 		            WHEN g %% 20 = 1 THEN 'queued'
@@ -101,11 +104,15 @@ func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 		            ELSE 'stuck' END,
 		       CASE WHEN g %% 20 = 1 THEN NULL
 		            WHEN g %% 2000 = 0 THEN now() - interval '1 hour'
+		            WHEN g %% 60 = 20 THEN now() - make_interval(secs => g %% 40)
 		            ELSE now() - make_interval(secs => g %% 300) END,
+		       CASE WHEN g %% 60 = 20 THEN interval '30 seconds'
+		            WHEN g %% 60 = 40 THEN interval '10 minutes' END,
 		       CASE WHEN g %% 3001 = 1 THEN now() - interval '1 minute'
 		            ELSE now() + interval '6 hours' END,
 		       now() - make_interval(secs => g)
 		FROM generate_series(1, %d) g`, n),
+		setExpiresAtSQL,
 		`SET session_replication_role = DEFAULT`,
 		`ANALYZE delegations`,
 	}
@@ -116,6 +123,12 @@ func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	}
 	return nil
 }
+
+// setExpiresAtSQL sets heartbeat_expires_at, which the triggers keep, on
+// rows loaded with the triggers off.
+const setExpiresAtSQL = `
+UPDATE delegations SET heartbeat_expires_at = sweeper_heartbeat_expiry(last_heartbeat, heartbeat_timeout)
+WHERE heartbeat_timeout IS NOT NULL`
 
 // explain returns the JSON plan of sql with args, without running it. In
 // generic mode the statement is prepared and planned with
@@ -236,14 +249,17 @@ func TestEmptyClaimCostIsConstant(t *testing.T) {
 	const (
 		deadlineIdx  = "idx_delegations_inflight_deadline"
 		heartbeatIdx = "idx_delegations_inflight_heartbeat"
+		ownIdx       = "idx_delegations_inflight_heartbeat_own"
 		pkey         = "delegations_pkey"
 	)
 	allowed := map[string]emptyClaimStatement{
-		"sweep by " + ReasonDeadlineExceeded: {indexes: []string{deadlineIdx, pkey}},
-		"count by " + ReasonDeadlineExceeded: {indexes: []string{deadlineIdx}},
-		"sweep by " + ReasonHeartbeatTimeout: {indexes: []string{heartbeatIdx, pkey}},
-		"count by " + ReasonHeartbeatTimeout: {indexes: []string{heartbeatIdx}},
-		"gauges":                             {indexes: []string{heartbeatIdx, deadlineIdx}},
+		"sweep by deadline":                 {indexes: []string{deadlineIdx, pkey}},
+		"count by deadline":                 {indexes: []string{deadlineIdx}},
+		"sweep by global heartbeat timeout": {indexes: []string{heartbeatIdx, pkey}},
+		"count by global heartbeat timeout": {indexes: []string{heartbeatIdx}},
+		"sweep by own heartbeat timeout":    {indexes: []string{ownIdx, pkey}},
+		"count by own heartbeat timeout":    {indexes: []string{ownIdx}},
+		"gauges":                            {indexes: []string{heartbeatIdx, ownIdx, deadlineIdx}},
 		// sweeper status, not a sweep: to be exact, it reads the rows of the
 		// oldest minute.
 		"oldest heartbeat": {indexes: []string{heartbeatIdx}, unbounded: true},
@@ -304,7 +320,11 @@ func buffersOf(plan map[string]any) int {
 
 // loadQuietLedger fills the delegations table with n rows of which 1% are
 // in flight (in_progress with fresh heartbeats, and a few queued) and none
-// is eligible: the ledger of a sweep that finds nothing.
+// is eligible: the ledger of a sweep that finds nothing. The in_progress
+// rows have mixed heartbeat timeouts: a third on the global one (NULL), a
+// third 5 min (heartbeats under a minute old), a third 1 hour. (Rows with
+// a 30 s timeout and no heartbeats would be stale before the test ends;
+// TestShortOwnTimeoutNotRead covers them.)
 func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -313,17 +333,23 @@ func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	defer conn.Release()
 	stmts := []string{
 		`SET session_replication_role = replica`,
-		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat, deadline, created_at)
+		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat,
+		                                      heartbeat_timeout, deadline, created_at)
 		SELECT 'q' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89),
 		       CASE WHEN g %% 100 = 0 THEN 'in_progress'
 		            WHEN g %% 1000 = 1 THEN 'queued'
 		            WHEN g %% 20 < 12 THEN 'completed'
 		            WHEN g %% 20 < 17 THEN 'failed'
 		            ELSE 'stuck' END,
-		       CASE WHEN g %% 1000 = 1 THEN NULL ELSE now() - make_interval(secs => g %% 300) END,
+		       CASE WHEN g %% 1000 = 1 THEN NULL
+		            WHEN g %% 300 = 0 THEN now() - make_interval(secs => g %% 60)
+		            ELSE now() - make_interval(secs => g %% 300) END,
+		       CASE WHEN g %% 300 = 0 THEN interval '5 minutes'
+		            WHEN g %% 300 = 100 THEN interval '1 hour' END,
 		       now() + interval '6 hours' + make_interval(secs => g %% 3600),
 		       now() - make_interval(secs => g)
 		FROM generate_series(1, %d) g`, n),
+		setExpiresAtSQL,
 		`SET session_replication_role = DEFAULT`,
 		`VACUUM ANALYZE delegations`,
 	}
