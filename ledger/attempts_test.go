@@ -47,6 +47,20 @@ func TestHeartbeatTimeoutSetAtInsertAndValidated(t *testing.T) {
 	if d, err := l.Get(ctx, "global"); err != nil || d.HeartbeatTimeout != nil {
 		t.Fatalf("global = %+v, %v", d, err)
 	}
+	// The sweep's index key is set from the heartbeat that entering
+	// in_progress records (the expiry triggers run after the touch ones),
+	// whether at insert or by a later move.
+	if _, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: "started", CallerID: "c", CalleeID: "w",
+		Status: ledger.StatusInProgress, HeartbeatTimeout: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := l.SetStatus(ctx, "own", ledger.StatusInProgress, ledger.Change{}); err != nil || res.Outcome != ledger.OutcomeApplied {
+		t.Fatalf("start own: %+v, %v", res, err)
+	}
+	if n := countRows(t, pool, `SELECT count(*) FROM delegations WHERE delegation_id IN ('started', 'own')
+		AND heartbeat_expires_at > last_heartbeat AND heartbeat_expires_at <= last_heartbeat + heartbeat_timeout`); n != 2 {
+		t.Fatalf("%d of 2 started rows have their expiry set", n)
+	}
 	for i, bad := range []time.Duration{-time.Second, time.Millisecond, 999 * time.Millisecond, 7*24*time.Hour + time.Second} {
 		_, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: fmt.Sprintf("bad-%d", i), CallerID: "c", CalleeID: "w", HeartbeatTimeout: bad})
 		assertFieldError(t, err, "heartbeat_timeout")
