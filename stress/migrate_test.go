@@ -144,9 +144,9 @@ func TestDaemonRefusesBadSchema(t *testing.T) {
 	}
 
 	// The operator's repair, then the daemon starts.
-	mustExec(t, db.URL, `UPDATE `+migrations.VersionTable+` SET version = 1, dirty = true`)
-	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn}, "migrate", "force", "1"); r.Code != 0 {
-		t.Fatalf("migrate force 1: %s", r)
+	mustExec(t, db.URL, `UPDATE `+migrations.VersionTable+` SET version = $1, dirty = true`, migrations.Latest)
+	if r := run(t, []string{"SWEEPER_DATABASE_URL=" + dsn}, "migrate", "force", fmt.Sprint(migrations.Latest)); r.Code != 0 {
+		t.Fatalf("migrate force %d: %s", migrations.Latest, r)
 	}
 	d := startDaemon(t, "daemon", env)
 	eventually(t, time.Minute, "/readyz 200 after the repair", func() bool { return readyz(d) == 200 })

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
+	"github.com/tasksweeper/sweeper/migrations"
 )
 
 // The tests in this file run the built binary, as users and CI do.
@@ -156,7 +157,7 @@ func TestSchemaBehindRefusesWithInstructions(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Stderr, "sweeper migrate up") {
 		t.Fatalf("behind schema: %s", r)
 	}
-	if r := run(t, env, "migrate", "up"); r.Code != 0 || !strings.Contains(r.Stdout, "schema version 1") {
+	if r := run(t, env, "migrate", "up"); r.Code != 0 || !strings.Contains(r.Stdout, fmt.Sprintf("schema version %d", migrations.Latest)) {
 		t.Fatalf("migrate up: %s", r)
 	}
 	if _, err := db.Pool.Exec(context.Background(), `UPDATE sweeper_schema_migrations SET dirty = true`); err != nil {
@@ -166,7 +167,7 @@ func TestSchemaBehindRefusesWithInstructions(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Stderr, "dirty") || !strings.Contains(r.Stderr, "sweeper migrate force") {
 		t.Fatalf("dirty schema: %s", r)
 	}
-	if r := run(t, env, "migrate", "force", "1"); r.Code != 0 {
+	if r := run(t, env, "migrate", "force", fmt.Sprint(migrations.Latest)); r.Code != 0 {
 		t.Fatalf("migrate force: %s", r)
 	}
 	if r := run(t, env, "--once"); r.Code != 0 {
