@@ -60,8 +60,10 @@ type Delegation struct {
 	CreatedAt      time.Time  `db:"created_at" json:"created_at"`
 	UpdatedAt      time.Time  `db:"updated_at" json:"updated_at"`
 	// HeartbeatTimeout is the delegation's own heartbeat timeout; nil means
-	// the sweeper's global one (sweep.heartbeat_timeout).
-	HeartbeatTimeout *time.Duration `db:"heartbeat_timeout" json:"heartbeat_timeout,omitempty"`
+	// the sweeper's global one (sweep.heartbeat_timeout). Not in the JSON
+	// form: a time.Duration would read as nanoseconds there; the HTTP API
+	// renders it in its own units.
+	HeartbeatTimeout *time.Duration `db:"heartbeat_timeout" json:"-"`
 	// Attempt numbers the delegation in its attempt chain, from 1; RetryOf is
 	// the id of the attempt it retries ("" for the first).
 	Attempt int    `db:"attempt" json:"attempt"`

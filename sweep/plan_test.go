@@ -322,8 +322,11 @@ func buffersOf(plan map[string]any) int {
 // in flight (in_progress with fresh heartbeats, and a few queued) and none
 // is eligible: the ledger of a sweep that finds nothing. The in_progress
 // rows have mixed heartbeat timeouts: a third on the global one (NULL), a
-// third 5 min (heartbeats under a minute old), a third 1 hour. (Rows with
-// a 30 s timeout and no heartbeats would be stale before the test ends;
+// third 15 min (heartbeats under a minute old), a third 1 hour. Like the
+// global rows (under 5 min old, timeout 10 min), each stays more than two
+// minutes from its expiry, where the gauges start reading rows to be exact,
+// for the minutes the test takes at 1M rows. (Rows with a 30 s timeout and
+// no heartbeats would be stale before the test ends;
 // TestShortOwnTimeoutNotRead covers them.)
 func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	conn, err := pool.Acquire(ctx)
@@ -344,7 +347,7 @@ func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 		       CASE WHEN g %% 1000 = 1 THEN NULL
 		            WHEN g %% 300 = 0 THEN now() - make_interval(secs => g %% 60)
 		            ELSE now() - make_interval(secs => g %% 300) END,
-		       CASE WHEN g %% 300 = 0 THEN interval '5 minutes'
+		       CASE WHEN g %% 300 = 0 THEN interval '15 minutes'
 		            WHEN g %% 300 = 100 THEN interval '1 hour' END,
 		       now() + interval '6 hours' + make_interval(secs => g %% 3600),
 		       now() - make_interval(secs => g)
