@@ -190,7 +190,12 @@ func explainWith(ctx context.Context, pool *pgxpool.Pool, opts, sql string, args
 	if err := json.Unmarshal(raw, &plans); err != nil {
 		return nil, err
 	}
-	return plans[0]["Plan"].(map[string]any), nil
+	plan := plans[0]["Plan"].(map[string]any)
+	// With ANALYZE, the statement's execution time (ms) goes with its plan.
+	if ms, ok := plans[0]["Execution Time"]; ok {
+		plan["Execution Time"] = ms
+	}
+	return plan, nil
 }
 
 // scansOf lists every scan node of a plan: "Index Scan on delegations using idx (…)".
@@ -281,7 +286,8 @@ func TestEmptyClaimCostIsConstant(t *testing.T) {
 			}
 			scans := scansOf(plan)
 			buffers := buffersOf(plan)
-			t.Logf("rows=%d in_flight=1%% %-26s %-7s plan: %4d buffers; %s", n, st.name, mode, buffers, strings.Join(scans, ", "))
+			ms, _ := plan["Execution Time"].(float64)
+			t.Logf("rows=%d in_flight=1%% %-26s %-7s plan: %4d buffers, %.3f ms; %s", n, st.name, mode, buffers, ms, strings.Join(scans, ", "))
 			for _, s := range scans {
 				if strings.HasPrefix(s, "Seq Scan on delegations") || !usesOneOf(s, want.indexes) {
 					t.Errorf("%s (%s plan) reads delegations through %q; want only %v", st.name, mode, s, want.indexes)
