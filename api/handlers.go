@@ -79,7 +79,7 @@ func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return err
 	}
 	code := http.StatusOK
-	if res.Outcome == ledger.Inserted {
+	if res.Outcome == ledger.Inserted || res.Outcome == ledger.Retried { // a new row
 		code = http.StatusCreated
 		w.Header().Set("Location", "/v1/delegations/"+url.PathEscape(res.DelegationID))
 	}

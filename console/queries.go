@@ -19,7 +19,9 @@ const consoleColumns = `
     COALESCE(idempotency_key, '') AS idempotency_key,
     last_heartbeat, deadline,
     COALESCE(stuck_reason, '') AS stuck_reason,
-    created_at, updated_at`
+    created_at, updated_at,
+    heartbeat_timeout, attempt,
+    COALESCE(retry_of, '') AS retry_of`
 
 // inFlightByCallerSQL counts in-flight rows by caller and status, for one
 // caller ($1) or callee ($2) or everyone. The status literals are the
@@ -36,15 +38,17 @@ ORDER BY caller_id, status`
 // the oldest heartbeat of an in_progress row and the earliest deadline, and
 // the database clock. The minimum of heartbeat_minute comes first from the
 // heartbeat index; the exact oldest heartbeat is then read among the rows of
-// that minute only.
+// that minute only. Rows with a heartbeat timeout of their own (schema
+// version 4) are left out of the oldest heartbeat: it is compared with the
+// global timeout.
 const dueSQL = `
 WITH scoped AS (
     SELECT min(heartbeat_minute) AS minute FROM delegations
-    WHERE status = 'in_progress' AND ($1 = '' OR caller_id = $1) AND ($2 = '' OR callee_id = $2)
+    WHERE status = 'in_progress' AND heartbeat_timeout IS NULL AND ($1 = '' OR caller_id = $1) AND ($2 = '' OR callee_id = $2)
 )
 SELECT now(),
        (SELECT min(last_heartbeat) FROM delegations, scoped
-        WHERE status = 'in_progress' AND heartbeat_minute = scoped.minute
+        WHERE status = 'in_progress' AND heartbeat_timeout IS NULL AND heartbeat_minute = scoped.minute
           AND ($1 = '' OR caller_id = $1) AND ($2 = '' OR callee_id = $2)),
        (SELECT min(deadline) FROM delegations
         WHERE status IN ('queued', 'dispatched', 'in_progress')

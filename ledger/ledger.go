@@ -59,7 +59,23 @@ type Delegation struct {
 	StuckReason    string     `db:"stuck_reason" json:"stuck_reason,omitempty"`
 	CreatedAt      time.Time  `db:"created_at" json:"created_at"`
 	UpdatedAt      time.Time  `db:"updated_at" json:"updated_at"`
+	// HeartbeatTimeout is the delegation's own heartbeat timeout; nil means
+	// the sweeper's global one (sweep.heartbeat_timeout). Not in the JSON
+	// form: a time.Duration would read as nanoseconds there; the HTTP API
+	// renders it in its own units.
+	HeartbeatTimeout *time.Duration `db:"heartbeat_timeout" json:"-"`
+	// Attempt numbers the delegation in its attempt chain, from 1; RetryOf is
+	// the id of the attempt it retries ("" for the first).
+	Attempt int    `db:"attempt" json:"attempt"`
+	RetryOf string `db:"retry_of" json:"retry_of,omitempty"`
 }
+
+// Bounds of a delegation's own heartbeat timeout (NewDelegation.HeartbeatTimeout);
+// the schema's CHECK holds the same bounds for writers that bypass this package.
+const (
+	MinHeartbeatTimeout = time.Second
+	MaxHeartbeatTimeout = 7 * 24 * time.Hour
+)
 
 // NewDelegation is what Insert records.
 type NewDelegation struct {
@@ -68,9 +84,11 @@ type NewDelegation struct {
 	CalleeID     string // required
 	// TaskPreview is a human-readable summary, truncated to MaxTaskPreviewRunes.
 	TaskPreview string
-	// IdempotencyKey, when set, makes the insert idempotent per caller: a
-	// second insert with the same (CallerID, IdempotencyKey) returns the first
-	// delegation's id, whatever its DelegationID.
+	// IdempotencyKey, when set, makes the insert idempotent per caller: while
+	// the key's latest attempt is live or completed, another insert with the
+	// same (CallerID, IdempotencyKey) returns that attempt's id, whatever its
+	// DelegationID (DuplicateKey). When the latest attempt failed or got
+	// stuck, the insert records the next attempt of it (Retried).
 	IdempotencyKey string
 	// Status is the initial status, queued when empty. It must not be terminal.
 	Status Status
@@ -81,6 +99,11 @@ type NewDelegation struct {
 	// Actor is recorded as the actor of the insert's audit event; the
 	// database role when empty (Change.Actor for status changes).
 	Actor string
+	// HeartbeatTimeout, when not zero, is this delegation's own heartbeat
+	// timeout, between MinHeartbeatTimeout and MaxHeartbeatTimeout: the
+	// sweep marks it stuck when its last heartbeat is older than this, by
+	// the database clock. Zero means the sweeper's global timeout.
+	HeartbeatTimeout time.Duration
 }
 
 // InsertOutcome says what Insert did.
@@ -92,8 +115,13 @@ const (
 	Inserted InsertOutcome = iota + 1
 	// AlreadyExists: a row with this DelegationID and caller exists (a retry); nothing was written.
 	AlreadyExists
-	// DuplicateKey: the caller already used this IdempotencyKey; InsertResult.DelegationID is that row's.
+	// DuplicateKey: the caller already used this IdempotencyKey and its latest
+	// attempt is live or completed; InsertResult.DelegationID is that row's.
 	DuplicateKey
+	// Retried: the caller's IdempotencyKey belonged to attempts that failed
+	// or got stuck; a new row was written as the next attempt
+	// (InsertResult.Attempt, InsertResult.RetryOf).
+	Retried
 )
 
 func (o InsertOutcome) String() string {
@@ -104,6 +132,8 @@ func (o InsertOutcome) String() string {
 		return "already_exists"
 	case DuplicateKey:
 		return "duplicate_key"
+	case Retried:
+		return "retried"
 	}
 	return fmt.Sprintf("InsertOutcome(%d)", int(o))
 }
@@ -112,6 +142,28 @@ func (o InsertOutcome) String() string {
 type InsertResult struct {
 	DelegationID string // the id of the row that records this delegation
 	Outcome      InsertOutcome
+	// Attempt and RetryOf are the new row's attempt number and the attempt
+	// it retries, when Outcome is Inserted (attempt 1) or Retried.
+	Attempt int
+	RetryOf string
+}
+
+// checkHeartbeatTimeout validates an own heartbeat timeout (zero: none).
+func checkHeartbeatTimeout(d time.Duration) error {
+	if d != 0 && (d < MinHeartbeatTimeout || d > MaxHeartbeatTimeout) {
+		return &FieldError{Field: "heartbeat_timeout",
+			Reason: fmt.Sprintf("must be between %s and %s, got %s", MinHeartbeatTimeout, MaxHeartbeatTimeout, d)}
+	}
+	return nil
+}
+
+// heartbeatTimeoutArg is d as the interval parameter of a statement: NULL
+// when zero.
+func heartbeatTimeoutArg(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
 
 func (n *NewDelegation) validate() error {
@@ -144,14 +196,16 @@ func (n *NewDelegation) validate() error {
 	if n.Timeout < 0 {
 		return &FieldError{Field: "timeout", Reason: "is negative"}
 	}
-	return nil
+	return checkHeartbeatTimeout(n.HeartbeatTimeout)
 }
 
 // Insert records a new delegation. Retrying with the same DelegationID is a
 // no-op reported as AlreadyExists; reusing a caller's IdempotencyKey returns
-// the existing delegation's id as DuplicateKey. The same DelegationID under
-// another caller is a *ConflictError. Invalid input is a *FieldError and
-// writes nothing.
+// the id of the key's latest attempt as DuplicateKey while that attempt is
+// live or completed, and records the next attempt (Retried) when it failed
+// or got stuck. Concurrent inserts with one key write one row. The same
+// DelegationID under another caller is a *ConflictError. Invalid input is a
+// *FieldError and writes nothing.
 func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, error) {
 	if err := n.validate(); err != nil {
 		return InsertResult{}, fmt.Errorf("inserting delegation: %w", err)
@@ -173,22 +227,30 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	// A conflicting insert inserts nothing; look up which row it met. If that
 	// row is gone by then (its writer rolled back), try again.
 	for range 3 {
-		id, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
-			status, n.IdempotencyKey, deadline, timeout.Seconds())
+		id, attempt, retryOf, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
+			status, n.IdempotencyKey, deadline, timeout.Seconds(), heartbeatTimeoutArg(n.HeartbeatTimeout),
+			retryableNames)
 		if err == nil {
-			return InsertResult{DelegationID: id, Outcome: Inserted}, nil
+			outcome := Inserted
+			if retryOf != "" {
+				outcome = Retried
+			}
+			return InsertResult{DelegationID: id, Outcome: outcome, Attempt: attempt, RetryOf: retryOf}, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return InsertResult{}, wrapDBError("inserting delegation", err)
 		}
 		if n.IdempotencyKey != "" {
-			err := l.db.QueryRow(ctx, selectByIdempotencyKeySQL, n.CallerID, n.IdempotencyKey).Scan(&id)
-			if err == nil {
+			var st Status
+			err := l.db.QueryRow(ctx, selectLatestAttemptSQL, n.CallerID, n.IdempotencyKey).Scan(&id, &st)
+			if err == nil && !st.Retryable() {
 				return InsertResult{DelegationID: id, Outcome: DuplicateKey}, nil
 			}
-			if !errors.Is(err, pgx.ErrNoRows) {
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return InsertResult{}, wrapDBError("looking up idempotency key", err)
 			}
+			// No live attempt under the key: the id is what conflicted, or
+			// the attempt that did was rolled back, or failed since.
 		}
 		var caller string
 		err = l.db.QueryRow(ctx, selectCallerSQL, n.DelegationID).Scan(&caller)
@@ -209,24 +271,23 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 
 // insertRow runs insertSQL; with an actor, in one round trip after naming
 // the writer for the audit trigger (the same implicit transaction).
-func (l *Ledger) insertRow(ctx context.Context, actor string, args ...any) (string, error) {
-	var id string
+func (l *Ledger) insertRow(ctx context.Context, actor string, args ...any) (id string, attempt int, retryOf string, err error) {
 	if actor == "" {
-		err := l.db.QueryRow(ctx, insertSQL, args...).Scan(&id)
-		return id, err
+		err = l.db.QueryRow(ctx, insertSQL, args...).Scan(&id, &attempt, &retryOf)
+		return id, attempt, retryOf, err
 	}
 	batch := &pgx.Batch{}
 	batch.Queue(setWriterSQL, actor, "", "")
 	batch.Queue(insertSQL, args...)
 	br := l.db.SendBatch(ctx, batch)
-	_, err := br.Exec()
+	_, err = br.Exec()
 	if err == nil {
-		err = br.QueryRow().Scan(&id)
+		err = br.QueryRow().Scan(&id, &attempt, &retryOf)
 	}
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
 	}
-	return id, err
+	return id, attempt, retryOf, err
 }
 
 // Change describes a status change beyond the new status: who made it and
@@ -550,3 +611,7 @@ func (l *Ledger) Events(ctx context.Context, id string) ([]Event, error) {
 
 // nonTerminalNames is NonTerminal as the text[] parameter of the heartbeat statements.
 var nonTerminalNames = StatusStrings(NonTerminal())
+
+// retryableNames is RetryableStatuses as the text[] parameter of the
+// statements that create a next attempt.
+var retryableNames = StatusStrings(RetryableStatuses())

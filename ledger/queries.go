@@ -12,7 +12,9 @@ const delegationColumns = `
     COALESCE(idempotency_key, '') AS idempotency_key,
     last_heartbeat, deadline,
     COALESCE(stuck_reason, '') AS stuck_reason,
-    created_at, updated_at`
+    created_at, updated_at,
+    heartbeat_timeout, attempt,
+    COALESCE(retry_of, '') AS retry_of`
 
 // setWriterSQL names the writer for the audit trigger, for the rest of the
 // current transaction ($1 actor, $2 reason, $3 detail as JSON text).
@@ -23,17 +25,86 @@ SELECT set_config('sweeper.actor', $1, true),
 
 // insertSQL inserts a delegation; a conflicting id or (caller, key) inserts
 // nothing and returns no row. The deadline is $7 when given, else now() + $8
-// seconds by the database clock.
+// seconds by the database clock; $9 is the heartbeat timeout (NULL: the
+// sweeper's global one). With an idempotency key whose latest attempt
+// failed or got stuck ($10: those statuses), the row is that attempt's next
+// one (attempt n+1, retry_of its id); whose latest attempt is live or
+// completed, nothing is inserted. The key's attempts are read through
+// idx_delegations_idempotency_attempt; a concurrent insert of the same next
+// attempt meets its unique index, or that of retry_of.
 const insertSQL = `
+WITH prev AS (
+    SELECT delegation_id, attempt, status FROM delegations
+    WHERE caller_id = $2 AND idempotency_key = NULLIF($6, '')
+    ORDER BY attempt DESC
+    LIMIT 1
+)
 INSERT INTO delegations
-    (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline)
-VALUES
-    ($1, $2, $3, $4, $5, NULLIF($6, ''), COALESCE($7::timestamptz, now() + make_interval(secs => $8::float8)))
+    (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
+     heartbeat_timeout, attempt, retry_of)
+SELECT $1, $2, $3, $4, $5, NULLIF($6, ''),
+       COALESCE($7::timestamptz, now() + make_interval(secs => $8::float8)),
+       $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id
+FROM (SELECT) AS one LEFT JOIN prev ON true
+WHERE prev.delegation_id IS NULL OR prev.status = ANY($10)
 ON CONFLICT DO NOTHING
-RETURNING delegation_id`
+RETURNING delegation_id, attempt, COALESCE(retry_of, '')`
 
-const selectByIdempotencyKeySQL = `
-SELECT delegation_id FROM delegations WHERE caller_id = $1 AND idempotency_key = $2`
+// selectLatestAttemptSQL is the latest attempt under a caller's idempotency key.
+const selectLatestAttemptSQL = `
+SELECT delegation_id, status FROM delegations
+WHERE caller_id = $1 AND idempotency_key = $2
+ORDER BY attempt DESC
+LIMIT 1`
+
+// retrySQL inserts the next attempt of delegation $1 when its status is one
+// of $2 (failed, stuck): new id $3, same caller, and the callee, task
+// preview and idempotency key of the previous attempt unless overridden
+// ($4, $5, $6: "" keeps; $7 true clears the key), deadline $8 or now() + $9
+// seconds, heartbeat timeout $10 (NULL keeps the previous attempt's). Of
+// concurrent retries, one inserts: the others meet idx_delegations_retry_of
+// (or the primary key) and insert nothing.
+const retrySQL = `
+INSERT INTO delegations
+    (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
+     heartbeat_timeout, attempt, retry_of)
+SELECT $3, p.caller_id, COALESCE(NULLIF($4, ''), p.callee_id), COALESCE(NULLIF($5, ''), p.task_preview),
+       $11, CASE WHEN $7 THEN NULL ELSE COALESCE(NULLIF($6, ''), p.idempotency_key) END,
+       COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)),
+       COALESCE($10::interval, p.heartbeat_timeout), p.attempt + 1, p.delegation_id
+FROM delegations AS p
+WHERE p.delegation_id = $1 AND p.status = ANY($2)
+ON CONFLICT DO NOTHING
+RETURNING delegation_id, attempt`
+
+// selectAttemptSQL reads what Retry needs to explain an insert that did not
+// happen: the delegation's status and attempt, and its next attempt if any.
+const selectAttemptSQL = `
+SELECT p.status, p.attempt, COALESCE(n.delegation_id, '')
+FROM delegations AS p
+LEFT JOIN delegations AS n ON n.retry_of = p.delegation_id
+WHERE p.delegation_id = $1`
+
+// attemptsSQL lists the attempt chain that delegation $1 belongs to, first
+// attempt first: back along retry_of (the primary key) to the earliest
+// attempt still in the ledger, then forward along idx_delegations_retry_of.
+// UNION, not UNION ALL: a cycle written by hand ends instead of looping.
+const attemptsSQL = `
+WITH RECURSIVE back AS (
+    SELECT delegation_id, retry_of, attempt FROM delegations WHERE delegation_id = $1
+    UNION
+    SELECT d.delegation_id, d.retry_of, d.attempt
+    FROM delegations AS d JOIN back ON d.delegation_id = back.retry_of
+), first AS (
+    SELECT delegation_id FROM back ORDER BY attempt, delegation_id LIMIT 1
+), chain AS (
+    SELECT delegation_id FROM first
+    UNION
+    SELECT d.delegation_id FROM delegations AS d JOIN chain ON d.retry_of = chain.delegation_id
+)
+SELECT ` + delegationColumns + ` FROM delegations
+WHERE delegation_id IN (SELECT delegation_id FROM chain)
+ORDER BY attempt, delegation_id`
 
 const selectCallerSQL = `
 SELECT caller_id FROM delegations WHERE delegation_id = $1`

@@ -165,3 +165,20 @@ func StatusStrings(statuses []Status) []string {
 	}
 	return out
 }
+
+// Retryable reports whether a delegation in status s may have a next
+// attempt: it failed or got stuck. A live delegation is still being worked
+// on, and a completed one is done; neither is retried. An idempotency key
+// whose latest attempt is retryable is free for the next attempt.
+func (s Status) Retryable() bool { return s == StatusFailed || s == StatusStuck }
+
+// RetryableStatuses lists the statuses for which Retryable is true.
+func RetryableStatuses() []Status {
+	var out []Status
+	for _, s := range Statuses {
+		if s.Retryable() {
+			out = append(out, s)
+		}
+	}
+	return out
+}

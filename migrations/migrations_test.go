@@ -190,6 +190,9 @@ func TestSchemaShape(t *testing.T) {
 		"deadline": "timestamp with time zone NO", "stuck_reason": "text YES",
 		"created_at": "timestamp with time zone NO", "updated_at": "timestamp with time zone NO",
 		"finished_at": "timestamp with time zone YES",
+		// version 4 (attempts)
+		"heartbeat_timeout": "interval YES", "heartbeat_expires_at": "timestamp with time zone YES",
+		"attempt": "integer NO", "retry_of": "text YES",
 	}
 	if len(cols) != len(wantCols) {
 		t.Errorf("delegations has %d columns, want %d: %v", len(cols), len(wantCols), cols)
@@ -211,9 +214,12 @@ func TestSchemaShape(t *testing.T) {
 
 	indexes := q(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('delegations', 'delegation_events')`)
 	wantIdx := map[string][]string{
-		"idx_delegations_inflight_heartbeat":     {"(heartbeat_minute)", "WHERE (status = 'in_progress'::text)"},
+		"idx_delegations_inflight_heartbeat":     {"(heartbeat_minute)", "WHERE ((status = 'in_progress'::text) AND (heartbeat_timeout IS NULL))"},
+		"idx_delegations_inflight_heartbeat_own": {"(heartbeat_expires_at)", "WHERE ((status = 'in_progress'::text) AND (heartbeat_timeout IS NOT NULL))"},
+		"idx_delegations_idempotency_attempt":    {"UNIQUE INDEX", "(caller_id, idempotency_key, attempt DESC)", "WHERE (idempotency_key IS NOT NULL)"},
+		"idx_delegations_retry_of":               {"UNIQUE INDEX", "(retry_of)", "WHERE (retry_of IS NOT NULL)"},
 		"idx_delegations_inflight_deadline":      {"(deadline)", "WHERE (status = ANY (ARRAY['queued'::text, 'dispatched'::text, 'in_progress'::text]))"},
-		"idx_delegations_caller_idempotency_key": {"UNIQUE INDEX", "(caller_id, idempotency_key)", "WHERE (idempotency_key IS NOT NULL)"},
+		"idx_delegations_caller_idempotency_key": {"UNIQUE INDEX", "(caller_id, idempotency_key)", "WHERE ((idempotency_key IS NOT NULL) AND (status <> ALL (ARRAY['failed'::text, 'stuck'::text])))"},
 		"idx_delegations_caller":                 {"(caller_id, created_at DESC, delegation_id DESC)"},
 		"idx_delegations_callee":                 {"(callee_id, created_at DESC, delegation_id DESC)"},
 		"idx_delegations_status":                 {"(status, created_at DESC, delegation_id DESC)"},
@@ -250,6 +256,7 @@ func TestSchemaShape(t *testing.T) {
 		"delegations_callee_id_check", "delegations_idempotency_key_check", "delegations_task_preview_check",
 		"delegations_result_preview_check", "delegations_error_detail_check", "delegations_stuck_reason_check",
 		"delegations_in_progress_heartbeat_check",
+		"delegations_heartbeat_timeout_check", "delegations_attempt_check", "delegations_retry_of_check",
 	} {
 		if checks[name] == "" {
 			t.Errorf("CHECK %s missing", name)
@@ -262,7 +269,8 @@ func TestSchemaShape(t *testing.T) {
 	}
 	triggers := q(`SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal`)
 	for _, tg := range []string{"delegations_guard", "delegations_touch", "delegations_touch_insert", "delegations_audit_insert", "delegations_audit_update", "delegation_events_append_only",
-		"delegations_delete_guard", "delegations_delete_events", "delegations_no_truncate", "delegation_events_no_truncate"} {
+		"delegations_delete_guard", "delegations_delete_events", "delegations_no_truncate", "delegation_events_no_truncate",
+		"delegations_touch_expiry", "delegations_touch_insert_expiry"} {
 		if triggers[tg] == "" {
 			t.Errorf("trigger %s missing", tg)
 		}

@@ -3,9 +3,9 @@
 //
 // Two rules, judged by the database clock:
 //
-//  1. an in_progress delegation whose last heartbeat is older than the
-//     heartbeat timeout (default 10 minutes) is stuck with reason
-//     heartbeat_timeout;
+//  1. an in_progress delegation whose last heartbeat is older than its
+//     heartbeat timeout (its own heartbeat_timeout, or else the sweeper's,
+//     default 10 minutes) is stuck with reason heartbeat_timeout;
 //  2. any non-terminal delegation past its deadline is stuck with reason
 //     deadline_exceeded.
 //

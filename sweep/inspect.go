@@ -22,10 +22,12 @@ type Snapshot struct {
 	// ByStatus has every status, in lifecycle order, zero counts included.
 	ByStatus []StatusCount `json:"by_status"`
 	Total    int64         `json:"total"`
-	// OldestHeartbeatAgeSeconds is nil when nothing is in progress.
+	// OldestHeartbeatAgeSeconds is of rows on the global heartbeat timeout;
+	// nil when there are none.
 	OldestHeartbeatAgeSeconds *float64 `json:"oldest_heartbeat_age_seconds"`
-	// Rows a sweep would mark now, by rule (a row meeting both counts once,
-	// under the deadline).
+	// Rows a sweep would mark now, by reason (a row meeting both counts once,
+	// under the deadline); the heartbeat count includes rows with their own
+	// heartbeat timeout.
 	EligibleHeartbeat int64 `json:"eligible_heartbeat_timeout"`
 	EligibleDeadline  int64 `json:"eligible_deadline_exceeded"`
 }
@@ -60,12 +62,14 @@ func Inspect(ctx context.Context, pool *pgxpool.Pool, heartbeatTimeout time.Dura
 		return snap, fmt.Errorf("reading oldest heartbeat: %w", err)
 	}
 	for _, r := range rules {
-		dst := &snap.EligibleDeadline
-		if r.reason == ReasonHeartbeatTimeout {
-			dst = &snap.EligibleHeartbeat
+		var n int64
+		if err := pool.QueryRow(ctx, r.count, r.args(heartbeatTimeout, int64(math.MaxInt64))...).Scan(&n); err != nil {
+			return snap, fmt.Errorf("counting eligible delegations by %s: %w", r.name, err)
 		}
-		if err := pool.QueryRow(ctx, r.count, r.args(heartbeatTimeout, int64(math.MaxInt64))...).Scan(dst); err != nil {
-			return snap, fmt.Errorf("counting eligible delegations by %s: %w", r.reason, err)
+		if r.reason == ReasonHeartbeatTimeout {
+			snap.EligibleHeartbeat += n
+		} else {
+			snap.EligibleDeadline += n
 		}
 	}
 	return snap, nil

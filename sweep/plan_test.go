@@ -41,8 +41,8 @@ func sweepStatements(batch int) []statement {
 	var out []statement
 	for _, r := range rules {
 		out = append(out,
-			statement{"sweep by " + r.reason, r.sweep, r.args(timeout, batch, stuckSources, NotifyChannelDefault)},
-			statement{"count by " + r.reason, r.count, r.args(timeout, batch*MaxBatchesPerRunDefault)})
+			statement{"sweep by " + r.name, r.sweep, r.args(timeout, batch, stuckSources, NotifyChannelDefault)},
+			statement{"count by " + r.name, r.count, r.args(timeout, batch*MaxBatchesPerRunDefault)})
 	}
 	return append(out,
 		statement{"gauges", gaugesSQL, []any{timeout.Seconds()}},
@@ -83,7 +83,9 @@ func TestPlansUseIndexes(t *testing.T) {
 
 // loadPlanLedger fills the delegations table with n rows shaped like a real
 // ledger: most of it terminal history, 10% in flight, a few of those stale or
-// late. Triggers are off for the load: it is test data, not writes to audit.
+// late. The in_progress rows have mixed heartbeat timeouts: a third on the
+// global one (NULL), a third 30 s (a quarter of them stale), a third 10 min.
+// Triggers are off for the load: it is test data, not writes to audit.
 func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -92,7 +94,8 @@ func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	defer conn.Release()
 	stmts := []string{
 		`SET session_replication_role = replica`,
-		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat, deadline, created_at)
+		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat,
+		                                      heartbeat_timeout, deadline, created_at)
 		SELECT 'd' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89),
 		       CASE WHEN g %% 20 = 0 THEN 'in_progress'
 		            WHEN g %% 20 = 1 THEN 'queued'
@@ -101,11 +104,15 @@ func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 		            ELSE 'stuck' END,
 		       CASE WHEN g %% 20 = 1 THEN NULL
 		            WHEN g %% 2000 = 0 THEN now() - interval '1 hour'
+		            WHEN g %% 60 = 20 THEN now() - make_interval(secs => g %% 40)
 		            ELSE now() - make_interval(secs => g %% 300) END,
+		       CASE WHEN g %% 60 = 20 THEN interval '30 seconds'
+		            WHEN g %% 60 = 40 THEN interval '10 minutes' END,
 		       CASE WHEN g %% 3001 = 1 THEN now() - interval '1 minute'
 		            ELSE now() + interval '6 hours' END,
 		       now() - make_interval(secs => g)
 		FROM generate_series(1, %d) g`, n),
+		setExpiresAtSQL,
 		`SET session_replication_role = DEFAULT`,
 		`ANALYZE delegations`,
 	}
@@ -116,6 +123,12 @@ func loadPlanLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	}
 	return nil
 }
+
+// setExpiresAtSQL sets heartbeat_expires_at, which the triggers keep, on
+// rows loaded with the triggers off.
+const setExpiresAtSQL = `
+UPDATE delegations SET heartbeat_expires_at = sweeper_heartbeat_expiry(last_heartbeat, heartbeat_timeout)
+WHERE heartbeat_timeout IS NOT NULL`
 
 // explain returns the JSON plan of sql with args, without running it. In
 // generic mode the statement is prepared and planned with
@@ -177,7 +190,12 @@ func explainWith(ctx context.Context, pool *pgxpool.Pool, opts, sql string, args
 	if err := json.Unmarshal(raw, &plans); err != nil {
 		return nil, err
 	}
-	return plans[0]["Plan"].(map[string]any), nil
+	plan := plans[0]["Plan"].(map[string]any)
+	// With ANALYZE, the statement's execution time (ms) goes with its plan.
+	if ms, ok := plans[0]["Execution Time"]; ok {
+		plan["Execution Time"] = ms
+	}
+	return plan, nil
 }
 
 // scansOf lists every scan node of a plan: "Index Scan on delegations using idx (…)".
@@ -236,14 +254,17 @@ func TestEmptyClaimCostIsConstant(t *testing.T) {
 	const (
 		deadlineIdx  = "idx_delegations_inflight_deadline"
 		heartbeatIdx = "idx_delegations_inflight_heartbeat"
+		ownIdx       = "idx_delegations_inflight_heartbeat_own"
 		pkey         = "delegations_pkey"
 	)
 	allowed := map[string]emptyClaimStatement{
-		"sweep by " + ReasonDeadlineExceeded: {indexes: []string{deadlineIdx, pkey}},
-		"count by " + ReasonDeadlineExceeded: {indexes: []string{deadlineIdx}},
-		"sweep by " + ReasonHeartbeatTimeout: {indexes: []string{heartbeatIdx, pkey}},
-		"count by " + ReasonHeartbeatTimeout: {indexes: []string{heartbeatIdx}},
-		"gauges":                             {indexes: []string{heartbeatIdx, deadlineIdx}},
+		"sweep by deadline":                 {indexes: []string{deadlineIdx, pkey}},
+		"count by deadline":                 {indexes: []string{deadlineIdx}},
+		"sweep by global heartbeat timeout": {indexes: []string{heartbeatIdx, pkey}},
+		"count by global heartbeat timeout": {indexes: []string{heartbeatIdx}},
+		"sweep by own heartbeat timeout":    {indexes: []string{ownIdx, pkey}},
+		"count by own heartbeat timeout":    {indexes: []string{ownIdx}},
+		"gauges":                            {indexes: []string{heartbeatIdx, ownIdx, deadlineIdx}},
 		// sweeper status, not a sweep: to be exact, it reads the rows of the
 		// oldest minute.
 		"oldest heartbeat": {indexes: []string{heartbeatIdx}, unbounded: true},
@@ -265,7 +286,8 @@ func TestEmptyClaimCostIsConstant(t *testing.T) {
 			}
 			scans := scansOf(plan)
 			buffers := buffersOf(plan)
-			t.Logf("rows=%d in_flight=1%% %-26s %-7s plan: %4d buffers; %s", n, st.name, mode, buffers, strings.Join(scans, ", "))
+			ms, _ := plan["Execution Time"].(float64)
+			t.Logf("rows=%d in_flight=1%% %-26s %-7s plan: %4d buffers, %.3f ms; %s", n, st.name, mode, buffers, ms, strings.Join(scans, ", "))
 			for _, s := range scans {
 				if strings.HasPrefix(s, "Seq Scan on delegations") || !usesOneOf(s, want.indexes) {
 					t.Errorf("%s (%s plan) reads delegations through %q; want only %v", st.name, mode, s, want.indexes)
@@ -304,7 +326,14 @@ func buffersOf(plan map[string]any) int {
 
 // loadQuietLedger fills the delegations table with n rows of which 1% are
 // in flight (in_progress with fresh heartbeats, and a few queued) and none
-// is eligible: the ledger of a sweep that finds nothing.
+// is eligible: the ledger of a sweep that finds nothing. The in_progress
+// rows have mixed heartbeat timeouts: a third on the global one (NULL), a
+// third 15 min (heartbeats under a minute old), a third 1 hour. Like the
+// global rows (under 5 min old, timeout 10 min), each stays more than two
+// minutes from its expiry, where the gauges start reading rows to be exact,
+// for the minutes the test takes at 1M rows. (Rows with a 30 s timeout and
+// no heartbeats would be stale before the test ends;
+// TestShortOwnTimeoutNotRead covers them.)
 func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -313,17 +342,23 @@ func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	defer conn.Release()
 	stmts := []string{
 		`SET session_replication_role = replica`,
-		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat, deadline, created_at)
+		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat,
+		                                      heartbeat_timeout, deadline, created_at)
 		SELECT 'q' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89),
 		       CASE WHEN g %% 100 = 0 THEN 'in_progress'
 		            WHEN g %% 1000 = 1 THEN 'queued'
 		            WHEN g %% 20 < 12 THEN 'completed'
 		            WHEN g %% 20 < 17 THEN 'failed'
 		            ELSE 'stuck' END,
-		       CASE WHEN g %% 1000 = 1 THEN NULL ELSE now() - make_interval(secs => g %% 300) END,
+		       CASE WHEN g %% 1000 = 1 THEN NULL
+		            WHEN g %% 300 = 0 THEN now() - make_interval(secs => g %% 60)
+		            ELSE now() - make_interval(secs => g %% 300) END,
+		       CASE WHEN g %% 300 = 0 THEN interval '15 minutes'
+		            WHEN g %% 300 = 100 THEN interval '1 hour' END,
 		       now() + interval '6 hours' + make_interval(secs => g %% 3600),
 		       now() - make_interval(secs => g)
 		FROM generate_series(1, %d) g`, n),
+		setExpiresAtSQL,
 		`SET session_replication_role = DEFAULT`,
 		`VACUUM ANALYZE delegations`,
 	}
@@ -333,4 +368,71 @@ func loadQuietLedger(ctx context.Context, pool *pgxpool.Pool, n int) error {
 		}
 	}
 	return nil
+}
+
+// TestShortOwnTimeoutNotRead: rows with a 30 s timeout whose workers beat
+// every 10 s are never read by a sweep that finds nothing: no row is read
+// and then filtered out by the exact rule. Their expiry index holds
+// heartbeats in bins of half the timeout (15 s), so a live row's indexed
+// expiry is always ahead of now; with minute bins it would fall behind now
+// for part of every minute, and each such row would be read and filtered.
+// (Buffers are logged, not bounded: right after a bin boundary the index
+// holds the entries the heartbeats left behind until a scan or vacuum
+// removes them, as the global heartbeat index does once a minute.)
+func TestShortOwnTimeoutNotRead(t *testing.T) {
+	db := testdb.New(t)
+	ctx := context.Background()
+	const rows = 20_000
+	// The heartbeats of the last 10 s, spread over it, as live workers leave them.
+	beat := `UPDATE delegations SET last_heartbeat = now() - make_interval(secs => substr(delegation_id, 2)::int % 10),
+	         updated_at = now() WHERE status = 'in_progress'`
+	for _, s := range []string{
+		fmt.Sprintf(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat, heartbeat_timeout)
+		SELECT 's' || g, 'c', 'w', 'in_progress', now(), interval '30 seconds' FROM generate_series(1, %d) g`, rows),
+		beat,
+		`VACUUM ANALYZE delegations`,
+	} {
+		if _, err := db.Pool.Exec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, st := range sweepStatements(BatchSizeDefault) {
+		if !strings.HasSuffix(st.name, "own heartbeat timeout") {
+			continue
+		}
+		for _, mode := range []string{"custom", "generic"} {
+			var plan map[string]any
+			for range 2 {
+				// The workers beat again (the oldest beat is under 10 s old).
+				if _, err := db.Pool.Exec(ctx, beat); err != nil {
+					t.Fatal(err)
+				}
+				var err error
+				if plan, err = explainWith(ctx, db.Pool, "ANALYZE, BUFFERS, FORMAT JSON", st.sql, st.args, mode); err != nil {
+					t.Fatalf("%s (%s plan): %v", st.name, mode, err)
+				}
+			}
+			removed := removedByFilter(plan)
+			t.Logf("rows=%d timeout=30s %-30s %-7s plan: %d rows read and filtered, %4d buffers; %s",
+				rows, st.name, mode, removed, buffersOf(plan), strings.Join(scansOf(plan), ", "))
+			if removed != 0 {
+				t.Errorf("%s (%s plan) read and filtered out %d live rows", st.name, mode, removed)
+			}
+			if got, _ := plan["Actual Rows"].(float64); st.name == "sweep by own heartbeat timeout" && got != 1 {
+				t.Errorf("%s (%s plan) returned %v rows, want the one count row", st.name, mode, got)
+			}
+		}
+	}
+}
+
+// removedByFilter is the number of rows every node of an EXPLAIN ANALYZE
+// plan read and then dropped by a filter.
+func removedByFilter(node map[string]any) int {
+	n, _ := node["Rows Removed by Filter"].(float64)
+	total := int(n)
+	children, _ := node["Plans"].([]any)
+	for _, c := range children {
+		total += removedByFilter(c.(map[string]any))
+	}
+	return total
 }

@@ -46,7 +46,8 @@ const sweptSQL = `
 SELECT count(*) AS swept,
        count(CASE WHEN $3 <> '' THEN pg_notify($3, json_build_object(
            'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
-           'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline)::text) END) AS notified
+           'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline,
+           'attempt', attempt)::text) END) AS notified
 FROM swept`
 
 // setActorSQL names the sweeper in the audit events of this transaction.
@@ -55,10 +56,16 @@ SELECT set_config('sweeper.actor', 'sweeper', true),
        set_config('sweeper.reason', '', true),
        set_config('sweeper.detail', $1, true)`
 
-// oldestMinuteSQL is the oldest heartbeat_minute in the heartbeat index
-// (NULL when nothing is in progress): the lower bound of the heartbeat
-// claim, for the planner's sake (see above).
-const oldestMinuteSQL = `SELECT min(heartbeat_minute) FROM delegations WHERE status = 'in_progress'`
+// oldestMinuteSQL is the oldest heartbeat_minute in the heartbeat index of
+// rows on the global timeout (NULL when there are none): the lower bound of
+// the heartbeat claim, for the planner's sake (see above).
+const oldestMinuteSQL = `SELECT min(heartbeat_minute) FROM delegations WHERE status = 'in_progress' AND heartbeat_timeout IS NULL`
+
+// ownExpirySQL is the earliest heartbeat_expires_at in the index of rows
+// with their own heartbeat_timeout (NULL when there are none): the lower
+// bound of that claim, for the same reason as oldestMinuteSQL.
+const ownExpirySQL = `SELECT min(heartbeat_expires_at) FROM delegations
+    WHERE status = 'in_progress' AND heartbeat_timeout IS NOT NULL`
 
 // sweepDeadlineSQL marks non-terminal rows past their deadline ($1 batch size,
 // $2 statuses that may move to stuck, $3 channel).
@@ -74,13 +81,14 @@ WITH swept AS (
             LIMIT $1
             FOR UPDATE SKIP LOCKED))
       AND (d.status = ANY($2) AND d.deadline < now()) IS TRUE
-    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
+    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
 )
 ` + sweptSQL
 
-// sweepHeartbeatSQL marks in_progress rows whose heartbeat is older than the
-// timeout ($1 batch size, $2 statuses that may move to stuck, $3 channel, $4
-// timeout in seconds). The index holds heartbeat_minute (last_heartbeat
+// sweepHeartbeatSQL marks in_progress rows on the global timeout (their
+// heartbeat_timeout is NULL) whose heartbeat is older than it ($1 batch
+// size, $2 statuses that may move to stuck, $3 channel, $4 timeout in
+// seconds). The index holds heartbeat_minute (last_heartbeat
 // rounded down to the minute, so heartbeats are HOT updates): the minute is
 // the index condition, last_heartbeat the exact rule.
 const sweepHeartbeatSQL = `
@@ -89,16 +97,43 @@ WITH swept AS (
     SET status = 'stuck', stuck_reason = 'heartbeat_timeout', updated_at = now()
     WHERE d.delegation_id = ANY(ARRAY(
             SELECT delegation_id FROM delegations
-            WHERE status = 'in_progress'
+            WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
               AND heartbeat_minute >= (` + oldestMinuteSQL + `)
               AND heartbeat_minute < now() - make_interval(secs => $4)
               AND last_heartbeat < now() - make_interval(secs => $4)
             ORDER BY heartbeat_minute
             LIMIT $1
             FOR UPDATE SKIP LOCKED))
-      AND (d.status = ANY($2) AND d.status = 'in_progress'
+      AND (d.status = ANY($2) AND d.status = 'in_progress' AND d.heartbeat_timeout IS NULL
            AND d.last_heartbeat < now() - make_interval(secs => $4)) IS TRUE
-    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline
+    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
+)
+` + sweptSQL
+
+// sweepOwnTimeoutSQL marks in_progress rows with their own heartbeat_timeout
+// whose heartbeat is older than it ($1 batch size, $2 statuses that may move
+// to stuck, $3 channel). The index holds heartbeat_expires_at, each row's
+// expiry to within its bin (see the migration), a lower bound: it is the
+// index condition, "now() - last_heartbeat > heartbeat_timeout" the exact
+// rule (an interval compared as a duration: a day is 24 hours whatever the
+// session's time zone). There is no parameter in the rule, so the custom
+// and the generic plan are the same.
+const sweepOwnTimeoutSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'heartbeat_timeout', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'in_progress' AND heartbeat_timeout IS NOT NULL
+              AND heartbeat_expires_at >= (` + ownExpirySQL + `)
+              AND heartbeat_expires_at < now()
+              AND now() - last_heartbeat > heartbeat_timeout
+            ORDER BY heartbeat_expires_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = ANY($2) AND d.status = 'in_progress'
+           AND now() - d.last_heartbeat > d.heartbeat_timeout) IS TRUE
+    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
 )
 ` + sweptSQL
 
@@ -116,49 +151,91 @@ SELECT count(*) FROM (
 const countHeartbeatSQL = `
 SELECT count(*) FROM (
     SELECT 1 FROM delegations
-    WHERE status = 'in_progress'
+    WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
       AND heartbeat_minute >= (` + oldestMinuteSQL + `)
       AND heartbeat_minute < now() - make_interval(secs => $2)
       AND last_heartbeat < now() - make_interval(secs => $2)
       AND deadline >= now()
     LIMIT $1) AS eligible`
 
-// oldestHeartbeatExpr is the oldest in_progress heartbeat, from hb.minute,
-// the oldest minute in the heartbeat index. When that minute is within two
-// minutes of becoming stale under timeout $1, it reads the first rows in
-// minute order (through the index: rows that have not beaten for minutes,
-// so usually few) and is exact if they include every row of that minute;
-// otherwise, or when they do not, it is the minute itself, a lower bound at
-// most a minute early. That is enough for the gauge, and the adaptive
-// schedule wakes early, never late. At most 256 rows are read, of the two
-// oldest minutes: that bound keeps the read on the heartbeat index (with a
-// lower bound alone the planner chose the deadline and status indexes,
-// every row in flight); the rows of the oldest minute are all within it.
+const countOwnTimeoutSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'in_progress' AND heartbeat_timeout IS NOT NULL
+      AND heartbeat_expires_at >= (` + ownExpirySQL + `)
+      AND heartbeat_expires_at < now()
+      AND now() - last_heartbeat > heartbeat_timeout
+      AND deadline >= now()
+    LIMIT $1) AS eligible`
+
+// oldestHeartbeatExpr is the oldest in_progress heartbeat of the rows on the
+// global timeout, from hb.minute, the oldest minute in their heartbeat
+// index. When that minute is within two minutes of becoming stale under
+// timeout $1, it reads the first rows in minute order (through the index:
+// rows that have not beaten for minutes, so usually few) and is exact if
+// they include every row of that minute; otherwise, or when they do not, it
+// is the minute itself, a lower bound at most a minute early. That is enough
+// for the gauge, and the adaptive schedule wakes early, never late. At most
+// 256 rows are read, of the two oldest minutes: that bound keeps the read on
+// the heartbeat index (with a lower bound alone the planner chose the
+// deadline and status indexes, every row in flight); the rows of the oldest
+// minute are all within it.
 const oldestHeartbeatExpr = `
 CASE WHEN hb.minute < now() - make_interval(secs => $1) + interval '2 minutes'
      THEN (SELECT CASE WHEN count(*) < 256 OR max(heartbeat_minute) > hb.minute
                        THEN min(last_heartbeat) FILTER (WHERE heartbeat_minute = hb.minute)
                        ELSE hb.minute END
            FROM (SELECT heartbeat_minute, last_heartbeat FROM delegations
-                 WHERE status = 'in_progress'
+                 WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
                    AND heartbeat_minute >= hb.minute AND heartbeat_minute < hb.minute + interval '2 minutes'
                  ORDER BY heartbeat_minute
                  LIMIT 256) AS oldest)
      ELSE hb.minute END`
 
-// gaugesSQL reads, after each run, the oldest heartbeat and when the next
-// row can become eligible ($1 heartbeat timeout in seconds; NULL when nothing
-// is in flight), for the gauges and the adaptive schedule, from the two
-// partial indexes: a few index probes, whatever the size of the ledger.
+// ownNextExpr is the earliest exact expiry (last_heartbeat +
+// heartbeat_timeout) of the rows with their own timeout, from own.minute,
+// the earliest heartbeat_expires_at in their index. Within two minutes of
+// now it reads, in index order, the rows whose heartbeat_expires_at is
+// within a minute of own.minute, at most 256: a row expires less than a bin
+// (at most a minute) after its heartbeat_expires_at, so the earliest expiry
+// is among them, and it is exact if they were all read or if the earliest
+// among those read is no later than the last heartbeat_expires_at read.
+// Otherwise it is own.minute, a lower bound at most a minute early, as for
+// oldestHeartbeatExpr.
+const ownNextExpr = `
+CASE WHEN own.minute < now() + interval '2 minutes'
+     THEN (SELECT CASE WHEN count(*) < 256 OR min(expiry) <= max(heartbeat_expires_at)
+                       THEN min(expiry) ELSE own.minute END
+           FROM (SELECT heartbeat_expires_at,
+                        last_heartbeat + make_interval(secs => EXTRACT(EPOCH FROM heartbeat_timeout)::float8) AS expiry
+                 FROM delegations
+                 WHERE status = 'in_progress' AND heartbeat_timeout IS NOT NULL
+                   AND heartbeat_expires_at >= own.minute
+                   AND heartbeat_expires_at < own.minute + interval '1 minute'
+                 ORDER BY heartbeat_expires_at
+                 LIMIT 256) AS earliest)
+     ELSE own.minute END`
+
+// gaugesSQL reads, after each run, the oldest heartbeat (of rows on the
+// global timeout) and when the next row of either kind, or the nearest
+// deadline, can become eligible ($1 global heartbeat timeout in seconds;
+// NULL when nothing is in flight), for the gauges and the adaptive
+// schedule, from the three partial indexes: a few index probes, whatever
+// the size of the ledger.
 const gaugesSQL = `
 SELECT COALESCE(EXTRACT(EPOCH FROM now() - oldest.hb), 0)::float8 AS oldest_heartbeat_age_seconds,
-       EXTRACT(EPOCH FROM LEAST(
-           oldest.hb + make_interval(secs => $1),
-           (SELECT min(deadline) FROM delegations
-            WHERE status IN ('queued', 'dispatched', 'in_progress'))) - now())::float8 AS next_eligible_in_seconds
+       LEAST(
+           EXTRACT(EPOCH FROM oldest.hb + make_interval(secs => $1) - now()),
+           EXTRACT(EPOCH FROM own.next - now()),
+           EXTRACT(EPOCH FROM (SELECT min(deadline) FROM delegations
+                               WHERE status IN ('queued', 'dispatched', 'in_progress')) - now())
+       )::float8 AS next_eligible_in_seconds
 FROM (SELECT ` + oldestHeartbeatExpr + ` AS hb
-      FROM (SELECT min(heartbeat_minute) AS minute FROM delegations WHERE status = 'in_progress') AS hb
-      OFFSET 0) AS oldest` // OFFSET 0: computed once, not once per use of oldest.hb
+      FROM (` + oldestMinuteSQL + `) AS hb(minute)
+      OFFSET 0) AS oldest, -- OFFSET 0: computed once, not once per use of oldest.hb
+     (SELECT ` + ownNextExpr + ` AS next
+      FROM (` + ownExpirySQL + `) AS own(minute)
+      OFFSET 0) AS own`
 
 // countInFlightSQL counts the rows in flight for the in-flight gauge. It
 // reads every in-flight row (an index-only scan that must visit the heap
@@ -171,15 +248,15 @@ SELECT count(*) FROM delegations WHERE status IN ('queued', 'dispatched', 'in_pr
 const countByStatusSQL = `
 SELECT status, count(*) FROM delegations GROUP BY status`
 
-// oldestHeartbeatSQL reads the age of the oldest in_progress heartbeat,
-// exactly, NULL when nothing is in progress: from the rows of the oldest
-// minute in the heartbeat index. The minute is written as a range (from the
+// oldestHeartbeatSQL reads the age of the oldest in_progress heartbeat of
+// the rows on the global timeout, exactly, NULL when there are none: from
+// the rows of the oldest minute in their heartbeat index. The minute is written as a range (from the
 // oldest minute to the next) rather than `= (subquery)`: the planner read an
 // equality to a subquery's value through the deadline index, every row in
 // flight.
 const oldestHeartbeatSQL = `
 SELECT EXTRACT(EPOCH FROM now() - min(last_heartbeat))::float8
 FROM delegations
-WHERE status = 'in_progress'
+WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
   AND heartbeat_minute >= (` + oldestMinuteSQL + `)
   AND heartbeat_minute < (` + oldestMinuteSQL + `) + interval '1 minute'`

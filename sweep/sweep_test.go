@@ -133,7 +133,7 @@ func TestRulesAndBoundaries(t *testing.T) {
 	}
 	// A second run finds nothing.
 	res, err = s.RunOnce(context.Background())
-	if err != nil || res.Swept != 0 || res.Batches != 2 {
+	if err != nil || res.Swept != 0 || res.Batches != 3 {
 		t.Fatalf("second run = %+v, %v", res, err)
 	}
 }
@@ -221,9 +221,10 @@ func TestDryRunCountsAndWritesNothing(t *testing.T) {
 	if !got.DryRun || got.Swept != want.Swept || got.SweptHeartbeatTimeout != want.SweptHeartbeatTimeout || got.SweptDeadlineExceeded != want.SweptDeadlineExceeded {
 		t.Fatalf("dry run %+v differs from real run %+v", got, want)
 	}
-	// Deadline: 13 rows in batches of 7 and 6; heartbeat: 30 rows in 7,7,7,7,2.
-	if want.Swept != 43 || want.SweptDeadlineExceeded != 13 || want.Batches != 2+5 {
-		t.Fatalf("real run = %+v, want 43 swept (13 deadline) in 7 batches", want)
+	// Deadline: 13 rows in batches of 7 and 6; heartbeat: 30 rows in 7,7,7,7,2;
+	// own heartbeat timeouts: one empty batch.
+	if want.Swept != 43 || want.SweptDeadlineExceeded != 13 || want.Batches != 2+5+1 {
+		t.Fatalf("real run = %+v, want 43 swept (13 deadline) in 8 batches", want)
 	}
 }
 

@@ -34,7 +34,8 @@ const (
 
 // ScheduleAdaptive, as Config.Schedule, replaces the cron schedule with one
 // that sleeps until the earliest moment a row can become eligible (the
-// oldest in_progress heartbeat plus the timeout, or the nearest deadline),
+// oldest in_progress heartbeat plus the timeout, the earliest expiry of a
+// delegation with its own heartbeat timeout, or the nearest deadline),
 // bounded by AdaptiveFloor and AdaptiveCeiling. Stuck delegations are then
 // found within about a second, without polling more often than needed. A row
 // inserted with a deadline nearer than any other is seen within the ceiling.
@@ -50,7 +51,8 @@ const (
 // NotifyChannel, where "" means no notifications.
 type Config struct {
 	// HeartbeatTimeout: an in_progress delegation whose last heartbeat is older
-	// than this (by the database clock) is stuck.
+	// than this (by the database clock) is stuck, unless the delegation has
+	// a heartbeat_timeout of its own, which then applies instead.
 	HeartbeatTimeout time.Duration
 	// BatchSize bounds the rows claimed, updated and committed per transaction.
 	BatchSize int
@@ -104,8 +106,10 @@ type Result struct {
 	// InFlight and OldestHeartbeatAge describe the ledger after the run:
 	// non-terminal rows (counted by this run, or by an earlier one at most
 	// Config.InFlightRecount ago), and the age of the oldest in_progress
-	// heartbeat (exact when it is within two minutes of the timeout, else to
-	// the minute, never less than the truth).
+	// heartbeat among rows on the global timeout (exact when it is within
+	// two minutes of the timeout, else to the minute, never less than the
+	// truth). Rows with their own timeout are not in it: a long timeout
+	// makes an old heartbeat normal; NextEligibleIn covers them.
 	InFlight           int64
 	OldestHeartbeatAge time.Duration
 	// NextEligibleIn is how long until the next row can become eligible (0
@@ -214,8 +218,11 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 // Config returns the sweeper's configuration with defaults filled in.
 func (s *Sweeper) Config() Config { return s.cfg }
 
-// rule is one of the two sweep rules and the statements that apply it.
+// rule is one of the sweep's rules and the statements that apply it. The
+// heartbeat rule is two: rows on the global timeout and rows with their own,
+// each an index condition on its own partial index.
 type rule struct {
+	name   string // names the rule in errors and tests
 	reason string
 	sweep  string // the batch statement
 	count  string // its dry-run twin
@@ -226,8 +233,9 @@ type rule struct {
 
 // rules run in this order; a row that meets both is marked by the first.
 var rules = []rule{
-	{ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL, false},
-	{ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL, true},
+	{"deadline", ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL, false},
+	{"global heartbeat timeout", ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL, true},
+	{"own heartbeat timeout", ReasonHeartbeatTimeout, sweepOwnTimeoutSQL, countOwnTimeoutSQL, false},
 }
 
 // args appends the heartbeat timeout to a statement's arguments when the
@@ -311,7 +319,7 @@ func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, n
 	}
 	s.TestSignals.BatchDone.Signal(BatchOutcome{Reason: r.reason, Swept: swept, Err: err})
 	if err != nil {
-		return 0, 0, fmt.Errorf("sweeping by %s: %w", r.reason, err)
+		return 0, 0, fmt.Errorf("sweeping by %s: %w", r.name, err)
 	}
 	return swept, notified, nil
 }
@@ -321,7 +329,7 @@ func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {
 	for _, r := range rules {
 		var n int
 		if err := s.pool.QueryRow(ctx, r.count, r.args(s.cfg.HeartbeatTimeout, limit)...).Scan(&n); err != nil {
-			return fmt.Errorf("counting eligible rows by %s: %w", r.reason, err)
+			return fmt.Errorf("counting eligible rows by %s: %w", r.name, err)
 		}
 		res.add(r.reason, n)
 	}

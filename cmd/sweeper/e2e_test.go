@@ -104,10 +104,10 @@ func TestOnceJSONSummaryAndExitCodes(t *testing.T) {
 		t.Fatalf("summary %q: %v", lines[0], err)
 	}
 	if sum.Swept != 3 || sum.ByReason["heartbeat_timeout"] != 2 || sum.ByReason["deadline_exceeded"] != 1 ||
-		sum.Batches != 2 || sum.Duration == nil || sum.DryRun == nil || *sum.DryRun {
+		sum.Batches != 3 || sum.Duration == nil || sum.DryRun == nil || *sum.DryRun {
 		t.Fatalf("summary = %s", lines[0])
 	}
-	if !strings.HasPrefix(lines[0], `{"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1},"batches":2,"duration_ms":`) {
+	if !strings.HasPrefix(lines[0], `{"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1},"batches":3,"duration_ms":`) {
 		t.Fatalf("summary does not follow the documented order: %s", lines[0])
 	}
 	// The dry run reported exactly what the real run then did.
