@@ -7,9 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +68,8 @@ type APIResult struct {
 	SingleSent     int           `json:"single_sent"`
 	SingleAchieved float64       `json:"single_achieved"`
 	Single         Dist          `json:"single"`
+	// SingleServer is the daemon's own time for those requests.
+	SingleServer ServerTime `json:"single_server"`
 	// InsertHTTP and InsertLibrary are inserts by apiClients clients,
 	// closed loop: POST /v1/delegations and Ledger.Insert.
 	InsertHTTP    Throughput `json:"insert_http"`
@@ -221,13 +228,26 @@ func measureAPI(ctx context.Context, cfg Config, db *ledgerDB) (*APIResult, erro
 	}
 
 	res.SingleRate, res.SingleDuration = float64(cfg.APIRate), cfg.APIDuration
-	lats, sent, achieved, err := openLoopBeats(ctx, api, res.Rows, cfg.APIRate, cfg.APIDuration)
+	const beatRoute = "/v1/delegations/{id}/heartbeat"
+	var h0 histogram
+	var scrapeErr error
+	lats, sent, achieved, err := openLoopBeats(ctx, api, res.Rows, cfg.APIRate, cfg.APIDuration, func() {
+		h0, scrapeErr = scrapeRoute(ctx, api.client, d.metricsAddr, beatRoute)
+	})
+	if err == nil && scrapeErr != nil {
+		err = fmt.Errorf("reading the daemon's metrics: %w", scrapeErr)
+	}
 	if err != nil {
 		return res, fmt.Errorf("single heartbeats: %w", err)
 	}
+	h1, err := scrapeRoute(ctx, api.client, d.metricsAddr, beatRoute)
+	if err != nil {
+		return res, fmt.Errorf("reading the daemon's metrics: %w", err)
+	}
 	res.Single, res.SingleSent, res.SingleAchieved = dist(lats), sent, achieved
-	logf("api: single heartbeats at %d/s (sent at %.0f/s): p50 %s p99 %s max %s", cfg.APIRate, achieved,
-		res.Single.P50, res.Single.P99, res.Single.Max)
+	res.SingleServer = serverTime(h0, h1)
+	logf("api: single heartbeats at %d/s (sent at %.0f/s): p50 %s p99 %s max %s; server time mean %s p99 <= %s",
+		cfg.APIRate, achieved, res.Single.P50, res.Single.P99, res.Single.Max, res.SingleServer.Mean, res.SingleServer.P99)
 
 	if res.InsertLibrary, err = insertLoop(ctx, cfg.APIDuration, "lib-ins-", func(ctx context.Context, l *ledger.Ledger, id string) error {
 		r, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: id, CallerID: apiCaller, CalleeID: apiWorker,
@@ -284,8 +304,9 @@ func (a *apiTarget) postBeats(ctx context.Context, ids []string) error {
 // for d, each request at its scheduled time on a goroutine of its own
 // whatever the answers before it (open loop), after one second of warm-up
 // at the same rate. A latency runs from the scheduled start, so a request
-// the client sent late counts as slow.
-func openLoopBeats(ctx context.Context, a *apiTarget, rows, rate int, d time.Duration) (lats []time.Duration, sent int, achieved float64, err error) {
+// the client sent late counts as slow. measuring is called when the
+// measured requests begin (warm-up requests may still be answered).
+func openLoopBeats(ctx context.Context, a *apiTarget, rows, rate int, d time.Duration, measuring func()) (lats []time.Duration, sent int, achieved float64, err error) {
 	if rate <= 0 {
 		return nil, 0, 0, errors.New("the request rate must be positive")
 	}
@@ -303,6 +324,9 @@ func openLoopBeats(ctx context.Context, a *apiTarget, rows, rate int, d time.Dur
 	var last time.Time
 	for i := range total {
 		at := start.Add(time.Duration(i) * interval)
+		if i == warm {
+			measuring()
+		}
 		if w := time.Until(at); w > 0 {
 			time.Sleep(w)
 		}
@@ -491,14 +515,113 @@ func feedLatency(ctx context.Context, a *apiTarget, db *ledgerDB, n int) ([]time
 	return lats, nil
 }
 
-// waitAPI returns the API's address from the daemon's log.
+// waitAPI returns the API's address from the daemon's log, once the
+// metrics listener's (d.metricsAddr) has been logged too.
 func (d *daemonProc) waitAPI(timeout time.Duration) (string, error) {
-	select {
-	case <-d.apiReady:
-		return d.apiAddr, nil
-	case err := <-d.done:
-		return "", fmt.Errorf("daemon exited before serving the API: %v\n%s", err, d.logTail())
-	case <-time.After(timeout):
-		return "", fmt.Errorf("no API address logged within %s\n%s", timeout, d.logTail())
+	expired := time.After(timeout)
+	for _, ready := range []chan struct{}{d.apiReady, d.metricsReady} {
+		select {
+		case <-ready:
+		case err := <-d.done:
+			return "", fmt.Errorf("daemon exited before serving the API and metrics: %v\n%s", err, d.logTail())
+		case <-expired:
+			return "", fmt.Errorf("no API and metrics addresses logged within %s\n%s", timeout, d.logTail())
+		}
 	}
+	return d.apiAddr, nil
+}
+
+// ServerTime is what the daemon's own latency histogram
+// (sweeper_api_request_duration_seconds) recorded for one route over a
+// measurement: time spent in the handler, without the client's queueing.
+type ServerTime struct {
+	Count int64         `json:"count"`
+	Mean  time.Duration `json:"mean"`
+	// P50 and P99 are the upper bounds of the histogram buckets holding
+	// them (0 when beyond the last bucket).
+	P50 time.Duration `json:"p50_bound"`
+	P99 time.Duration `json:"p99_bound"`
+}
+
+// histogram is one route's cumulative buckets, sum and count.
+type histogram struct {
+	buckets map[float64]float64 // le -> cumulative count
+	sum     float64
+	count   float64
+}
+
+var histLineRE = regexp.MustCompile(`^sweeper_api_request_duration_seconds_(bucket|sum|count)\{(.*)\} (\S+)$`)
+var labelRE = regexp.MustCompile(`(\w+)="([^"]*)"`)
+
+// scrapeRoute reads route's latency histogram from the daemon's /metrics.
+func scrapeRoute(ctx context.Context, c *http.Client, metricsAddr, route string) (histogram, error) {
+	h := histogram{buckets: map[float64]float64{}}
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+metricsAddr+"/metrics", nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return h, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		m := histLineRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		labels := map[string]string{}
+		for _, l := range labelRE.FindAllStringSubmatch(m[2], -1) {
+			labels[l[1]] = l[2]
+		}
+		if labels["route"] != route {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return h, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		switch m[1] {
+		case "bucket":
+			le, err := strconv.ParseFloat(labels["le"], 64)
+			if err != nil {
+				return h, fmt.Errorf("metrics line %q: %w", line, err)
+			}
+			h.buckets[le] += v
+		case "sum":
+			h.sum += v
+		case "count":
+			h.count += v
+		}
+	}
+	return h, nil
+}
+
+// serverTime is the difference of two scrapes of one route.
+func serverTime(before, after histogram) ServerTime {
+	n := after.count - before.count
+	st := ServerTime{Count: int64(n)}
+	if n <= 0 {
+		return st
+	}
+	st.Mean = time.Duration((after.sum - before.sum) / n * float64(time.Second))
+	les := make([]float64, 0, len(after.buckets))
+	for le := range after.buckets {
+		les = append(les, le)
+	}
+	slices.Sort(les)
+	bound := func(q float64) time.Duration {
+		for _, le := range les {
+			if after.buckets[le]-before.buckets[le] >= q*n && !math.IsInf(le, 1) {
+				return time.Duration(le * float64(time.Second))
+			}
+		}
+		return 0
+	}
+	st.P50, st.P99 = bound(0.50), bound(0.99)
+	return st
 }

@@ -36,15 +36,20 @@ type daemonProc struct {
 	// apiReady is closed when the API's address (apiAddr) is logged.
 	apiReady chan struct{}
 	apiAddr  string
-	runs     atomic.Int64 // sweep runs logged
-	mu       sync.Mutex
-	tail     []string // last log lines, for errors
+	// metricsReady is closed when the metrics listener's address
+	// (metricsAddr) is logged.
+	metricsReady chan struct{}
+	metricsAddr  string
+	runs         atomic.Int64 // sweep runs logged
+	mu           sync.Mutex
+	tail         []string // last log lines, for errors
 }
 
 // startDaemon runs the built binary against db with extra environment, in
 // an environment of its own (no SWEEPER_* or DATABASE_URL inherited).
 func startDaemon(binary, url string, env ...string) (*daemonProc, error) {
-	d := &daemonProc{done: make(chan error, 1), firstSweep: make(chan struct{}), apiReady: make(chan struct{})}
+	d := &daemonProc{done: make(chan error, 1), firstSweep: make(chan struct{}), apiReady: make(chan struct{}),
+		metricsReady: make(chan struct{})}
 	d.cmd = exec.Command(binary)
 	d.cmd.Env = append(cleanEnv(),
 		"SWEEPER_DATABASE_URL="+url,
@@ -73,6 +78,12 @@ func startDaemon(binary, url string, env ...string) (*daemonProc, error) {
 					close(d.firstSweep)
 				}
 			}
+			if d.metricsAddr == "" && strings.Contains(line, `"msg":"serving metrics and health"`) {
+				if m := addrRE.FindStringSubmatch(line); m != nil {
+					d.metricsAddr = m[1]
+					close(d.metricsReady)
+				}
+			}
 			if d.apiAddr == "" {
 				if m := apiAddrRE.FindStringSubmatch(line); m != nil {
 					d.apiAddr = m[1]
@@ -93,6 +104,9 @@ func startDaemon(binary, url string, env ...string) (*daemonProc, error) {
 
 // apiAddrRE finds the API's address in the daemon's start-up log line.
 var apiAddrRE = regexp.MustCompile(`"api_address":"([^"]+)"`)
+
+// addrRE finds the metrics listener's address in its log line.
+var addrRE = regexp.MustCompile(`"address":"([^"]+)"`)
 
 // cleanEnv is this process's environment without SWEEPER_* and
 // DATABASE_URL, which would configure the daemon behind the bench's back.

@@ -113,6 +113,13 @@ func ingestFig(row *IngestRow) string {
 	return rateStr(row.BeatsPerSec) + " rows/s"
 }
 
+func bucketStr(d time.Duration) string {
+	if d == 0 {
+		return "beyond the last bucket"
+	}
+	return ms(d)
+}
+
 func ratio(a, b float64) float64 {
 	if b == 0 {
 		return 0
@@ -385,6 +392,10 @@ func renderAPI(w func(string, ...any), a *APIResult, c ConfigInfo) {
 	w("| figure | value |\n|---|---:|\n")
 	w("| requests measured (sent at) | %d (%.0f/s) |\n", a.SingleSent, a.SingleAchieved)
 	w("| latency p50 / p95 / p99 / max | %s / %s / %s / %s |\n", ms(a.Single.P50), ms(a.Single.P95), ms(a.Single.P99), ms(a.Single.Max))
+	if st := a.SingleServer; st.Count > 0 {
+		w("| the daemon's own time for them (`sweeper_api_request_duration_seconds`, %d requests, from the end of the warm-up): mean; bucket bounds of p50 / p99 | %s; ≤ %s / ≤ %s |\n",
+			st.Count, ms(st.Mean), bucketStr(st.P50), bucketStr(st.P99))
+	}
 	w("| inserts, `POST /v1/delegations`, %d clients, closed loop, %s: rows/s (p50 / p99) | %s (%s / %s) |\n", a.InsertHTTP.Clients, a.SingleDuration,
 		rateStr(a.InsertHTTP.PerSec), ms(a.InsertHTTP.Latency.P50), ms(a.InsertHTTP.Latency.P99))
 	w("| inserts, `Ledger.Insert`, %d clients, same: rows/s (p50 / p99) | %s (%s / %s) |\n", a.InsertLibrary.Clients,
