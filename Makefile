@@ -71,7 +71,7 @@ bench: build bin/sweeperbench ## Benchmarks at BENCH_SIZES rows and the plan tes
 .PHONY: bench-quick
 bench-quick: build bin/sweeperbench ## A few-minute benchmark run (100k and 1M rows) into bin/bench-quick/, docs untouched
 	BENCH_COMMAND="make bench-quick" bin/sweeperbench -sizes 100000,1000000 -binary bin/sweeper \
-		-ingest 3s -cron-window 30s -adaptive-window 15s -plan-rows 200000 \
+		-ingest 3s -cron-window 30s -adaptive-window 15s -api-duration 5s -feed-events 100 -plan-rows 200000 \
 		-out bin/bench-quick/benchmarks.md -img bin/bench-quick $(BENCH_FLAGS)
 
 # The benchmark command, built from the tools module, runs from the

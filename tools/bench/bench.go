@@ -13,11 +13,17 @@
 //   - the built daemon (bin/sweeper): time from start to the first completed
 //     sweep, resident memory idle and during a drain, and detection latency
 //     (from the moment a row becomes eligible to the moment its stuck
-//     notification arrives) with the default schedule and with @adaptive.
+//     notification arrives) with the default schedule and with @adaptive;
+//   - the daemon's HTTP API (api.listen): batch heartbeats over POST
+//     /v1/heartbeats against Ledger.HeartbeatMany in the same run, the
+//     latency of single heartbeats sent open loop at a fixed rate, inserts,
+//     and the durable feed's latency from an event's commit to the return of
+//     the long polls waiting for it.
 package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -51,6 +57,14 @@ type Config struct {
 	// with @adaptive.
 	CronDetectWindow     time.Duration
 	AdaptiveDetectWindow time.Duration
+	// APIRate is the request rate (per second) of the single heartbeats
+	// over HTTP; APIDuration how long they, and each insert measurement,
+	// run; FeedEvents the events of the feed latency measurement.
+	APIRate     int
+	APIDuration time.Duration
+	FeedEvents  int
+	// APIOnly measures only the API, at the last size (with Binary).
+	APIOnly bool
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -70,6 +84,9 @@ var (
 	IngestRowsDefault           = 250_000
 	CronDetectWindowDefault     = 90 * time.Second
 	AdaptiveDetectWindowDefault = 45 * time.Second
+	APIRateDefault              = 1000
+	APIDurationDefault          = 10 * time.Second
+	FeedEventsDefault           = 300
 )
 
 // ServerSettings tune the throwaway server for a 2-core, 24 GiB machine. The
@@ -104,6 +121,9 @@ func (c *Config) fill() {
 	c.IngestRows = or(c.IngestRows, IngestRowsDefault)
 	c.CronDetectWindow = or(c.CronDetectWindow, CronDetectWindowDefault)
 	c.AdaptiveDetectWindow = or(c.AdaptiveDetectWindow, AdaptiveDetectWindowDefault)
+	c.APIRate = or(c.APIRate, APIRateDefault)
+	c.APIDuration = or(c.APIDuration, APIDurationDefault)
+	c.FeedEvents = or(c.FeedEvents, FeedEventsDefault)
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -127,6 +147,7 @@ type Results struct {
 	Sizes    []SizeResult  `json:"sizes"`
 	Ingest   []IngestRow   `json:"ingest"`
 	Daemon   *DaemonResult `json:"daemon,omitempty"`
+	API      *APIResult    `json:"api,omitempty"`
 	Plan     *PlanResult   `json:"plan,omitempty"`
 	Problems []string      `json:"problems,omitempty"`
 }
@@ -338,6 +359,20 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	sr := SizeResult{Rows: n, LoadTime: db.loadTime}
 	sr.TableBytes, sr.IndexBytes = db.sizes(ctx)
 
+	if cfg.APIOnly {
+		if !last {
+			return nil
+		}
+		if cfg.Binary == "" {
+			return errors.New("measuring the API needs the built daemon (Config.Binary)")
+		}
+		a, err := measureAPI(ctx, cfg, db)
+		if err != nil {
+			r.problem(cfg, "API at %d rows: %v", n, err)
+		}
+		r.API = a
+		return nil
+	}
 	if err := measureSweeps(ctx, cfg, db, &sr); err != nil {
 		r.problem(cfg, "sweeps at %d rows: %v", n, err)
 	}
@@ -356,6 +391,11 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 			r.problem(cfg, "daemon at %d rows: %v", n, err)
 		}
 		r.Daemon = d
+		a, err := measureAPI(ctx, cfg, db)
+		if err != nil {
+			r.problem(cfg, "API at %d rows: %v", n, err)
+		}
+		r.API = a
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,6 +55,17 @@ func sample() *bench.Results {
 			DrainRows: 100_000, DrainDuration: 5 * time.Second, CronSchedule: "@every 30s", CronInterval: 30 * time.Second,
 			CronDetect: bench.Dist{N: 360, P50: 15 * time.Second, P99: 29700 * ms}, AdaptiveDetect: bench.Dist{N: 180, P50: 150 * ms, P99: 300 * ms},
 			AdaptiveRuns: 170, AdaptiveWindow: 45 * time.Second},
+		API: &bench.APIResult{LedgerRows: 5_000_000, Rows: 100_000,
+			Batch: []bench.IngestRow{
+				{Path: bench.PathMany, Writers: 4, BeatsPerSec: 80_000, Beats: 400_000},
+				{Path: bench.PathHTTPMany, Writers: 4, BeatsPerSec: 50_000, Beats: 250_000},
+				{Path: bench.PathHTTPMany, Writers: 4, BeatsPerSec: 30_000, Beats: 150_000},
+				{Path: bench.PathMany, Writers: 4, BeatsPerSec: 80_000, Beats: 400_000},
+			},
+			SingleRate: 1000, SingleDuration: 10 * time.Second, SingleSent: 10_000, SingleAchieved: 999,
+			Single:     bench.Dist{N: 10_000, P50: 2 * ms, P99: 12 * ms},
+			InsertHTTP: bench.Throughput{Clients: 4, PerSec: 1500}, InsertLibrary: bench.Throughput{Clients: 4, PerSec: 2500},
+			Feed: bench.Dist{N: 1200, P50: 3 * ms, P99: 40 * ms}, FeedEvents: 300, FeedConsumers: 4},
 		Plan: &bench.PlanResult{Rows: 1_000_000, Passed: true},
 	}
 }
@@ -77,6 +89,10 @@ func TestTargets(t *testing.T) {
 		"detection p99, schedule @every 30s":    true,
 		"detection p99, @adaptive":              true,
 		"EXPLAIN plan test at 1M rows":          true,
+		// 400k beats in 10 s over HTTP, 800k in 10 s from the library: 0.5.
+		"HTTP batch heartbeats (POST /v1/heartbeats, 1000 ids, 4 clients) vs HeartbeatMany": false,
+		"single heartbeat over HTTP at 1000 requests/s, open loop (p99)":                    false, // 12 ms
+		"feed latency, event commit to long-poll return (p99)":                              true,
 	}
 	for name, met := range want {
 		tg, ok := got[name]
@@ -86,6 +102,16 @@ func TestTargets(t *testing.T) {
 		}
 		if !tg.Known || tg.Met != met {
 			t.Errorf("%s: known %v met %v (%s), want met %v", name, tg.Known, tg.Met, tg.Figure, met)
+		}
+	}
+	// A faster HTTP path meets the ratio: 600k beats in 10 s.
+	r.API.Batch[2].BeatsPerSec = 60_000
+	r.API.Batch[2].Beats = 600_000
+	r.API.Batch[1].BeatsPerSec = 60_000
+	r.API.Batch[1].Beats = 600_000
+	for _, tg := range r.Targets() {
+		if strings.HasPrefix(tg.Name, "HTTP batch heartbeats") && !tg.Met {
+			t.Errorf("%s not met with %s", tg.Name, tg.Figure)
 		}
 	}
 	// A slower large ledger breaks the size target.
@@ -106,6 +132,7 @@ func TestRenderAndCharts(t *testing.T) {
 		"## Targets", "| nothing-eligible sweep at 5M rows, 50k in flight (p50) | ≤ 5 ms | 0.70 ms (the once-a-minute run that also recounts the rows in flight: 5.00 ms) | **yes** |",
 		"| 5M |", "![sweep time against ledger size](benchmarks/sweep-vs-size.png)",
 		"## Heartbeat ingest", "| many | 4 | 80.0k |", "**58.5k rows/s**", "## The daemon", "## Plan regression",
+		"## The HTTP API", "| `POST /v1/heartbeats` | 4 | 50.0k |", "ratio **0.50**", "| latency p50 / p95 / p99 / max | 2.00 ms /",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q", s)
@@ -157,6 +184,47 @@ func TestRunSmall(t *testing.T) {
 		if row.Beats == 0 || row.Updates == 0 {
 			t.Errorf("ingest %s/%d: %+v", row.Path, row.Writers, row)
 		}
+	}
+}
+
+// TestRunAPI runs the API measurements on a tiny ledger against the built
+// daemon: tokens from its CLI, every measurement completes and checks its
+// answers (rows live, 201 on insert, each event seen by every consumer).
+func TestRunAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the daemon and runs it on a server of its own")
+	}
+	t.Parallel()
+	// Built in the product's own module, as make build does.
+	bin := filepath.Join(t.TempDir(), "sweeper")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/sweeper")
+	build.Dir = filepath.Join("..", "..")
+	build.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building sweeper: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := bench.Run(ctx, bench.Config{
+		Sizes: []int{3000}, InFlight: 1000, IngestDuration: 300 * time.Millisecond, IngestRows: 4000,
+		APIOnly: true, Binary: bin, APIRate: 100, APIDuration: 500 * time.Millisecond, FeedEvents: 5,
+		Logf: t.Logf,
+	})
+	if errors.Is(err, pgserver.ErrNoPostgres) && os.Getenv(testdb.EnvRequireDB) == "" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Problems) > 0 {
+		t.Fatalf("problems: %v", r.Problems)
+	}
+	a := r.API
+	if a == nil || len(a.Batch) != 4 || a.BatchRate(bench.PathHTTPMany) == 0 || a.BatchRate(bench.PathMany) == 0 {
+		t.Fatalf("batch: %+v", a)
+	}
+	if a.Single.N != 50 || a.SingleServer.Count < 50 || a.SingleServer.Mean <= 0 || a.InsertHTTP.PerSec == 0 || a.InsertLibrary.PerSec == 0 || a.Feed.N != 5*a.FeedConsumers {
+		t.Fatalf("api: %+v", a)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,13 @@ type daemonProc struct {
 	// firstSweep is closed when the first run's log line appears.
 	firstSweep   chan struct{}
 	firstSweepAt time.Time
+	// apiReady is closed when the API's address (apiAddr) is logged.
+	apiReady chan struct{}
+	apiAddr  string
+	// metricsReady is closed when the metrics listener's address
+	// (metricsAddr) is logged.
+	metricsReady chan struct{}
+	metricsAddr  string
 	runs         atomic.Int64 // sweep runs logged
 	mu           sync.Mutex
 	tail         []string // last log lines, for errors
@@ -40,14 +48,10 @@ type daemonProc struct {
 // startDaemon runs the built binary against db with extra environment, in
 // an environment of its own (no SWEEPER_* or DATABASE_URL inherited).
 func startDaemon(binary, url string, env ...string) (*daemonProc, error) {
-	d := &daemonProc{done: make(chan error, 1), firstSweep: make(chan struct{})}
+	d := &daemonProc{done: make(chan error, 1), firstSweep: make(chan struct{}), apiReady: make(chan struct{}),
+		metricsReady: make(chan struct{})}
 	d.cmd = exec.Command(binary)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SWEEPER_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
-			d.cmd.Env = append(d.cmd.Env, kv)
-		}
-	}
-	d.cmd.Env = append(d.cmd.Env,
+	d.cmd.Env = append(cleanEnv(),
 		"SWEEPER_DATABASE_URL="+url,
 		"SWEEPER_HTTP_LISTEN=127.0.0.1:0",
 		"SWEEPER_LOG_LEVEL=debug",
@@ -74,6 +78,18 @@ func startDaemon(binary, url string, env ...string) (*daemonProc, error) {
 					close(d.firstSweep)
 				}
 			}
+			if d.metricsAddr == "" && strings.Contains(line, `"msg":"serving metrics and health"`) {
+				if m := addrRE.FindStringSubmatch(line); m != nil {
+					d.metricsAddr = m[1]
+					close(d.metricsReady)
+				}
+			}
+			if d.apiAddr == "" {
+				if m := apiAddrRE.FindStringSubmatch(line); m != nil {
+					d.apiAddr = m[1]
+					close(d.apiReady)
+				}
+			}
 			d.mu.Lock()
 			d.tail = append(d.tail, line)
 			if len(d.tail) > 20 {
@@ -84,6 +100,24 @@ func startDaemon(binary, url string, env ...string) (*daemonProc, error) {
 		d.done <- d.cmd.Wait()
 	}()
 	return d, nil
+}
+
+// apiAddrRE finds the API's address in the daemon's start-up log line.
+var apiAddrRE = regexp.MustCompile(`"api_address":"([^"]+)"`)
+
+// addrRE finds the metrics listener's address in its log line.
+var addrRE = regexp.MustCompile(`"address":"([^"]+)"`)
+
+// cleanEnv is this process's environment without SWEEPER_* and
+// DATABASE_URL, which would configure the daemon behind the bench's back.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SWEEPER_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func (d *daemonProc) logTail() string {

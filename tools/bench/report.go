@@ -64,6 +64,17 @@ func (r *Results) Targets() []Target {
 	} else {
 		add("daemon measurements", "", false, false, "not measured")
 	}
+	if a := r.API; a != nil {
+		lib, web := a.BatchRate(PathMany), a.BatchRate(PathHTTPMany)
+		add(fmt.Sprintf("HTTP batch heartbeats (POST /v1/heartbeats, 1000 ids, %d clients) vs HeartbeatMany", apiClients), "≥ 0.6",
+			lib > 0 && web > 0, lib > 0 && web/lib >= 0.6, fmt.Sprintf("%.2f (%s vs %s rows/s)", ratio(web, lib), rateStr(web), rateStr(lib)))
+		add(fmt.Sprintf("single heartbeat over HTTP at %.0f requests/s, open loop (p99)", a.SingleRate), "≤ 10 ms",
+			a.Single.N > 0, a.Single.P99 <= 10*time.Millisecond, fmt.Sprintf("%s (p50 %s)", ms(a.Single.P99), ms(a.Single.P50)))
+		add("feed latency, event commit to long-poll return (p99)", "≤ 100 ms", a.Feed.N > 0, a.Feed.P99 <= 100*time.Millisecond,
+			fmt.Sprintf("%s (p50 %s)", ms(a.Feed.P99), ms(a.Feed.P50)))
+	} else {
+		add("API measurements", "", false, false, "not measured")
+	}
 	if p := r.Plan; p != nil {
 		add(fmt.Sprintf("EXPLAIN plan test at %s rows", count(p.Rows)), "no sequential scan", true, p.Passed, passFail(p.Passed))
 	}
@@ -100,6 +111,20 @@ func ingestFig(row *IngestRow) string {
 		return "not measured"
 	}
 	return rateStr(row.BeatsPerSec) + " rows/s"
+}
+
+func bucketStr(d time.Duration) string {
+	if d == 0 {
+		return "beyond the last bucket"
+	}
+	return ms(d)
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 func passFail(ok bool) string {
@@ -255,6 +280,10 @@ func Render(r *Results, imgDir string) string {
 		w("so p99 sits just under the interval plus one sweep. `@adaptive` sleeps until the next row can become eligible.\n\n")
 	}
 
+	if a := r.API; a != nil {
+		renderAPI(w, a, r.Config)
+	}
+
 	if p := r.Plan; p != nil {
 		w("## Plan regression\n\n")
 		w("`SWEEPER_PLAN_ROWS=%d go test -run TestPlansUseIndexes ./sweep/`: **%s** in %s (every statement the sweep and\n", p.Rows, passFail(p.Passed), p.Duration.Round(time.Second))
@@ -334,3 +363,56 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
 
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func renderAPI(w func(string, ...any), a *APIResult, c ConfigInfo) {
+	w("## The HTTP API (`bin/sweeper` with `api.listen`)\n\n")
+	w("The built daemon, run against the %s-row ledger with `SWEEPER_API_LISTEN=127.0.0.1:0`, `SWEEPER_DATABASE_MAX_CONNS=%d`\n", count(a.LedgerRows), apiDBConns)
+	w("(the library writers have one connection each; the daemon also holds the sweeper's and the feed listener's), info logs\n")
+	w("(debug logs one line per request) and no rate limit (`api.rate_limit` 0, the default). Tokens come from `sweeper token create`:\n")
+	w("a worker token (principal `%s`, the callee of the %s `in_progress` rows beaten), a caller token for the inserts, a reader\n", apiWorker, count(a.Rows))
+	w("token for the feed. The clients are Go `net/http` with keep-alive, on the same 2 cores as the daemon and PostgreSQL.\n\n")
+	w("*Batch heartbeats*: %d clients, each beating its own share of the rows in turn, 1000 ids per call, measured as the\n", apiClients)
+	w("heartbeat ingest above (a warm-up cycle, then %s s within the minute): `Ledger.HeartbeatMany` from this process and\n", fmt.Sprint(c.IngestDuration.Seconds()))
+	w("`POST /v1/heartbeats` to the daemon (which runs `Ledger.HeartbeatManyFor`, the worker's own rows only), in ABBA order.\n")
+	w("Latency is per call.\n\n")
+	w("| path | clients | rows/s | p50 | p99 | HOT updates |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, row := range a.Batch {
+		name := "`Ledger.HeartbeatMany`"
+		if row.Path == PathHTTPMany {
+			name = "`POST /v1/heartbeats`"
+		}
+		w("| %s | %d | %s | %s | %s | %.0f%% |\n", name, row.Writers, rateStr(row.BeatsPerSec), ms(row.Latency.P50), ms(row.Latency.P99), 100*row.HotShare())
+	}
+	lib, web := a.BatchRate(PathMany), a.BatchRate(PathHTTPMany)
+	w("\nTogether: HTTP %s rows/s, library %s rows/s, ratio **%.2f**.", rateStr(web), rateStr(lib), ratio(web, lib))
+	if web > lib {
+		w(" HTTP ahead of the library is not a property of the API: both run one UPDATE per batch, and the HTTP\n")
+		w("path spreads its work over two processes (the bench's clients and the daemon), which on a busy machine get a larger share\n")
+		w("of the cores than the library path's one process; judge the ratio from a run on a quiet machine.")
+	}
+	w("\n\n")
+	w("*Single heartbeats*: `POST /v1/delegations/{id}/heartbeat`, one request every %s (%.0f/s) for %s after 1 s of warm-up,\n",
+		(time.Second / time.Duration(max(a.SingleRate, 1))).String(), a.SingleRate, a.SingleDuration)
+	w("each sent at its scheduled time on a goroutine of its own, whatever the answers before it (open loop); a latency runs from\n")
+	w("the scheduled time, so a request the loaded client sent late counts as slow. Each request beats another row and costs the\n")
+	w("daemon three statements: the token's lookup (every request, so a revoked token is refused at once), the row's read for the\n")
+	w("worker's scope, the heartbeat. When the rate is above what the machine serves, requests queue and the latency grows with the run.\n\n")
+	w("| figure | value |\n|---|---:|\n")
+	w("| requests measured (sent at) | %d (%.0f/s) |\n", a.SingleSent, a.SingleAchieved)
+	w("| latency p50 / p95 / p99 / max | %s / %s / %s / %s |\n", ms(a.Single.P50), ms(a.Single.P95), ms(a.Single.P99), ms(a.Single.Max))
+	if st := a.SingleServer; st.Count > 0 {
+		w("| the daemon's own time for them (`sweeper_api_request_duration_seconds`, %d requests, from the end of the warm-up): mean; bucket bounds of p50 / p99 | %s; ≤ %s / ≤ %s |\n",
+			st.Count, ms(st.Mean), bucketStr(st.P50), bucketStr(st.P99))
+	}
+	w("| inserts, `POST /v1/delegations`, %d clients, closed loop, %s: rows/s (p50 / p99) | %s (%s / %s) |\n", a.InsertHTTP.Clients, a.SingleDuration,
+		rateStr(a.InsertHTTP.PerSec), ms(a.InsertHTTP.Latency.P50), ms(a.InsertHTTP.Latency.P99))
+	w("| inserts, `Ledger.Insert`, %d clients, same: rows/s (p50 / p99) | %s (%s / %s) |\n", a.InsertLibrary.Clients,
+		rateStr(a.InsertLibrary.PerSec), ms(a.InsertLibrary.Latency.P50), ms(a.InsertLibrary.Latency.P99))
+	w("| feed latency p50 / p95 / p99 / max (%d events × %d consumers) | %s / %s / %s / %s |\n", a.FeedEvents, a.FeedConsumers,
+		ms(a.Feed.P50), ms(a.Feed.P95), ms(a.Feed.P99), ms(a.Feed.Max))
+	w("\n*Feed latency*: %d consumers long-poll `GET /v1/events?after=…&caller_id=%s&wait=30s`, each from the feed's head. The bench\n", a.FeedConsumers, feedCaller)
+	w("inserts one delegation at a time (its insert event) in a transaction of its own; a latency runs from just before that\n")
+	w("transaction's `COMMIT` to the return, at each consumer, of the long poll that carries the event. The next event commits\n")
+	w("once every consumer has it and a random 5 to 25 ms have passed, so the consumers are waiting when it commits (the case\n")
+	w("the long poll exists for; an event committed while a consumer is between polls is answered by its next poll at once).\n\n")
+}

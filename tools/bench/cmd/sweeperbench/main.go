@@ -44,6 +44,10 @@ func run() error {
 		ingestRows = flag.Int("ingest-rows", bench.IngestRowsDefault, "rows the heartbeat ingest beats in turn")
 		cronWin    = flag.Duration("cron-window", bench.CronDetectWindowDefault, "detection window with the default schedule")
 		adaptWin   = flag.Duration("adaptive-window", bench.AdaptiveDetectWindowDefault, "detection window with @adaptive")
+		apiRate    = flag.Int("api-rate", bench.APIRateDefault, "requests/s of the single heartbeats over HTTP (open loop)")
+		apiDur     = flag.Duration("api-duration", bench.APIDurationDefault, "duration of the single heartbeats and of each insert measurement")
+		feedEvents = flag.Int("feed-events", bench.FeedEventsDefault, "events of the feed latency measurement")
+		apiOnly    = flag.Bool("api-only", false, "measure only the HTTP API, at the last size")
 		binary     = flag.String("binary", "bin/sweeper", "the built daemon; empty skips the daemon measurements")
 		planRows   = flag.Int("plan-rows", 1_000_000, "rows of the EXPLAIN plan test run after the bench; 0 skips it")
 		out        = flag.String("out", "docs/benchmarks.md", "the report")
@@ -86,6 +90,7 @@ func run() error {
 		Sizes: ss, InFlight: *inFlight, Eligible: *eligible, Backlog: *backlog,
 		SweepRuns: *sweepRuns, DrainRounds: *drains, IngestDuration: *ingest, IngestRows: *ingestRows,
 		CronDetectWindow: *cronWin, AdaptiveDetectWindow: *adaptWin,
+		APIRate: *apiRate, APIDuration: *apiDur, FeedEvents: *feedEvents, APIOnly: *apiOnly,
 		Binary: *binary, Logf: logf,
 	}
 	began := time.Now()
