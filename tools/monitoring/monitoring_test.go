@@ -588,7 +588,16 @@ func TestKubernetesScrapeConfig(t *testing.T) {
 	}
 
 	dl, da := podLabels("deployment.yaml", "spec", "template")
+	// One target per container port: the API port's is dropped.
+	apiTarget := target(dl, da)
+	apiTarget["__address__"] = "10.1.2.3:8080"
+	apiTarget["__meta_kubernetes_pod_container_port_name"] = "api"
+	if relabel(t, rules, apiTarget) {
+		t.Errorf("the pods' api port would be scraped as well")
+	}
 	l := target(dl, da)
+	l["__address__"] = "10.1.2.3:9090"
+	l["__meta_kubernetes_pod_container_port_name"] = "metrics"
 	if !relabel(t, rules, l) {
 		t.Fatalf("the Deployment's pods are dropped")
 	}
