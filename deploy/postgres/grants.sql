@@ -20,6 +20,25 @@
 GRANT SELECT ON delegations TO sweeper_daemon;
 GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon;
 
+-- The HTTP API and the console (api.listen; docs/api.md, "Database roles"),
+-- served by the same process on the same DSN: POST /v1/delegations inserts
+-- exactly these columns (the others take their defaults), transitions also
+-- write the result and error, heartbeats touch last_heartbeat. Granted to
+-- the daemon role even when api.listen is unset: one role for the one
+-- process, and each write still passes the guard trigger, which refuses
+-- every backward move and any change to a terminal row, whoever writes.
+-- Still refused: DELETE, TRUNCATE, and UPDATE of the ids, the preview, the
+-- deadline, created_at and finished_at.
+GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline)
+    ON delegations TO sweeper_daemon;
+GRANT UPDATE (result_preview, error_detail, last_heartbeat) ON delegations TO sweeper_daemon;
+
+-- Bearer tokens and console sign-ins are checked against api_tokens: read
+-- only. Tokens are created and revoked with `sweeper token` as the owner
+-- role (an administrator's act): a daemon whose credentials leak cannot mint
+-- a token or un-revoke one.
+GRANT SELECT ON api_tokens TO sweeper_daemon;
+
 -- The audit trigger's insert.
 GRANT SELECT, INSERT ON delegation_events TO sweeper_daemon;
 -- delegation_events.id is an identity column: PostgreSQL draws its values

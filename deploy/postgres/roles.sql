@@ -5,8 +5,12 @@
 -- Idempotent: safe to run again.
 --
 --   sweeper_owner   owns the schema objects; runs `sweeper migrate`.
---   sweeper_daemon  what the daemon, `sweeper --once` and `sweeper status`
---                   log in as: reads and marks delegations, nothing else.
+--   sweeper_daemon  what the daemon, `sweeper --once`, `sweeper status` and
+--                   `sweeper prune` log in as: reads and marks delegations,
+--                   and, for the HTTP API and console the daemon serves,
+--                   inserts and moves them and reads api_tokens. It never
+--                   deletes (except through sweeper_prune) or writes tokens;
+--                   `sweeper token` runs as the owner.
 --
 -- Set the passwords outside this file (psql: \password sweeper_owner), so they
 -- stay out of shell history and server logs.

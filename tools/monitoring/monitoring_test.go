@@ -9,9 +9,12 @@
 package monitoring
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,9 +24,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	dto "github.com/prometheus/client_model/go"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tasksweeper/sweeper/api"
 	"github.com/tasksweeper/sweeper/internal/daemon"
 )
 
@@ -69,7 +74,15 @@ var documentedMetrics = map[string]bool{
 	"sweeper_retention_last_success_timestamp_seconds": true,
 	"sweeper_retention_overdue_rows":                   true,
 	"sweeper_retention_overdue_seconds":                true,
-	"up":                                               true,
+	// The API's (api/metrics.go), exported when api.listen is set.
+	"sweeper_api_requests_total":                  true,
+	"sweeper_api_request_duration_seconds_bucket": true,
+	"sweeper_api_request_duration_seconds_sum":    true,
+	"sweeper_api_request_duration_seconds_count":  true,
+	"sweeper_api_auth_rejected_total":             true,
+	"sweeper_api_rate_limited_total":              true,
+	"sweeper_api_feed_waiting":                    true,
+	"up":                                          true,
 }
 
 // standardCollectorMetrics are the go_/process_ series the dashboard may use.
@@ -288,8 +301,12 @@ func TestMetricNamesParser(t *testing.T) {
 }
 
 type dashboard struct {
-	UID        string `json:"uid"`
-	Title      string `json:"title"`
+	UID   string `json:"uid"`
+	Title string `json:"title"`
+	Links []struct {
+		Title string `json:"title"`
+		URL   string `json:"url"`
+	} `json:"links"`
 	Templating struct {
 		List []struct {
 			Name  string          `json:"name"`
@@ -316,7 +333,15 @@ type panel struct {
 		RefID string `json:"refId"`
 	} `json:"targets"`
 	Panels []panel `json:"panels"` // collapsed rows
+	Links  []struct {
+		Title string `json:"title"`
+		URL   string `json:"url"`
+	} `json:"links"`
 }
+
+// consoleLink matches a link into the console: the $console_url variable and
+// one of the console's pages (console/console.go's routes).
+var consoleLink = regexp.MustCompile(`^\$\{console_url\}/(delegations|live)?(\?[a-z_]+=[a-z_]+(&[a-z_]+=[a-z_]+)*)?$`)
 
 func loadDashboard(t *testing.T) dashboard {
 	t.Helper()
@@ -379,7 +404,26 @@ func expressions(t *testing.T) map[string]string {
 // daemon registers: every documented series exists, and every sweeper_*
 // series the daemon exports is documented (and so may be used here).
 func TestDocumentedMetricsAreExported(t *testing.T) {
-	families, err := daemon.NewMetrics().Registry.Gather()
+	m := daemon.NewMetrics()
+	// The API registers its collectors on the daemon's registry when
+	// api.listen is set (internal/daemon/api.go). The pool is never
+	// connected: one anonymous request, refused before any query, makes the
+	// labelled series appear.
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	h, err := api.NewHandler(api.Options{Pool: pool, Registerer: m.Registry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/summary", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("anonymous GET /v1/summary: %d, want 401", rec.Code)
+	}
+	families, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,10 +489,22 @@ func TestDashboard(t *testing.T) {
 	for _, v := range d.Templating.List {
 		vars[v.Name] = true
 	}
-	for _, v := range []string{"datasource", "job", "instance"} {
+	for _, v := range []string{"datasource", "job", "instance", "console_url"} {
 		if !vars[v] {
 			t.Errorf("no $%s variable", v)
 		}
+	}
+	consoleLinks := 0
+	for _, l := range d.Links {
+		if strings.Contains(l.URL, "console_url") {
+			consoleLinks++
+			if !consoleLink.MatchString(l.URL) {
+				t.Errorf("dashboard link %q: %q is not a console page under ${console_url}", l.Title, l.URL)
+			}
+		}
+	}
+	if consoleLinks == 0 {
+		t.Errorf("no dashboard link to the console (${console_url})")
 	}
 	ids := map[int]bool{}
 	quantiles := 0
@@ -459,6 +515,11 @@ func TestDashboard(t *testing.T) {
 		ids[p.ID] = true
 		if p.GridPos.W <= 0 || p.GridPos.H <= 0 || p.GridPos.X+p.GridPos.W > 24 {
 			t.Errorf("panel %q: gridPos %+v outside the 24-column grid", p.Title, p.GridPos)
+		}
+		for _, l := range p.Links {
+			if !consoleLink.MatchString(l.URL) {
+				t.Errorf("panel %q link %q: %q is not a console page under ${console_url}", p.Title, l.Title, l.URL)
+			}
 		}
 		if p.Type == "row" {
 			continue
@@ -588,7 +649,16 @@ func TestKubernetesScrapeConfig(t *testing.T) {
 	}
 
 	dl, da := podLabels("deployment.yaml", "spec", "template")
+	// One target per container port: the API port's is dropped.
+	apiTarget := target(dl, da)
+	apiTarget["__address__"] = "10.1.2.3:8080"
+	apiTarget["__meta_kubernetes_pod_container_port_name"] = "api"
+	if relabel(t, rules, apiTarget) {
+		t.Errorf("the pods' api port would be scraped as well")
+	}
 	l := target(dl, da)
+	l["__address__"] = "10.1.2.3:9090"
+	l["__meta_kubernetes_pod_container_port_name"] = "metrics"
 	if !relabel(t, rules, l) {
 		t.Fatalf("the Deployment's pods are dropped")
 	}

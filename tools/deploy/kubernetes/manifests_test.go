@@ -26,6 +26,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -50,6 +51,10 @@ const (
 	configMapName     = "sweeper-config"
 	nonRootID         = int64(65532)
 	metricsPort       = int32(9090)
+	apiPort           = int32(8080)
+	// apiClientLabel is the pod label the example NetworkPolicy admits to
+	// the API port.
+	apiClientLabel = "sweeper.tasksweeper.io/api-client"
 	// preRolloutSelector is the label selector docs/operations.md and
 	// migrate-job.yaml use to apply the migrate Job (and what it needs)
 	// before the rollout.
@@ -126,6 +131,9 @@ type sweeperConfig struct {
 	HTTP struct {
 		Listen string `json:"listen"`
 	} `json:"http"`
+	API struct {
+		Listen string `json:"listen"`
+	} `json:"api"`
 	Log struct {
 		Level  string `json:"level,omitempty"`
 		Format string `json:"format,omitempty"`
@@ -170,6 +178,8 @@ func newTyped(apiVersion, kind string) any {
 		return &batchv1.Job{}
 	case gvk{"batch/v1", "CronJob"}:
 		return &batchv1.CronJob{}
+	case gvk{"networking.k8s.io/v1", "NetworkPolicy"}:
+		return &networkingv1.NetworkPolicy{}
 	}
 	return nil
 }
@@ -571,8 +581,9 @@ func TestDeployment(t *testing.T) {
 	if spec.TerminationGracePeriodSeconds == nil || time.Duration(*spec.TerminationGracePeriodSeconds)*time.Second <= grace {
 		t.Errorf("terminationGracePeriodSeconds must exceed shutdown_grace %v", grace)
 	}
-	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != metricsPort || c.Ports[0].Name != "metrics" {
-		t.Errorf("ports = %+v, want metrics:%d", c.Ports, metricsPort)
+	if len(c.Ports) != 2 || c.Ports[0].ContainerPort != metricsPort || c.Ports[0].Name != "metrics" ||
+		c.Ports[1].ContainerPort != apiPort || c.Ports[1].Name != "api" {
+		t.Errorf("ports = %+v, want metrics:%d and api:%d", c.Ports, metricsPort, apiPort)
 	}
 	for name, p := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe} {
 		want := map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"}[name]
@@ -649,6 +660,22 @@ func TestServiceAndDisruptionBudget(t *testing.T) {
 		t.Errorf("Service ports = %+v", svc.Spec.Ports)
 	}
 
+	// The API Service: ready pods only, the named api port, and browsers
+	// kept on one pod (console sessions live in the pod's memory).
+	api := find[corev1.Service](t, objs, "Service", "sweeper-api")
+	if !labels.SelectorFromSet(api.Spec.Selector).Matches(podLabels) {
+		t.Errorf("Service sweeper-api selector %v does not match the pods %v", api.Spec.Selector, podLabels)
+	}
+	if len(api.Spec.Ports) != 1 || api.Spec.Ports[0].Name != "api" || api.Spec.Ports[0].Port != apiPort || api.Spec.Ports[0].TargetPort.String() != "api" {
+		t.Errorf("Service sweeper-api ports = %+v, want api:%d -> api", api.Spec.Ports, apiPort)
+	}
+	if api.Spec.PublishNotReadyAddresses {
+		t.Errorf("Service sweeper-api must not send requests to pods that are not ready")
+	}
+	if api.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+		t.Errorf("Service sweeper-api sessionAffinity = %q, want ClientIP (console sessions are per pod)", api.Spec.SessionAffinity)
+	}
+
 	pdb := find[policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", "sweeper")
 	sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
 	if err != nil {
@@ -696,6 +723,9 @@ func TestConfigMapConfig(t *testing.T) {
 	}
 	if cfg.HTTP.Listen != fmt.Sprintf(":%d", metricsPort) {
 		t.Errorf("http.listen = %q, the probes and the Service use :%d", cfg.HTTP.Listen, metricsPort)
+	}
+	if cfg.API.Listen != fmt.Sprintf(":%d", apiPort) {
+		t.Errorf("api.listen = %q, the container port api and the Service sweeper-api use :%d", cfg.API.Listen, apiPort)
 	}
 	if cfg.Migrate.Auto {
 		t.Errorf("migrate.auto must be false: the Job migrates, as the owner role")
@@ -838,6 +868,105 @@ func TestRendered(t *testing.T) {
 		want := o.kind == "Job" || o.kind == "ServiceAccount" || o.kind == "ConfigMap" || o.kind == "Namespace"
 		if got := sel.Matches(labels.Set(objectLabels(o))); got != want {
 			t.Errorf("overlay: pre-rollout selector picks %s = %v, want %v", o, got, want)
+		}
+	}
+}
+
+// TestNetworkPolicy checks the example overlay's NetworkPolicy: it selects
+// the daemon's pods, admits the API port only from pods labelled
+// apiClientLabel and the metrics port only from the monitoring namespace, and
+// names only ports the container declares.
+func TestNetworkPolicy(t *testing.T) {
+	objs := loadTree(t).resolve(t, "overlays/example")
+	np := find[networkingv1.NetworkPolicy](t, objs, "NetworkPolicy", "sweeper")
+	d := find[appsv1.Deployment](t, objs, "Deployment", "sweeper")
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Empty() || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("podSelector %v does not select the daemon's pods %v", sel, d.Spec.Template.Labels)
+	}
+	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Errorf("policyTypes = %v, want [Ingress]", np.Spec.PolicyTypes)
+	}
+	containerPorts := map[string]bool{}
+	for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
+		containerPorts[p.Name] = true
+	}
+
+	// admitted reports whether a peer with these namespace and pod labels
+	// reaches the named port.
+	admitted := func(nsLabels, podLabels map[string]string, port string) bool {
+		for _, rule := range np.Spec.Ingress {
+			portOK := false
+			for _, p := range rule.Ports {
+				if p.Port == nil || p.Port.String() == port {
+					portOK = true
+				}
+			}
+			if !portOK {
+				continue
+			}
+			for _, peer := range rule.From {
+				if peer.IPBlock != nil {
+					continue
+				}
+				var nsOK bool
+				if peer.NamespaceSelector != nil {
+					s, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+					if err != nil {
+						t.Fatal(err)
+					}
+					nsOK = s.Matches(labels.Set(nsLabels))
+				} else { // no namespaceSelector: the policy's own namespace only
+					nsOK = nsLabels["kubernetes.io/metadata.name"] == "sweeper"
+				}
+				podOK := true
+				if peer.PodSelector != nil {
+					s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+					if err != nil {
+						t.Fatal(err)
+					}
+					podOK = s.Matches(labels.Set(podLabels))
+				}
+				if nsOK && podOK {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for i, rule := range np.Spec.Ingress {
+		if len(rule.Ports) == 0 || len(rule.From) == 0 {
+			t.Errorf("ingress rule %d opens every port or admits every peer: %+v", i, rule)
+		}
+		for _, p := range rule.Ports {
+			if p.Port == nil || p.Port.Type != intstr.String || !containerPorts[p.Port.StrVal] {
+				t.Errorf("ingress rule %d: port %v is not a named container port (%v)", i, p.Port, containerPorts)
+			}
+		}
+	}
+	ns := func(name string) map[string]string { return map[string]string{"kubernetes.io/metadata.name": name} }
+	client := map[string]string{apiClientLabel: "true", "app": "billing"}
+	other := map[string]string{"app": "billing"}
+	prometheus := map[string]string{"app.kubernetes.io/name": "prometheus"}
+	for _, c := range []struct {
+		name    string
+		ns, pod map[string]string
+		port    string
+		want    bool
+	}{
+		{"labelled client, API", ns("billing"), client, "api", true},
+		{"labelled client in the namespace, API", ns("sweeper"), client, "api", true},
+		{"unlabelled pod, API", ns("billing"), other, "api", false},
+		{"labelled client, metrics", ns("billing"), client, "metrics", false},
+		{"Prometheus, metrics", ns("monitoring"), prometheus, "metrics", true},
+		{"Prometheus, API", ns("monitoring"), prometheus, "api", false},
+		{"another namespace, metrics", ns("billing"), prometheus, "metrics", false},
+	} {
+		if got := admitted(c.ns, c.pod, c.port); got != c.want {
+			t.Errorf("%s: admitted = %v, want %v", c.name, got, c.want)
 		}
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,8 +207,17 @@ func TestDaemonRoleIsRefused(t *testing.T) {
 		"delete a terminal row":      `DELETE FROM delegations WHERE status = 'stuck'`,
 		"replace the prune function": `CREATE OR REPLACE FUNCTION sweeper_prune(ids text[], completed interval, failed interval, stuck interval) RETURNS TABLE (status text, delegations bigint, events bigint) LANGUAGE sql AS 'SELECT NULL::text, 0::bigint, 0::bigint'`,
 		"truncate":                   `TRUNCATE delegations`,
-		"insert a delegation":        `INSERT INTO delegations (delegation_id, caller_id, callee_id) VALUES ('x', 'c', 'w')`,
+		"insert a chosen created_at": `INSERT INTO delegations (delegation_id, caller_id, callee_id, created_at) VALUES ('x', 'c', 'w', now() - interval '1 year')`,
+		"insert a chosen heartbeat":  `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat) VALUES ('x', 'c', 'w', 'in_progress', now() + interval '1 year')`,
 		"change another column":      `UPDATE delegations SET callee_id = 'other' WHERE delegation_id = 'live'`,
+		"change the caller":          `UPDATE delegations SET caller_id = 'other' WHERE delegation_id = 'live'`,
+		"move a deadline":            `UPDATE delegations SET deadline = now() + interval '1 year' WHERE delegation_id = 'live'`,
+		"rewrite a task preview":     `UPDATE delegations SET task_preview = 'x' WHERE delegation_id = 'live'`,
+		"mint a token":               `INSERT INTO api_tokens (name, role, hash) VALUES ('mine', 'admin', sha256('x'))`,
+		"revoke a token":             `UPDATE api_tokens SET revoked_at = now()`,
+		"un-revoke a token":          `UPDATE api_tokens SET revoked_at = NULL`,
+		"delete a token":             `DELETE FROM api_tokens`,
+		"truncate the tokens":        `TRUNCATE api_tokens`,
 		"rewrite the audit log":      `UPDATE delegation_events SET actor = 'me'`,
 		"delete from the audit log":  `DELETE FROM delegation_events`,
 		"disable the guard trigger":  `ALTER TABLE delegations DISABLE TRIGGER delegations_guard`,
@@ -324,5 +335,151 @@ func TestDaemonRolePrunes(t *testing.T) {
 	left, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil || strings.Join(left, ",") != "late,live" {
 		t.Fatalf("rows left %v, %v; want late,live", left, err)
+	}
+}
+
+var apiAddrRE = regexp.MustCompile(`"api_address":"([^"]+)"`)
+
+// createToken runs `sweeper token create` as dsn's role and returns the
+// token, or "" and the result when the command failed.
+func createToken(t *testing.T, dsn, name, role, principal string) (string, testbin.Result) {
+	t.Helper()
+	r := run(t, dsn, "token", "create", "--output", "json", "--name", name, "--role", role, "--principal", principal)
+	if r.Code != 0 {
+		return "", r
+	}
+	var line struct{ Token string }
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &line); err != nil || !strings.HasPrefix(line.Token, "swp_") {
+		t.Fatalf("token create output %q: %v", r.Stdout, err)
+	}
+	return line.Token, r
+}
+
+// TestDaemonRoleServesTheAPI: the daemon, logged in as sweeper_daemon with
+// api.listen set, answers every endpoint of the API and every page and the
+// one action of the console without a server error, while the tokens are
+// the owner's to create and revoke.
+func TestDaemonRoleServesTheAPI(t *testing.T) {
+	s := newSetup(t)
+	seed(t, s)
+
+	// Token management is the owner's; the daemon role is refused and
+	// leaves no row behind.
+	if tok, r := createToken(t, s.daemon, "intruder", "admin", ""); tok != "" || r.Code == 0 {
+		t.Fatalf("token create as the daemon role succeeded: %s", r)
+	}
+	tokens := map[string]string{}
+	for _, c := range [][3]string{{"billing", "caller", "billing"}, {"agent", "worker", "w"}, {"root", "admin", ""}, {"gone", "reader", ""}} {
+		tok, r := createToken(t, s.owner, c[0], c[1], c[2])
+		if tok == "" {
+			t.Fatalf("token create %v as the owner: %s", c, r)
+		}
+		tokens[c[0]] = tok
+	}
+	if r := run(t, s.daemon, "token", "revoke", "gone"); r.Code == 0 {
+		t.Fatalf("token revoke as the daemon role succeeded: %s", r)
+	}
+	if r := run(t, s.daemon, "token", "list"); r.Code != 0 || !strings.Contains(r.Stdout, "billing") {
+		t.Errorf("token list as the daemon role (read only): %s", r)
+	}
+
+	d := testbin.StartDaemon(t, binary, "daemon", []string{"SWEEPER_DATABASE_URL=" + s.daemon,
+		"SWEEPER_API_LISTEN=127.0.0.1:0", "SWEEPER_SWEEP_SCHEDULE=@every 1h"})
+	m := apiAddrRE.FindStringSubmatch(d.Logs())
+	if m == nil {
+		t.Fatalf("no api_address logged:\n%s", d.Logs())
+	}
+	base := "http://" + m[1]
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	call := func(token, method, path, contentType, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokens[token])
+		res, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	const js = "application/json"
+	for _, c := range []struct {
+		token, method, path, ctype, body string
+		want                             int
+		contains                         string
+	}{
+		{"billing", "POST", "/v1/delegations", js, `{"delegation_id":"api-1","callee_id":"w","task_preview":"p","idempotency_key":"k1","timeout_seconds":3600}`, 201, `"api-1"`},
+		{"billing", "POST", "/v1/delegations", js, `{"delegation_id":"api-2","callee_id":"w","deadline":"2099-01-01T00:00:00Z"}`, 201, `"api-2"`},
+		{"billing", "POST", "/v1/delegations", js, `{"delegation_id":"api-1","callee_id":"w","idempotency_key":"k1"}`, 200, `"api-1"`},
+		{"billing", "GET", "/v1/delegations/api-1", "", "", 200, `"queued"`},
+		{"billing", "GET", "/v1/delegations?caller_id=billing", "", "", 200, `"api-2"`},
+		{"agent", "POST", "/v1/delegations/api-1/transitions", js, `{"to":"in_progress"}`, 200, `"applied"`},
+		{"agent", "POST", "/v1/delegations/api-1/heartbeat", "", "", 200, `"live":true`},
+		{"agent", "POST", "/v1/heartbeats", js, `{"ids":["api-1","api-2"]}`, 200, ""},
+		{"root", "POST", "/v1/heartbeats", js, `{"ids":["api-1","live"]}`, 200, ""},
+		{"agent", "POST", "/v1/delegations/api-1/transitions", js, `{"to":"completed","result":"done"}`, 200, `"applied"`},
+		{"agent", "POST", "/v1/delegations/api-2/transitions", js, `{"to":"failed","error":"broke"}`, 200, `"applied"`},
+		{"agent", "POST", "/v1/delegations/api-1/transitions", js, `{"to":"in_progress"}`, 409, ""},
+		{"billing", "GET", "/v1/delegations/api-1/events", "", "", 200, `"completed"`},
+		{"billing", "GET", "/v1/events", "", "", 200, `"events"`},
+		{"root", "GET", "/v1/events?to_status=completed&wait=0s", "", "", 200, `"events"`},
+		{"billing", "GET", "/v1/summary", "", "", 200, ""},
+		{"root", "GET", "/v1/summary", "", "", 200, ""},
+		{"root", "GET", "/v1/openapi.json", "", "", 200, `"openapi"`},
+		{"gone", "GET", "/v1/summary", "", "", 200, ""}, // not revoked: the daemon role could not
+		// The console, Bearer-authenticated (no CSRF form needed).
+		{"root", "GET", "/", "", "", 200, ""},
+		{"root", "GET", "/delegations", "", "", 200, "api-2"},
+		{"root", "GET", "/delegations?in_flight=true&caller_id=billing", "", "", 200, ""},
+		{"root", "GET", "/delegations/live", "", "", 200, "live"},
+		{"root", "GET", "/live", "", "", 200, ""},
+		{"root", "POST", "/delegations/live/fail", "application/x-www-form-urlencoded", "reason=operator", 303, ""},
+	} {
+		code, body := call(c.token, c.method, c.path, c.ctype, c.body)
+		if code != c.want || !strings.Contains(body, c.contains) {
+			t.Errorf("%s %s as %s: %d %.300s; want %d containing %q", c.method, c.path, c.token, code, body, c.want, c.contains)
+		}
+	}
+
+	// What the API wrote, as the owner sees it.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, s.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT delegation_id || ':' || status || ':' || COALESCE(result_preview, error_detail, '') FROM delegations WHERE delegation_id IN ('api-1', 'api-2', 'live') ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if want := "api-1:completed:done,api-2:failed:broke,live:failed:"; err != nil || !strings.HasPrefix(strings.Join(got, ","), want) {
+		t.Errorf("rows %v, %v; want %s...", got, err, want)
+	}
+	var intruders int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM api_tokens WHERE name = 'intruder' OR (name = 'gone' AND revoked_at IS NOT NULL)`).Scan(&intruders); err != nil || intruders != 0 {
+		t.Errorf("token rows written by the daemon role: %d, %v", intruders, err)
+	}
+
+	metrics := d.MustMetrics(t)
+	for k, v := range metrics {
+		if strings.HasPrefix(k, "sweeper_api_requests_total") && strings.Contains(k, `code="500"`) && v > 0 {
+			t.Errorf("%s = %v", k, v)
+		}
+	}
+	if code := d.Stop(t, syscall.SIGTERM, 35*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM\n%s", code, d.Logs())
+	}
+	for name, tok := range tokens {
+		if strings.Contains(d.Logs(), tok) {
+			t.Errorf("token %s appears in the logs", name)
+		}
 	}
 }
