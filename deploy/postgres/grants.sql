@@ -22,14 +22,17 @@ GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon
 
 -- The HTTP API and the console (api.listen; docs/api.md, "Database roles"),
 -- served by the same process on the same DSN: POST /v1/delegations inserts
--- exactly these columns (the others take their defaults), transitions also
+-- exactly these columns (the others take their defaults; since schema 4 an
+-- insert also writes heartbeat_timeout, and attempt and retry_of when it
+-- continues a failed or stuck idempotency key), transitions also
 -- write the result and error, heartbeats touch last_heartbeat. Granted to
 -- the daemon role even when api.listen is unset: one role for the one
 -- process, and each write still passes the guard trigger, which refuses
 -- every backward move and any change to a terminal row, whoever writes.
 -- Still refused: DELETE, TRUNCATE, and UPDATE of the ids, the preview, the
 -- deadline, created_at and finished_at.
-GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline)
+GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
+              heartbeat_timeout, attempt, retry_of)
     ON delegations TO sweeper_daemon;
 GRANT UPDATE (result_preview, error_detail, last_heartbeat) ON delegations TO sweeper_daemon;
 
