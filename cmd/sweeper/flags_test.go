@@ -56,19 +56,26 @@ func TestFlagMatrix(t *testing.T) {
 		}
 		return keep
 	}
-	migrateFlags := []string{"config", "output", "database-url"}
+	migrateFlags := []string{"config", "output", "database-url", "database-pooler", "database-migrate-url"}
+	var apiFlags []string // only the long-running process serves the API
+	for _, f := range keyFlags {
+		if strings.HasPrefix(f, "api-") {
+			apiFlags = append(apiFlags, f)
+		}
+	}
 	commands := []struct {
 		args    []string // the command
 		accepts []string // the flags it accepts
 	}{
 		{nil, append([]string{"config", "dry-run"}, keyFlags...)},
 		{[]string{"--once"}, append([]string{"once", "config", "dry-run", "fail-on-stuck", "output"},
-			except(keyFlags, "sweep-schedule", "http-listen", "shutdown-grace")...)},
+			except(keyFlags, append([]string{"sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url"}, apiFlags...)...)...)},
 		{[]string{"migrate", "up"}, migrateFlags},
 		{[]string{"migrate", "down"}, migrateFlags},
 		{[]string{"migrate", "version"}, migrateFlags},
 		{[]string{"migrate", "force", "1"}, migrateFlags},
-		{[]string{"status"}, []string{"config", "output", "database-url", "database-max-conns", "sweep-heartbeat-timeout"}},
+		{[]string{"status"}, []string{"config", "output", "database-url", "database-max-conns", "database-pooler",
+			"database-query-exec-mode", "sweep-heartbeat-timeout"}},
 		{[]string{"config", "validate"}, append([]string{"config", "dry-run", "output"}, keyFlags...)},
 		{[]string{"dev"}, nil},
 		{[]string{"help"}, nil},
@@ -133,9 +140,13 @@ func TestConfigValidateJSON(t *testing.T) {
 		"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT=90s",
 	}
 	r := run(t, env, "config", "validate", "--output", "json", "--sweep-batch-size", "250")
-	const want = `{"valid":true,"config":{"database":{"url":"sweeper@db.internal:5433/app","max_conns":4},` +
+	const want = `{"valid":true,"config":{"database":{"url":"sweeper@db.internal:5433/app","max_conns":4,"pooler":"none",` +
+		`"query_exec_mode":"","migrate_url":"","listen_url":""},` +
 		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":250,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
+		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +
+		`"max_batch":10000,"rate_limit":0,"rate_burst":0,"max_wait":"1m","read_header_timeout":"5s","read_timeout":"30s",` +
+		`"write_timeout":"1m30s","idle_timeout":"2m","max_header_bytes":16384},` +
 		`"log":{"level":"info","format":"json"},"shutdown_grace":"30s"}}` + "\n"
 	if r.Code != 0 || r.Stdout != want {
 		t.Fatalf("config validate --output json:\n%s\nwant stdout\n%s", r, want)
