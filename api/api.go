@@ -46,6 +46,14 @@ type Options struct {
 	RateBurst int
 	// MaxWait bounds the wait of a feed long poll (MaxWaitDefault when 0).
 	MaxWait time.Duration
+	// ListenPool, when set, is where the feed's LISTEN connection comes
+	// from instead of Pool: a direct connection when Pool goes through a
+	// pooler in transaction mode.
+	ListenPool *pgxpool.Pool
+	// FeedPoll, when more than 0, makes long polls re-read the feed this
+	// often instead of being woken by LISTEN (ledger.NewPollingWaiter): for
+	// a Pool behind a transaction pooler and no ListenPool.
+	FeedPoll time.Duration
 }
 
 // Handler serves the API. Start it before serving (the feed's long poll
@@ -88,7 +96,7 @@ func NewHandler(opts Options) (*Handler, error) {
 		log:     log,
 		ledger:  ledger.New(opts.Pool),
 		tokens:  auth.NewStore(opts.Pool),
-		waiter:  ledger.NewWaiter(opts.Pool),
+		waiter:  newWaiter(opts),
 		metrics: m,
 		limits:  newLimiters(opts.RateLimit, opts.RateBurst),
 		stopped: make(chan struct{}),
@@ -96,6 +104,18 @@ func NewHandler(opts Options) (*Handler, error) {
 	h.waiter.OnError = func(err error) { log.Warn("feed listener lost its connection; reconnecting", zap.Error(err)) }
 	h.routes()
 	return h, nil
+}
+
+// newWaiter is the feed's waker that opts ask for.
+func newWaiter(opts Options) *ledger.Waiter {
+	switch {
+	case opts.ListenPool != nil:
+		return ledger.NewWaiter(opts.ListenPool)
+	case opts.FeedPoll > 0:
+		return ledger.NewPollingWaiter(opts.FeedPoll)
+	default:
+		return ledger.NewWaiter(opts.Pool)
+	}
 }
 
 // Start opens the feed's LISTEN connection; it returns once listening.

@@ -22,4 +22,24 @@
 //
 // Errors wrap ErrNotFound, ErrInvalid (with a *FieldError naming the
 // argument) or ErrConflict where they apply.
+//
+// # Behind a connection pooler
+//
+// The ledger keeps no session state: its settings (the audit actor and
+// reason) are transaction-local (set_config(..., true)), and each write is
+// one statement or one transaction. Behind a pooler in transaction mode
+// (PgBouncer pool_mode=transaction, RDS Proxy, Supavisor), give the pool a
+// query exec mode that leaves no prepared statement on the server connection,
+// since pgx's default (a named statement cache) fails there with SQLSTATE
+// 42P05 ("prepared statement ... already exists") or 26000:
+//
+//	cfg, err := pgxpool.ParseConfig(dsn) // through the pooler
+//	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec // or QueryExecModeSimpleProtocol
+//	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+//
+// Two things need a session and so a direct connection (or a session-mode
+// pool): migrations (migrations.Up holds a session advisory lock), and a
+// Waiter, whose connection LISTENs; NewPollingWaiter holds no connection and
+// serves long polls by re-reading the feed. See docs/operations.md, "Behind a
+// connection pooler".
 package ledger

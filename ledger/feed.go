@@ -291,6 +291,7 @@ const EventsChannel = "sweeper_events"
 // everyone (they read the feed again, so nothing is missed) and reconnects.
 type Waiter struct {
 	pool *pgxpool.Pool
+	poll time.Duration // > 0: no connection, wake every poll
 	// OnError, when set, is told of each lost connection (for logs and
 	// metrics); the Waiter reconnects on its own.
 	OnError func(error)
@@ -307,6 +308,16 @@ func NewWaiter(pool *pgxpool.Pool) *Waiter {
 	return &Waiter{pool: pool, changed: make(chan struct{})}
 }
 
+// NewPollingWaiter returns a Waiter that holds no connection: it wakes every
+// waiting request each interval, and they read the feed again. It is for a
+// database reached only through a pooler in transaction mode, where LISTEN
+// cannot work (the pooler hands the session to other clients after each
+// transaction); long polls then answer within interval of a change instead
+// of at once.
+func NewPollingWaiter(interval time.Duration) *Waiter {
+	return &Waiter{poll: max(interval, time.Millisecond), changed: make(chan struct{})}
+}
+
 // ErrWaiterStarted is returned by Start on a started Waiter.
 var ErrWaiterStarted = errors.New("ledger: waiter already started")
 
@@ -318,6 +329,13 @@ func (w *Waiter) Start(ctx context.Context) error {
 		w.mu.Unlock()
 		return ErrWaiterStarted
 	}
+	if w.poll > 0 {
+		ctx, w.cancel = context.WithCancel(ctx)
+		w.done = make(chan struct{})
+		w.mu.Unlock()
+		go w.runPolling(ctx)
+		return nil
+	}
 	conn, err := w.listen(ctx)
 	if err != nil {
 		w.mu.Unlock()
@@ -328,6 +346,22 @@ func (w *Waiter) Start(ctx context.Context) error {
 	w.mu.Unlock()
 	go w.run(ctx, conn)
 	return nil
+}
+
+// runPolling wakes everyone every w.poll until ctx ends.
+func (w *Waiter) runPolling(ctx context.Context) {
+	defer close(w.done)
+	defer w.wake()
+	tick := time.NewTicker(w.poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			w.wake()
+		}
+	}
 }
 
 // Stop ends the Waiter and closes its connection; waiting requests are woken.

@@ -7,7 +7,10 @@
 //	if err := migrations.Up(ctx, dsn); err != nil { ... }
 //
 // Migrations take a PostgreSQL advisory lock, so several processes may run
-// Up at once; the schema is applied once. The version is kept in the table
+// Up at once; the schema is applied once. The lock is a session lock: give
+// Up and Open a direct connection string, never one through a pooler in
+// transaction mode, which could run the lock, the migration and the unlock
+// on different server connections (sweeper's database.migrate_url). The version is kept in the table
 // named by VersionTable, apart from any schema_migrations table of the
 // application that shares the database.
 package migrations

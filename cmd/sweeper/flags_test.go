@@ -67,23 +67,25 @@ func TestFlagMatrix(t *testing.T) {
 		}
 		return keep
 	}
-	migrateFlags := []string{"config", "output", "database-url"}
+	migrateFlags := []string{"config", "output", "database-url", "database-pooler", "database-migrate-url"}
 	commands := []struct {
 		args    []string // the command
 		accepts []string // the flags it accepts
 	}{
 		{nil, append([]string{"config", "dry-run"}, keyFlags...)},
 		{[]string{"--once"}, append([]string{"once", "config", "dry-run", "fail-on-stuck", "output"},
-			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-"), "sweep-schedule", "http-listen", "shutdown-grace")...)...)},
+			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-"), "sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url")...)...)},
 		{[]string{"migrate", "up"}, migrateFlags},
 		{[]string{"migrate", "down"}, migrateFlags},
 		{[]string{"migrate", "version"}, migrateFlags},
 		{[]string{"migrate", "force", "1"}, migrateFlags},
-		{[]string{"status"}, []string{"config", "output", "database-url", "database-max-conns", "sweep-heartbeat-timeout"}},
+		{[]string{"status"}, []string{"config", "output", "database-url", "database-max-conns", "database-pooler",
+			"database-query-exec-mode", "sweep-heartbeat-timeout"}},
 		{[]string{"config", "validate"}, append([]string{"config", "dry-run", "output"}, keyFlags...)},
 		{[]string{"token", "list"}, []string{"config", "output", "name", "role", "principal",
-			"database-url", "database-max-conns", "log-level", "log-format"}},
+			"database-url", "database-max-conns", "database-pooler", "database-query-exec-mode", "log-level", "log-format"}},
 		{[]string{"prune"}, append([]string{"config", "dry-run", "output", "database-url", "database-max-conns",
+			"database-pooler", "database-query-exec-mode", "database-migrate-url",
 			"sweep-dry-run", "migrate-auto", "log-level", "log-format"},
 			except(prefixed(keyFlags, "retention-"), "retention-schedule")...)},
 		{[]string{"archive", "verify", "/nonexistent"}, []string{"output"}},
@@ -150,7 +152,8 @@ func TestConfigValidateJSON(t *testing.T) {
 		"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT=90s",
 	}
 	r := run(t, env, "config", "validate", "--output", "json", "--sweep-batch-size", "250")
-	const want = `{"valid":true,"config":{"database":{"url":"sweeper@db.internal:5433/app","max_conns":4},` +
+	const want = `{"valid":true,"config":{"database":{"url":"sweeper@db.internal:5433/app","max_conns":4,"pooler":"none",` +
+		`"query_exec_mode":"","migrate_url":"","listen_url":""},` +
 		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":250,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
 		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +

@@ -115,7 +115,7 @@ func (inv *invocation) runOnce(ctx context.Context) error {
 	res, err := s.RunOnce(ctx)
 	interrupted := errors.Is(err, context.Canceled) && ctx.Err() != nil
 	if err != nil && !interrupted {
-		return err
+		return daemon.ExplainPooler(err)
 	}
 	sum := summarize(res)
 	sum.Interrupted = interrupted
@@ -162,7 +162,11 @@ func (inv *invocation) runMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	mg, err := migrations.Open(cfg.Database.URL)
+	dsn, err := cfg.Database.MigrationURL() // never through a transaction pooler
+	if err != nil {
+		return err
+	}
+	mg, err := migrations.Open(dsn)
 	if err != nil {
 		return err
 	}
@@ -208,14 +212,14 @@ func (inv *invocation) runStatus(ctx context.Context) error {
 	defer pool.Close()
 	st, err := migrations.ReadState(ctx, pool)
 	if err != nil {
-		return err
+		return daemon.ExplainPooler(err)
 	}
 	if p := st.Problem(); p != "" {
 		return errors.New(p)
 	}
 	snap, err := sweep.Inspect(ctx, pool, cfg.Sweep.HeartbeatTimeout)
 	if err != nil {
-		return err
+		return daemon.ExplainPooler(err)
 	}
 	if inv.opts.output == "json" {
 		b, _ := json.Marshal(snap)

@@ -57,7 +57,7 @@ var (
 		options: []string{flagOnce, flagConfig, flagDryRun, flagFailOnStuck, flagOutput},
 		// Everything but what only the long-running process reads: it
 		// neither schedules, serves HTTP nor waits out a grace period.
-		keys: []string{"database.url", "database.max_conns",
+		keys: []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode", "database.migrate_url",
 			"sweep.heartbeat_timeout", "sweep.batch_size", "sweep.max_batches_per_run",
 			"sweep.notify_channel", "sweep.dry_run", "migrate.auto", "log.level", "log.format"},
 		run: noArgs("sweeper --once", (*invocation).runOnce),
@@ -65,13 +65,13 @@ var (
 	cmdMigrate = &command{
 		name:    "sweeper migrate",
 		options: []string{flagConfig, flagOutput},
-		keys:    []string{"database.url"},
+		keys:    []string{"database.url", "database.pooler", "database.migrate_url"},
 		run:     (*invocation).runMigrate,
 	}
 	cmdStatus = &command{
 		name:    "sweeper status",
 		options: []string{flagConfig, flagOutput},
-		keys:    []string{"database.url", "database.max_conns", "sweep.heartbeat_timeout"},
+		keys:    []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode", "sweep.heartbeat_timeout"},
 		run:     noArgs("status", (*invocation).runStatus),
 	}
 	cmdConfigValidate = &command{
@@ -83,13 +83,14 @@ var (
 	cmdToken = &command{
 		name:    "sweeper token",
 		options: []string{flagConfig, flagOutput, flagName, flagRole, flagPrincipal},
-		keys:    []string{"database.url", "database.max_conns", "log.level", "log.format"},
+		keys:    []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode", "log.level", "log.format"},
 		run:     (*invocation).runToken,
 	}
 	cmdPrune = &command{
 		name:    "sweeper prune",
 		options: []string{flagConfig, flagDryRun, flagOutput},
-		keys: []string{"database.url", "database.max_conns", "sweep.dry_run", "migrate.auto",
+		keys: []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode",
+			"database.migrate_url", "sweep.dry_run", "migrate.auto",
 			"retention.completed", "retention.failed", "retention.stuck", "retention.batch_size",
 			"retention.archive_dir", "log.level", "log.format"},
 		run: noArgs("prune", (*invocation).runPrune),

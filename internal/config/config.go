@@ -47,6 +47,20 @@ type DatabaseConfig struct {
 	URL string
 	// MaxConns (database.max_conns) is the connection pool's size.
 	MaxConns int
+	// Pooler (database.pooler) is PoolerNone or PoolerTransaction: whether
+	// URL goes through a pooler in transaction mode.
+	Pooler string
+	// QueryExecMode (database.query_exec_mode) is one of QueryExecModes, or
+	// "" to derive it from Pooler; see ExecMode.
+	QueryExecMode string
+	// MigrateURL (database.migrate_url) is a direct connection string for
+	// migrations (session advisory locks); "" means URL. It holds a
+	// password like URL.
+	MigrateURL string
+	// ListenURL (database.listen_url) is a direct connection string for the
+	// API feed's LISTEN; "" means URL, or polling under a transaction
+	// pooler. It holds a password like URL.
+	ListenURL string
 }
 
 // SweepConfig is the sweep section.
@@ -203,6 +217,9 @@ func (c Config) validate(origins map[string]origin) []error {
 		}
 		errs = append(errs, &Error{Key: k.path, Value: k.shown(o.raw), Source: o.source, Reason: reason})
 	}
+	if len(errs) == 0 {
+		errs = c.checkPooler(origins)
+	}
 	return errs
 }
 
@@ -284,9 +301,12 @@ func marshalSection(enc zapcore.ObjectEncoder, c *Config, prefix string) error {
 	return nil
 }
 
-// String renders the section with URL as DisplayDSN renders it.
+// String renders the section with URL, MigrateURL and ListenURL as
+// DisplayDSN renders them.
 func (d DatabaseConfig) String() string {
-	return "{URL:" + strconv.Quote(DisplayDSN(d.URL)) + " MaxConns:" + strconv.Itoa(d.MaxConns) + "}"
+	return "{URL:" + strconv.Quote(DisplayDSN(d.URL)) + " MaxConns:" + strconv.Itoa(d.MaxConns) +
+		" Pooler:" + strconv.Quote(d.Pooler) + " QueryExecMode:" + strconv.Quote(d.QueryExecMode) +
+		" MigrateURL:" + strconv.Quote(DisplayDSN(d.MigrateURL)) + " ListenURL:" + strconv.Quote(DisplayDSN(d.ListenURL)) + "}"
 }
 
 // GoString is String, so that %#v leaves the password out too.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func configErrors(t testing.TB, err error) []*Error {
 func TestDefault(t *testing.T) {
 	t.Parallel()
 	want := Config{
-		Database: DatabaseConfig{URL: "", MaxConns: 4},
+		Database: DatabaseConfig{URL: "", MaxConns: 4, Pooler: PoolerNone},
 		Sweep: SweepConfig{
 			Schedule:         "@every 30s",
 			HeartbeatTimeout: 10 * time.Minute,
@@ -126,7 +127,7 @@ log:
 shutdown_grace: 1m
 `
 	fromFile := Default()
-	fromFile.Database = DatabaseConfig{URL: "postgres://file@filehost/db", MaxConns: 8}
+	fromFile.Database = DatabaseConfig{URL: "postgres://file@filehost/db", MaxConns: 8, Pooler: PoolerNone}
 	fromFile.Sweep = SweepConfig{Schedule: "*/5 * * * *", HeartbeatTimeout: 5 * time.Minute,
 		BatchSize: 500, MaxBatchesPerRun: 7, NotifyChannel: "", DryRun: true}
 	fromFile.Migrate.Auto = true
@@ -237,7 +238,7 @@ shutdown_grace: 1m
 			},
 			want: func(c *Config) {
 				*c = Config{
-					Database: DatabaseConfig{URL: "postgres://flag@flaghost/db", MaxConns: 9},
+					Database: DatabaseConfig{URL: "postgres://flag@flaghost/db", MaxConns: 9, Pooler: PoolerNone},
 					Sweep: SweepConfig{Schedule: "@hourly", HeartbeatTimeout: 2 * time.Minute, BatchSize: 3,
 						MaxBatchesPerRun: 4, NotifyChannel: "x1", DryRun: true},
 					Migrate: MigrateConfig{Auto: true},
@@ -660,7 +661,8 @@ func TestPrintingShowsTheDSNWithoutPassword(t *testing.T) {
 	c.Database.URL = "postgres://sweeper:" + pw + "@db:5432/sweeper?sslmode=disable"
 	const shown = "sweeper@db:5432/sweeper"
 
-	wantString := `database.url="sweeper@db:5432/sweeper" database.max_conns=4 ` +
+	wantString := `database.url="sweeper@db:5432/sweeper" database.max_conns=4 database.pooler="none" ` +
+		`database.query_exec_mode="" database.migrate_url="" database.listen_url="" ` +
 		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
 		`sweep.notify_channel="delegation_stuck" sweep.dry_run=false migrate.auto=false http.listen=":9090" ` +
 		`api.listen="" api.tls_cert_file="" api.tls_key_file="" api.client_ca_file="" api.max_body_bytes=1048576 ` +
@@ -717,7 +719,8 @@ func TestConfigJSON(t *testing.T) {
 	c := Default()
 	c.Database.URL = "postgres://sweeper:hunter2@db:5432/app?sslmode=disable"
 	c.Sweep.HeartbeatTimeout = 90 * time.Second
-	const want = `{"database":{"url":"sweeper@db:5432/app","max_conns":4},` +
+	const want = `{"database":{"url":"sweeper@db:5432/app","max_conns":4,"pooler":"none","query_exec_mode":"",` +
+		`"migrate_url":"","listen_url":""},` +
 		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":1000,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
 		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +
@@ -728,7 +731,7 @@ func TestConfigJSON(t *testing.T) {
 	if got := string(mustJSON(t, c)); got != want {
 		t.Fatalf("json.Marshal(Config) =\n%s\nwant\n%s", got, want)
 	}
-	if got, want := string(mustJSON(t, c.Database)), `{"url":"sweeper@db:5432/app","max_conns":4}`; got != want {
+	if got, want := string(mustJSON(t, c.Database)), `{"url":"sweeper@db:5432/app","max_conns":4,"pooler":"none","query_exec_mode":"","migrate_url":"","listen_url":""}`; got != want {
 		t.Fatalf("json.Marshal(DatabaseConfig) = %s, want %s", got, want)
 	}
 
@@ -752,7 +755,11 @@ func TestConfigJSON(t *testing.T) {
 				t.Fatalf("JSON lacks %s: %v", k.Path, tree)
 			}
 		}
-		if got := fmt.Sprint(node); got != k.Default {
+		got := fmt.Sprint(node)
+		if f, ok := node.(float64); ok { // 1048576, not 1.048576e+06
+			got = strconv.FormatFloat(f, 'f', -1, 64)
+		}
+		if got != k.Default {
 			t.Errorf("JSON %s = %v (%T), want the default %q", k.Path, node, node, k.Default)
 		}
 		if typ := map[string]string{"string": "string", "duration": "string", "int": "json.Number", "bool": "bool"}[k.Type]; fmt.Sprintf("%T", node) != typ {
@@ -773,12 +780,16 @@ func mustJSON(t *testing.T, v any) []byte {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 33 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design and the 14 of the API and 6 of retention", len(ks))
+	if len(ks) != 37 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers and 6 of retention", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
 		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
 		"database.max_conns":        {"SWEEPER_DATABASE_MAX_CONNS", "database-max-conns"},
+		"database.pooler":           {"SWEEPER_DATABASE_POOLER", "database-pooler"},
+		"database.query_exec_mode":  {"SWEEPER_DATABASE_QUERY_EXEC_MODE", "database-query-exec-mode"},
+		"database.migrate_url":      {"SWEEPER_DATABASE_MIGRATE_URL", "database-migrate-url"},
+		"database.listen_url":       {"SWEEPER_DATABASE_LISTEN_URL", "database-listen-url"},
 		"sweep.schedule":            {"SWEEPER_SWEEP_SCHEDULE", "sweep-schedule"},
 		"sweep.heartbeat_timeout":   {"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT", "sweep-heartbeat-timeout"},
 		"sweep.batch_size":          {"SWEEPER_SWEEP_BATCH_SIZE", "sweep-batch-size"},
@@ -826,7 +837,7 @@ func TestKeys(t *testing.T) {
 		if k.Doc == "" || k.Type == "" {
 			t.Errorf("%s: no doc or type", k.Path)
 		}
-		if k.Secret != (k.Path == "database.url") {
+		if k.Secret != (k.Path == "database.url" || k.Path == "database.migrate_url" || k.Path == "database.listen_url") {
 			t.Errorf("%s: Secret = %v", k.Path, k.Secret)
 		}
 		f := fs.Lookup(k.Flag)

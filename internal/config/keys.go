@@ -30,6 +30,27 @@ var keys = []key{
 	newKey("database.max_conns", func(c *Config) *int { return &c.Database.MaxConns },
 		4, intText, intBetween(1, 1000),
 		"Size of the connection pool (1 to 1000)."),
+	newKey("database.pooler", func(c *Config) *string { return &c.Database.Pooler },
+		PoolerNone, stringText, stringOneOf(PoolerNone, PoolerTransaction),
+		"What sits between sweeper and PostgreSQL: none (a direct connection, or a pooler in session mode) or "+
+			"transaction (PgBouncer, RDS Proxy, Supavisor... in transaction pooling mode). transaction makes every "+
+			"connection pooler-safe: no named prepared statements, no session state; migrations then need "+
+			"database.migrate_url and the API feed database.listen_url (else it polls)."),
+	newKey("database.query_exec_mode", func(c *Config) *string { return &c.Database.QueryExecMode },
+		"", stringText, stringOneOf(append([]string{""}, QueryExecModes...)...),
+		"pgx's query exec mode: empty picks it from database.pooler (cache_statement for none, "+
+			"exec for transaction); or one of cache_statement, cache_describe, describe_exec, exec, simple_protocol. "+
+			"With database.pooler transaction only exec and simple_protocol are allowed."),
+	newKey("database.migrate_url", func(c *Config) *string { return &c.Database.MigrateURL },
+		"", dsnText, checkDSN,
+		"Direct connection string (not through a transaction pooler) for sweeper migrate and migrate.auto, "+
+			"which hold a session advisory lock; empty means database.url. Required when database.pooler is "+
+			"transaction and migrations run."),
+	newKey("database.listen_url", func(c *Config) *string { return &c.Database.ListenURL },
+		"", dsnText, checkDSN,
+		"Direct connection string (not through a transaction pooler) for the API feed's LISTEN, which needs "+
+			"a session; empty means database.url, or, when database.pooler is transaction, that long polls "+
+			"re-read the feed every "+formatDuration(FeedPollInterval)+" instead of being woken."),
 
 	newKey("sweep.schedule", func(c *Config) *string { return &c.Sweep.Schedule },
 		sweep.ScheduleDefault, stringText, checkSchedule,

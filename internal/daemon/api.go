@@ -31,6 +31,8 @@ type APIServer struct {
 	errc    chan error
 	once    sync.Once
 	err     error
+	// closeListen closes the pool of database.listen_url, if any.
+	closeListen func()
 }
 
 // StartAPI serves the API and the console as cfg.API says, and returns once
@@ -56,34 +58,58 @@ func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool
 		return nil, &config.Error{Key: "api.write_timeout", Value: c.WriteTimeout.String(),
 			Reason: fmt.Sprintf("must be longer than api.max_wait (%s), or long polls are cut off", c.MaxWait)}
 	}
-	h, err := api.NewHandler(api.Options{
+	opts := api.Options{
 		Pool: pool, Logger: log.Named("api"), Registerer: reg,
 		MaxBodyBytes: int64(c.MaxBodyBytes), MaxBatch: c.MaxBatch,
 		RateLimit: float64(c.RateLimit), RateBurst: c.RateBurst, MaxWait: c.MaxWait,
-	})
+	}
+	// The feed's LISTEN needs a session: a transaction pooler cannot give
+	// one, so it gets database.listen_url, or long polls poll.
+	listenPool, err := openListenPool(ctx, cfg)
 	if err != nil {
+		return nil, err
+	}
+	opts.ListenPool = listenPool
+	if listenPool == nil && cfg.Database.TransactionPooler() {
+		opts.FeedPoll = config.FeedPollInterval
+		log.Warn("database.pooler is transaction and database.listen_url is not set: "+
+			"feed long polls re-read the feed every interval instead of being woken by LISTEN; "+
+			"set database.listen_url to a direct connection to wake them at once",
+			zap.Duration("interval", config.FeedPollInterval))
+	}
+	closeListen := func() {
+		if listenPool != nil {
+			listenPool.Close()
+		}
+	}
+	h, err := api.NewHandler(opts)
+	if err != nil {
+		closeListen()
 		return nil, err
 	}
 	ch, err := console.NewHandler(console.Config{
 		Pool: pool, HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout, Runs: runs, Logger: log.Named("console"),
 	})
 	if err != nil {
+		closeListen()
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", h)
 	mux.Handle("/", ch)
 	if err := h.Start(ctx); err != nil {
+		closeListen()
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		h.Stop()
 		ch.Close()
+		closeListen()
 		return nil, fmt.Errorf("api.listen: %w", err)
 	}
 	s := &APIServer{
-		h: h, console: ch, ln: ln, errc: make(chan error, 1),
+		h: h, console: ch, ln: ln, errc: make(chan error, 1), closeListen: closeListen,
 		srv: &http.Server{
 			Handler:           mux,
 			TLSConfig:         tlsCfg,
@@ -177,6 +203,7 @@ func (s *APIServer) Shutdown(ctx context.Context) error {
 	}
 	s.once.Do(func() {
 		s.h.Stop()
+		defer s.closeListen()
 		s.console.Close() // ends the live streams, which Shutdown would wait for
 		if err := s.srv.Shutdown(ctx); err != nil {
 			s.err = fmt.Errorf("stopping the api server: %w", err)

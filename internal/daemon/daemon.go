@@ -28,12 +28,21 @@ var ErrGraceExceeded = errors.New("shutdown grace period exceeded; the running b
 
 // OpenPool connects to the configured database and checks it answers. Errors
 // name the database as config.DisplayDSN renders it, never the password.
+//
+// Its connections use database.query_exec_mode (config.DatabaseConfig.ExecMode):
+// under database.pooler transaction, exec or simple_protocol, which leave no
+// prepared statement on the server connection, so that the pooler may hand
+// each transaction to another one. Nothing else of sweeper's relies on
+// session state: the sweep's settings are transaction-local (SET LOCAL), and
+// the two session uses, migrations and the API feed's LISTEN, take their own
+// direct connections (database.migrate_url, database.listen_url).
 func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)
 	if err != nil {
 		return nil, fmt.Errorf("database.url: invalid connection string (value not shown: it may contain a password)")
 	}
 	pcfg.MaxConns = int32(cfg.Database.MaxConns)
+	pcfg.ConnConfig.DefaultQueryExecMode = cfg.Database.ExecMode()
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
@@ -48,7 +57,7 @@ func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connecting to database %s: %w", config.DisplayDSN(cfg.Database.URL), err)
+		return nil, fmt.Errorf("connecting to database %s: %w", config.DisplayDSN(cfg.Database.URL), ExplainPooler(err))
 	}
 	return pool, nil
 }
@@ -59,7 +68,7 @@ func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, log *zap.Logger) error {
 	st, err := migrations.ReadState(ctx, pool)
 	if err != nil {
-		return err
+		return ExplainPooler(err)
 	}
 	if st.Current() {
 		return nil
@@ -67,8 +76,14 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, lo
 	if !cfg.Migrate.Auto || st.Dirty || st.Version > migrations.Latest {
 		return fmt.Errorf("refusing to start: %s", st.Problem())
 	}
+	// Migrations hold a session advisory lock: never through a
+	// transaction pooler (database.migrate_url or refuse).
+	dsn, err := cfg.Database.MigrationURL()
+	if err != nil {
+		return fmt.Errorf("refusing to migrate (migrate.auto): %w", err)
+	}
 	log.Info("migrating schema", zap.Uint("from_version", st.Version), zap.Uint("to_version", migrations.Latest))
-	if err := migrations.Up(ctx, cfg.Database.URL); err != nil {
+	if err := migrations.Up(ctx, dsn); err != nil {
 		return err
 	}
 	return nil
@@ -126,6 +141,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	scfg := SweepConfig(cfg, log)
 	runs := console.NewRunTracker()
 	scfg.OnRun = func(res sweep.Result, err error) {
+		if IsPoolerSymptom(err) {
+			log.Error("sweep failed the way it does through a transaction pooler", zap.Error(ExplainPooler(err)))
+		}
 		metrics.ObserveRun(res, err)
 		health.RunDone(ctx, err)
 		runs.RunDone(err)

@@ -5,6 +5,7 @@ package pgserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 )
 
@@ -22,3 +23,31 @@ func startWatchdog(...string) (*watchdog, error) {
 
 func (*watchdog) disarm() error { return nil }
 func (*watchdog) fire() error   { return nil }
+
+// ErrNoPgBouncer means the pgbouncer binary was not found.
+var ErrNoPgBouncer = errors.New("pgbouncer not found")
+
+// PgBouncerOptions tunes StartPgBouncer (Unix only).
+type PgBouncerOptions struct {
+	PoolMode string
+	PoolSize int
+	Users    []string
+	Logf     func(format string, args ...any)
+}
+
+// PgBouncer is a running pgbouncer (Unix only).
+type PgBouncer struct {
+	URL  string
+	Port int
+}
+
+// StartPgBouncer is not supported here.
+func StartPgBouncer(context.Context, *Server, PgBouncerOptions) (*PgBouncer, error) {
+	return nil, fmt.Errorf("%w: pgbouncer is not supported on %s", ErrNoPgBouncer, runtime.GOOS)
+}
+
+// URLFor is not supported here.
+func (*PgBouncer) URLFor(string) (string, error) { return "", ErrNoPgBouncer }
+
+// Close does nothing.
+func (*PgBouncer) Close() error { return nil }

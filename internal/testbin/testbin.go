@@ -125,6 +125,18 @@ func StartDaemon(t testing.TB, binary, name string, env []string, args ...string
 	}
 	_ = pw.Close()
 	addr := make(chan string, 1)
+	// With the API on, its listener starts after the metrics server: wait
+	// for its line too, so that callers find api_address in Logs.
+	apiUp := make(chan struct{})
+	apiOn := false
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "SWEEPER_API_LISTEN="); ok {
+			apiOn = v != ""
+		}
+	}
+	if !apiOn {
+		close(apiUp)
+	}
 	go func() {
 		defer close(d.scanDone)
 		defer pr.Close()
@@ -141,6 +153,10 @@ func StartDaemon(t testing.TB, binary, name string, env []string, args ...string
 				default:
 				}
 			}
+			if apiOn && strings.Contains(line, `"api_address":`) {
+				apiOn = false
+				close(apiUp)
+			}
 		}
 	}()
 	go func() {
@@ -154,13 +170,22 @@ func StartDaemon(t testing.TB, binary, name string, env []string, args ...string
 		<-d.done
 		<-d.scanDone
 	})
+	timeout := time.After(60 * time.Second)
 	select {
 	case d.Addr = <-addr:
 	case <-d.done:
 		<-d.scanDone
 		t.Fatalf("%s exited before serving: %v\n%s", name, d.exitErr, d.Logs())
-	case <-time.After(60 * time.Second):
+	case <-timeout:
 		t.Fatalf("%s did not serve within 60s\n%s", name, d.Logs())
+	}
+	select {
+	case <-apiUp:
+	case <-d.done:
+		<-d.scanDone
+		t.Fatalf("%s exited before serving the API: %v\n%s", name, d.exitErr, d.Logs())
+	case <-timeout:
+		t.Fatalf("%s did not serve the API within 60s\n%s", name, d.Logs())
 	}
 	return d
 }

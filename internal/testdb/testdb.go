@@ -160,6 +160,44 @@ func StartServer(t testing.TB, opts pgserver.Options) *pgserver.Server {
 	return s
 }
 
+// StartPgBouncer starts a pgbouncer (transaction pooling unless opts say
+// otherwise) in front of the shared server for t alone, and closes it when t
+// ends. Connect through it with (*pgserver.PgBouncer).URLFor(db.URL). When
+// pgbouncer is not installed the test skips, or fails under
+// SWEEPER_REQUIRE_DB=1 (CI installs it: apt-get install pgbouncer).
+func StartPgBouncer(t testing.TB, opts pgserver.PgBouncerOptions) *pgserver.PgBouncer {
+	t.Helper()
+	srv := Server(t)
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	b, err := pgserver.StartPgBouncer(ctx, srv, opts)
+	if err != nil {
+		if required, _ := strconv.ParseBool(os.Getenv(EnvRequireDB)); errors.Is(err, pgserver.ErrNoPgBouncer) && !required {
+			t.Skipf("testdb: %v", err)
+		}
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("testdb: %v", err)
+		}
+	})
+	return b
+}
+
+// ViaPgBouncer returns db.URL through b: the same database and user.
+func (db *DB) ViaPgBouncer(t testing.TB, b *pgserver.PgBouncer) string {
+	t.Helper()
+	u, err := b.URLFor(db.URL)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	return u
+}
+
 func create(t testing.TB, migrated bool) *DB {
 	t.Helper()
 	if err := setup(migrated); err != nil {

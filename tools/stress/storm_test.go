@@ -19,7 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasksweeper/sweeper/internal/pgserver"
 	"github.com/tasksweeper/sweeper/internal/stress/report"
+	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/ledger"
 )
 
@@ -624,13 +626,43 @@ func TestRaceStorm(t *testing.T) {
 		t.Skip("the race storm does not run with -short")
 	}
 	// Not parallel: the fault tests, which are, start after it.
+	raceStorm(t, false)
+}
+
+// TestRaceStormThroughPgBouncer is the storm with the daemons and the
+// ledger writers behind a real PgBouncer in transaction mode
+// (database.pooler: transaction; the writers' pool in pgx's exec mode). The
+// raw writers, which keep session settings, and the listener stay on direct
+// connections, as such clients must.
+func TestRaceStormThroughPgBouncer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the race storm does not run with -short")
+	}
+	raceStorm(t, true)
+}
+
+// stormPgBouncerPoolSize is the server connections per user of the storm's
+// pgbouncer: fewer than its clients, so that they share them.
+const stormPgBouncerPoolSize = 6
+
+func raceStorm(t *testing.T, pooled bool) {
 	duration := stormDuration(t)
 	ctx := context.Background()
 	rdb := newRoleDB(t)
 
-	pcfg, err := pgxpool.ParseConfig(rdb.admin)
+	writersURL, daemonURL := rdb.admin, rdb.daemon
+	var poolerEnv []string
+	if pooled {
+		b := testdb.StartPgBouncer(t, pgserver.PgBouncerOptions{Users: []string{rdb.daemonRole}, PoolSize: stormPgBouncerPoolSize})
+		writersURL, daemonURL = rdb.db.ViaPgBouncer(t, b), viaPgBouncer(t, b, rdb.daemon)
+		poolerEnv = []string{"SWEEPER_DATABASE_POOLER=transaction"}
+	}
+	pcfg, err := pgxpool.ParseConfig(writersURL)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pooled {
+		pcfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	pcfg.MaxConns = 20
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
@@ -649,13 +681,13 @@ func TestRaceStorm(t *testing.T) {
 	notes, waitNotes := listen(t, rdb.admin)
 	mon := &terminalMonitor{conn: connect(t, rdb.admin), seen: map[string]string{}}
 
-	daemonEnv := []string{
-		"SWEEPER_DATABASE_URL=" + rdb.daemon,
+	daemonEnv := append([]string{
+		"SWEEPER_DATABASE_URL=" + daemonURL,
 		"SWEEPER_SWEEP_SCHEDULE=@every 1s",
 		"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT=" + stormTimeout.String(),
 		fmt.Sprintf("SWEEPER_SWEEP_BATCH_SIZE=%d", stormBatchSize),
 		"SWEEPER_SWEEP_NOTIFY_CHANNEL=" + stormChannel,
-	}
+	}, poolerEnv...)
 	var daemons []*proc
 	for i := range stormDaemons {
 		daemons = append(daemons, startDaemon(t, fmt.Sprintf("daemon-%d", i+1), daemonEnv))
@@ -693,8 +725,8 @@ func TestRaceStorm(t *testing.T) {
 			wg.Go(func() { k.run(wctx, w) })
 		}
 	}
-	t.Logf("storm: %d writers, %d daemons (as role %s), heartbeat timeout %s, batch %d, for %s",
-		len(writers), len(daemons), rdb.daemonRole, stormTimeout, stormBatchSize, duration)
+	t.Logf("storm: %d writers, %d daemons (as role %s), heartbeat timeout %s, batch %d, for %s, through pgbouncer: %v",
+		len(writers), len(daemons), rdb.daemonRole, stormTimeout, stormBatchSize, duration, pooled)
 
 	// Snapshot terminal rows while the storm runs.
 	end := time.Now().Add(duration)
@@ -828,6 +860,9 @@ func TestRaceStorm(t *testing.T) {
 	fig["terminal_snapshots"] = int64(mon.snapshots)
 	fig["finisher_completed"] = int64(len(finished))
 	fig["daemon_run_errors"] = int64(runErrors)
+	if pooled {
+		fig["pgbouncer_server_conns_per_user"] = stormPgBouncerPoolSize
+	}
 	t.Logf("stuck rows by daemon (sweeper_swept_total): %v", perDaemon)
 	record(t, fig)
 	if v.n > 0 {
@@ -1047,4 +1082,14 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 	t.Logf("rows %d, transitions %d, stuck %d (heartbeat_timeout %d, deadline_exceeded %d), notifications %d, live heartbeats %d, lost races %d, revive attempts %d (all refused: %v)",
 		len(rows), transitions, stuck, stuckHB, stuckDL, len(notes), live, lost, revives, v.n == 0)
 	return fig
+}
+
+// viaPgBouncer returns dsn, a URL of the test server, through b.
+func viaPgBouncer(t *testing.T, b *pgserver.PgBouncer, dsn string) string {
+	t.Helper()
+	u, err := b.URLFor(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
