@@ -1,5 +1,7 @@
 package console
 
+import "github.com/tasksweeper/sweeper/ledger"
+
 // Every SQL statement of the console, in one place. The console only reads
 // here; its one write (an admin marking a delegation failed) goes through
 // the ledger package.
@@ -10,18 +12,9 @@ package console
 // COUNT(*) and no OFFSET over history. TestQueryPlans checks every one with
 // EXPLAIN. Optional filters are the empty string for "any".
 
-// consoleColumns is ledger.Delegation's columns (its db tags).
-const consoleColumns = `
-    delegation_id, caller_id, callee_id, task_preview,
-    COALESCE(result_preview, '') AS result_preview,
-    COALESCE(error_detail, '') AS error_detail,
-    status,
-    COALESCE(idempotency_key, '') AS idempotency_key,
-    last_heartbeat, deadline,
-    COALESCE(stuck_reason, '') AS stuck_reason,
-    created_at, updated_at,
-    heartbeat_timeout, attempt,
-    COALESCE(retry_of, '') AS retry_of`
+// consoleColumns is ledger.Delegation's columns (its db tags), the
+// ledger's own select list.
+const consoleColumns = ledger.DelegationColumns
 
 // inFlightByCallerSQL counts in-flight rows by caller and status, for one
 // caller ($1) or callee ($2) or everyone. The status literals are the

@@ -4,6 +4,11 @@ package ledger
 // lifecycle decides (which rows a move may start from, which rows are in
 // flight) are passed as parameters computed by status.go, never written here.
 
+// DelegationColumns is the select list that pgx.RowToStructByName scans into
+// a Delegation: for packages that read delegations with queries of their own
+// (the console), so that a column added here reaches them too.
+const DelegationColumns = delegationColumns
+
 const delegationColumns = `
     delegation_id, caller_id, callee_id, task_preview,
     COALESCE(result_preview, '') AS result_preview,
