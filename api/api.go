@@ -147,6 +147,8 @@ func (h *Handler) routes() {
 		"/v1/delegations/{id}/transitions": {{"POST", h.transition}},
 		"/v1/delegations/{id}/heartbeat":   {{"POST", h.heartbeat}},
 		"/v1/delegations/{id}/events":      {{"GET", h.events}},
+		"/v1/delegations/{id}/retry":       {{"POST", h.retry}},
+		"/v1/delegations/{id}/attempts":    {{"GET", h.attempts}},
 		"/v1/heartbeats":                   {{"POST", h.heartbeats}},
 		"/v1/events":                       {{"GET", h.feed}},
 		"/v1/summary":                      {{"GET", h.summary}},

@@ -189,6 +189,12 @@ func TestRoleMatrix(t *testing.T) {
 		"summary": func(own, other string) (call, call) {
 			return call{"GET", "/v1/summary?caller_id=billing", nil}, call{"GET", "/v1/summary?caller_id=search", nil}
 		},
+		"retry": func(own, other string) (call, call) {
+			return call{"POST", "/v1/delegations/" + own + "/retry", nil}, call{"POST", "/v1/delegations/" + other + "/retry", nil}
+		},
+		"attempts": func(own, other string) (call, call) {
+			return call{"GET", "/v1/delegations/" + own + "/attempts", nil}, call{"GET", "/v1/delegations/" + other + "/attempts", nil}
+		},
 		"openapi": func(own, other string) (call, call) {
 			return call{"GET", "/v1/openapi.json", nil}, call{"GET", "/v1/openapi.json", nil}
 		},
@@ -208,7 +214,11 @@ func TestRoleMatrix(t *testing.T) {
 		"feed":        {"billing": {200, 403}, "agent-a": {200, 200}, "reader": {200, 200}, "admin": {200, 200}, "": {401, 401}},
 		"feed-callee": {"billing": {200, 200}, "agent-a": {200, 403}, "reader": {200, 200}, "admin": {200, 200}, "": {401, 401}},
 		"summary":     {"billing": {200, 403}, "agent-a": {403, 403}, "reader": {200, 200}, "admin": {200, 200}, "": {401, 401}},
-		"openapi":     {"billing": {200, 200}, "agent-a": {200, 200}, "reader": {200, 200}, "admin": {200, 200}, "": {401, 401}},
+		// The rows are in progress: a retry the token may make is refused
+		// by the lifecycle (409 not_retryable), one it may not is 403/404.
+		"retry":    {"billing": {409, 404}, "agent-a": {403, 404}, "reader": {403, 403}, "admin": {409, 409}, "": {401, 401}},
+		"attempts": {"billing": {200, 404}, "agent-a": {200, 404}, "reader": {200, 200}, "admin": {200, 200}, "": {401, 401}},
+		"openapi":  {"billing": {200, 200}, "agent-a": {200, 200}, "reader": {200, 200}, "admin": {200, 200}, "": {401, 401}},
 	}
 	n := 0
 	for ep, byToken := range want {

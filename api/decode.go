@@ -33,6 +33,26 @@ func decodeJSON(r *http.Request, v any) error {
 	return decodeBody(body, v)
 }
 
+// decodeOptionalJSON is decodeJSON for a body that may be absent: an empty
+// body (whatever its content type) leaves v as it is.
+func decodeOptionalJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return mbe
+		}
+		return errInvalidJSON("", "the body could not be read")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		return err
+	}
+	return decodeBody(body, v)
+}
+
 func checkContentType(ct string) error {
 	unsupported := newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type",
 		"Unsupported content type", "send Content-Type: application/json")

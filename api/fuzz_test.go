@@ -54,3 +54,10 @@ func FuzzDecodeHeartbeats(f *testing.F) {
 	fuzzDecoder[HeartbeatsRequest](f,
 		`{"ids":["a","b"]}`, `{"ids":"a"}`, `{"ids":[1]}`, `{"ids":null}`, `{"IDS":["a"]}`)
 }
+
+func FuzzDecodeRetry(f *testing.F) {
+	fuzzDecoder[RetryRequest](f,
+		`{"delegation_id":"d1#2","callee_id":"agent","heartbeat_timeout_seconds":30,"reason":"flaky"}`,
+		`{"clear_idempotency_key":true}`, `{"clear_idempotency_key":"yes"}`, `{"timeout_seconds":"60"}`,
+		`{"Reason":"x"}`, `{}`)
+}

@@ -30,6 +30,69 @@ type InsertRequest struct {
 	// Deadline is RFC 3339; or TimeoutSeconds from now; or the default.
 	Deadline       string   `json:"deadline"`
 	TimeoutSeconds *float64 `json:"timeout_seconds"`
+	// HeartbeatTimeoutSeconds is the delegation's own heartbeat timeout
+	// (1 s to 7 days); absent: the sweeper's global one.
+	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds"`
+}
+
+// Delegation is a delegation as the API renders it: the ledger's fields and
+// its own heartbeat timeout in seconds, absent when it has none (the
+// sweeper's global timeout applies).
+type Delegation struct {
+	ledger.Delegation
+	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds,omitempty"`
+}
+
+func apiDelegation(d ledger.Delegation) Delegation {
+	out := Delegation{Delegation: d}
+	if d.HeartbeatTimeout != nil {
+		s := d.HeartbeatTimeout.Seconds()
+		out.HeartbeatTimeoutSeconds = &s
+	}
+	return out
+}
+
+func apiDelegations(ds []ledger.Delegation) []Delegation {
+	out := make([]Delegation, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, apiDelegation(d))
+	}
+	return out
+}
+
+// deadlineOf reads the deadline and timeout_seconds fields of a request
+// body (at most one of them set) into a deadline or a timeout.
+func deadlineOf(deadline string, timeoutSeconds *float64) (time.Time, time.Duration, error) {
+	var d time.Time
+	if deadline != "" {
+		var err error
+		if d, err = time.Parse(time.RFC3339Nano, deadline); err != nil {
+			return time.Time{}, 0, errInvalidField("deadline", "must be an RFC 3339 time such as 2026-12-01T18:00:00Z")
+		}
+	}
+	if timeoutSeconds == nil {
+		return d, 0, nil
+	}
+	s := *timeoutSeconds
+	if !(s > 0 && s <= MaxTimeoutSeconds) {
+		return time.Time{}, 0, errInvalidField("timeout_seconds", fmt.Sprintf("must be more than 0 and at most %d", MaxTimeoutSeconds))
+	}
+	if deadline != "" {
+		return time.Time{}, 0, errInvalidField("deadline", "and timeout_seconds are both set; set one")
+	}
+	return time.Time{}, time.Duration(s * float64(time.Second)), nil
+}
+
+// heartbeatTimeoutOf reads heartbeat_timeout_seconds (zero when absent).
+func heartbeatTimeoutOf(seconds *float64) (time.Duration, error) {
+	if seconds == nil {
+		return 0, nil
+	}
+	lo, hi := ledger.MinHeartbeatTimeout.Seconds(), ledger.MaxHeartbeatTimeout.Seconds()
+	if s := *seconds; !(s >= lo && s <= hi) {
+		return 0, errInvalidField("heartbeat_timeout_seconds", fmt.Sprintf("must be from %g to %g (1 s to 7 days)", lo, hi))
+	}
+	return time.Duration(*seconds * float64(time.Second)), nil
 }
 
 // InsertResponse answers POST /v1/delegations.
@@ -57,22 +120,12 @@ func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principa
 		TaskPreview: req.TaskPreview, IdempotencyKey: req.IdempotencyKey, Status: req.Status,
 		Actor: p.Actor(),
 	}
-	if req.Deadline != "" {
-		d, err := time.Parse(time.RFC3339Nano, req.Deadline)
-		if err != nil {
-			return errInvalidField("deadline", "must be an RFC 3339 time such as 2026-12-01T18:00:00Z")
-		}
-		n.Deadline = d
+	var err error
+	if n.Deadline, n.Timeout, err = deadlineOf(req.Deadline, req.TimeoutSeconds); err != nil {
+		return err
 	}
-	if req.TimeoutSeconds != nil {
-		s := *req.TimeoutSeconds
-		if !(s > 0 && s <= MaxTimeoutSeconds) {
-			return errInvalidField("timeout_seconds", fmt.Sprintf("must be more than 0 and at most %d", MaxTimeoutSeconds))
-		}
-		if req.Deadline != "" {
-			return errInvalidField("deadline", "and timeout_seconds are both set; set one")
-		}
-		n.Timeout = time.Duration(s * float64(time.Second))
+	if n.HeartbeatTimeout, err = heartbeatTimeoutOf(req.HeartbeatTimeoutSeconds); err != nil {
+		return err
 	}
 	res, err := h.ledger.Insert(r.Context(), n)
 	if err != nil {
@@ -102,13 +155,116 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, apiDelegation(d))
+	return nil
+}
+
+// RetryRequest is the optional body of POST /v1/delegations/{id}/retry: what
+// the next attempt does not copy from the one it retries (see
+// ledger.RetryOptions). Absent fields keep the previous attempt's values,
+// except the deadline, which starts again.
+type RetryRequest struct {
+	// DelegationID of the next attempt; derived ("<id>#<n>") when absent.
+	DelegationID   string `json:"delegation_id"`
+	CalleeID       string `json:"callee_id"`
+	TaskPreview    string `json:"task_preview"`
+	IdempotencyKey string `json:"idempotency_key"`
+	// ClearIdempotencyKey records the next attempt without a key.
+	ClearIdempotencyKey bool          `json:"clear_idempotency_key"`
+	Status              ledger.Status `json:"status"`
+	// Deadline is RFC 3339; or TimeoutSeconds from now; or the default.
+	Deadline                string   `json:"deadline"`
+	TimeoutSeconds          *float64 `json:"timeout_seconds"`
+	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds"`
+	// Reason is recorded in the new attempt's audit event.
+	Reason string `json:"reason"`
+}
+
+// RetryResponse answers POST /v1/delegations/{id}/retry when the next
+// attempt exists: created now (201) or already (200, already_retried).
+type RetryResponse struct {
+	Outcome      string `json:"outcome"`
+	DelegationID string `json:"delegation_id"`
+	Attempt      int    `json:"attempt"`
+}
+
+func (h *Handler) retry(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req RetryRequest
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return err
+	}
+	opts := ledger.RetryOptions{
+		DelegationID: req.DelegationID, CalleeID: req.CalleeID, TaskPreview: req.TaskPreview,
+		IdempotencyKey: req.IdempotencyKey, ClearIdempotencyKey: req.ClearIdempotencyKey,
+		Status: req.Status, Actor: p.Actor(), Reason: req.Reason,
+	}
+	var err error
+	if opts.Deadline, opts.Timeout, err = deadlineOf(req.Deadline, req.TimeoutSeconds); err != nil {
+		return err
+	}
+	if opts.HeartbeatTimeout, err = heartbeatTimeoutOf(req.HeartbeatTimeoutSeconds); err != nil {
+		return err
+	}
+	d, err := h.visible(r.Context(), r, p)
+	if err != nil {
+		return err
+	}
+	switch {
+	case p.Role == auth.RoleAdmin:
+	case p.Role == auth.RoleCaller && d.CallerID == p.ID:
+	default:
+		return errForbidden("only the delegation's caller (or an admin) retries it")
+	}
+	res, err := h.ledger.Retry(r.Context(), d.DelegationID, opts)
+	if err != nil {
+		return err
+	}
+	switch res.Outcome {
+	case ledger.RetryCreated:
+		w.Header().Set("Location", "/v1/delegations/"+url.PathEscape(res.DelegationID))
+		writeJSON(w, http.StatusCreated, RetryResponse{Outcome: res.Outcome.String(), DelegationID: res.DelegationID, Attempt: res.Attempt})
+		return nil
+	case ledger.RetryAlreadyRetried:
+		writeJSON(w, http.StatusOK, RetryResponse{Outcome: res.Outcome.String(), DelegationID: res.DelegationID, Attempt: res.Attempt})
+		return nil
+	case ledger.RetryNotFound:
+		return errNotFound
+	}
+	c := newProblem(http.StatusConflict, "not-retryable", "Only a failed or stuck delegation is retried",
+		fmt.Sprintf("delegation %q is %s", d.DelegationID, res.Status))
+	c.Outcome, c.CurrentStatus = res.Outcome.String(), string(res.Status)
+	return c
+}
+
+// AttemptsResponse answers GET /v1/delegations/{id}/attempts.
+type AttemptsResponse struct {
+	// Attempts is the chain the delegation belongs to, first attempt first,
+	// narrowed to the attempts the token may see.
+	Attempts []Delegation `json:"attempts"`
+}
+
+func (h *Handler) attempts(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	d, err := h.visible(r.Context(), r, p)
+	if err != nil {
+		return err
+	}
+	chain, err := h.ledger.Attempts(r.Context(), d.DelegationID)
+	if err != nil {
+		return err
+	}
+	var seen []ledger.Delegation
+	for _, a := range chain {
+		if p.CanSee(a) {
+			seen = append(seen, a)
+		}
+	}
+	writeJSON(w, http.StatusOK, AttemptsResponse{Attempts: apiDelegations(seen)})
 	return nil
 }
 
 // ListResponse answers GET /v1/delegations.
 type ListResponse struct {
-	Delegations []ledger.Delegation `json:"delegations"`
+	Delegations []Delegation `json:"delegations"`
 	// NextCursor continues the list; absent on the last page.
 	NextCursor string `json:"next_cursor,omitempty"`
 }
@@ -132,10 +288,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if err != nil {
 		return paramError(err)
 	}
-	if page.Delegations == nil {
-		page.Delegations = []ledger.Delegation{}
-	}
-	writeJSON(w, http.StatusOK, ListResponse{Delegations: page.Delegations, NextCursor: page.Next})
+	writeJSON(w, http.StatusOK, ListResponse{Delegations: apiDelegations(page.Delegations), NextCursor: page.Next})
 	return nil
 }
 

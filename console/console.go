@@ -578,10 +578,13 @@ func (h *Handler) listPage(w http.ResponseWriter, r *http.Request, u who) {
 
 type detailData struct {
 	page
-	D       ledger.Delegation
-	Events  []ledger.Event
-	Now     time.Time
-	Outcome string
+	D      ledger.Delegation
+	Events []ledger.Event
+	// Attempts is the attempt chain D belongs to, narrowed to what the
+	// user may see; the page shows it when it holds more than D.
+	Attempts []ledger.Delegation
+	Now      time.Time
+	Outcome  string
 }
 
 // getVisible returns the delegation id if u may see it; a row out of scope
@@ -623,9 +626,21 @@ func (h *Handler) detailPage(w http.ResponseWriter, r *http.Request, u who) {
 		h.serverError(w, r, err)
 		return
 	}
+	// The chain: along the primary key and idx_delegations_retry_of.
+	chain, err := h.ledger.Attempts(ctx, id)
+	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		h.serverError(w, r, err)
+		return
+	}
+	var attempts []ledger.Delegation
+	for _, a := range chain {
+		if u.CanSee(a) {
+			attempts = append(attempts, a)
+		}
+	}
 	h.render(w, r, http.StatusOK, "detail", detailData{
 		page: page{Title: "Delegation " + visible(id, 40), Nav: "delegations", User: &u, Notice: outcomes[r.URL.Query().Get("outcome")]},
-		D:    d, Events: evs, Now: h.cfg.Now(), Outcome: r.URL.Query().Get("outcome"),
+		D:    d, Events: evs, Attempts: attempts, Now: h.cfg.Now(), Outcome: r.URL.Query().Get("outcome"),
 	})
 }
 

@@ -493,3 +493,53 @@ func TestSecureCookiesBehindTLSProxy(t *testing.T) {
 		t.Fatalf("SecureCookies: %v", r.header["Set-Cookie"])
 	}
 }
+
+// The detail page lists the attempt chain, each attempt linked, when the
+// delegation has more than one attempt; a worker sees only its own.
+func TestDetailAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false)
+	ctx := context.Background()
+	e.insert("job", "billing", "indexer", ledger.StatusInProgress, "index it")
+	c := e.client()
+	admin := bearer(e.tokens[auth.RoleAdmin])
+	if body := c.get("/delegations/job", admin...).body; strings.Contains(body, `data-testid="attempts"`) {
+		t.Fatal("a single attempt shows an Attempts section")
+	}
+	if _, err := e.ledger.SetStatus(ctx, "job", ledger.StatusFailed, ledger.Change{Error: "boom"}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.ledger.Retry(ctx, "job", ledger.RetryOptions{}); err != nil || res.DelegationID != "job#2" {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+	if _, err := e.ledger.SetStatus(ctx, "job#2", ledger.StatusStuck, ledger.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ledger.Retry(ctx, "job#2", ledger.RetryOptions{DelegationID: "job-third", CalleeID: "crawler"}); err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`(?s)<tr[^>]*>\s*<td data-testid="attempt-n">(\d+)</td>\s*<td>(.*?)</td>\s*<td><span class="status s-(\w+)">`)
+	for _, c2 := range []struct {
+		page string
+		hdr  []string
+		want string // attempt:link-or-self:status, in order
+	}{
+		{"/delegations/job%232", admin, "1:/delegations/job:failed 2:self:stuck 3:/delegations/job-third:queued"},
+		{"/delegations/job", admin, "1:self:failed 2:/delegations/job%232:stuck 3:/delegations/job-third:queued"},
+		// The worker indexer ran attempts 1 and 2, not crawler's third.
+		{"/delegations/job", bearer(e.tokens[auth.RoleWorker]), "1:self:failed 2:/delegations/job%232:stuck"},
+	} {
+		body := c.get(c2.page, c2.hdr...).body
+		var got []string
+		for _, m := range row.FindAllStringSubmatch(body, -1) {
+			link := "self"
+			if h := regexp.MustCompile(`href="([^"]+)"`).FindStringSubmatch(m[2]); h != nil {
+				link = h[1]
+			}
+			got = append(got, m[1]+":"+link+":"+m[3])
+		}
+		if strings.Join(got, " ") != c2.want {
+			t.Errorf("%s: attempts %q, want %q", c2.page, strings.Join(got, " "), c2.want)
+		}
+	}
+}
