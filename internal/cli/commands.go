@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/internal/config"
@@ -93,21 +94,37 @@ func summaryLine(res sweep.Result) string {
 	return s
 }
 
-func (inv *invocation) runOnce(ctx context.Context) error {
-	cfg, err := inv.dbConfig()
+// openLedger loads the configuration, makes the command's logger, connects
+// and checks the schema (migrating it under migrate.auto), for the commands
+// that read or write the ledger. close closes the pool and syncs the log.
+func (inv *invocation) openLedger(ctx context.Context) (cfg config.Config, log *zap.Logger, pool *pgxpool.Pool, closeAll func(), err error) {
+	cfg, err = inv.dbConfig()
 	if err != nil {
-		return err
+		return cfg, nil, nil, nil, err
 	}
-	log := newLogger(cfg, inv.stderr)
-	defer func() { _ = log.Sync() }()
-	pool, err := daemon.OpenPool(ctx, cfg)
+	log = newLogger(cfg, inv.stderr)
+	pool, err = daemon.OpenPool(ctx, cfg)
 	if err != nil {
-		return err
+		_ = log.Sync()
+		return cfg, nil, nil, nil, err
 	}
-	defer pool.Close()
+	closeAll = func() {
+		pool.Close()
+		_ = log.Sync()
+	}
 	if err := daemon.EnsureSchema(ctx, pool, cfg, log); err != nil {
+		closeAll()
+		return cfg, nil, nil, nil, err
+	}
+	return cfg, log, pool, closeAll, nil
+}
+
+func (inv *invocation) runOnce(ctx context.Context) error {
+	cfg, log, pool, closeAll, err := inv.openLedger(ctx)
+	if err != nil {
 		return err
 	}
+	defer closeAll()
 	s, err := sweep.New(pool, daemon.SweepConfig(cfg, log))
 	if err != nil {
 		return err

@@ -37,20 +37,11 @@ type pruneByStatus struct {
 // runPrune runs one full prune pass (`sweeper prune [--dry-run]`) with the
 // retention.* configuration and prints what it deleted.
 func (inv *invocation) runPrune(ctx context.Context) error {
-	cfg, err := inv.dbConfig()
+	cfg, log, pool, closeAll, err := inv.openLedger(ctx)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, inv.stderr)
-	defer func() { _ = log.Sync() }()
-	pool, err := daemon.OpenPool(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if err := daemon.EnsureSchema(ctx, pool, cfg, log); err != nil {
-		return err
-	}
+	defer closeAll()
 	p, err := retention.New(pool, daemon.RetentionConfig(cfg, log))
 	if err != nil {
 		return err
