@@ -383,8 +383,10 @@ func TestDaemonRoleCannot(t *testing.T) {
 		`TRUNCATE delegation_events`,
 		`DELETE FROM delegations`,
 		`UPDATE delegations SET task_preview = 'x'`,
-		`UPDATE delegations SET last_heartbeat = now()`,
-		`INSERT INTO delegations (delegation_id, caller_id, callee_id) VALUES ('new', 'c', 'w')`,
+		// Heartbeats and inserts of the API's columns are the daemon's since
+		// it serves the API (deploy/postgres/grants.sql); other columns are not.
+		`UPDATE delegations SET deadline = now()`,
+		`INSERT INTO delegations (delegation_id, caller_id, callee_id, created_at) VALUES ('new', 'c', 'w', now())`,
 		`UPDATE sweeper_schema_migrations SET dirty = true`,
 		`CREATE TABLE x (id int)`,
 		`CREATE OR REPLACE FUNCTION sweeper_delegations_guard() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$`,
