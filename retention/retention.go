@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
+
+	"github.com/tasksweeper/sweeper/internal/cronsched"
 )
 
 // Day is 24 hours, the unit retentions are usually written in ("30d").
@@ -119,9 +121,10 @@ func newResult(dryRun bool) Result {
 // Pruner deletes terminal delegations past their retention. Call RunOnce
 // for one pass, or Start/Stop to prune on a schedule.
 type Pruner struct {
-	pool *pgxpool.Pool
-	cfg  Config
-	log  *zap.Logger
+	pool  *pgxpool.Pool
+	cfg   Config
+	log   *zap.Logger
+	sched cron.Schedule // cfg.Schedule, parsed by New
 
 	mu      sync.Mutex
 	started bool
@@ -154,10 +157,11 @@ func New(pool *pgxpool.Pool, cfg Config) (*Pruner, error) {
 	case cfg.BatchTimeout < 0:
 		return nil, fmt.Errorf("retention: batch timeout must be positive, got %s", cfg.BatchTimeout)
 	}
-	if _, err := cron.ParseStandard(cfg.Schedule); err != nil {
-		return nil, fmt.Errorf("retention: schedule %q: %w", cfg.Schedule, err)
+	sched, err := cronsched.Parse(cfg.Schedule)
+	if err != nil {
+		return nil, fmt.Errorf("retention: schedule %q %w", cfg.Schedule, err)
 	}
-	return &Pruner{pool: pool, cfg: cfg, log: cfg.Logger}, nil
+	return &Pruner{pool: pool, cfg: cfg, log: cfg.Logger, sched: sched}, nil
 }
 
 // Config returns the pruner's configuration with defaults filled in.
@@ -349,17 +353,8 @@ func (p *Pruner) Start(ctx context.Context) error {
 		return errors.New("retention: already started")
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	logger := cronLogger{p.log.Sugar()}
-	c := cron.New(
-		cron.WithLocation(time.UTC),
-		cron.WithLogger(logger),
-		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)),
-	)
-	id, err := c.AddFunc(p.cfg.Schedule, func() { p.scheduledRun(runCtx) })
-	if err != nil {
-		cancel()
-		return fmt.Errorf("retention: schedule %q: %w", p.cfg.Schedule, err)
-	}
+	c := cronsched.New(p.log)
+	id := c.Schedule(p.sched, cron.FuncJob(func() { p.scheduledRun(runCtx) }))
 	c.Start()
 	// The first run goes through the same chain, so a scheduled run due
 	// while it is still going is skipped.
@@ -420,16 +415,4 @@ func (p *Pruner) logRun(res Result, err error) {
 	default:
 		p.log.Debug("prune found nothing", fields...)
 	}
-}
-
-// cronLogger sends robfig/cron's logs to zap: its routine chatter at Debug,
-// its errors (including recovered panics) at Error.
-type cronLogger struct{ l *zap.SugaredLogger }
-
-func (c cronLogger) Info(msg string, keysAndValues ...any) {
-	c.l.Debugw("cron: "+msg, keysAndValues...)
-}
-
-func (c cronLogger) Error(err error, msg string, keysAndValues ...any) {
-	c.l.Errorw("cron: "+msg, append(keysAndValues, "error", err)...)
 }

@@ -218,6 +218,9 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		"retention under an hour": {Completed: time.Minute},
 		"negative batch":          {BatchSize: -1},
 		"bad schedule":            {Schedule: "every hour"},
+		// cron.ParseStandard panics on this one; New must not.
+		"time zone alone":  {Schedule: "CRON_TZ=UTC"},
+		"sub-second every": {Schedule: "@every 1500ms"},
 	} {
 		if _, err := retention.New(nil, cfg); err == nil || !strings.HasPrefix(err.Error(), "retention: ") {
 			t.Errorf("%s: err = %v", name, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
+	"github.com/tasksweeper/sweeper/internal/cronsched"
 	"github.com/tasksweeper/sweeper/internal/startstop"
 	"github.com/tasksweeper/sweeper/internal/testsignal"
 	"github.com/tasksweeper/sweeper/ledger"
@@ -376,12 +377,7 @@ func (s *Sweeper) Start(ctx context.Context) error {
 		s.lifecycle.Go(func() { s.adaptiveLoop(runCtx) })
 		return nil
 	}
-	logger := cronLogger{s.log.Sugar()}
-	c := cron.New(
-		cron.WithLocation(time.UTC),
-		cron.WithLogger(logger),
-		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)),
-	)
+	c := cronsched.New(s.log)
 	id := c.Schedule(s.sched, cron.FuncJob(func() { _, _ = s.scheduledRun(runCtx) }))
 	c.Start()
 	// The first run goes through the same chain, so a scheduled run due
@@ -481,16 +477,4 @@ func (s *Sweeper) logRun(res Result, err error) {
 	default:
 		s.log.Debug("sweep found nothing", fields...)
 	}
-}
-
-// cronLogger sends robfig/cron's logs to zap: its routine chatter at Debug,
-// its errors (including recovered panics) at Error.
-type cronLogger struct{ l *zap.SugaredLogger }
-
-func (c cronLogger) Info(msg string, keysAndValues ...any) {
-	c.l.Debugw("cron: "+msg, keysAndValues...)
-}
-
-func (c cronLogger) Error(err error, msg string, keysAndValues ...any) {
-	c.l.Errorw("cron: "+msg, append(keysAndValues, "error", err)...)
 }
