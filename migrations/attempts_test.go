@@ -2,10 +2,7 @@ package migrations_test
 
 import (
 	"context"
-	"io/fs"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,25 +15,6 @@ import (
 
 // attemptsVersion is the migration of issue 14.
 const attemptsVersion = 4
-
-// embeddedVersions lists the versions of the embedded migrations, ascending.
-func embeddedVersions(t *testing.T) []uint {
-	t.Helper()
-	names, err := fs.Glob(migrations.FS, "*.up.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []uint
-	for _, n := range names {
-		v, err := strconv.ParseUint(strings.SplitN(n, "_", 2)[0], 10, 32)
-		if err != nil {
-			t.Fatalf("migration %s: %v", n, err)
-		}
-		out = append(out, uint(v))
-	}
-	slices.Sort(out)
-	return out
-}
 
 func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
@@ -69,7 +47,7 @@ FROM delegations WHERE delegation_id LIKE 'm-%'`
 // previous schema exactly, and up runs again.
 func TestAttemptsMigrationOnPopulatedLedger(t *testing.T) {
 	t.Parallel()
-	versions := embeddedVersions(t)
+	versions := upVersions(t)
 	at := slices.Index(versions, attemptsVersion)
 	if at < 1 {
 		t.Fatalf("embedded versions %v: want %d after an earlier one", versions, attemptsVersion)
