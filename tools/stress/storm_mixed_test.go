@@ -1,10 +1,14 @@
 package stress
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksweeper/sweeper/internal/stress/report"
 	"github.com/tasksweeper/sweeper/ledger"
@@ -149,5 +153,88 @@ func checkMixed(t *testing.T, v *violations, ops []op, rows map[string]row, fig 
 			"marked after expiry: p50 %s, max %s",
 			name, c.rows, c.stuckHB, c.stuckDL, c.completed, c.failed, c.live, c.boundary, c.lost,
 			p50.Round(time.Millisecond), maxLag.Round(time.Millisecond))
+	}
+}
+
+// edgeGap is how long an edge writer waits after a heartbeat was
+// acknowledged before it sends the next one: between 85% and 105% of the
+// row's timeout, so most beats land just inside the boundary, racing the
+// sweepers' re-check, and some just past it.
+func edgeGap(w *writer, timeout time.Duration) time.Duration {
+	return w.between(timeout*85/100, timeout*105/100)
+}
+
+// edgeBeats is how many heartbeats an edge writer gives a row at most
+// before it completes it.
+const edgeBeats = 6
+
+// edgeWorker inserts an in_progress row with one of the timeout classes
+// through the library and beats it at its boundary (edgeGap) until it is
+// told the row is no longer live or edgeBeats have been sent; then it
+// completes it (which loses to a sweeper that got there first).
+func (s *storm) edgeWorker(ctx context.Context, w *writer) {
+	for ctx.Err() == nil {
+		id := w.newID()
+		own, timeout := s.rowTimeout(w)
+		c, cancel := opCtx()
+		sent := time.Now()
+		res, err := s.l.Insert(c, ledger.NewDelegation{DelegationID: id, CallerID: w.name, CalleeID: "edge",
+			Status: ledger.StatusInProgress, Timeout: time.Minute, HeartbeatTimeout: own})
+		cancel()
+		w.log(op{kind: opInsert, id: id, what: "Insert in_progress", sent: sent, applied: err == nil && res.Outcome == ledger.Inserted,
+			to: ledger.StatusInProgress, status: ledger.StatusInProgress, outcome: res.Outcome.String(), err: errText(err)})
+		if err != nil {
+			continue
+		}
+		live := true
+		for i := 0; live && i < edgeBeats && sleep(ctx, edgeGap(w, timeout)); i++ {
+			live = s.heartbeat(w, opHeartbeat, id)
+		}
+		s.setStatus(w, opStatus, id, ledger.StatusCompleted)
+	}
+}
+
+// rawEdgeWorker is edgeWorker in SQL on its own connection: the row's
+// heartbeat_timeout set by the INSERT (NULL for the global class), entering
+// in_progress as its first heartbeat, then raw heartbeats at its boundary
+// (some inside a transaction that holds the row lock a while).
+func (s *storm) rawEdgeWorker(ctx context.Context, w *writer) {
+	conn := w.conn
+	for ctx.Err() == nil {
+		id := w.newID()
+		own, timeout := s.rowTimeout(w)
+		var ownSecs *float64
+		if own > 0 {
+			ownSecs = new(own.Seconds())
+		}
+		var hb time.Time
+		c, cancel := opCtx()
+		sent := time.Now()
+		err := conn.QueryRow(c, `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, deadline, heartbeat_timeout)
+			VALUES ($1, $2, 'raw-edge', 'in_progress', now() + interval '1 minute', $3::float8 * interval '1 second')
+			RETURNING last_heartbeat`, id, w.name, ownSecs).Scan(&hb)
+		cancel()
+		w.log(op{kind: opRawInsert, id: id, what: "INSERT in_progress", sent: sent, applied: err == nil,
+			to: ledger.StatusInProgress, status: ledger.StatusInProgress, err: errText(err)})
+		if err != nil {
+			continue
+		}
+		w.log(op{kind: opRawBeat, id: id, what: "INSERT in_progress (first heartbeat)", sent: sent, live: true, hb: hb})
+		live := true
+		for i := 0; live && i < edgeBeats && sleep(ctx, edgeGap(w, timeout)); i++ {
+			live = s.rawHeartbeat(w, conn, id)
+		}
+		var got string
+		c, cancel = opCtx()
+		sent = time.Now()
+		err = conn.QueryRow(c, `UPDATE delegations SET status = 'completed', result_preview = 'edge result'
+			WHERE delegation_id = $1 AND status = 'in_progress' RETURNING status`, id).Scan(&got)
+		applied := err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = conn.QueryRow(c, `SELECT status FROM delegations WHERE delegation_id = $1`, id).Scan(&got)
+		}
+		cancel()
+		w.log(op{kind: opRawStatus, id: id, what: "UPDATE completed", sent: sent, applied: applied, to: ledger.StatusCompleted,
+			status: ledger.Status(got), err: errText(err)})
 	}
 }

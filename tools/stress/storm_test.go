@@ -762,13 +762,21 @@ func raceStorm(t *testing.T, o stormOptions) {
 		{"raw", 4, s.rawWorker},
 		{"reviver", 3, s.reviver},
 	}
+	if o.mixed {
+		// Writers that beat each row right at its own boundary.
+		kinds = append(kinds, []struct {
+			kind string
+			n    int
+			run  func(context.Context, *writer)
+		}{{"edge", 3, s.edgeWorker}, {"raw-edge", 3, s.rawEdgeWorker}}...)
+	}
 	wctx, stopWriters := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var writers []*writer
 	for _, k := range kinds {
 		for i := range k.n {
 			w := &writer{name: fmt.Sprintf("%s-%d", k.kind, i+1), kind: k.kind, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(writers))))}
-			if k.kind == "raw" || k.kind == "reviver" {
+			if k.kind == "raw" || k.kind == "reviver" || k.kind == "raw-edge" {
 				w.conn = s.rawConn(t, w.name)
 			}
 			writers = append(writers, w)
