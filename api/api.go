@@ -121,6 +121,12 @@ func newWaiter(opts Options) *ledger.Waiter {
 // Start opens the feed's LISTEN connection; it returns once listening.
 func (h *Handler) Start(ctx context.Context) error { return h.waiter.Start(ctx) }
 
+// Waiter is what wakes the feed's long polls: a LISTEN on Options.ListenPool
+// or Options.Pool, or a timer when Options.FeedPoll is set. The handler
+// starts and stops it; a console beside the API shares it (console.Config's
+// Waiter) rather than open a LISTEN connection of its own.
+func (h *Handler) Waiter() *ledger.Waiter { return h.waiter }
+
 // Stop closes the LISTEN connection and ends waiting long polls at once. It
 // is safe to call more than once.
 func (h *Handler) Stop() {

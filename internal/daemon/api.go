@@ -73,7 +73,7 @@ func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool
 	if listenPool == nil && cfg.Database.TransactionPooler() {
 		opts.FeedPoll = config.FeedPollInterval
 		log.Warn("database.pooler is transaction and database.listen_url is not set: "+
-			"feed long polls re-read the feed every interval instead of being woken by LISTEN; "+
+			"feed long polls and the console's live page re-read the feed every interval instead of being woken by LISTEN; "+
 			"set database.listen_url to a direct connection to wake them at once",
 			zap.Duration("interval", config.FeedPollInterval))
 	}
@@ -87,8 +87,12 @@ func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool
 		closeListen()
 		return nil, err
 	}
+	// The console's live page waits on the API's Waiter: the same rule for
+	// its LISTEN (database.listen_url, else polling behind a transaction
+	// pooler), one connection for both.
 	ch, err := console.NewHandler(console.Config{
 		Pool: pool, HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout, Runs: runs, Logger: log.Named("console"),
+		Waiter: h.Waiter(),
 	})
 	if err != nil {
 		closeListen()

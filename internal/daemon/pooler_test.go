@@ -1,12 +1,16 @@
 package daemon_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +18,10 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tasksweeper/sweeper/internal/auth"
 	"github.com/tasksweeper/sweeper/internal/config"
@@ -238,6 +245,229 @@ func TestPgBouncerAPI(t *testing.T) {
 				t.Logf("long poll answered %v after the insert", time.Since(began).Round(time.Millisecond))
 			case <-time.After(15 * time.Second):
 				t.Fatal("long poll not woken within 15s")
+			}
+		})
+	}
+}
+
+// consoleClient is a browser of the console at base: a cookie jar, no
+// redirects followed.
+type consoleClient struct {
+	t    *testing.T
+	base string
+	http *http.Client
+}
+
+func newConsoleClient(t *testing.T, base string) *consoleClient {
+	jar, _ := cookiejar.New(nil)
+	return &consoleClient{t: t, base: base, http: &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+func (c *consoleClient) do(method, path string, form url.Values) (int, string, http.Header) {
+	c.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, c.base+path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), res.Header
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// signIn signs in with token through the form and returns the session's
+// CSRF token.
+func (c *consoleClient) signIn(token string) string {
+	c.t.Helper()
+	code, body, _ := c.do("GET", "/login", nil)
+	m := csrfRE.FindStringSubmatch(body)
+	if code != http.StatusOK || m == nil {
+		c.t.Fatalf("GET /login = %d:\n%s", code, body)
+	}
+	code, body, h := c.do("POST", "/login", url.Values{"csrf": {m[1]}, "token": {token}, "next": {"/"}})
+	if code != http.StatusSeeOther || h.Get("Location") != "/" {
+		c.t.Fatalf("POST /login = %d %q:\n%s", code, h.Get("Location"), body)
+	}
+	code, body, _ = c.do("GET", "/", nil)
+	if m = csrfRE.FindStringSubmatch(body); code != http.StatusOK || m == nil {
+		c.t.Fatalf("GET / after sign-in = %d:\n%s", code, body)
+	}
+	return m[1]
+}
+
+// stream opens the live page's event stream and returns its lines as they
+// come; the stream has sent its opening comment when it returns.
+func (c *consoleClient) stream(ctx context.Context) <-chan string {
+	c.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/live/events", nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	hc := *c.http
+	hc.Timeout = 0 // the stream outlives any single timeout; ctx ends it
+	res, err := hc.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		res.Body.Close()
+		c.t.Fatalf("GET /live/events = %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	lines := make(chan string, 64)
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if sc.Text() == ": open" {
+			break
+		}
+	}
+	go func() {
+		defer close(lines)
+		defer res.Body.Close()
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return lines
+}
+
+// The console through pgbouncer in transaction mode: sign-in, the overview,
+// the list, a detail page, an admin action, and the live page's stream,
+// which gets a stuck transition within a few seconds: woken by LISTEN on
+// database.listen_url (one LISTEN connection, shared with the API's feed),
+// or, without it, by polling the feed every config.FeedPollInterval after a
+// warning at start. Before the console shared the API's Waiter, it LISTENed
+// through the pooler and was woken only when its long poll (25 s) ended.
+func TestPgBouncerConsole(t *testing.T) {
+	t.Parallel()
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("listen_url=%v", direct), func(t *testing.T) {
+			t.Parallel()
+			cfg, db := pooledConfig(t, config.PoolerTransaction)
+			appName := fmt.Sprintf("sweeper-listen-%d", time.Now().UnixNano())
+			if direct {
+				u, err := url.Parse(db.URL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q := u.Query()
+				q.Set("application_name", appName)
+				u.RawQuery = q.Encode()
+				cfg.Database.ListenURL = u.String()
+			}
+			cfg.API.Listen = "127.0.0.1:0"
+			ctx := context.Background()
+			pool, err := daemon.OpenPool(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			tok, err := auth.NewStore(pool).Create(ctx, "ops", auth.RoleAdmin, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := ledger.New(pool)
+			for _, id := range []string{"live-1", "stale-1", "to-fail"} {
+				if _, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: id, CallerID: "c", CalleeID: "w",
+					Status: ledger.StatusInProgress, TaskPreview: "task " + id}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			core, logs := observer.New(zap.WarnLevel)
+			log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
+			s, err := daemon.StartAPI(ctx, cfg, pool, prometheus.NewRegistry(), log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := s.Shutdown(ctx); err != nil {
+					t.Error(err)
+				}
+			}()
+			warned := logs.FilterMessageSnippet("database.listen_url is not set").Len()
+			if direct && warned != 0 || !direct && warned != 1 {
+				t.Fatalf("%d warnings that database.listen_url is not set, with listen_url=%v", warned, direct)
+			}
+			if direct {
+				// One LISTEN connection on listen_url, for the API and the
+				// console.
+				var n int
+				if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+					WHERE application_name = $1 AND query LIKE 'LISTEN%'`, appName).Scan(&n); err != nil || n != 1 {
+					t.Fatalf("LISTEN connections on database.listen_url = %d, %v; want 1", n, err)
+				}
+			}
+
+			c := newConsoleClient(t, "http://"+s.Addr())
+			csrf := c.signIn(tok)
+			for path, want := range map[string]string{
+				"/":                               "ops · admin",
+				"/delegations":                    "stale-1",
+				"/delegations?status=in_progress": "live-1",
+				"/delegations/live-1":             "task live-1",
+				"/live":                           "Live",
+			} {
+				if code, body, _ := c.do("GET", path, nil); code != http.StatusOK || !strings.Contains(body, want) {
+					t.Fatalf("GET %s through pgbouncer = %d, want 200 with %q:\n%s", path, code, want, body)
+				}
+			}
+			code, body, h := c.do("POST", "/delegations/to-fail/fail", url.Values{"csrf": {csrf}, "reason": {"pooler test"}})
+			if code != http.StatusSeeOther || !strings.Contains(h.Get("Location"), "outcome=applied") {
+				t.Fatalf("admin fail action through pgbouncer = %d %q:\n%s", code, h.Get("Location"), body)
+			}
+
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			lines := c.stream(sctx)
+			if _, err := db.Pool.Exec(ctx, `UPDATE delegations SET last_heartbeat = now() - interval '1 hour'
+				WHERE delegation_id = 'stale-1'`); err != nil {
+				t.Fatal(err)
+			}
+			sw, err := sweep.New(pool, daemon.SweepConfig(cfg, zaptest.NewLogger(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := sw.RunOnce(ctx); err != nil || res.Swept != 1 {
+				t.Fatalf("sweep through pgbouncer: %+v, %v", res, err)
+			}
+			began := time.Now()
+			// Well under the stream's own long poll (25 s): only a wake-up
+			// (LISTEN or the poll) can deliver the event in time.
+			timeout := time.After(8 * time.Second)
+			for {
+				select {
+				case line, ok := <-lines:
+					if !ok {
+						t.Fatal("the live stream ended")
+					}
+					if !strings.HasPrefix(line, "data: ") {
+						continue
+					}
+					if !strings.Contains(line, `"delegation_id":"stale-1"`) || !strings.Contains(line, `"reason":"heartbeat_timeout"`) {
+						t.Fatalf("live stream sent %s, want the stuck transition of stale-1", line)
+					}
+					t.Logf("live stream through pgbouncer (listen_url=%v): stuck transition %v after the sweep committed",
+						direct, time.Since(began).Round(time.Millisecond))
+					return
+				case <-timeout:
+					t.Fatal("the live stream did not get the stuck transition within 8s")
+				}
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 // Package stress proves sweeper's promises under fire, against a real
 // PostgreSQL and the built binary: a race storm of writers against three
-// sweeper daemons, faults (the server killed and restarted, a backend
+// sweeper daemons (also behind PgBouncer, and with rows on their own
+// heartbeat timeouts), faults (the server killed and restarted, a backend
 // terminated, a statement timeout, the daemon killed or stopped mid-batch),
 // secrets that must never show, TLS with a CA made in the test, concurrent
 // migrations and a dirty schema.

@@ -1,6 +1,7 @@
 package stress
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,6 +128,27 @@ type storm struct {
 	dsn    string // superuser URL: the application's writers
 	l      *ledger.Ledger
 	errors atomic.Int64
+	// mixed: rows get their own heartbeat_timeout (see storm_mixed_test.go);
+	// otherwise every row is on the daemons' global one.
+	mixed bool
+}
+
+// rowTimeout picks a new row's own heartbeat timeout (0: NULL, the global
+// one) and returns it with the timeout the row is swept by. Without mixed
+// timeouts every row is on the global one.
+func (s *storm) rowTimeout(w *writer) (own, effective time.Duration) {
+	if !s.mixed {
+		return 0, stormTimeout
+	}
+	own = mixedClasses[w.rng.IntN(len(mixedClasses))]
+	return own, cmp.Or(own, stormTimeout)
+}
+
+// scaled returns d scaled from the global timeout to timeout: the writers'
+// rhythms are written for stormTimeout, and a row with its own timeout
+// beats, pauses and lives in proportion to it.
+func scaled(d, timeout time.Duration) time.Duration {
+	return time.Duration(float64(d) * float64(timeout) / float64(stormTimeout))
 }
 
 func (s *storm) rawConn(t *testing.T, actor string) *pgx.Conn {
@@ -147,11 +169,13 @@ func errText(err error) string {
 }
 
 // ledgerWorker inserts a delegation, walks it to in_progress, heartbeats it
-// every period for a while, finishes it, then tries to revive it. Diligent
-// workers beat well within the timeout; flaky ones beat around it.
-func (s *storm) ledgerWorker(ctx context.Context, w *writer, period func() time.Duration) {
+// every period (given the row's heartbeat timeout) for a while, finishes
+// it, then tries to revive it. Diligent workers beat well within the
+// timeout; flaky ones beat around it.
+func (s *storm) ledgerWorker(ctx context.Context, w *writer, period func(timeout time.Duration) time.Duration) {
 	for ctx.Err() == nil {
 		id := w.newID()
+		own, timeout := s.rowTimeout(w)
 		start := ledger.StatusInProgress
 		if w.rng.IntN(3) == 0 {
 			start = ledger.StatusQueued
@@ -159,7 +183,7 @@ func (s *storm) ledgerWorker(ctx context.Context, w *writer, period func() time.
 		c, cancel := opCtx()
 		sent := time.Now()
 		res, err := s.l.Insert(c, ledger.NewDelegation{DelegationID: id, CallerID: w.name, CalleeID: "worker",
-			TaskPreview: "storm task " + id, Status: start, Timeout: time.Minute})
+			TaskPreview: "storm task " + id, Status: start, Timeout: time.Minute, HeartbeatTimeout: own})
 		cancel()
 		w.log(op{kind: opInsert, id: id, what: "Insert " + string(start), sent: sent, applied: err == nil && res.Outcome == ledger.Inserted,
 			to: start, status: start, outcome: res.Outcome.String(), err: errText(err)})
@@ -171,9 +195,9 @@ func (s *storm) ledgerWorker(ctx context.Context, w *writer, period func() time.
 				s.setStatus(w, opStatus, id, to)
 			}
 		}
-		lifetime := time.Now().Add(w.between(300*time.Millisecond, 3*time.Second))
+		lifetime := time.Now().Add(w.between(scaled(300*time.Millisecond, timeout), scaled(3*time.Second, timeout)))
 		live := true
-		for live && time.Now().Before(lifetime) && sleep(ctx, period()) {
+		for live && time.Now().Before(lifetime) && sleep(ctx, period(timeout)) {
 			live = s.heartbeat(w, opHeartbeat, id)
 		}
 		to := ledger.StatusCompleted
@@ -212,17 +236,19 @@ func (s *storm) heartbeat(w *writer, kind opKind, id string) bool {
 
 // fleetWorker tends a fleet of in_progress delegations with HeartbeatMany,
 // completes some, silently forgets some (they must be swept), and now and
-// then pauses for about the timeout, so its whole fleet races the sweepers.
+// then pauses for about the timeout (with mixed timeouts, about one class's
+// timeout), so its whole fleet races the sweepers.
 func (s *storm) fleetWorker(ctx context.Context, w *writer) {
 	const fleetSize = 15
 	var tended []string
 	for ctx.Err() == nil {
 		for len(tended) < fleetSize {
 			id := w.newID()
+			own, _ := s.rowTimeout(w)
 			c, cancel := opCtx()
 			sent := time.Now()
 			res, err := s.l.Insert(c, ledger.NewDelegation{DelegationID: id, CallerID: w.name, CalleeID: "fleet",
-				Status: ledger.StatusInProgress, Timeout: time.Minute})
+				Status: ledger.StatusInProgress, Timeout: time.Minute, HeartbeatTimeout: own})
 			cancel()
 			w.log(op{kind: opInsert, id: id, what: "Insert in_progress", sent: sent, applied: err == nil && res.Outcome == ledger.Inserted,
 				to: ledger.StatusInProgress, status: ledger.StatusInProgress, outcome: res.Outcome.String(), err: errText(err)})
@@ -232,7 +258,8 @@ func (s *storm) fleetWorker(ctx context.Context, w *writer) {
 		}
 		pause := w.between(150*time.Millisecond, 700*time.Millisecond)
 		if w.rng.IntN(8) == 0 {
-			pause = w.between(stormTimeout-500*time.Millisecond, stormTimeout+500*time.Millisecond)
+			_, timeout := s.rowTimeout(w)
+			pause = w.between(timeout-scaled(500*time.Millisecond, timeout), timeout+scaled(500*time.Millisecond, timeout))
 		}
 		if !sleep(ctx, pause) {
 			break
@@ -266,7 +293,9 @@ func (s *storm) abandoner(ctx context.Context, w *writer) {
 	for sleep(ctx, w.between(50*time.Millisecond, 250*time.Millisecond)) {
 		for range 1 + w.rng.IntN(5) {
 			id := w.newID()
-			n := ledger.NewDelegation{DelegationID: id, CallerID: w.name, CalleeID: "nobody", TaskPreview: "abandoned", Timeout: time.Minute}
+			own, _ := s.rowTimeout(w)
+			n := ledger.NewDelegation{DelegationID: id, CallerID: w.name, CalleeID: "nobody", TaskPreview: "abandoned", Timeout: time.Minute,
+				HeartbeatTimeout: own}
 			switch w.rng.IntN(4) {
 			case 0, 1:
 				n.Status = ledger.StatusInProgress
@@ -302,8 +331,13 @@ func (s *storm) rawWorker(ctx context.Context, w *writer) {
 	}
 	for ctx.Err() == nil {
 		id := w.newID()
-		tag, sent, err := exec(`INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, deadline)
-			VALUES ($1, $2, 'raw-worker', 'raw task', now() + interval '1 minute')`, id, w.name)
+		own, timeout := s.rowTimeout(w)
+		var ownSecs *float64 // NULL: the global timeout
+		if own > 0 {
+			ownSecs = new(own.Seconds())
+		}
+		tag, sent, err := exec(`INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, deadline, heartbeat_timeout)
+			VALUES ($1, $2, 'raw-worker', 'raw task', now() + interval '1 minute', $3::float8 * interval '1 second')`, id, w.name, ownSecs)
 		w.log(op{kind: opRawInsert, id: id, what: "INSERT", sent: sent, applied: err == nil && tag.RowsAffected() == 1,
 			to: ledger.StatusQueued, status: ledger.StatusQueued, err: errText(err)})
 		if err != nil {
@@ -327,9 +361,10 @@ func (s *storm) rawWorker(ctx context.Context, w *writer) {
 		if started {
 			w.log(op{kind: opRawBeat, id: id, what: "UPDATE in_progress (first heartbeat)", sent: sent, live: true, hb: hb})
 		}
-		lifetime := time.Now().Add(w.between(500*time.Millisecond, 4*time.Second))
+		lifetime := time.Now().Add(w.between(scaled(500*time.Millisecond, timeout), scaled(4*time.Second, timeout)))
 		live := started
-		for live && time.Now().Before(lifetime) && sleep(ctx, w.between(300*time.Millisecond, stormTimeout+600*time.Millisecond)) {
+		for live && time.Now().Before(lifetime) &&
+			sleep(ctx, w.between(scaled(300*time.Millisecond, timeout), timeout+scaled(600*time.Millisecond, timeout))) {
 			live = s.rawHeartbeat(w, conn, id)
 		}
 		to := []string{"completed", "failed"}[w.rng.IntN(2)]
@@ -608,7 +643,13 @@ type row struct {
 	status, reason string
 	lastHeartbeat  *time.Time
 	deadline       time.Time
+	ownTimeout     time.Duration // its own heartbeat_timeout; 0 when NULL (the global one)
+	markedAt       *time.Time    // a stuck row: its stuck event's time (the marking transaction's now())
 }
+
+// timeout is the heartbeat timeout the row is swept by: its own, or global.
+// A terminal row is frozen, so a stuck row's is the one it was marked by.
+func (r row) timeout(global time.Duration) time.Duration { return cmp.Or(r.ownTimeout, global) }
 
 // event is an audit event.
 type event struct {
@@ -626,7 +667,7 @@ func TestRaceStorm(t *testing.T) {
 		t.Skip("the race storm does not run with -short")
 	}
 	// Not parallel: the fault tests, which are, start after it.
-	raceStorm(t, false)
+	raceStorm(t, stormOptions{})
 }
 
 // TestRaceStormThroughPgBouncer is the storm with the daemons and the
@@ -638,14 +679,21 @@ func TestRaceStormThroughPgBouncer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the race storm does not run with -short")
 	}
-	raceStorm(t, true)
+	raceStorm(t, stormOptions{pooled: true})
 }
 
 // stormPgBouncerPoolSize is the server connections per user of the storm's
 // pgbouncer: fewer than its clients, so that they share them.
 const stormPgBouncerPoolSize = 6
 
-func raceStorm(t *testing.T, pooled bool) {
+// stormOptions are the variants of the storm.
+type stormOptions struct {
+	pooled bool // through pgbouncer in transaction mode
+	mixed  bool // rows with their own heartbeat timeouts (storm_mixed_test.go)
+}
+
+func raceStorm(t *testing.T, o stormOptions) {
+	pooled := o.pooled
 	duration := stormDuration(t)
 	ctx := context.Background()
 	rdb := newRoleDB(t)
@@ -670,7 +718,7 @@ func raceStorm(t *testing.T, pooled bool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	s := &storm{dsn: rdb.admin, l: ledger.New(pool)}
+	s := &storm{dsn: rdb.admin, l: ledger.New(pool), mixed: o.mixed}
 
 	// Every row a sweep marks takes a few milliseconds more, so that each
 	// batch stays open long enough for writers to collide with it: a sweep
@@ -700,11 +748,13 @@ func raceStorm(t *testing.T, pooled bool) {
 		run  func(context.Context, *writer)
 	}{
 		{"ledger-diligent", 8, func(ctx context.Context, w *writer) {
-			s.ledgerWorker(ctx, w, func() time.Duration { return w.between(100*time.Millisecond, 400*time.Millisecond) })
+			s.ledgerWorker(ctx, w, func(timeout time.Duration) time.Duration {
+				return w.between(scaled(100*time.Millisecond, timeout), scaled(400*time.Millisecond, timeout))
+			})
 		}},
 		{"ledger-flaky", 4, func(ctx context.Context, w *writer) {
-			s.ledgerWorker(ctx, w, func() time.Duration {
-				return w.between(stormTimeout-800*time.Millisecond, stormTimeout+800*time.Millisecond)
+			s.ledgerWorker(ctx, w, func(timeout time.Duration) time.Duration {
+				return w.between(timeout-scaled(800*time.Millisecond, timeout), timeout+scaled(800*time.Millisecond, timeout))
 			})
 		}},
 		{"fleet", 3, s.fleetWorker},
@@ -712,21 +762,29 @@ func raceStorm(t *testing.T, pooled bool) {
 		{"raw", 4, s.rawWorker},
 		{"reviver", 3, s.reviver},
 	}
+	if o.mixed {
+		// Writers that beat each row right at its own boundary.
+		kinds = append(kinds, []struct {
+			kind string
+			n    int
+			run  func(context.Context, *writer)
+		}{{"edge", 3, s.edgeWorker}, {"raw-edge", 3, s.rawEdgeWorker}}...)
+	}
 	wctx, stopWriters := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var writers []*writer
 	for _, k := range kinds {
 		for i := range k.n {
 			w := &writer{name: fmt.Sprintf("%s-%d", k.kind, i+1), kind: k.kind, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(writers))))}
-			if k.kind == "raw" || k.kind == "reviver" {
+			if k.kind == "raw" || k.kind == "reviver" || k.kind == "raw-edge" {
 				w.conn = s.rawConn(t, w.name)
 			}
 			writers = append(writers, w)
 			wg.Go(func() { k.run(wctx, w) })
 		}
 	}
-	t.Logf("storm: %d writers, %d daemons (as role %s), heartbeat timeout %s, batch %d, for %s, through pgbouncer: %v",
-		len(writers), len(daemons), rdb.daemonRole, stormTimeout, stormBatchSize, duration, pooled)
+	t.Logf("storm: %d writers, %d daemons (as role %s), heartbeat timeout %s, batch %d, for %s, through pgbouncer: %v, rows' own timeouts: %v",
+		len(writers), len(daemons), rdb.daemonRole, stormTimeout, stormBatchSize, duration, pooled, o.mixed)
 
 	// Snapshot terminal rows while the storm runs.
 	end := time.Now().Add(duration)
@@ -806,15 +864,20 @@ func raceStorm(t *testing.T, pooled bool) {
 
 	// What the database says.
 	rows := map[string]row{}
-	rr, err := pool.Query(ctx, `SELECT delegation_id, status, COALESCE(stuck_reason, ''), last_heartbeat, deadline FROM delegations`)
+	rr, err := pool.Query(ctx, `SELECT delegation_id, status, COALESCE(stuck_reason, ''), last_heartbeat, deadline,
+		EXTRACT(EPOCH FROM heartbeat_timeout)::float8 FROM delegations`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for rr.Next() {
 		var id string
 		var r row
-		if err := rr.Scan(&id, &r.status, &r.reason, &r.lastHeartbeat, &r.deadline); err != nil {
+		var own *float64
+		if err := rr.Scan(&id, &r.status, &r.reason, &r.lastHeartbeat, &r.deadline, &own); err != nil {
 			t.Fatal(err)
+		}
+		if own != nil {
+			r.ownTimeout = time.Duration(*own * float64(time.Second))
 		}
 		rows[id] = r
 	}
@@ -838,12 +901,21 @@ func raceStorm(t *testing.T, pooled bool) {
 		t.Fatal(err)
 	}
 
+	for _, e := range events {
+		if r, ok := rows[e.delegationID]; ok && e.to == "stuck" {
+			r.markedAt = &e.at
+			rows[e.delegationID] = r
+		}
+	}
 	var all []op
 	for _, w := range writers {
 		all = append(all, w.ops...)
 	}
 	v := &violations{t: t}
 	fig := checkStorm(t, v, all, rows, events, notes(), mon, stormTimeout)
+	if o.mixed {
+		checkMixed(t, v, all, rows, fig)
+	}
 
 	// The replicas' own accounts: together they marked each stuck row once.
 	v.check(int64(sweptByMetrics[0]) == fig[report.StuckHeartbeat] && int64(sweptByMetrics[1]) == fig[report.StuckDeadline],
@@ -873,7 +945,7 @@ func raceStorm(t *testing.T, pooled bool) {
 // checkStorm checks the writers' log, the rows, the events and the
 // notifications against each other, and returns the storm's figures.
 func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, events []event, notes []notification,
-	mon *terminalMonitor, timeout time.Duration) report.Figures {
+	mon *terminalMonitor, global time.Duration) report.Figures {
 	t.Helper()
 	fig := report.Figures{}
 	byKind := map[string]int{}
@@ -917,7 +989,8 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 
 	// 2. Every stuck row was marked by a sweeper, once, for a reason that
 	// held by the database clock of the marking transaction (event.at is
-	// that transaction's now(), the clock the sweep judged by).
+	// that transaction's now(), the clock the sweep judged by), under the
+	// row's own heartbeat timeout when it has one.
 	stuck, stuckHB, stuckDL := 0, 0, 0
 	for id, r := range rows {
 		if r.status != "stuck" {
@@ -929,10 +1002,13 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 		switch r.reason {
 		case "heartbeat_timeout":
 			stuckHB++
+			timeout := r.timeout(global)
 			v.check(r.lastHeartbeat != nil && e.at.Sub(*r.lastHeartbeat) > timeout,
 				"row %q marked stuck at %s while its last heartbeat %v was fresh (timeout %s)", id, e.at, r.lastHeartbeat, timeout)
-			v.check(e.heartbeatTimeoutSecs != nil && *e.heartbeatTimeoutSecs == timeout.Seconds(),
-				"row %q: the event's detail records heartbeat timeout %v, the daemons run with %s", id, e.heartbeatTimeoutSecs, timeout)
+			// The detail records the daemons' global timeout, also for a
+			// row marked by its own.
+			v.check(e.heartbeatTimeoutSecs != nil && *e.heartbeatTimeoutSecs == global.Seconds(),
+				"row %q: the event's detail records heartbeat timeout %v, the daemons run with %s", id, e.heartbeatTimeoutSecs, global)
 		case "deadline_exceeded":
 			stuckDL++
 			v.check(e.at.After(r.deadline), "row %q marked deadline_exceeded at %s, before its deadline %s", id, e.at, r.deadline)
@@ -1033,9 +1109,10 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 						lb = o.sent.Truncate(time.Microsecond)
 					}
 					e := stuckEvent[o.id]
+					timeout := r.timeout(global)
 					v.check(e.at.Sub(lb) > timeout,
-						"%s: heartbeat of %q (%s) acknowledged live, written at or after %s, yet the row was marked stuck at %s: %s later",
-						o.writer, o.id, o.what, lb.Format(time.RFC3339Nano), e.at.Format(time.RFC3339Nano), e.at.Sub(lb))
+						"%s: heartbeat of %q (%s) acknowledged live, written at or after %s, yet the row was marked stuck at %s: %s later (timeout %s)",
+						o.writer, o.id, o.what, lb.Format(time.RFC3339Nano), e.at.Format(time.RFC3339Nano), e.at.Sub(lb), timeout)
 				}
 				continue
 			}
