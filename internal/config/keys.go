@@ -60,10 +60,10 @@ var keys = []key{
 			"read goes to database.url. It holds a password like database.url; database.pooler and "+
 			"database.query_exec_mode apply to it as well."),
 	newKey("database.read_max_lag", func(c *Config) *time.Duration { return &c.Database.ReadMaxLag },
-		10*time.Second, durationText, durationAtLeast(time.Second),
-		"Most staleness allowed of database.read_url (at least 1s): reads go to the primary while the "+
-			"replica has not replayed what the primary had written this long ago. Checked every "+
-			formatDuration(ReplicaCheckInterval)+"."),
+		10*time.Second, durationText, durationAtLeast(2*ReplicaCheckInterval),
+		"Most staleness allowed of database.read_url (at least "+formatDuration(2*ReplicaCheckInterval)+
+			"): reads go to the primary while the replica has not replayed what the primary had written this "+
+			"long ago. Measured every "+formatDuration(ReplicaCheckInterval)+", to within that interval."),
 
 	newKey("sweep.schedule", func(c *Config) *string { return &c.Sweep.Schedule },
 		sweep.ScheduleDefault, stringText, checkSchedule,
