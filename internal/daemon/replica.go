@@ -307,16 +307,22 @@ func (r *ReadRouter) replicaFailed(err error) {
 }
 
 // Query runs a read-only query on the replica when it is fresh, else on the
-// primary; one that fails on the replica before returning rows runs again
+// primary; one that fails on the replica before returning a row runs again
 // on the primary.
 func (r *ReadRouter) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	p, onReplica := r.pick()
 	rows, err := p.Query(ctx, sql, args...)
-	if err == nil || !onReplica || ctx.Err() != nil {
+	if !onReplica {
 		return rows, err
 	}
-	r.replicaFailed(err)
-	return r.primary.Query(ctx, sql, args...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return rows, err
+		}
+		r.replicaFailed(err)
+		return r.primary.Query(ctx, sql, args...)
+	}
+	return &fallbackRows{Rows: rows, r: r, ctx: ctx, sql: sql, args: args}, nil
 }
 
 // QueryRow is Query for one row: a Scan that fails on the replica (other
@@ -357,4 +363,48 @@ func (f *fallbackRow) Scan(dest ...any) error {
 	}
 	f.r.replicaFailed(err)
 	return f.r.primary.QueryRow(f.ctx, f.sql, f.args...).Scan(dest...)
+}
+
+// fallbackRows are a replica's rows whose failure before the first row
+// (the replica went away since the last check, a query cancelled by a
+// conflict with recovery) runs the query again on the primary: nothing has
+// reached the caller yet.
+type fallbackRows struct {
+	pgx.Rows
+	r       *ReadRouter
+	ctx     context.Context
+	sql     string
+	args    []any
+	started bool
+	err     error // the primary's, when the query failed to start there too
+}
+
+func (f *fallbackRows) Err() error {
+	if f.err != nil {
+		return f.err
+	}
+	return f.Rows.Err()
+}
+
+func (f *fallbackRows) Next() bool {
+	if f.started {
+		return f.Rows.Next()
+	}
+	f.started = true
+	if f.Rows.Next() {
+		return true
+	}
+	err := f.Rows.Err()
+	if err == nil || f.ctx.Err() != nil {
+		return false
+	}
+	f.Rows.Close()
+	f.r.replicaFailed(err)
+	rows, err := f.r.primary.Query(f.ctx, f.sql, f.args...)
+	if err != nil {
+		f.err = err
+		return false
+	}
+	f.Rows = rows
+	return f.Rows.Next()
 }
