@@ -216,9 +216,12 @@ func (r *ReadRouter) addSample(at time.Time, lsn int64) {
 	} else {
 		r.samples = append(r.samples, lsnSample{at: at, lsn: lsn})
 	}
+	// Keep one sample from before the horizon: a replica that has
+	// replayed none of the newer ones is then known to be at least that
+	// stale.
 	horizon := at.Add(-r.cfg.MaxLag - 2*r.cfg.Interval)
 	drop := 0
-	for drop < len(r.samples)-1 && r.samples[drop].at.Before(horizon) {
+	for drop < len(r.samples)-1 && r.samples[drop+1].at.Before(horizon) {
 		drop++
 	}
 	r.samples = append(r.samples[:0], r.samples[drop:]...)
