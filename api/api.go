@@ -46,6 +46,11 @@ type Options struct {
 	RateBurst int
 	// MaxWait bounds the wait of a feed long poll (MaxWaitDefault when 0).
 	MaxWait time.Duration
+	// Reads, when set, runs the read-only list and summary queries
+	// (GET /v1/delegations, GET /v1/summary), which may tolerate a few
+	// seconds of staleness: a replica router. Writes, reads by id (a client
+	// reads its own writes), the feed and token checks stay on Pool.
+	Reads ledger.DB
 	// ListenPool, when set, is where the feed's LISTEN connection comes
 	// from instead of Pool: a direct connection when Pool goes through a
 	// pooler in transaction mode.
@@ -62,6 +67,7 @@ type Handler struct {
 	opts    Options
 	log     *zap.Logger
 	ledger  *ledger.Ledger
+	reads   *ledger.Ledger // lists and summaries: opts.Reads, else ledger
 	tokens  *auth.Store
 	waiter  *ledger.Waiter
 	metrics *metrics
@@ -95,11 +101,15 @@ func NewHandler(opts Options) (*Handler, error) {
 		opts:    opts,
 		log:     log,
 		ledger:  ledger.New(opts.Pool),
+		reads:   ledger.New(opts.Pool),
 		tokens:  auth.NewStore(opts.Pool),
 		waiter:  newWaiter(opts),
 		metrics: m,
 		limits:  newLimiters(opts.RateLimit, opts.RateBurst),
 		stopped: make(chan struct{}),
+	}
+	if opts.Reads != nil {
+		h.reads = ledger.New(opts.Reads)
 	}
 	h.waiter.OnError = func(err error) { log.Warn("feed listener lost its connection; reconnecting", zap.Error(err)) }
 	h.routes()

@@ -284,7 +284,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if err := scopeFilter(p, &f.CallerID, &f.CalleeID); err != nil {
 		return err
 	}
-	page, err := h.ledger.List(r.Context(), f)
+	page, err := h.reads.List(r.Context(), f)
 	if err != nil {
 		return paramError(err)
 	}
@@ -559,7 +559,7 @@ func (h *Handler) summary(w http.ResponseWriter, r *http.Request, p auth.Princip
 		}
 		caller = p.ID
 	}
-	sum, err := h.ledger.Summary(r.Context(), caller)
+	sum, err := h.reads.Summary(r.Context(), caller)
 	if err != nil {
 		return paramError(err)
 	}

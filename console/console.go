@@ -36,6 +36,11 @@ const (
 type Config struct {
 	// Pool is the database (required).
 	Pool *pgxpool.Pool
+	// Reads, when set, runs the overview's and the lists' queries, which may
+	// tolerate a few seconds of staleness: a replica router. A delegation's
+	// page (which an admin's action redirects to), sign-ins and the live
+	// feed stay on Pool.
+	Reads ledger.DB
 	// Tokens authenticates sign-ins and Bearer headers; auth.NewStore(Pool)
 	// when nil.
 	Tokens *auth.Store
@@ -85,6 +90,7 @@ type Runs struct {
 type Handler struct {
 	cfg      Config
 	pool     *pgxpool.Pool
+	reads    ledger.DB // overview and lists: cfg.Reads, else pool
 	tokens   *auth.Store
 	ledger   *ledger.Ledger
 	log      *zap.Logger
@@ -126,9 +132,12 @@ func NewHandler(cfg Config) (*Handler, error) {
 		return nil, fmt.Errorf("console: %w", err)
 	}
 	h := &Handler{
-		cfg: cfg, pool: cfg.Pool, tokens: cfg.Tokens, ledger: cfg.Ledger, log: cfg.Logger,
+		cfg: cfg, pool: cfg.Pool, reads: cfg.Reads, tokens: cfg.Tokens, ledger: cfg.Ledger, log: cfg.Logger,
 		pages: ps, sessions: newSessions(cfg.SessionTTL, cfg.Now), mux: http.NewServeMux(),
 		closed: make(chan struct{}),
+	}
+	if h.reads == nil {
+		h.reads = cfg.Pool
 	}
 	h.routes()
 	// Cross-origin state-changing requests are refused on Sec-Fetch-Site and

@@ -74,7 +74,7 @@ func (h *Handler) livePage(w http.ResponseWriter, r *http.Request, u who) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.QueryTimeout)
 	defer cancel()
 	sc := scopeOf(u.Principal)
-	rows, err := h.pool.Query(ctx, recentStuckSQL, recentStuckRows, sc.CallerID, sc.CalleeID)
+	rows, err := h.reads.Query(ctx, recentStuckSQL, recentStuckRows, sc.CallerID, sc.CalleeID)
 	if err != nil {
 		h.serverError(w, r, err)
 		return

@@ -73,7 +73,7 @@ const chartMinutes = 6 * 60
 
 func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 	var o overview
-	rows, err := h.pool.Query(ctx, inFlightByCallerSQL, sc.CallerID, sc.CalleeID)
+	rows, err := h.reads.Query(ctx, inFlightByCallerSQL, sc.CallerID, sc.CalleeID)
 	if err != nil {
 		return o, fmt.Errorf("counting in-flight delegations: %w", err)
 	}
@@ -108,7 +108,7 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 		o.ByStatus = append(o.ByStatus, statusCount{st, total[st]})
 	}
 
-	if err := h.pool.QueryRow(ctx, dueSQL, sc.CallerID, sc.CalleeID).Scan(&o.Now, &o.OldestHeartbeat, &o.NextDeadline); err != nil {
+	if err := h.reads.QueryRow(ctx, dueSQL, sc.CallerID, sc.CalleeID).Scan(&o.Now, &o.OldestHeartbeat, &o.NextDeadline); err != nil {
 		return o, fmt.Errorf("reading the oldest heartbeat and next deadline: %w", err)
 	}
 	if o.OldestHeartbeat != nil {
@@ -122,10 +122,10 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 
 	daySince := o.Now.Add(-24 * time.Hour)
 	var fromID int64
-	if err := h.pool.QueryRow(ctx, eventsSinceSQL, daySince).Scan(&fromID); err != nil {
+	if err := h.reads.QueryRow(ctx, eventsSinceSQL, daySince).Scan(&fromID); err != nil {
 		return o, fmt.Errorf("finding the events of the last day: %w", err)
 	}
-	rows, err = h.pool.Query(ctx, stuckSinceSQL, fromID, daySince, sc.CallerID, sc.CalleeID)
+	rows, err = h.reads.Query(ctx, stuckSinceSQL, fromID, daySince, sc.CallerID, sc.CalleeID)
 	if err != nil {
 		return o, fmt.Errorf("counting stuck transitions: %w", err)
 	}
@@ -265,7 +265,7 @@ func (h *Handler) list(ctx context.Context, sc scope, f listFilter) (listPage, e
 				return listPage{}, err
 			}
 		}
-		rows, err = h.pool.Query(ctx, listByIDPrefixSQL, f.IDPrefix, f.IDPrefix+"\U0010FFFF", afterID,
+		rows, err = h.reads.Query(ctx, listByIDPrefixSQL, f.IDPrefix, f.IDPrefix+"\U0010FFFF", afterID,
 			statuses, f.CallerID, f.CalleeID, after, before, limit+1)
 	} else {
 		at, id := before, ""
@@ -280,13 +280,13 @@ func (h *Handler) list(ctx context.Context, sc scope, f listFilter) (listPage, e
 		}
 		switch {
 		case f.CallerID != "" && f.InFlight:
-			rows, err = h.pool.Query(ctx, listInFlightByCallerSQL, f.CallerID, statuses, f.CalleeID, at, id, after, limit+1)
+			rows, err = h.reads.Query(ctx, listInFlightByCallerSQL, f.CallerID, statuses, f.CalleeID, at, id, after, limit+1)
 		case f.CallerID != "":
-			rows, err = h.pool.Query(ctx, listByCallerSQL, f.CallerID, statuses, f.CalleeID, at, id, after, limit+1)
+			rows, err = h.reads.Query(ctx, listByCallerSQL, f.CallerID, statuses, f.CalleeID, at, id, after, limit+1)
 		case f.CalleeID != "":
-			rows, err = h.pool.Query(ctx, listByCalleeSQL, f.CalleeID, statuses, at, id, after, limit+1)
+			rows, err = h.reads.Query(ctx, listByCalleeSQL, f.CalleeID, statuses, at, id, after, limit+1)
 		default:
-			rows, err = h.pool.Query(ctx, listByStatusesSQL, statuses, at, id, after, limit+1)
+			rows, err = h.reads.Query(ctx, listByStatusesSQL, statuses, at, id, after, limit+1)
 		}
 	}
 	if err != nil {

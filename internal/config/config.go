@@ -61,6 +61,13 @@ type DatabaseConfig struct {
 	// API feed's LISTEN; "" means URL, or polling under a transaction
 	// pooler. It holds a password like URL.
 	ListenURL string
+	// ReadURL (database.read_url) is a streaming replica for the API's and
+	// the console's read-only list and summary queries; "" means none. It
+	// holds a password like URL.
+	ReadURL string
+	// ReadMaxLag (database.read_max_lag) is the staleness beyond which the
+	// replica's reads go to URL instead.
+	ReadMaxLag time.Duration
 }
 
 // SweepConfig is the sweep section.
@@ -301,12 +308,13 @@ func marshalSection(enc zapcore.ObjectEncoder, c *Config, prefix string) error {
 	return nil
 }
 
-// String renders the section with URL, MigrateURL and ListenURL as
+// String renders the section with URL, MigrateURL, ListenURL and ReadURL as
 // DisplayDSN renders them.
 func (d DatabaseConfig) String() string {
 	return "{URL:" + strconv.Quote(DisplayDSN(d.URL)) + " MaxConns:" + strconv.Itoa(d.MaxConns) +
 		" Pooler:" + strconv.Quote(d.Pooler) + " QueryExecMode:" + strconv.Quote(d.QueryExecMode) +
-		" MigrateURL:" + strconv.Quote(DisplayDSN(d.MigrateURL)) + " ListenURL:" + strconv.Quote(DisplayDSN(d.ListenURL)) + "}"
+		" MigrateURL:" + strconv.Quote(DisplayDSN(d.MigrateURL)) + " ListenURL:" + strconv.Quote(DisplayDSN(d.ListenURL)) +
+		" ReadURL:" + strconv.Quote(DisplayDSN(d.ReadURL)) + " ReadMaxLag:" + formatDuration(d.ReadMaxLag) + "}"
 }
 
 // GoString is String, so that %#v leaves the password out too.

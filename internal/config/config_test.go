@@ -72,7 +72,7 @@ func configErrors(t testing.TB, err error) []*Error {
 func TestDefault(t *testing.T) {
 	t.Parallel()
 	want := Config{
-		Database: DatabaseConfig{URL: "", MaxConns: 4, Pooler: PoolerNone},
+		Database: DatabaseConfig{URL: "", MaxConns: 4, Pooler: PoolerNone, ReadMaxLag: 10 * time.Second},
 		Sweep: SweepConfig{
 			Schedule:         "@every 30s",
 			HeartbeatTimeout: 10 * time.Minute,
@@ -127,7 +127,7 @@ log:
 shutdown_grace: 1m
 `
 	fromFile := Default()
-	fromFile.Database = DatabaseConfig{URL: "postgres://file@filehost/db", MaxConns: 8, Pooler: PoolerNone}
+	fromFile.Database = DatabaseConfig{URL: "postgres://file@filehost/db", MaxConns: 8, Pooler: PoolerNone, ReadMaxLag: 10 * time.Second}
 	fromFile.Sweep = SweepConfig{Schedule: "*/5 * * * *", HeartbeatTimeout: 5 * time.Minute,
 		BatchSize: 500, MaxBatchesPerRun: 7, NotifyChannel: "", DryRun: true}
 	fromFile.Migrate.Auto = true
@@ -238,7 +238,7 @@ shutdown_grace: 1m
 			},
 			want: func(c *Config) {
 				*c = Config{
-					Database: DatabaseConfig{URL: "postgres://flag@flaghost/db", MaxConns: 9, Pooler: PoolerNone},
+					Database: DatabaseConfig{URL: "postgres://flag@flaghost/db", MaxConns: 9, Pooler: PoolerNone, ReadMaxLag: 10 * time.Second},
 					Sweep: SweepConfig{Schedule: "@hourly", HeartbeatTimeout: 2 * time.Minute, BatchSize: 3,
 						MaxBatchesPerRun: 4, NotifyChannel: "x1", DryRun: true},
 					Migrate: MigrateConfig{Auto: true},
@@ -662,7 +662,7 @@ func TestPrintingShowsTheDSNWithoutPassword(t *testing.T) {
 	const shown = "sweeper@db:5432/sweeper"
 
 	wantString := `database.url="sweeper@db:5432/sweeper" database.max_conns=4 database.pooler="none" ` +
-		`database.query_exec_mode="" database.migrate_url="" database.listen_url="" ` +
+		`database.query_exec_mode="" database.migrate_url="" database.listen_url="" database.read_url="" database.read_max_lag=10s ` +
 		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
 		`sweep.notify_channel="delegation_stuck" sweep.dry_run=false migrate.auto=false http.listen=":9090" ` +
 		`api.listen="" api.tls_cert_file="" api.tls_key_file="" api.client_ca_file="" api.max_body_bytes=1048576 ` +
@@ -720,7 +720,7 @@ func TestConfigJSON(t *testing.T) {
 	c.Database.URL = "postgres://sweeper:hunter2@db:5432/app?sslmode=disable"
 	c.Sweep.HeartbeatTimeout = 90 * time.Second
 	const want = `{"database":{"url":"sweeper@db:5432/app","max_conns":4,"pooler":"none","query_exec_mode":"",` +
-		`"migrate_url":"","listen_url":""},` +
+		`"migrate_url":"","listen_url":"","read_url":"","read_max_lag":"10s"},` +
 		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":1000,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
 		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +
@@ -731,7 +731,7 @@ func TestConfigJSON(t *testing.T) {
 	if got := string(mustJSON(t, c)); got != want {
 		t.Fatalf("json.Marshal(Config) =\n%s\nwant\n%s", got, want)
 	}
-	if got, want := string(mustJSON(t, c.Database)), `{"url":"sweeper@db:5432/app","max_conns":4,"pooler":"none","query_exec_mode":"","migrate_url":"","listen_url":""}`; got != want {
+	if got, want := string(mustJSON(t, c.Database)), `{"url":"sweeper@db:5432/app","max_conns":4,"pooler":"none","query_exec_mode":"","migrate_url":"","listen_url":"","read_url":"","read_max_lag":"10s"}`; got != want {
 		t.Fatalf("json.Marshal(DatabaseConfig) = %s, want %s", got, want)
 	}
 
@@ -780,8 +780,8 @@ func mustJSON(t *testing.T, v any) []byte {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 37 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers and 6 of retention", len(ks))
+	if len(ks) != 39 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers, 6 of retention and 2 of replica reads", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
 		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
@@ -790,6 +790,8 @@ func TestKeys(t *testing.T) {
 		"database.query_exec_mode":  {"SWEEPER_DATABASE_QUERY_EXEC_MODE", "database-query-exec-mode"},
 		"database.migrate_url":      {"SWEEPER_DATABASE_MIGRATE_URL", "database-migrate-url"},
 		"database.listen_url":       {"SWEEPER_DATABASE_LISTEN_URL", "database-listen-url"},
+		"database.read_url":         {"SWEEPER_DATABASE_READ_URL", "database-read-url"},
+		"database.read_max_lag":     {"SWEEPER_DATABASE_READ_MAX_LAG", "database-read-max-lag"},
 		"sweep.schedule":            {"SWEEPER_SWEEP_SCHEDULE", "sweep-schedule"},
 		"sweep.heartbeat_timeout":   {"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT", "sweep-heartbeat-timeout"},
 		"sweep.batch_size":          {"SWEEPER_SWEEP_BATCH_SIZE", "sweep-batch-size"},
@@ -837,7 +839,7 @@ func TestKeys(t *testing.T) {
 		if k.Doc == "" || k.Type == "" {
 			t.Errorf("%s: no doc or type", k.Path)
 		}
-		if k.Secret != (k.Path == "database.url" || k.Path == "database.migrate_url" || k.Path == "database.listen_url") {
+		if k.Secret != (k.Path == "database.url" || k.Path == "database.migrate_url" || k.Path == "database.listen_url" || k.Path == "database.read_url") {
 			t.Errorf("%s: Secret = %v", k.Path, k.Secret)
 		}
 		f := fs.Lookup(k.Flag)

@@ -51,6 +51,19 @@ var keys = []key{
 		"Direct connection string (not through a transaction pooler) for the API feed's LISTEN, which needs "+
 			"a session; empty means database.url, or, when database.pooler is transaction, that long polls "+
 			"re-read the feed every "+formatDuration(FeedPollInterval)+" instead of being woken."),
+	newKey("database.read_url", func(c *Config) *string { return &c.Database.ReadURL },
+		"", dsnText, checkDSN,
+		"Connection string of a streaming replica (a hot standby) for the API's and the console's heavy "+
+			"read-only queries: lists, summaries, the console's overview and lists. Writes, the sweep, the "+
+			"pruner, token checks, reads by id and the feed stay on database.url; while the replica lags more "+
+			"than database.read_max_lag, or cannot be reached, its reads go to database.url too. Empty: every "+
+			"read goes to database.url. It holds a password like database.url; database.pooler and "+
+			"database.query_exec_mode apply to it as well."),
+	newKey("database.read_max_lag", func(c *Config) *time.Duration { return &c.Database.ReadMaxLag },
+		10*time.Second, durationText, durationAtLeast(2*ReplicaCheckInterval),
+		"Most staleness allowed of database.read_url (at least "+formatDuration(2*ReplicaCheckInterval)+
+			"): reads go to the primary while the replica has not replayed what the primary had written this "+
+			"long ago. Measured every "+formatDuration(ReplicaCheckInterval)+", to within that interval."),
 
 	newKey("sweep.schedule", func(c *Config) *string { return &c.Sweep.Schedule },
 		sweep.ScheduleDefault, stringText, checkSchedule,

@@ -43,6 +43,10 @@ var poolerSafeModes = map[string]bool{"exec": true, "simple_protocol": true}
 // database.listen_url).
 const FeedPollInterval = time.Second
 
+// ReplicaCheckInterval is how often the daemon measures the lag of
+// database.read_url.
+const ReplicaCheckInterval = time.Second
+
 // ExecModeName is the effective database.query_exec_mode: QueryExecMode when
 // set, else exec under PoolerTransaction and cache_statement (pgx's default,
 // the fastest on a direct connection) otherwise.

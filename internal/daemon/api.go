@@ -19,6 +19,7 @@ import (
 	"github.com/tasksweeper/sweeper/api"
 	"github.com/tasksweeper/sweeper/console"
 	"github.com/tasksweeper/sweeper/internal/config"
+	"github.com/tasksweeper/sweeper/ledger"
 )
 
 // APIServer is the ledger's HTTP API on its own listener (api.listen), and
@@ -46,6 +47,12 @@ func StartAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg pr
 // StartAPIWithRuns is StartAPI whose console shows the sweeper's runs as
 // runs reports them (nil: not known).
 func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reg prometheus.Registerer, log *zap.Logger, runs func() console.Runs) (*APIServer, error) {
+	return startAPI(ctx, cfg, pool, nil, reg, log, runs)
+}
+
+// startAPI is StartAPIWithRuns whose lists and summaries run on reads (a
+// *ReadRouter) when it is not nil.
+func startAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reads ledger.DB, reg prometheus.Registerer, log *zap.Logger, runs func() console.Runs) (*APIServer, error) {
 	c := cfg.API
 	if c.Listen == "" {
 		return nil, nil
@@ -59,7 +66,7 @@ func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool
 			Reason: fmt.Sprintf("must be longer than api.max_wait (%s), or long polls are cut off", c.MaxWait)}
 	}
 	opts := api.Options{
-		Pool: pool, Logger: log.Named("api"), Registerer: reg,
+		Pool: pool, Reads: reads, Logger: log.Named("api"), Registerer: reg,
 		MaxBodyBytes: int64(c.MaxBodyBytes), MaxBatch: c.MaxBatch,
 		RateLimit: float64(c.RateLimit), RateBurst: c.RateBurst, MaxWait: c.MaxWait,
 	}
@@ -91,7 +98,7 @@ func StartAPIWithRuns(ctx context.Context, cfg config.Config, pool *pgxpool.Pool
 	// its LISTEN (database.listen_url, else polling behind a transaction
 	// pooler), one connection for both.
 	ch, err := console.NewHandler(console.Config{
-		Pool: pool, HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout, Runs: runs, Logger: log.Named("console"),
+		Pool: pool, Reads: reads, HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout, Runs: runs, Logger: log.Named("console"),
 		Waiter: h.Waiter(),
 	})
 	if err != nil {
@@ -224,6 +231,9 @@ type apiService struct {
 	reg  prometheus.Registerer
 	log  *zap.Logger
 	runs func() console.Runs // the sweeper's runs, for the console's overview
+	// reads, when not nil, runs the API's and console's lists and summaries
+	// (the replica router of database.read_url).
+	reads ledger.DB
 
 	srv    *APIServer
 	failed chan error
@@ -233,7 +243,7 @@ type apiService struct {
 
 // Start serves the API; configuration and listen errors are returned.
 func (a *apiService) Start(ctx context.Context) error {
-	s, err := StartAPIWithRuns(ctx, a.cfg, a.pool, a.reg, a.log, a.runs)
+	s, err := startAPI(ctx, a.cfg, a.pool, a.reads, a.reg, a.log, a.runs)
 	if err != nil {
 		return err
 	}

@@ -37,17 +37,9 @@ var ErrGraceExceeded = errors.New("shutdown grace period exceeded; the running b
 // the two session uses, migrations and the API feed's LISTEN, take their own
 // direct connections (database.migrate_url, database.listen_url).
 func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
-	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)
+	pcfg, err := poolConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database.url: invalid connection string (value not shown: it may contain a password)")
-	}
-	pcfg.MaxConns = int32(cfg.Database.MaxConns)
-	pcfg.ConnConfig.DefaultQueryExecMode = cfg.Database.ExecMode()
-	if pcfg.ConnConfig.ConnectTimeout == 0 {
-		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	}
-	if pcfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		pcfg.ConnConfig.RuntimeParams["application_name"] = "sweeper"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -60,6 +52,25 @@ func OpenPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("connecting to database %s: %w", config.DisplayDSN(cfg.Database.URL), ExplainPooler(err))
 	}
 	return pool, nil
+}
+
+// poolConfig is the pool configuration of cfg.Database.URL: its size, exec
+// mode, connect timeout and application_name. Its error is pgx's, which
+// may quote the password: callers replace it.
+func poolConfig(cfg config.Config) (*pgxpool.Config, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = int32(cfg.Database.MaxConns)
+	pcfg.ConnConfig.DefaultQueryExecMode = cfg.Database.ExecMode()
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if pcfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		pcfg.ConnConfig.RuntimeParams["application_name"] = "sweeper"
+	}
+	return pcfg, nil
 }
 
 // EnsureSchema checks the schema is the version this build expects. With
@@ -162,13 +173,29 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// runs until the end; the API listens before /metrics does, so a
 	// supervisor that waits for the metrics address finds the API up too.
 	var services startstop.Group
+	closePools := pool.Close
 	if cfg.API.Listen != "" {
-		services.Add("api server", &apiService{cfg: cfg, pool: pool, reg: metrics.Registry, log: log, runs: runs.Runs})
+		api := &apiService{cfg: cfg, pool: pool, reg: metrics.Registry, log: log, runs: runs.Runs}
+		// Replica reads: only the API's and console's lists and summaries;
+		// the sweep, the pruner and every write keep to pool.
+		if cfg.Database.ReadURL != "" {
+			router, err := NewReadRouter(ctx, pool, cfg, ReadRouterConfig{
+				MaxLag: cfg.Database.ReadMaxLag, Metrics: metrics, Logger: log.Named("replica"),
+			})
+			if err != nil {
+				pool.Close()
+				return err
+			}
+			closePools = func() { router.Close(); pool.Close() }
+			api.reads = router
+			services.Add("read router", router)
+		}
+		services.Add("api server", api)
 	}
 	if cfg.HTTP.Listen != "" {
 		srv, err := NewHTTPServer(cfg.HTTP.Listen, health.Handler(), cfg.ShutdownGrace, log)
 		if err != nil {
-			pool.Close()
+			closePools()
 			return err
 		}
 		services.Add("http server", srv)
@@ -176,12 +203,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	services.Add("sweeper", sweeper)
 	pruner, err := newPruner(pool, cfg, metrics, log)
 	if err != nil {
-		pool.Close()
+		closePools()
 		return err
 	}
 	services.Add("pruner", pruner)
 	if err := services.Start(ctx); err != nil {
-		pool.Close()
+		closePools()
 		return err
 	}
 	log.Info("sweeper started",
@@ -205,7 +232,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		// connection. Exiting drops the connection; PostgreSQL rolls back.
 		return errors.Join(runErr, ErrGraceExceeded)
 	}
-	pool.Close()
+	closePools()
 	log.Info("stopped")
 	return runErr
 }

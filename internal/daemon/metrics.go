@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -23,6 +25,11 @@ type Metrics struct {
 	oldestAge   prometheus.Gauge
 	ready       prometheus.Gauge
 	retention   *retentionMetrics
+
+	readQueries      *prometheus.CounterVec
+	replicaFallbacks *prometheus.CounterVec
+	replicaLag       prometheus.Gauge
+	replicaInUse     prometheus.Gauge
 }
 
 // Run results, the values of sweeper_runs_total's result label.
@@ -69,6 +76,22 @@ func NewMetrics() *Metrics {
 			Name: "sweeper_ready",
 			Help: "1 when ready (database reachable, schema current, last run ok), else 0; set by every run and every /readyz request.",
 		}),
+		readQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_read_queries_total",
+			Help: "Read-only queries of the API and the console that database.read_url may serve, by the server that ran them (replica or primary).",
+		}, []string{"target"}),
+		replicaFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_read_replica_fallbacks_total",
+			Help: "Reads meant for database.read_url that the primary served, by reason (lag, unreachable, not_standby, error).",
+		}, []string{"reason"}),
+		replicaLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sweeper_read_replica_lag_seconds",
+			Help: "Staleness of database.read_url at the last check (to within the check interval); kept while it is unreachable.",
+		}),
+		replicaInUse: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sweeper_read_replica_in_use",
+			Help: "1 while reads go to database.read_url, 0 while they go to the primary (or no replica is configured).",
+		}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "sweeper_build_info",
@@ -78,6 +101,7 @@ func NewMetrics() *Metrics {
 	buildInfo.Set(1)
 	m.Registry.MustRegister(m.runs, m.swept, m.batches, m.duration, m.lastSuccess,
 		m.inFlight, m.oldestAge, m.ready, buildInfo,
+		m.readQueries, m.replicaFallbacks, m.replicaLag, m.replicaInUse,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.retention = newRetentionMetrics(m.Registry)
 	// Every labelled series exists from the start, at zero.
@@ -85,7 +109,46 @@ func NewMetrics() *Metrics {
 	m.runs.WithLabelValues(ResultError)
 	m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout)
 	m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded)
+	m.readQueries.WithLabelValues(TargetReplica)
+	m.readQueries.WithLabelValues(TargetPrimary)
+	for _, r := range fallbackReasons {
+		m.replicaFallbacks.WithLabelValues(r)
+	}
 	return m
+}
+
+// readQuery counts a routed read served by target. A nil Metrics records
+// nothing (so do the other replica methods).
+func (m *Metrics) readQuery(target string) {
+	if m != nil {
+		m.readQueries.WithLabelValues(target).Inc()
+	}
+}
+
+// readFallback counts a read meant for the replica that the primary serves.
+func (m *Metrics) readFallback(reason string) {
+	if m != nil {
+		m.replicaFallbacks.WithLabelValues(reason).Inc()
+	}
+}
+
+// setReplicaLag records the replica's staleness at the last check.
+func (m *Metrics) setReplicaLag(d time.Duration) {
+	if m != nil {
+		m.replicaLag.Set(d.Seconds())
+	}
+}
+
+// setReplicaInUse records whether reads go to the replica.
+func (m *Metrics) setReplicaInUse(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.replicaInUse.Set(1)
+	} else {
+		m.replicaInUse.Set(0)
+	}
 }
 
 // ObserveRun records one sweep run.

@@ -27,6 +27,11 @@
 // end-of-file and, unless Close already cleaned up, stops the server and
 // removes its directory or container.
 //
+// StartStandby makes a streaming standby of a local server (pg_basebackup,
+// synchronous or not, optionally through a replication slot) and
+// Server.Promote promotes it: failover tests kill the primary and promote
+// the standby.
+//
 // When nothing is found Start returns an error that wraps ErrNoPostgres, so
 // callers can tell "no PostgreSQL here" (tests skip) from "PostgreSQL failed"
 // (tests fail).

@@ -44,6 +44,10 @@ type local struct {
 	cred     *syscall.Credential // nil: run as ourselves
 	watchdog *watchdog
 
+	// primaryConninfo is the primary_conninfo of a standby (StartStandby);
+	// empty for a primary.
+	primaryConninfo string
+
 	proc   *os.Process   // nil when stopped
 	exited chan struct{} // closed when proc has been reaped
 }
@@ -246,6 +250,9 @@ func (l *local) start(ctx context.Context) error {
 		"listen_addresses":           "127.0.0.1",
 		"dynamic_shared_memory_type": "mmap",
 	})
+	if l.primaryConninfo != "" {
+		settings = append(settings, "primary_conninfo="+l.primaryConninfo)
+	}
 	for _, s := range settings {
 		args = append(args, "-c", s)
 	}

@@ -51,3 +51,8 @@ func (*PgBouncer) URLFor(string) (string, error) { return "", ErrNoPgBouncer }
 
 // Close does nothing.
 func (*PgBouncer) Close() error { return nil }
+
+// StartStandby is not supported here.
+func StartStandby(context.Context, *Server, StandbyOptions) (*Server, error) {
+	return nil, fmt.Errorf("starting a standby: %w (not supported on %s)", ErrNotLocal, runtime.GOOS)
+}
