@@ -4,7 +4,8 @@
 // heartbeat timeouts), faults (the server killed and restarted, a backend
 // terminated, a statement timeout, the daemon killed or stopped mid-batch),
 // secrets that must never show, TLS with a CA made in the test, concurrent
-// migrations and a dirty schema.
+// migrations and a dirty schema, and a failover of a real HA engine
+// (pg_auto_failover: `pg_autoctl perform failover` under load).
 //
 // The package has only tests. A short form of each runs in `make test`;
 // `make stress` runs the long storm and fuzz runs through
