@@ -127,12 +127,12 @@ func (db *ledgerDB) burnXIDs(ctx context.Context, n int64) (int64, error) {
 // ingest measures the table's updates); Resume beats every kept row before
 // it returns, so none is stale when a sweep runs again.
 type keeper struct {
-	db         *ledgerDB
-	short      []string
-	long       []string
-	mu         sync.Mutex // held while paused and during a round
-	stop chan struct{}
-	done chan struct{}
+	db    *ledgerDB
+	short []string
+	long  []string
+	mu    sync.Mutex // held while paused and during a round
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 // Intervals of keeper.
