@@ -148,20 +148,21 @@ func or[T comparable](v, def T) T {
 
 // Results is everything one run measured; Render turns it into the report.
 type Results struct {
-	Started time.Time     `json:"started"`
-	Elapsed time.Duration `json:"elapsed"`
-	Command string        `json:"command"`
-	Machine Machine       `json:"machine"`
-	Config  ConfigInfo    `json:"config"`
-	Sizes   []SizeResult  `json:"sizes"`
-	Ingest  []IngestRow   `json:"ingest"`
-	Daemon  *DaemonResult `json:"daemon,omitempty"`
-	API     *APIResult    `json:"api,omitempty"`
-	Plan    *PlanResult   `json:"plan,omitempty"`
+	Started  time.Time     `json:"started"`
+	Elapsed  time.Duration `json:"elapsed"`
+	Command  string        `json:"command"`
+	Machine  Machine       `json:"machine"`
+	Config   ConfigInfo    `json:"config"`
+	Sizes    []SizeResult  `json:"sizes"`
+	Ingest   []IngestRow   `json:"ingest"`
+	Daemon   *DaemonResult `json:"daemon,omitempty"`
+	API      *APIResult    `json:"api,omitempty"`
+	Plan     *PlanResult   `json:"plan,omitempty"`
+	Problems []string      `json:"problems,omitempty"`
+
 	// ConsolePlan is the console's plan test on the ledger of the last
 	// size.
 	ConsolePlan *PlanResult `json:"console_plan,omitempty"`
-	Problems    []string    `json:"problems,omitempty"`
 }
 
 // ConfigInfo records the Config a run used.
