@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,12 +20,35 @@ import (
 // never scans delegations or delegation_events sequentially, and uses no
 // OFFSET, both as planned for the given values and as a generic plan (what
 // PostgreSQL may switch to after five runs of a prepared statement).
+//
+// With SWEEPER_CONSOLE_PLAN_URL set it checks the statements on that
+// database instead (the benchmark's loaded ledger, `make bench`), with
+// EXPLAIN ANALYZE and the benchmark's values, and logs each plan's nodes,
+// execution time and buffers.
 func TestQueryPlans(t *testing.T) {
-	t.Parallel()
-	db := testdb.New(t)
 	ctx := context.Background()
-	// History dominates, as in a real ledger: 60k rows, 3% in flight.
-	if _, err := db.Pool.Exec(ctx, `
+	v := planValues{caller: "caller7", callee: "callee7", prefix: "d12"}
+	var pool *pgxpool.Pool
+	if url := os.Getenv("SWEEPER_CONSOLE_PLAN_URL"); url != "" {
+		p, err := pgxpool.New(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		pool = p
+		var rows, events int64
+		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM delegations), (SELECT count(*) FROM delegation_events)`).Scan(&rows, &events); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("console plan rows: %d", rows)
+		t.Logf("console plan: %d delegations, %d events", rows, events)
+		v = planValues{caller: "caller-39", callee: "callee-7", prefix: "h12", analyze: true}
+	} else {
+		t.Parallel()
+		db := testdb.New(t)
+		pool = db.Pool
+		// History dominates, as in a real ledger: 60k rows, 3% in flight.
+		if _, err := db.Pool.Exec(ctx, `
 		SET session_replication_role = replica;
 		INSERT INTO delegations (delegation_id, caller_id, callee_id, status, stuck_reason, last_heartbeat, created_at)
 		SELECT 'd' || g, 'caller' || (g % 40), 'callee' || (g % 70),
@@ -38,11 +62,13 @@ func TestQueryPlans(t *testing.T) {
 		SELECT delegation_id, status, 'seed', created_at, caller_id, callee_id, stuck_reason FROM delegations;
 		SET session_replication_role = DEFAULT;
 		ANALYZE delegations; ANALYZE delegation_events`); err != nil {
-		t.Fatal(err)
+			t.Fatal(err)
+		}
 	}
 	all := ledger.StatusStrings(ledger.Statuses)
 	inflight := ledger.StatusStrings(ledger.NonTerminal())
 	at, after := time.Now().Add(-time.Hour), time.Now().Add(-48*time.Hour)
+	caller, callee, prefix := v.caller, v.callee, v.prefix
 	for _, c := range []struct {
 		name  string
 		sql   string
@@ -50,24 +76,24 @@ func TestQueryPlans(t *testing.T) {
 		index []string // one of these must appear
 	}{
 		{"in flight by caller", inFlightByCallerSQL, []any{"", ""}, []string{"idx_delegations_inflight"}},
-		{"in flight of a caller", inFlightByCallerSQL, []any{"caller7", ""}, []string{"idx_delegations_inflight"}},
-		{"in flight of a callee", inFlightByCallerSQL, []any{"", "callee7"}, []string{"idx_delegations_inflight"}},
+		{"in flight of a caller", inFlightByCallerSQL, []any{caller, ""}, []string{"idx_delegations_inflight"}},
+		{"in flight of a callee", inFlightByCallerSQL, []any{"", callee}, []string{"idx_delegations_inflight"}},
 		{"due", dueSQL, []any{"", ""}, []string{"idx_delegations_inflight_heartbeat"}},
-		{"due of a caller", dueSQL, []any{"caller7", ""}, []string{"idx_delegations_inflight"}},
+		{"due of a caller", dueSQL, []any{caller, ""}, []string{"idx_delegations_inflight"}},
 		{"events since", eventsSinceSQL, []any{at}, []string{"idx_delegation_events_feed"}},
 		{"stuck since", stuckSinceSQL, []any{int64(0), at, "", ""}, []string{"idx_delegation_events_to_status"}},
-		{"stuck since of a caller", stuckSinceSQL, []any{int64(0), at, "caller7", ""}, []string{"idx_delegation_events_to_status", "idx_delegation_events_caller"}},
+		{"stuck since of a caller", stuckSinceSQL, []any{int64(0), at, caller, ""}, []string{"idx_delegation_events_to_status", "idx_delegation_events_caller"}},
 		{"recent stuck", recentStuckSQL, []any{20, "", ""}, []string{"idx_delegation_events_to_status"}},
 		{"list all", listByStatusesSQL, []any{all, at, "", minTime, 51}, []string{"idx_delegations_status"}},
 		{"list in flight", listByStatusesSQL, []any{inflight, at, "", after, 51}, []string{"idx_delegations_status"}},
 		{"list stuck", listByStatusesSQL, []any{[]string{"stuck"}, maxTime, "", minTime, 51}, []string{"idx_delegations_status"}},
-		{"list caller", listByCallerSQL, []any{"caller7", all, "", maxTime, "", minTime, 51}, []string{"idx_delegations_caller"}},
-		{"list caller in flight", listInFlightByCallerSQL, []any{"caller7", inflight, "callee3", maxTime, "", minTime, 51}, []string{"idx_delegations_inflight"}},
-		{"list callee", listByCalleeSQL, []any{"callee7", all, maxTime, "", minTime, 51}, []string{"idx_delegations_callee"}},
-		{"list id prefix", listByIDPrefixSQL, []any{"d12", "d12\U0010FFFF", "", all, "", "", minTime, maxTime, 51}, []string{"delegations_pkey"}},
+		{"list caller", listByCallerSQL, []any{caller, all, "", maxTime, "", minTime, 51}, []string{"idx_delegations_caller"}},
+		{"list caller in flight", listInFlightByCallerSQL, []any{caller, inflight, callee, maxTime, "", minTime, 51}, []string{"idx_delegations_inflight"}},
+		{"list callee", listByCalleeSQL, []any{callee, all, maxTime, "", minTime, 51}, []string{"idx_delegations_callee"}},
+		{"list id prefix", listByIDPrefixSQL, []any{prefix, prefix + "\U0010FFFF", "", all, "", "", minTime, maxTime, 51}, []string{"delegations_pkey"}},
 	} {
 		for _, mode := range []string{"custom", "generic"} {
-			plan, err := explain(ctx, db.Pool, c.sql, c.args, mode)
+			plan, err := explain(ctx, pool, c.sql, c.args, mode, v.analyze)
 			if err != nil {
 				t.Fatalf("%s (%s): %v", c.name, mode, err)
 			}
@@ -81,15 +107,70 @@ func TestQueryPlans(t *testing.T) {
 			if !found {
 				t.Errorf("%s (%s plan) reads none of %v:\n%s", c.name, mode, c.index, plan)
 			}
+			if v.analyze {
+				t.Logf("console plan: %-24s %-7s %s", c.name, mode, planSummary(plan))
+			}
 		}
 	}
+}
+
+// planValues are the filter values TestQueryPlans plans with.
+type planValues struct {
+	caller, callee, prefix string
+	analyze                bool // EXPLAIN ANALYZE, BUFFERS
+}
+
+// planSummary is a JSON plan's execution time, shared buffers and nodes.
+func planSummary(plan string) string {
+	var ps []struct {
+		Plan          planNode `json:"Plan"`
+		ExecutionTime float64  `json:"Execution Time"`
+	}
+	if err := json.Unmarshal([]byte(plan), &ps); err != nil || len(ps) == 0 {
+		return "(unreadable plan)"
+	}
+	var nodes []string
+	var walk func(n planNode)
+	walk = func(n planNode) {
+		if strings.Contains(n.NodeType, "Scan") {
+			s := n.NodeType
+			if n.Relation != "" {
+				s += " on " + n.Relation
+			}
+			if n.Index != "" {
+				s += " using " + n.Index
+			}
+			nodes = append(nodes, s)
+		}
+		for _, c := range n.Plans {
+			walk(c)
+		}
+	}
+	walk(ps[0].Plan)
+	root := ps[0].Plan
+	return fmt.Sprintf("%.2f ms, buffers hit %d read %d: %s", ps[0].ExecutionTime,
+		root.SharedHit, root.SharedRead, strings.Join(nodes, ", "))
+}
+
+type planNode struct {
+	NodeType   string     `json:"Node Type"`
+	Relation   string     `json:"Relation Name"`
+	Index      string     `json:"Index Name"`
+	SharedHit  int64      `json:"Shared Hit Blocks"`
+	SharedRead int64      `json:"Shared Read Blocks"`
+	Plans      []planNode `json:"Plans"`
 }
 
 var probes atomic.Int64
 
 // explain returns the JSON plan of sql, planned for args (custom) or as a
-// generic plan (PREPARE under plan_cache_mode = force_generic_plan).
-func explain(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, mode string) (string, error) {
+// generic plan (PREPARE under plan_cache_mode = force_generic_plan); with
+// analyze, run and measured (EXPLAIN ANALYZE, BUFFERS).
+func explain(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, mode string, analyze bool) (string, error) {
+	opts := "EXPLAIN (FORMAT JSON) "
+	if analyze {
+		opts = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+	}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return "", err
@@ -97,7 +178,7 @@ func explain(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, mo
 	defer func() { _ = tx.Rollback(ctx) }()
 	var raw []byte
 	if mode == "custom" {
-		if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+sql, args...).Scan(&raw); err != nil {
+		if err := tx.QueryRow(ctx, opts+sql, args...).Scan(&raw); err != nil {
 			return "", err
 		}
 		return string(raw), nil
@@ -128,7 +209,7 @@ func explain(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, mo
 	if _, err := tx.Exec(ctx, "PREPARE "+name+" ("+strings.Join(types, ", ")+") AS "+sql); err != nil {
 		return "", err
 	}
-	if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) EXECUTE "+name+"("+strings.Join(lits, ", ")+")").Scan(&raw); err != nil {
+	if err := tx.QueryRow(ctx, opts+"EXECUTE "+name+"("+strings.Join(lits, ", ")+")").Scan(&raw); err != nil {
 		return "", err
 	}
 	if _, err := tx.Exec(ctx, "DEALLOCATE "+name); err != nil {

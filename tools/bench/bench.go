@@ -65,6 +65,13 @@ type Config struct {
 	FeedEvents  int
 	// APIOnly measures only the API, at the last size (with Binary).
 	APIOnly bool
+	// ConsoleRequests is the number of timed requests of each console
+	// page, per role and size.
+	ConsoleRequests int
+	// ConsolePlans, when set, checks the plans of the console's statements
+	// on the loaded ledger of the last size (its database URL); the
+	// command runs console's TestQueryPlans against it.
+	ConsolePlans func(ctx context.Context, dbURL string) *PlanResult
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -87,6 +94,7 @@ var (
 	APIRateDefault              = 1000
 	APIDurationDefault          = 10 * time.Second
 	FeedEventsDefault           = 300
+	ConsoleRequestsDefault      = 100
 )
 
 // ServerSettings tune the throwaway server for a 2-core, 24 GiB machine. The
@@ -124,6 +132,7 @@ func (c *Config) fill() {
 	c.APIRate = or(c.APIRate, APIRateDefault)
 	c.APIDuration = or(c.APIDuration, APIDurationDefault)
 	c.FeedEvents = or(c.FeedEvents, FeedEventsDefault)
+	c.ConsoleRequests = or(c.ConsoleRequests, ConsoleRequestsDefault)
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -150,6 +159,10 @@ type Results struct {
 	API      *APIResult    `json:"api,omitempty"`
 	Plan     *PlanResult   `json:"plan,omitempty"`
 	Problems []string      `json:"problems,omitempty"`
+
+	// ConsolePlan is the console's plan test on the ledger of the last
+	// size.
+	ConsolePlan *PlanResult `json:"console_plan,omitempty"`
 }
 
 // ConfigInfo records the Config a run used.
@@ -227,6 +240,8 @@ type SizeResult struct {
 	BareDrains     []DrainResult   `json:"bare_drains"`
 	// TriggerDrains are bare UPDATE drains with the table's triggers on.
 	TriggerDrains []DrainResult `json:"trigger_drains"`
+	// Console is the console's page times on the ledger as loaded.
+	Console *ConsoleResult `json:"console,omitempty"`
 }
 
 // TriggerRate is the rows per second of the bare drains with triggers on.
@@ -358,6 +373,12 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	defer db.drop(ctx)
 	sr := SizeResult{Rows: n, LoadTime: db.loadTime}
 	sr.TableBytes, sr.IndexBytes = db.sizes(ctx)
+	// The live rows with a heartbeat timeout of their own stay live.
+	keep, err := startKeeper(ctx, db, cfg.InFlight)
+	if err != nil {
+		return fmt.Errorf("beating the live rows at %d rows: %w", n, err)
+	}
+	defer keep.Stop()
 
 	if cfg.APIOnly {
 		if !last {
@@ -373,6 +394,18 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 		r.API = a
 		return nil
 	}
+	// The console first, on the ledger as loaded (the drains below add
+	// hundreds of thousands of stuck events within minutes).
+	c, err := measureConsole(ctx, cfg, db)
+	if err != nil {
+		r.problem(cfg, "console at %d rows: %v", n, err)
+	}
+	sr.Console = c
+	if last && cfg.ConsolePlans != nil {
+		cfg.Logf("console plan test at %d rows", n)
+		r.ConsolePlan = cfg.ConsolePlans(ctx, db.url)
+		cfg.Logf("console plan test: passed=%v in %s", r.ConsolePlan.Passed, r.ConsolePlan.Duration.Round(time.Second))
+	}
 	if err := measureSweeps(ctx, cfg, db, &sr); err != nil {
 		r.problem(cfg, "sweeps at %d rows: %v", n, err)
 	}
@@ -380,10 +413,14 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	if !last {
 		return nil
 	}
+	keep.Pause() // the ingest measures the table's updates
 	if rows, err := measureIngest(ctx, cfg, db); err != nil {
 		r.problem(cfg, "heartbeat ingest at %d rows: %v", n, err)
 	} else {
 		r.Ingest = rows
+	}
+	if err := keep.Resume(ctx); err != nil {
+		return fmt.Errorf("beating the live rows at %d rows: %w", n, err)
 	}
 	if cfg.Binary != "" {
 		d, err := measureDaemon(ctx, cfg, db)

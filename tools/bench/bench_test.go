@@ -163,7 +163,7 @@ func TestRunSmall(t *testing.T) {
 	r, err := bench.Run(ctx, bench.Config{
 		Sizes: []int{3000, 6000}, InFlight: 1000, Eligible: 50, Backlog: 2000,
 		SweepRuns: 5, EligibleRuns: 2, DrainRounds: 1, IngestDuration: 300 * time.Millisecond, IngestRows: 4000,
-		Logf: t.Logf,
+		ConsoleRequests: 3, Logf: t.Logf,
 	})
 	if errors.Is(err, pgserver.ErrNoPostgres) && os.Getenv(testdb.EnvRequireDB) == "" {
 		t.Skip(err)
@@ -180,6 +180,7 @@ func TestRunSmall(t *testing.T) {
 	if len(r.Ingest) != 7 {
 		t.Fatalf("ingest: %+v", r.Ingest)
 	}
+	checkConsole(t, r)
 	for _, row := range r.Ingest {
 		if row.Beats == 0 || row.Updates == 0 {
 			t.Errorf("ingest %s/%d: %+v", row.Path, row.Writers, row)

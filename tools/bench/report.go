@@ -78,6 +78,7 @@ func (r *Results) Targets() []Target {
 	if p := r.Plan; p != nil {
 		add(fmt.Sprintf("EXPLAIN plan test at %s rows", count(p.Rows)), "no sequential scan", true, p.Passed, passFail(p.Passed))
 	}
+	r.consoleTargets(add)
 	return out
 }
 
@@ -167,7 +168,8 @@ func Render(r *Results, imgDir string) string {
 	}
 	w("| server settings | %s |\n", strings.Join(set, " "))
 	c := r.Config
-	w("| ledger | history rows (completed 80%%, failed 10%%, stuck 10%%) + %s live `in_progress` rows, loaded with triggers off, indexes built after, `VACUUM ANALYZE` |\n", count(c.InFlight))
+	w("| ledger | history rows (completed 80%%, failed 10%%, stuck 10%%; one in %d a second attempt) + %s live `in_progress` rows (heartbeat timeout: a third the global one, a third %s, a third %s of their own, beaten every %s and %s to stay live), %d audit events per history row and %d per live row, loaded with triggers off, indexes built after, `VACUUM ANALYZE` |\n",
+		retryEvery, count(c.InFlight), shortDur(shortTimeout), shortDur(longTimeout), shortDur(keepShortEvery), shortDur(keepLongEvery), eventsPerHistoryRow, eventsPerLiveRow)
 	w("| sweeps | `sweep.Sweeper.RunOnce`, batch size %d, notifications to `%s` with a listener attached, heartbeat timeout %s (stale rows are older; the live rows stay live however long the run) |\n",
 		1000, "delegation_stuck", shortDur(c.HeartbeatTimeout))
 	w("\n")
@@ -283,6 +285,8 @@ func Render(r *Results, imgDir string) string {
 	if a := r.API; a != nil {
 		renderAPI(w, a, r.Config)
 	}
+
+	renderConsole(w, r)
 
 	if p := r.Plan; p != nil {
 		w("## Plan regression\n\n")

@@ -99,7 +99,7 @@ func dbURL(serverURL, name string) string {
 
 // loadLedger creates a database migrated to the latest schema and fills it
 // with n rows: n - InFlight rows of terminal history and InFlight live
-// in_progress rows. Triggers are off for the load (it is not a change to
+// in_progress rows, and their audit events (console_load.go). Triggers are off for the load (it is not a change to
 // audit), indexes are built after the rows are in, then VACUUM ANALYZE and a
 // checkpoint leave the database as a long-running one would be.
 func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, error) {
@@ -133,19 +133,19 @@ func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, 
 
 	// Keep the migration's index definitions, drop them, load, rebuild.
 	rows, err := conn.Query(ctx, `
-		SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisprimary
+		SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisprimary, i.indrelid::regclass::text
 		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-		WHERE i.indrelid = 'delegations'::regclass ORDER BY c.relname`)
+		WHERE i.indrelid IN ('delegations'::regclass, 'delegation_events'::regclass) ORDER BY c.relname`)
 	if err != nil {
 		return nil, err
 	}
 	type index struct {
-		name, def string
-		primary   bool
+		name, def, table string
+		primary          bool
 	}
 	indexes, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (index, error) {
 		var ix index
-		err := r.Scan(&ix.name, &ix.def, &ix.primary)
+		err := r.Scan(&ix.name, &ix.def, &ix.primary, &ix.table)
 		return ix, err
 	})
 	if err != nil {
@@ -154,8 +154,8 @@ func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, 
 	var pre, post []string
 	for _, ix := range indexes {
 		if ix.primary {
-			pre = append(pre, `ALTER TABLE delegations DROP CONSTRAINT `+ix.name)
-			post = append(post, `ALTER TABLE delegations ADD CONSTRAINT `+ix.name+` PRIMARY KEY (delegation_id)`)
+			pre = append(pre, `ALTER TABLE `+ix.table+` DROP CONSTRAINT `+ix.name)
+			post = append(post, ix.def, `ALTER TABLE `+ix.table+` ADD CONSTRAINT `+ix.name+` PRIMARY KEY USING INDEX `+ix.name)
 			continue
 		}
 		pre = append(pre, `DROP INDEX `+ix.name)
@@ -164,36 +164,37 @@ func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, 
 	// For the breakdown of a sweep run by statement; absent on servers
 	// without the library preloaded, which only loses the breakdown.
 	_, _ = conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
-	stmts := []string{`SET session_replication_role = replica`, `SET maintenance_work_mem = '1GB'`}
-	stmts = append(stmts, pre...)
+	// The audit log's transactions take ids below any handed out after
+	// the load (see console_load.go).
+	maxTx, err := db.burnXIDs(ctx, max(loadEventCount(history, cfg.InFlight)/eventsPerTx, 1000))
+	if err != nil {
+		return nil, err
+	}
+	type stmt struct {
+		sql  string
+		args []any
+	}
+	var stmts []stmt
+	add := func(sqls ...string) {
+		for _, q := range sqls {
+			stmts = append(stmts, stmt{sql: q})
+		}
+	}
+	add(`SET session_replication_role = replica`, `SET maintenance_work_mem = '1GB'`, `SET work_mem = '256MB'`)
+	add(pre...)
 	stmts = append(stmts,
-		// History: terminal rows spread over the last weeks.
-		fmt.Sprintf(`
-		INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, result_preview, error_detail,
-		                         status, last_heartbeat, deadline, stuck_reason, created_at, updated_at)
-		SELECT 'h' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89), 'history task number ' || g,
-		       CASE WHEN g %% 10 < 8 THEN 'stored result ' || g END,
-		       CASE WHEN g %% 10 = 8 THEN 'worker reported an error' END,
-		       CASE WHEN g %% 10 < 8 THEN 'completed' WHEN g %% 10 = 8 THEN 'failed' ELSE 'stuck' END,
-		       ts - interval '1 minute', ts + interval '6 hours',
-		       CASE WHEN g %% 10 = 9 THEN 'heartbeat_timeout' END,
-		       ts - interval '5 minutes', ts
-		FROM generate_series(1, %d) g,
-		     LATERAL (SELECT now() - interval '2 hours' - make_interval(secs => (%d - g) * 0.5)) AS t(ts)`,
-			history, history),
-		// In flight: live rows, heartbeats within the last minute.
-		fmt.Sprintf(`
-		INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, status, last_heartbeat, deadline, created_at)
-		SELECT 'f' || g, 'caller-' || (g %% 97), 'callee-' || (g %% 89), 'live task number ' || g, 'in_progress',
-		       now() - make_interval(secs => g %% 60), now() + interval '6 hours',
-		       now() - make_interval(secs => g %% 3600)
-		FROM generate_series(1, %d) g`, cfg.InFlight),
+		// History: terminal rows spread over the last weeks, some of them
+		// second attempts; in flight: live rows of mixed heartbeat
+		// timeouts; the audit log of both.
+		stmt{historyInsertSQL, []any{history, retryEvery}},
+		stmt{liveInsertSQL, []any{cfg.InFlight, shortTimeout.Seconds(), longTimeout.Seconds()}},
+		stmt{eventsInsertSQL, []any{history, maxTx, loadEventCount(history, cfg.InFlight)}},
 	)
-	stmts = append(stmts, post...)
-	stmts = append(stmts, `SET session_replication_role = DEFAULT`, `VACUUM (ANALYZE) delegations`, `VACUUM (ANALYZE) delegation_events`, `CHECKPOINT`)
+	add(post...)
+	add(`RESET work_mem`, `SET session_replication_role = DEFAULT`, `VACUUM (ANALYZE) delegations`, `VACUUM (ANALYZE) delegation_events`, `CHECKPOINT`)
 	for _, st := range stmts {
-		if _, err := conn.Exec(ctx, st); err != nil {
-			return nil, fmt.Errorf("%s: %w", firstLine(st), err)
+		if _, err := conn.Exec(ctx, st.sql, st.args...); err != nil {
+			return nil, fmt.Errorf("%s: %w", firstLine(st.sql), err)
 		}
 	}
 	db.loadTime = time.Since(began)

@@ -50,6 +50,8 @@ func run() error {
 		apiOnly    = flag.Bool("api-only", false, "measure only the HTTP API, at the last size")
 		binary     = flag.String("binary", "bin/sweeper", "the built daemon; empty skips the daemon measurements")
 		planRows   = flag.Int("plan-rows", 1_000_000, "rows of the EXPLAIN plan test run after the bench; 0 skips it")
+		consoleN   = flag.Int("console-requests", bench.ConsoleRequestsDefault, "timed requests of each console page, per role and size")
+		consolePl  = flag.Bool("console-plans", true, "check the console's statement plans on the ledger of the last size")
 		out        = flag.String("out", "docs/benchmarks.md", "the report")
 		imgDir     = flag.String("img", "docs/benchmarks", "directory of the charts and results.json")
 		renderOnly = flag.Bool("render", false, "only render the report and charts again from <img>/results.json")
@@ -91,7 +93,10 @@ func run() error {
 		SweepRuns: *sweepRuns, DrainRounds: *drains, IngestDuration: *ingest, IngestRows: *ingestRows,
 		CronDetectWindow: *cronWin, AdaptiveDetectWindow: *adaptWin,
 		APIRate: *apiRate, APIDuration: *apiDur, FeedEvents: *feedEvents, APIOnly: *apiOnly,
-		Binary: *binary, Logf: logf,
+		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN,
+	}
+	if *consolePl {
+		cfg.ConsolePlans = consolePlanTest
 	}
 	began := time.Now()
 	r, err := bench.Run(ctx, cfg)
@@ -167,6 +172,41 @@ func planTest(ctx context.Context, rows int) *bench.PlanResult {
 				t = t[i:]
 			}
 			keep = append(keep, t)
+		}
+	}
+	res.Output = strings.Join(keep, "\n")
+	if err != nil && len(keep) == 0 {
+		res.Output = buf.String()
+	}
+	return res
+}
+
+// consolePlanTest runs console's TestQueryPlans against the loaded ledger
+// at dbURL: EXPLAIN ANALYZE of every console statement with the bench's
+// values, custom and generic plans.
+func consolePlanTest(ctx context.Context, dbURL string) *bench.PlanResult {
+	goBin := os.Getenv("GO")
+	if goBin == "" {
+		goBin = "go"
+	}
+	cmd := exec.CommandContext(ctx, goBin, "test", "-count=1", "-v", "-run", "^TestQueryPlans$", "./console/")
+	cmd.Env = append(os.Environ(), "SWEEPER_CONSOLE_PLAN_URL="+dbURL, "SWEEPER_REQUIRE_DB=1")
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	began := time.Now()
+	err := cmd.Run()
+	res := &bench.PlanResult{Passed: err == nil, Duration: time.Since(began)}
+	var keep []string
+	for _, line := range strings.Split(buf.String(), "\n") {
+		t := strings.TrimSpace(line)
+		if i := strings.Index(t, "console plan:"); i >= 0 {
+			keep = append(keep, t[i+len("console plan: "):])
+		} else if strings.HasPrefix(t, "--- ") || strings.HasPrefix(t, "FAIL") || strings.Contains(t, "scans sequentially") ||
+			strings.Contains(t, "reads none of") {
+			keep = append(keep, t)
+		}
+		if i := strings.Index(t, "console plan rows: "); i >= 0 {
+			res.Rows, _ = strconv.Atoi(t[i+len("console plan rows: "):])
 		}
 	}
 	res.Output = strings.Join(keep, "\n")

@@ -1,0 +1,219 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tasksweeper/sweeper/ledger"
+)
+
+// What the loaded ledger holds besides the rows themselves, so that the
+// console's pages read what they would read on a real ledger of that size:
+//
+//   - the audit log: eventsPerHistoryRow events for every history row
+//     (queued at created_at, in_progress a minute later, then its terminal
+//     status at updated_at, with the sweep's reason for the stuck ones) and
+//     two for every live row (queued, in_progress). The events are grouped
+//     into transactions of about eventsPerTx events, in time order, with
+//     transaction ids below any the server hands out afterwards: the
+//     loader first uses up that many transaction ids (burnXIDs);
+//   - attempt chains: one history row in retryEvery is the second attempt
+//     of the row before it (attempt 2, retry_of);
+//   - the live rows' heartbeat timeouts (issue 14): a third on the sweep's
+//     global timeout (NULL), a third with a short timeout of their own
+//     (shortTimeout) and a third with a long one (longTimeout). keeper
+//     beats the rows with a timeout of their own often enough that every
+//     live row stays live for the whole run.
+const (
+	eventsPerHistoryRow = 3
+	eventsPerLiveRow    = 2
+	eventsPerTx         = 100
+	retryEvery          = 1000
+	shortTimeout        = 30 * time.Second
+	longTimeout         = 10 * time.Minute
+)
+
+// historyInsertSQL inserts the history rows h1..h$1: terminal rows spread
+// over the weeks before two hours ago, half a second apart, callers and
+// callees by g % 97 and g % 89. Row g with g % $2 = 10 is the second
+// attempt of row g - 1, with its caller and callee.
+const historyInsertSQL = `
+INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, result_preview, error_detail,
+                         status, last_heartbeat, deadline, stuck_reason, created_at, updated_at, attempt, retry_of)
+SELECT 'h' || g, 'caller-' || (c % 97), 'callee-' || (c % 89), 'history task number ' || g,
+       CASE WHEN g % 10 < 8 THEN 'stored result ' || g END,
+       CASE WHEN g % 10 = 8 THEN 'worker reported an error' END,
+       CASE WHEN g % 10 < 8 THEN 'completed' WHEN g % 10 = 8 THEN 'failed' ELSE 'stuck' END,
+       ts - interval '1 minute', ts + interval '6 hours',
+       CASE WHEN g % 10 = 9 THEN 'heartbeat_timeout' END,
+       ts - interval '5 minutes', ts,
+       CASE WHEN g % $2 = 10 THEN 2 ELSE 1 END,
+       CASE WHEN g % $2 = 10 THEN 'h' || (g - 1) END
+FROM generate_series(1, $1::int) g,
+     LATERAL (SELECT now() - interval '2 hours' - make_interval(secs => ($1 - g) * 0.5),
+                     CASE WHEN g % $2 = 10 THEN g - 1 ELSE g END) AS t(ts, c)`
+
+// liveInsertSQL inserts the live rows f1..f$1: in_progress, created within
+// the last hour; by g % 3 on the global timeout, on $2 seconds (heartbeat
+// within the last ten seconds) or on $3 seconds (within the last minute).
+// Triggers are off during the load, so heartbeat_expires_at is computed
+// here as the trigger would.
+const liveInsertSQL = `
+INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, status, last_heartbeat,
+                         heartbeat_timeout, heartbeat_expires_at, deadline, created_at)
+SELECT 'f' || g, 'caller-' || (g % 97), 'callee-' || (g % 89), 'live task number ' || g, 'in_progress',
+       hb, tmo, sweeper_heartbeat_expiry(hb, tmo), now() + interval '6 hours',
+       now() - make_interval(secs => g % 3600)
+FROM generate_series(1, $1::int) g,
+     LATERAL (SELECT CASE g % 3 WHEN 1 THEN make_interval(secs => $2) WHEN 2 THEN make_interval(secs => $3) END,
+                     now() - make_interval(secs => CASE WHEN g % 3 = 1 THEN g % 10 ELSE g % 60 END)) AS t(tmo, hb)`
+
+// eventsInsertSQL writes the audit log of the rows above ($1 history rows,
+// $3 events in all) with transaction ids from 3 (the first normal one) to
+// $2: events are numbered e = 0.. in time order (history rows by number,
+// then the live rows; each row's events by step) and event e is in
+// transaction 3 + e * ($2 - 3) / $3. It reads the table in its physical
+// order, the order of the load, so that ids follow the numbering too.
+const eventsInsertSQL = `
+INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, at, caller_id, callee_id, tx_id)
+SELECT d.delegation_id, v.from_status, v.to_status, v.reason, v.actor, v.at, d.caller_id, d.callee_id,
+       (3 + (o.base + v.step) * ($2::bigint - 3) / $3::bigint)::text::xid8
+FROM delegations d
+CROSS JOIN LATERAL (SELECT substr(d.delegation_id, 2)::bigint AS g, left(d.delegation_id, 1) = 'h' AS hist) AS k
+CROSS JOIN LATERAL (SELECT CASE WHEN k.hist THEN (k.g - 1) * 3 ELSE $1::bigint * 3 + (k.g - 1) * 2 END AS base) AS o
+CROSS JOIN LATERAL (
+    VALUES (0, NULL, 'queued', NULL, 'api:bench-caller', d.created_at),
+           (1, 'queued', 'in_progress', NULL, 'api:bench-worker', LEAST(d.created_at + interval '1 minute', now())),
+           (2, 'in_progress', d.status, d.stuck_reason,
+            CASE WHEN d.status = 'stuck' THEN 'sweeper' ELSE 'api:bench-worker' END, d.updated_at)
+) AS v(step, from_status, to_status, reason, actor, at)
+WHERE k.hist OR v.step < 2`
+
+// loadEventCount is the number of audit events the loader writes.
+func loadEventCount(history, live int) int64 {
+	return int64(history)*eventsPerHistoryRow + int64(live)*eventsPerLiveRow
+}
+
+// burnXIDsSQL uses up one transaction id per BEGIN ... COMMIT: a simple
+// query of several transactions.
+var burnXIDsSQL = strings.Repeat("BEGIN; SELECT pg_current_xact_id(); COMMIT; ", 1000)
+
+// burnXIDs uses up transaction ids until the next one handed out is at
+// least n past the current one, and returns the last one used: the log's
+// loaded events take the ids below it, so every later transaction's events
+// follow them in the feed's order.
+func (db *ledgerDB) burnXIDs(ctx context.Context, n int64) (int64, error) {
+	var start, cur int64
+	if err := db.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&start); err != nil {
+		return 0, fmt.Errorf("reading the transaction id: %w", err)
+	}
+	for cur = start; cur < start+n; {
+		if _, err := db.pool.Exec(ctx, burnXIDsSQL); err != nil {
+			return 0, fmt.Errorf("using up transaction ids: %w", err)
+		}
+		if err := db.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&cur); err != nil {
+			return 0, fmt.Errorf("reading the transaction id: %w", err)
+		}
+	}
+	return cur, nil
+}
+
+// keeper heartbeats the live rows that have a timeout of their own, the
+// short ones every keepShortEvery and the long ones every keepLongEvery, so
+// that no live row ever becomes eligible. Pause stops it (the heartbeat
+// ingest measures the table's updates); Resume beats every kept row before
+// it returns, so none is stale when a sweep runs again.
+type keeper struct {
+	db    *ledgerDB
+	short []string
+	long  []string
+	mu    sync.Mutex // held while paused and during a round
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// Intervals of keeper.
+const (
+	keepShortEvery = 10 * time.Second
+	keepLongEvery  = 2 * time.Minute
+)
+
+// startKeeper beats every kept row once, then keeps them live until stop.
+func startKeeper(ctx context.Context, db *ledgerDB, inFlight int) (*keeper, error) {
+	k := &keeper{db: db, stop: make(chan struct{}), done: make(chan struct{})}
+	for g := 1; g <= inFlight; g++ {
+		switch g % 3 {
+		case 1:
+			k.short = append(k.short, fmt.Sprintf("f%d", g))
+		case 2:
+			k.long = append(k.long, fmt.Sprintf("f%d", g))
+		}
+	}
+	if err := k.beat(ctx, k.short, k.long); err != nil {
+		return nil, err
+	}
+	go k.run(ctx)
+	return k, nil
+}
+
+func (k *keeper) run(ctx context.Context) {
+	defer close(k.done)
+	short := time.NewTicker(keepShortEvery)
+	defer short.Stop()
+	lastLong := time.Now()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-short.C:
+		}
+		k.mu.Lock()
+		sets := [][]string{k.short}
+		if time.Since(lastLong) >= keepLongEvery {
+			sets = append(sets, k.long)
+			lastLong = time.Now()
+		}
+		if err := k.beat(ctx, sets...); err != nil && ctx.Err() == nil {
+			k.db.srv.logf("keeping the live rows live: %v", err)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// beat heartbeats the given rows in batches of 1000; a row reported not
+// live is an error (the bench's live rows must stay live).
+func (k *keeper) beat(ctx context.Context, sets ...[]string) error {
+	l := ledger.New(k.db.pool)
+	for _, ids := range sets {
+		for i := 0; i < len(ids); i += 1000 {
+			notLive, err := l.HeartbeatMany(ctx, ids[i:min(i+1000, len(ids))])
+			if err != nil {
+				return err
+			}
+			if len(notLive) > 0 {
+				return fmt.Errorf("%d live rows with a timeout of their own were no longer live, e.g. %s", len(notLive), notLive[0])
+			}
+		}
+	}
+	return nil
+}
+
+// Pause stops the beats until Resume.
+func (k *keeper) Pause() { k.mu.Lock() }
+
+// Resume beats every kept row, then lets the beats go on.
+func (k *keeper) Resume(ctx context.Context) error {
+	defer k.mu.Unlock()
+	return k.beat(ctx, k.short, k.long)
+}
+
+// Stop ends the beats.
+func (k *keeper) Stop() {
+	close(k.stop)
+	<-k.done
+}
