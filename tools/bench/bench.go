@@ -65,6 +65,14 @@ type Config struct {
 	FeedEvents  int
 	// APIOnly measures only the API, at the last size (with Binary).
 	APIOnly bool
+	// PruneBacklog is the number of old terminal rows (with their events)
+	// each prune pass deletes; PruneRounds the (archive off, archive on)
+	// pass pairs per size. Negative PruneRounds skips the prune passes.
+	PruneBacklog int
+	PruneRounds  int
+	// Steady configures the simulated-month steady state (steady.go);
+	// a zero Steady.Days skips it.
+	Steady SteadyConfig
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -124,6 +132,8 @@ func (c *Config) fill() {
 	c.APIRate = or(c.APIRate, APIRateDefault)
 	c.APIDuration = or(c.APIDuration, APIDurationDefault)
 	c.FeedEvents = or(c.FeedEvents, FeedEventsDefault)
+	c.PruneBacklog = or(c.PruneBacklog, PruneBacklogDefault)
+	c.PruneRounds = or(c.PruneRounds, PruneRoundsDefault)
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -149,6 +159,7 @@ type Results struct {
 	Daemon   *DaemonResult `json:"daemon,omitempty"`
 	API      *APIResult    `json:"api,omitempty"`
 	Plan     *PlanResult   `json:"plan,omitempty"`
+	Steady   *SteadyResult `json:"steady,omitempty"`
 	Problems []string      `json:"problems,omitempty"`
 }
 
@@ -227,6 +238,8 @@ type SizeResult struct {
 	BareDrains     []DrainResult   `json:"bare_drains"`
 	// TriggerDrains are bare UPDATE drains with the table's triggers on.
 	TriggerDrains []DrainResult `json:"trigger_drains"`
+	// Prunes are the retention passes over a backlog (retention.go).
+	Prunes []PruneResult `json:"prunes,omitempty"`
 }
 
 // TriggerRate is the rows per second of the bare drains with triggers on.
@@ -375,6 +388,11 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	}
 	if err := measureSweeps(ctx, cfg, db, &sr); err != nil {
 		r.problem(cfg, "sweeps at %d rows: %v", n, err)
+	}
+	if cfg.PruneRounds > 0 {
+		if err := measurePrune(ctx, cfg, db, &sr); err != nil {
+			r.problem(cfg, "prune at %d rows: %v", n, err)
+		}
 	}
 	r.Sizes = append(r.Sizes, sr)
 	if !last {
