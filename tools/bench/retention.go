@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tasksweeper/sweeper/retention"
@@ -163,4 +164,137 @@ func measurePrune(ctx context.Context, cfg Config, db *ledgerDB, sr *SizeResult)
 		}
 	}
 	return nil
+}
+
+// retentionTargets judges the prune passes and the steady state.
+func (r *Results) retentionTargets() []Target {
+	var out []Target
+	add := func(name, want string, known, met bool, figure string) {
+		out = append(out, Target{Name: name, Want: want, Figure: figure, Met: known && met, Known: known})
+	}
+	for _, s := range r.Sizes {
+		if len(s.Prunes) == 0 {
+			continue
+		}
+		v := pruneRate(s.Prunes, false)
+		add(fmt.Sprintf("prune rate at %s rows, archive off (delegations/s, %d events each)", count(s.Rows), pruneEventsPerRow),
+			fmt.Sprintf("≥ %s rows/s", rateStr(PruneTarget)), v > 0, v >= PruneTarget,
+			fmt.Sprintf("%s rows/s (archive on: %s rows/s)", rateStr(v), rateStr(pruneRate(s.Prunes, true))))
+	}
+	st := r.Steady
+	if st == nil {
+		return out
+	}
+	if len(st.Thirds) < 3 {
+		add("retention steady state", "", false, false, "not measured")
+		return out
+	}
+	first, last := st.Thirds[0], st.Thirds[2]
+	add(fmt.Sprintf("steady state: table + index size at day %d vs day %d", last.LastDay, first.LastDay),
+		fmt.Sprintf("≤ %.1f×", SteadySizeRatioTarget), true, st.SizeRatio() <= SteadySizeRatioTarget,
+		fmt.Sprintf("%.2f× (%s vs %s)", st.SizeRatio(), mib(last.Bytes), mib(first.Bytes)))
+	for _, c := range []struct {
+		name string
+		p50  func(SteadyThird) time.Duration
+	}{
+		{"nothing-eligible sweep", func(t SteadyThird) time.Duration { return t.Sweep.P50 }},
+		{"console overview page", func(t SteadyThird) time.Duration { return t.Overview.P50 }},
+		{"console delegation list page", func(t SteadyThird) time.Duration { return t.List.P50 }},
+	} {
+		x := st.timeRatio(c.p50)
+		add(fmt.Sprintf("steady state: %s p50, last third vs first", c.name), fmt.Sprintf("≤ %.1f×", SteadyTimeRatioTarget),
+			x > 0, x <= SteadyTimeRatioTarget, fmt.Sprintf("%.2f× (%s vs %s)", x, ms(c.p50(last)), ms(c.p50(first))))
+	}
+	n := st.LateSeqScans()
+	add("steady state: sequential scans of delegations and delegation_events, last two thirds", "0", true, n == 0,
+		fmt.Sprintf("%d", n))
+	return out
+}
+
+// renderRetention writes the report's Retention section.
+func renderRetention(w func(string, ...any), r *Results) {
+	var prunes bool
+	for _, s := range r.Sizes {
+		prunes = prunes || len(s.Prunes) > 0
+	}
+	st := r.Steady
+	if !prunes && st == nil {
+		return
+	}
+	w("## Retention\n\n")
+	if prunes {
+		w("The real `retention.Pruner` (the daemon's path: `RunOnce`, default policy, batches of %d), over a backlog of\n", retention.BatchSizeDefault)
+		w("old terminal delegations (80%% completed, 10%% failed, 10%% stuck, finished 100 days ago), %d events each\n", pruneEventsPerRow)
+		w("(created, in_progress, terminal), added with triggers off next to the ledger's rows and vacuumed. Each pass\n")
+		w("must delete the whole backlog and its events. Archive on writes each batch as gzip JSON Lines, fsynced, before\n")
+		w("its delete commits.\n\n")
+		w("| ledger rows | archive | delegations | events | batches | time | delegations/s |\n|---|---|---|---|---|---|---|\n")
+		for _, s := range r.Sizes {
+			for _, p := range s.Prunes {
+				a := "off"
+				if p.Archive {
+					a = fmt.Sprintf("on (%s written)", mib(p.ArchiveBytes))
+				}
+				w("| %s | %s | %s | %s | %d | %s | %s |\n", count(s.Rows), a, count(p.Rows), count(p.Events), p.Batches,
+					secs(p.Duration), rateStr(p.Rate()))
+			}
+		}
+		w("\n")
+	}
+	if st == nil {
+		return
+	}
+	w("### Steady state over a simulated month\n\n")
+	w("%d simulated days of %s delegations a day (%.1f%% completed, %.1f%% failed, %.1f%% abandoned in progress and\n",
+		st.Days, count(st.PerDay), float64(shareCompleted)/10, float64(shareFailed)/10, float64(shareAbandoned)/10)
+	w("%.1f%% left queued, both marked stuck by the sweeper the next day), %s delegations in progress all month, with\n",
+		float64(shareQueued)/10, count(st.LongRunning))
+	w("retention on: completed kept %s, failed %s, stuck %s (the default policy, 30/90/90 days, scaled by 1/10 so\n",
+		days(st.Completed), days(st.Failed), days(st.Stuck))
+	w("that the first third ends in the steady state), on a server of its own.\n\n")
+	w("**Time compression.** The server runs under libfaketime (`LD_PRELOAD`), and each round the bench moves its clock a\n")
+	w("day forward (the offset file, read again by every server process within a second or two; the bench waits until\n")
+	w("every connection reads the new day). `now()` is the only clock the ledger, the sweeper and the pruner judge by,\n")
+	w("so every default, every trigger's `updated_at` (hence the generated `finished_at`) and every cut-off moves with\n")
+	w("it: no row is written with a time of the bench's choosing and no trigger is off. The monotonic clock is real, so\n")
+	w("timeouts and the durations below are real. A day: the clock moves; the long-running rows beat; the real\n")
+	w("`sweep.Sweeper` marks stuck exactly the rows left the day before (checked); the real `retention.Pruner` runs once;\n")
+	w("the day's rows are inserted queued (set-based `INSERT`, triggers on), moved to `in_progress`, beaten twice through\n")
+	w("`Ledger.HeartbeatMany` and finished, in statements of 1000 rows; then the measurements: total size of both tables\n")
+	w("(`pg_total_relation_size`, indexes and TOAST included), %d nothing-eligible sweeps, and the console's overview\n", r.steadySweepRuns())
+	w("(`/`) and delegation list (`/delegations`) served in process to a reader's Bearer token. Autovacuum is on, with its\n")
+	w("real-time schedule compressed too (`autovacuum_naptime=1s`, `autovacuum_vacuum_cost_delay=0`): it still gets far\n")
+	w("less time per simulated day than on a real server. No `VACUUM` is run by the bench.\n\n")
+	w("| third | last day | rows | events | tables + indexes | sweep p50 | overview p50 | list p50 | sequential scans |\n")
+	w("|---|---|---|---|---|---|---|---|---|\n")
+	for i, t := range st.Thirds {
+		w("| %d | %d | %s | %s | %s | %s | %s | %s | %d |\n", i+1, t.LastDay, count(int(t.Rows)), count(int(t.Events)),
+			mib(t.Bytes), ms(t.Sweep.P50), ms(t.Overview.P50), ms(t.List.P50), t.SeqScans)
+	}
+	w("\n")
+	w("Targets: size at the end ≤ %.1f× the size at the end of the first third; each p50 of the last third ≤ %.1f× its\n",
+		SteadySizeRatioTarget, SteadyTimeRatioTarget)
+	w("first-third p50 (flat); no sequential scan of `delegations` or `delegation_events` by any statement (sweep, prune,\n")
+	w("console, the workload's own) in the last two thirds, read from `pg_stat_user_tables` (on the first days the tables\n")
+	w("are a few pages, where a scan is the right plan). Autovacuum ran %d times and autoanalyze %d times on the two\n", st.Autovacuums, st.Autoanalyzes)
+	w("tables; the run took %s (load average at its end %s).\n\n", st.Elapsed.Round(time.Second), strings.Join(st.Load, " "))
+	w("| day | swept | pruned | prune time | rows | tables + indexes | sweep p50 | overview p50 | list p50 |\n")
+	w("|---|---|---|---|---|---|---|---|---|\n")
+	for _, d := range st.Rounds {
+		w("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", d.Day, count(d.Swept), count(d.Pruned), ms(d.PruneDuration),
+			count(int(d.Rows)), mib(d.Bytes), ms(d.Sweep.P50), ms(d.Overview.P50), ms(d.List.P50))
+	}
+	w("\n")
+}
+
+// steadySweepRuns is the nothing-eligible sweeps of a steady-state day.
+func (r *Results) steadySweepRuns() int {
+	if r.Steady != nil && len(r.Steady.Rounds) > 0 {
+		return r.Steady.Rounds[0].Sweep.N
+	}
+	return SteadySweepRunsDefault
+}
+
+func days(d time.Duration) string {
+	return fmt.Sprintf("%g days", d.Hours()/24)
 }

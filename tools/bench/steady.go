@@ -309,11 +309,6 @@ func startFakeServer(ctx context.Context, cfg Config) (*pgserver.Server, *fakeCl
 	settings := maps.Clone(ServerSettings)
 	maps.Copy(settings, SteadySettings)
 	maps.Copy(settings, cfg.Settings)
-	if os.Getenv("STEADY_DEBUG") != "" {
-		maps.Copy(settings, map[string]string{"shared_preload_libraries": "pg_stat_statements,auto_explain",
-			"auto_explain.log_min_duration": "20ms", "auto_explain.log_nested_statements": "on",
-			"logging_collector": "on", "log_directory": "/tmp/steadylog", "log_autovacuum_min_duration": "0"})
-	}
 	s, err := pgserver.Start(ctx, pgserver.Options{Kinds: []pgserver.Kind{pgserver.KindLocal}, Settings: settings, Logf: cfg.Logf})
 	for k, o := range old {
 		if o == nil {
