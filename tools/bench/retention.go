@@ -249,9 +249,9 @@ func renderRetention(w func(string, ...any), r *Results) {
 		st.Days, count(st.PerDay), float64(shareCompleted)/10, float64(shareFailed)/10, float64(shareAbandoned)/10)
 	w("%.1f%% left queued, both marked stuck by the sweeper the next day), %s delegations in progress all month, with\n",
 		float64(shareQueued)/10, count(st.LongRunning))
-	w("retention on: completed kept %s, failed %s, stuck %s (the default policy, 30/90/90 days, scaled by 1/10 so\n",
+	w("retention on: completed kept %s, failed %s, stuck %s (the default policy, 30/90/90 days, scaled down so that\n",
 		days(st.Completed), days(st.Failed), days(st.Stuck))
-	w("that the first third ends in the steady state), on a server of its own.\n\n")
+	w("the first third ends after the longest retention, in the steady state), on a server of its own.\n\n")
 	w("**Time compression.** The server runs under libfaketime (`LD_PRELOAD`), and each round the bench moves its clock a\n")
 	w("day forward (the offset file, read again by every server process within a second or two; the bench waits until\n")
 	w("every connection reads the new day). `now()` is the only clock the ledger, the sweeper and the pruner judge by,\n")

@@ -56,18 +56,19 @@ var libfaketimePaths = []string{
 }
 
 // Defaults of SteadyConfig. The retentions are the default policy (30 days
-// completed, 90 failed and stuck) scaled by 1/10, so that a month holds
-// three times the longest retention and the first third ends in the steady
-// state.
+// completed, 90 failed and stuck) scaled by 1/15, so that the first third of
+// a month (10 days) ends four days after the longest retention: index pages
+// hold the events of every status, so they empty only once the longest-kept
+// rows of their day are pruned, and vacuum reclaims them a little later.
 const (
 	SteadyDaysDefault        = 30
-	SteadyPerDayDefault      = 20_000
-	SteadyLongRunningDefault = 2_000
+	SteadyPerDayDefault      = 10_000
+	SteadyLongRunningDefault = 1_000
 	SteadySweepRunsDefault   = 20
 	SteadyConsoleRunsDefault = 10
-	SteadyCompletedDefault   = 3 * retention.Day
-	SteadyFailedDefault      = 9 * retention.Day
-	SteadyStuckDefault       = 9 * retention.Day
+	SteadyCompletedDefault   = 2 * retention.Day
+	SteadyFailedDefault      = 6 * retention.Day
+	SteadyStuckDefault       = 6 * retention.Day
 )
 
 // Targets of the steady state.
@@ -120,6 +121,11 @@ func (c *SteadyConfig) fill() {
 // SteadyRound is one simulated day.
 type SteadyRound struct {
 	Day int `json:"day"`
+	// Completed and Failed are the day's delegations finished so; Left
+	// those abandoned in progress or left queued, for the next day's sweep.
+	Completed int `json:"completed"`
+	Failed    int `json:"failed"`
+	Left      int `json:"left"`
 	// Swept and Pruned are what the sweeper marked stuck and the pruner
 	// deleted at the start of the day (PrunedEvents their events).
 	Swept        int `json:"swept"`
@@ -530,9 +536,10 @@ func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duratio
 	}
 	round.Pruned, round.PrunedEvents, round.PruneDuration = pr.Pruned, pr.EventsPruned, pr.Duration
 
-	if err := r.work(ctx, day); err != nil {
+	if round.Completed, round.Failed, err = r.work(ctx, day); err != nil {
 		return round, err
 	}
+	round.Left = r.abandoned + r.queued
 
 	if err := r.pool.QueryRow(ctx, `
 		SELECT (SELECT count(*) FROM delegations), (SELECT count(*) FROM delegation_events),
@@ -591,14 +598,14 @@ func (r *steadyRun) sweepAll(ctx context.Context) (int, error) {
 
 // work writes the day: PerDay delegations inserted, moved to in_progress,
 // beaten twice, then completed, failed, abandoned (no more beats) or left
-// queued, in statements of 1000 rows.
-func (r *steadyRun) work(ctx context.Context, day int) error {
+// queued, in statements of 1000 rows. It returns the completed and failed.
+func (r *steadyRun) work(ctx context.Context, day int) (completedN, failedN int, err error) {
 	const chunk = 1000
 	prefix := fmt.Sprintf("d%d-", day)
 	n := r.cfg.PerDay
 	for lo := 1; lo <= n; lo += chunk {
 		if _, err := r.pool.Exec(ctx, steadyInsertSQL, prefix, lo, min(lo+chunk-1, n)); err != nil {
-			return fmt.Errorf("inserting: %w", err)
+			return 0, 0, fmt.Errorf("inserting: %w", err)
 		}
 	}
 	ids := func(from, to int) []string { // per mille of the day, from..to
@@ -614,12 +621,12 @@ func (r *steadyRun) work(ctx context.Context, day int) error {
 	queued := ids(shareCompleted+shareFailed+shareAbandoned, shareCompleted+shareFailed+shareAbandoned+shareQueued)
 	for c := range slices.Chunk(started, chunk) {
 		if _, err := r.pool.Exec(ctx, steadyMoveSQL, c, "in_progress"); err != nil {
-			return fmt.Errorf("moving to in_progress: %w", err)
+			return 0, 0, fmt.Errorf("moving to in_progress: %w", err)
 		}
 	}
 	for range 2 {
 		if err := r.beat(ctx, started); err != nil {
-			return err
+			return 0, 0, err
 		}
 	}
 	completed := ids(0, shareCompleted)
@@ -630,13 +637,13 @@ func (r *steadyRun) work(ctx context.Context, day int) error {
 	}{{completed, "completed"}, {failed, "failed"}} {
 		for c := range slices.Chunk(g.ids, chunk) {
 			if _, err := r.pool.Exec(ctx, steadyFinishSQL, c, g.status); err != nil {
-				return fmt.Errorf("finishing as %s: %w", g.status, err)
+				return 0, 0, fmt.Errorf("finishing as %s: %w", g.status, err)
 			}
 		}
 	}
 	r.abandoned = len(started) - len(completed) - len(failed)
 	r.queued = len(queued)
-	return nil
+	return len(completed), len(failed), nil
 }
 
 // beat heartbeats ids through the ledger, 1000 a call; every one must be live.
