@@ -74,6 +74,15 @@ bench-quick: build bin/sweeperbench ## A few-minute benchmark run (100k and 1M r
 		-ingest 3s -cron-window 30s -adaptive-window 15s -api-duration 5s -feed-events 100 -plan-rows 200000 \
 		-out bin/bench-quick/benchmarks.md -img bin/bench-quick $(BENCH_FLAGS)
 
+# `make bench-steady`: only the retention steady state, a simulated month
+# (PostgreSQL under libfaketime: apt-get install libfaketime), e.g.
+# make bench-steady BENCH_FLAGS="-steady-days 60 -steady-per-day 50000"
+.PHONY: bench-steady
+bench-steady: bin/sweeperbench ## The retention steady state alone (a simulated month, needs libfaketime) into bin/bench-steady/, docs untouched
+	mkdir -p bin/bench-steady
+	BENCH_COMMAND="make bench-steady" bin/sweeperbench -steady-only -binary "" \
+		-out bin/bench-steady/benchmarks.md -img bin/bench-steady $(BENCH_FLAGS)
+
 # The benchmark command, built from the tools module, runs from the
 # repository root (docs/, bin/sweeper, ./sweep/ are relative to it).
 .PHONY: bin/sweeperbench

@@ -21,7 +21,7 @@ import (
 //	sweeper-prune-<UTC time>-<status>-<random>.jsonl.gz
 //
 // and hold one JSON object per line: a delegation's columns, as the
-// database renders them (to_jsonb), plus "events", its events in id order.
+// database renders them (row_to_json), plus "events", its events in id order.
 // A file is written under a ".tmp" name and renamed once complete and
 // synced, so a file with the final name is always whole.
 const (

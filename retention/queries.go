@@ -34,15 +34,20 @@ SELECT status, delegations, events FROM sweeper_prune(
     make_interval(secs => $4::float8), make_interval(secs => $5::float8), make_interval(secs => $6::float8))`
 
 // claimArchiveSQL claims up to $3 eligible rows of status $1 (retention $2
-// seconds) and renders each, with its events in id order, as one JSON object:
-// the archive line. Every column is included, so a column added later is
-// archived without a change here.
+// seconds) and renders each, with its events in id order, as one JSON object
+// on one line: the archive line. Every column is included, so a column added
+// later is archived without a change here. It is built as json text
+// (row_to_json, joined), not jsonb: the jsonb form (to_jsonb, jsonb_agg,
+// ||) converted every value twice and took twice as long, 250-300 ms against
+// 110-140 ms for a batch of 1000 with 3 events each on the 2-core bench
+// machine under load, where the delete itself takes under 100 ms.
+// (json_agg of the events took 200-290 ms in the same runs.)
 const claimArchiveSQL = `
 SELECT d.delegation_id,
-       (to_jsonb(d) || jsonb_build_object('events', COALESCE(
-           (SELECT jsonb_agg(to_jsonb(e) ORDER BY e.id)
+       left(row_to_json(d)::text, -1) || ',"events":[' || COALESCE(
+           (SELECT string_agg(row_to_json(e)::text, ',' ORDER BY e.id)
             FROM delegation_events AS e WHERE e.delegation_id = d.delegation_id),
-           '[]'::jsonb)))::text
+           '') || ']}'
 FROM delegations AS d
 WHERE d.status = $1 AND d.finished_at < now() - make_interval(secs => $2::float8)
 ORDER BY d.finished_at

@@ -72,6 +72,14 @@ type Config struct {
 	// on the loaded ledger of the last size (its database URL); the
 	// command runs console's TestQueryPlans against it.
 	ConsolePlans func(ctx context.Context, dbURL string) *PlanResult
+	// PruneBacklog is the number of old terminal rows (with their events)
+	// each prune pass deletes; PruneRounds the (archive off, archive on)
+	// pass pairs per size. Negative PruneRounds skips the prune passes.
+	PruneBacklog int
+	PruneRounds  int
+	// Steady configures the simulated-month steady state (steady.go);
+	// a zero Steady.Days skips it.
+	Steady SteadyConfig
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -133,6 +141,8 @@ func (c *Config) fill() {
 	c.APIDuration = or(c.APIDuration, APIDurationDefault)
 	c.FeedEvents = or(c.FeedEvents, FeedEventsDefault)
 	c.ConsoleRequests = or(c.ConsoleRequests, ConsoleRequestsDefault)
+	c.PruneBacklog = or(c.PruneBacklog, PruneBacklogDefault)
+	c.PruneRounds = or(c.PruneRounds, PruneRoundsDefault)
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -158,6 +168,7 @@ type Results struct {
 	Daemon   *DaemonResult `json:"daemon,omitempty"`
 	API      *APIResult    `json:"api,omitempty"`
 	Plan     *PlanResult   `json:"plan,omitempty"`
+	Steady   *SteadyResult `json:"steady,omitempty"`
 	Problems []string      `json:"problems,omitempty"`
 
 	// ConsolePlan is the console's plan test on the ledger of the last
@@ -242,6 +253,8 @@ type SizeResult struct {
 	TriggerDrains []DrainResult `json:"trigger_drains"`
 	// Console is the console's page times on the ledger as loaded.
 	Console *ConsoleResult `json:"console,omitempty"`
+	// Prunes are the retention passes over a backlog (retention.go).
+	Prunes []PruneResult `json:"prunes,omitempty"`
 }
 
 // TriggerRate is the rows per second of the bare drains with triggers on.
@@ -408,6 +421,11 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	}
 	if err := measureSweeps(ctx, cfg, db, &sr); err != nil {
 		r.problem(cfg, "sweeps at %d rows: %v", n, err)
+	}
+	if cfg.PruneRounds > 0 {
+		if err := measurePrune(ctx, cfg, db, &sr); err != nil {
+			r.problem(cfg, "prune at %d rows: %v", n, err)
+		}
 	}
 	r.Sizes = append(r.Sizes, sr)
 	if !last {

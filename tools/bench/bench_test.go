@@ -163,7 +163,7 @@ func TestRunSmall(t *testing.T) {
 	r, err := bench.Run(ctx, bench.Config{
 		Sizes: []int{3000, 6000}, InFlight: 1000, Eligible: 50, Backlog: 2000,
 		SweepRuns: 5, EligibleRuns: 2, DrainRounds: 1, IngestDuration: 300 * time.Millisecond, IngestRows: 4000,
-		ConsoleRequests: 3, Logf: t.Logf,
+		ConsoleRequests: 3, PruneBacklog: 2000, Logf: t.Logf,
 	})
 	if errors.Is(err, pgserver.ErrNoPostgres) && os.Getenv(testdb.EnvRequireDB) == "" {
 		t.Skip(err)
@@ -181,6 +181,11 @@ func TestRunSmall(t *testing.T) {
 		t.Fatalf("ingest: %+v", r.Ingest)
 	}
 	checkConsole(t, r)
+	for _, s := range r.Sizes {
+		if len(s.Prunes) != 2 || s.Prunes[0].Rows != 2000 || s.Prunes[1].Events != 6000 || s.Prunes[0].Archive == s.Prunes[1].Archive {
+			t.Errorf("prunes at %d rows: %+v", s.Rows, s.Prunes)
+		}
+	}
 	for _, row := range r.Ingest {
 		if row.Beats == 0 || row.Updates == 0 {
 			t.Errorf("ingest %s/%d: %+v", row.Path, row.Writers, row)

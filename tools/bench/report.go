@@ -79,7 +79,7 @@ func (r *Results) Targets() []Target {
 		add(fmt.Sprintf("EXPLAIN plan test at %s rows", count(p.Rows)), "no sequential scan", true, p.Passed, passFail(p.Passed))
 	}
 	r.consoleTargets(add)
-	return out
+	return append(out, r.retentionTargets()...)
 }
 
 // SteadyInterval is the heartbeat interval of the steady-state figure: tasks
@@ -296,6 +296,8 @@ func Render(r *Results, imgDir string) string {
 			w("```\n%s\n```\n\n", strings.TrimSpace(p.Output))
 		}
 	}
+
+	renderRetention(w, r)
 
 	if len(r.Problems) > 0 {
 		w("## Problems during the run\n\n")

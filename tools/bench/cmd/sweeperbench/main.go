@@ -55,6 +55,12 @@ func run() error {
 		out        = flag.String("out", "docs/benchmarks.md", "the report")
 		imgDir     = flag.String("img", "docs/benchmarks", "directory of the charts and results.json")
 		renderOnly = flag.Bool("render", false, "only render the report and charts again from <img>/results.json")
+		pruneBack  = flag.Int("prune-backlog", bench.PruneBacklogDefault, "old terminal rows (3 events each) of each prune pass")
+		pruneRuns  = flag.Int("prune-rounds", bench.PruneRoundsDefault, "(archive off, archive on) prune pass pairs per size; 0 skips")
+		stDays     = flag.Int("steady-days", bench.SteadyDaysDefault, "simulated days of the retention steady state (needs libfaketime); 0 skips it")
+		stPerDay   = flag.Int("steady-per-day", bench.SteadyPerDayDefault, "delegations inserted per simulated day")
+		stLong     = flag.Int("steady-long", bench.SteadyLongRunningDefault, "delegations in progress all the simulated month")
+		stOnly     = flag.Bool("steady-only", false, "run only the retention steady state")
 	)
 	flag.Parse()
 	jsonPath := filepath.Join(*imgDir, "results.json")
@@ -94,13 +100,21 @@ func run() error {
 		CronDetectWindow: *cronWin, AdaptiveDetectWindow: *adaptWin,
 		APIRate: *apiRate, APIDuration: *apiDur, FeedEvents: *feedEvents, APIOnly: *apiOnly,
 		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN,
+		PruneBacklog: *pruneBack, PruneRounds: *pruneRuns,
+		Steady: bench.SteadyConfig{Days: *stDays, PerDay: *stPerDay, LongRunning: *stLong},
 	}
 	if *consolePl {
 		cfg.ConsolePlans = consolePlanTest
 	}
+	if *pruneRuns == 0 {
+		cfg.PruneRounds = -1
+	}
 	began := time.Now()
-	r, err := bench.Run(ctx, cfg)
-	if err != nil {
+	var r *bench.Results
+	if *stOnly {
+		r = &bench.Results{Started: began.UTC(), Machine: bench.DescribeMachine()}
+		*planRows = 0
+	} else if r, err = bench.Run(ctx, cfg); err != nil {
 		if r == nil {
 			return err
 		}
@@ -114,6 +128,14 @@ func run() error {
 		logf("plan test at %d rows", *planRows)
 		r.Plan = planTest(ctx, *planRows)
 		logf("plan test: passed=%v in %s", r.Plan.Passed, r.Plan.Duration.Round(time.Second))
+	}
+	if *stDays > 0 && ctx.Err() == nil {
+		logf("retention steady state: %d simulated days", *stDays)
+		st, err := bench.RunSteady(ctx, cfg)
+		if err != nil {
+			r.Problems = append(r.Problems, "steady state: "+err.Error())
+		}
+		r.Steady = st
 	}
 	r.Elapsed = time.Since(began)
 	return write(r, *out, *imgDir, relImg, jsonPath)

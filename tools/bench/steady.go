@@ -1,0 +1,684 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasksweeper/sweeper/console"
+	"github.com/tasksweeper/sweeper/internal/auth"
+	"github.com/tasksweeper/sweeper/internal/pgserver"
+	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/migrations"
+	"github.com/tasksweeper/sweeper/retention"
+	"github.com/tasksweeper/sweeper/sweep"
+)
+
+// The steady state: a simulated month of work with retention on, on a
+// server of its own whose clock is advanced a day per round.
+//
+// Time is compressed by moving the database's clock, the only clock the
+// ledger, the sweeper and the pruner judge by: the server runs under
+// libfaketime (LD_PRELOAD), whose offset the bench rewrites at the start of
+// each round ("+<day>d"), so now(), every DEFAULT now(), the triggers'
+// updated_at (hence finished_at) and the sweeper's and pruner's cut-offs all
+// move a day forward at once. No row is written with a time of the bench's
+// choosing, no trigger is off: each day's rows are inserted, moved to
+// in_progress, beaten and finished by ordinary writers, and the database
+// dates them. The monotonic clock is not faked (DONT_FAKE_MONOTONIC), so
+// timeouts, latches and the durations measured stay real.
+//
+// Each round (one simulated day): advance the clock; the long-running rows
+// beat (their workers are alive); the real sweep.Sweeper marks stuck the rows
+// that stopped beating the day before and the queued rows past their
+// deadline (exactly those, checked); the real retention.Pruner prunes with
+// the scaled policy; the day's work is written; then the measurements:
+// table + index size, nothing-eligible sweeps, and console pages.
+
+// libfaketimePaths are where Debian's and other distributions' libfaketime
+// packages install the library.
+var libfaketimePaths = []string{
+	"/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+	"/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+	"/usr/lib/faketime/libfaketime.so.1",
+	"/usr/lib64/faketime/libfaketime.so.1",
+	"/usr/local/lib/faketime/libfaketime.so.1",
+}
+
+// Defaults of SteadyConfig. The retentions are the default policy (30 days
+// completed, 90 failed and stuck) scaled by 1/15, so that the first third of
+// a month (10 days) ends four days after the longest retention: index pages
+// hold the events of every status, so they empty only once the longest-kept
+// rows of their day are pruned, and vacuum reclaims them a little later.
+const (
+	SteadyDaysDefault        = 30
+	SteadyPerDayDefault      = 10_000
+	SteadyLongRunningDefault = 1_000
+	SteadySweepRunsDefault   = 20
+	SteadyConsoleRunsDefault = 10
+	SteadyCompletedDefault   = 2 * retention.Day
+	SteadyFailedDefault      = 6 * retention.Day
+	SteadyStuckDefault       = 6 * retention.Day
+)
+
+// Targets of the steady state.
+const (
+	// SteadySizeRatioTarget bounds the size at the end over the size at
+	// the end of the first third.
+	SteadySizeRatioTarget = 1.1
+	// SteadyTimeRatioTarget bounds a last-third p50 over its first-third
+	// p50 (sweep and console times "flat").
+	SteadyTimeRatioTarget = 1.5
+)
+
+// Shares of each day's delegations, in per mille: completed, failed,
+// abandoned in_progress (the sweeper marks them stuck, heartbeat timeout)
+// and left queued (stuck next day, deadline exceeded); they add up to 1000.
+const (
+	shareCompleted = 850
+	shareFailed    = 70
+	shareAbandoned = 60
+	shareQueued    = 20
+)
+
+// SteadyConfig configures the steady-state run. Zero values take the
+// defaults above; Days 0 skips the run.
+type SteadyConfig struct {
+	// Days is the number of simulated days (rounds).
+	Days int
+	// PerDay is the delegations inserted each day.
+	PerDay int
+	// LongRunning rows stay in_progress all month, beating every day.
+	LongRunning int
+	// Completed, Failed and Stuck are the retention policy.
+	Completed, Failed, Stuck time.Duration
+	// SweepRuns is the nothing-eligible sweeps timed per round;
+	// ConsoleRuns the loads of each console page timed per round.
+	SweepRuns   int
+	ConsoleRuns int
+}
+
+func (c *SteadyConfig) fill() {
+	c.PerDay = or(c.PerDay, SteadyPerDayDefault)
+	c.LongRunning = or(c.LongRunning, SteadyLongRunningDefault)
+	c.Completed = or(c.Completed, SteadyCompletedDefault)
+	c.Failed = or(c.Failed, SteadyFailedDefault)
+	c.Stuck = or(c.Stuck, SteadyStuckDefault)
+	c.SweepRuns = or(c.SweepRuns, SteadySweepRunsDefault)
+	c.ConsoleRuns = or(c.ConsoleRuns, SteadyConsoleRunsDefault)
+}
+
+// SteadyRound is one simulated day.
+type SteadyRound struct {
+	Day int `json:"day"`
+	// Completed and Failed are the day's delegations finished so; Left
+	// those abandoned in progress or left queued, for the next day's sweep.
+	Completed int `json:"completed"`
+	Failed    int `json:"failed"`
+	Left      int `json:"left"`
+	// Swept and Pruned are what the sweeper marked stuck and the pruner
+	// deleted at the start of the day (PrunedEvents their events).
+	Swept        int `json:"swept"`
+	Pruned       int `json:"pruned"`
+	PrunedEvents int `json:"pruned_events"`
+	// PruneDuration is the pruner's pass.
+	PruneDuration time.Duration `json:"prune_duration"`
+	// Rows and Events are the rows of the two tables at the end of the day
+	// (counted), Bytes their total size, indexes and TOAST included.
+	Rows   int64 `json:"rows"`
+	Events int64 `json:"events"`
+	Bytes  int64 `json:"bytes"`
+	// Sweep, Overview and List are the day's nothing-eligible sweeps and
+	// console page loads (the overview and the delegation list).
+	Sweep    Dist `json:"sweep"`
+	Overview Dist `json:"overview"`
+	List     Dist `json:"list"`
+	// Elapsed is the real time of the round.
+	Elapsed time.Duration `json:"elapsed"`
+}
+
+// SteadyThird summarises a third of the month: the size at its end and the
+// p50 of every sample taken in it.
+type SteadyThird struct {
+	LastDay  int   `json:"last_day"`
+	Rows     int64 `json:"rows"`
+	Events   int64 `json:"events"`
+	Bytes    int64 `json:"bytes"`
+	Sweep    Dist  `json:"sweep"`
+	Overview Dist  `json:"overview"`
+	List     Dist  `json:"list"`
+	// SeqScans is the sequential scans of delegations and delegation_events
+	// (pg_stat_user_tables) during the third, by any statement.
+	SeqScans int64 `json:"seq_scans"`
+}
+
+// SteadyResult is the steady-state run.
+type SteadyResult struct {
+	Days        int           `json:"days"`
+	PerDay      int           `json:"per_day"`
+	LongRunning int           `json:"long_running"`
+	Completed   time.Duration `json:"completed"`
+	Failed      time.Duration `json:"failed"`
+	Stuck       time.Duration `json:"stuck"`
+	Rounds      []SteadyRound `json:"rounds"`
+	Thirds      []SteadyThird `json:"thirds"`
+	// Autovacuums and Autoanalyzes are the runs autovacuum made on the two
+	// tables over the month.
+	Autovacuums  int64         `json:"autovacuums"`
+	Autoanalyzes int64         `json:"autoanalyzes"`
+	Elapsed      time.Duration `json:"elapsed"`
+	Load         []string      `json:"load"` // load averages at the end
+}
+
+// SizeRatio is the size at the end over the size at the end of the first
+// third (0 without thirds).
+func (s *SteadyResult) SizeRatio() float64 {
+	if len(s.Thirds) < 3 || s.Thirds[0].Bytes == 0 {
+		return 0
+	}
+	return float64(s.Thirds[2].Bytes) / float64(s.Thirds[0].Bytes)
+}
+
+// timeRatio is a last-third p50 over its first-third p50.
+func (s *SteadyResult) timeRatio(p50 func(SteadyThird) time.Duration) float64 {
+	if len(s.Thirds) < 3 || p50(s.Thirds[0]) == 0 {
+		return 0
+	}
+	return float64(p50(s.Thirds[2])) / float64(p50(s.Thirds[0]))
+}
+
+// LateSeqScans is the sequential scans in the last two thirds, once the
+// tables hold the steady state (a planner may rightly scan a table of a
+// few pages on the first day).
+func (s *SteadyResult) LateSeqScans() int64 {
+	var n int64
+	for _, t := range s.Thirds[1:] {
+		n += t.SeqScans
+	}
+	return n
+}
+
+// findLibfaketime returns the libfaketime library, or an error saying how
+// to install it.
+func findLibfaketime() (string, error) {
+	if p := os.Getenv("SWEEPER_LIBFAKETIME"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("SWEEPER_LIBFAKETIME: %w", err)
+		}
+		return p, nil
+	}
+	for _, p := range libfaketimePaths {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("the steady state runs PostgreSQL under libfaketime, which is not installed " +
+		"(apt-get install libfaketime, or set SWEEPER_LIBFAKETIME to libfaketime.so.1)")
+}
+
+// fakeClock is the offset file of a server run under libfaketime.
+type fakeClock struct {
+	path string
+	day  int
+}
+
+// cacheSeconds is how long libfaketime keeps the offset it read: every
+// process of the server reads the file again within two such periods.
+const fakeCacheSeconds = 1
+
+// advance moves the database clock to day (days after the start) and waits
+// until every connection of pool reads it. libfaketime gives no signal when
+// a process reads the new offset, so this polls now() on each connection.
+func (c *fakeClock) advance(ctx context.Context, pool *pgxpool.Pool, day int) error {
+	if err := os.WriteFile(c.path+".tmp", []byte("+"+strconv.Itoa(day)+"d\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(c.path+".tmp", c.path); err != nil {
+		return err
+	}
+	c.day = day
+	want := time.Now().Add(time.Duration(day)*retention.Day - time.Hour)
+	deadline := time.Now().Add(10 * fakeCacheSeconds * time.Second)
+	for {
+		behind := 0
+		conns := pool.AcquireAllIdle(ctx)
+		for _, conn := range conns {
+			var ok bool
+			if err := conn.QueryRow(ctx, `SELECT now() > $1`, want).Scan(&ok); err != nil {
+				behind = -1
+			} else if !ok {
+				behind++
+			}
+			conn.Release()
+		}
+		switch {
+		case behind < 0:
+			return errors.New("reading the database clock failed")
+		case behind == 0 && len(conns) > 0:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("the database clock did not move to day %d within %s", day, 10*fakeCacheSeconds*time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startFakeServer starts a local server (the docker kind would not inherit
+// LD_PRELOAD) under libfaketime, its clock at day 0.
+func startFakeServer(ctx context.Context, cfg Config) (*pgserver.Server, *fakeClock, func(), error) {
+	lib, err := findLibfaketime()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "sweeperbench-clock-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	// The server runs as user postgres: the directory and file are readable.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		cleanup()
+		return nil, nil, nil, err
+	}
+	clock := &fakeClock{path: filepath.Join(dir, "offset")}
+	if err := os.WriteFile(clock.path, []byte("+0d\n"), 0o644); err != nil {
+		cleanup()
+		return nil, nil, nil, err
+	}
+	// pgserver hands the server our environment (without PG*): set the
+	// preload for the start only. Nothing else is started meanwhile.
+	env := map[string]string{
+		"LD_PRELOAD":              lib,
+		"FAKETIME_TIMESTAMP_FILE": clock.path,
+		"FAKETIME_CACHE_DURATION": strconv.Itoa(fakeCacheSeconds),
+		"DONT_FAKE_MONOTONIC":     "1",
+	}
+	old := map[string]*string{}
+	for k, v := range env {
+		if o, ok := os.LookupEnv(k); ok {
+			old[k] = &o
+		} else {
+			old[k] = nil
+		}
+		os.Setenv(k, v)
+	}
+	settings := maps.Clone(ServerSettings)
+	maps.Copy(settings, SteadySettings)
+	maps.Copy(settings, cfg.Settings)
+	s, err := pgserver.Start(ctx, pgserver.Options{Kinds: []pgserver.Kind{pgserver.KindLocal}, Settings: settings, Logf: cfg.Logf})
+	for k, o := range old {
+		if o == nil {
+			os.Unsetenv(k)
+		} else {
+			os.Setenv(k, *o)
+		}
+	}
+	if err != nil {
+		cleanup()
+		return nil, nil, nil, fmt.Errorf("starting PostgreSQL under libfaketime: %w", err)
+	}
+	return s, clock, cleanup, nil
+}
+
+// SteadySettings are the steady-state server's settings on top of
+// ServerSettings: autovacuum's schedule and throttle are real-time, so they
+// are compressed with the clock. A simulated day lasts seconds, where a
+// real one gives the launcher 1440 naps of a minute and a throttled worker
+// hours of I/O; with a nap of 1 s (the minimum) and no cost delay, it still
+// gets far less time per simulated day than a real server would.
+var SteadySettings = map[string]string{
+	"autovacuum_naptime":           "1s",
+	"autovacuum_vacuum_cost_delay": "0",
+}
+
+// steadyRun is the state of one steady-state run.
+type steadyRun struct {
+	cfg     SteadyConfig
+	pool    *pgxpool.Pool
+	ledger  *ledger.Ledger
+	sweeper *sweep.Sweeper
+	pruner  *retention.Pruner
+	console http.Handler
+	token   string
+	logf    func(string, ...any)
+	// abandoned and queued are the rows left yesterday to be swept today.
+	abandoned, queued int
+	long              []string
+}
+
+// RunSteady runs the steady state of cfg.Steady on a server of its own.
+func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
+	cfg.fill()
+	sc := cfg.Steady
+	sc.fill()
+	if sc.Days < 3 {
+		return nil, fmt.Errorf("the steady state needs at least 3 days (a third each), got %d", sc.Days)
+	}
+	began := time.Now()
+	s, clock, cleanup, err := startFakeServer(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	defer func() { _ = s.Close() }()
+	if err := migrations.Up(ctx, s.URL); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(s.URL)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	run := &steadyRun{cfg: sc, pool: pool, ledger: ledger.New(pool), logf: cfg.Logf}
+	if run.sweeper, err = sweep.New(pool, sweep.Config{}); err != nil {
+		return nil, err
+	}
+	if run.pruner, err = retention.New(pool, retention.Config{Completed: sc.Completed, Failed: sc.Failed, Stuck: sc.Stuck}); err != nil {
+		return nil, err
+	}
+	ch, err := console.NewHandler(console.Config{Pool: pool})
+	if err != nil {
+		return nil, err
+	}
+	defer ch.Close()
+	run.console = ch
+	if run.token, err = auth.NewStore(pool).Create(ctx, "steady-reader", auth.RoleReader, ""); err != nil {
+		return nil, err
+	}
+	if err := run.startLongRunning(ctx); err != nil {
+		return nil, err
+	}
+
+	res := &SteadyResult{Days: sc.Days, PerDay: sc.PerDay, LongRunning: sc.LongRunning,
+		Completed: sc.Completed, Failed: sc.Failed, Stuck: sc.Stuck}
+	third := func(day int) int { return min(3*(day-1)/sc.Days, 2) }
+	var samples [3][3][]time.Duration // third, (sweep, overview, list)
+	seqStart, err := seqScans(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	for day := 1; day <= sc.Days; day++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := clock.advance(ctx, pool, day); err != nil {
+			return res, err
+		}
+		// The counters of the day before, now that every backend has
+		// flushed its statistics (a clock jump forces the flush).
+		if day > 1 && third(day) != third(day-1) {
+			n, err := seqScans(ctx, pool)
+			if err != nil {
+				return res, err
+			}
+			res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart})
+			seqStart = n
+		}
+		round, err := run.day(ctx, day, &samples[third(day)])
+		if err != nil {
+			return res, fmt.Errorf("day %d: %w", day, err)
+		}
+		res.Rounds = append(res.Rounds, round)
+		cfg.Logf("steady day %d: %d rows, %d events, %.1f MiB; swept %d, pruned %d in %s; sweep p50 %s, overview p50 %s, list p50 %s (%s)",
+			day, round.Rows, round.Events, float64(round.Bytes)/(1<<20), round.Swept, round.Pruned,
+			round.PruneDuration.Round(time.Millisecond), round.Sweep.P50, round.Overview.P50, round.List.P50,
+			round.Elapsed.Round(time.Millisecond))
+	}
+	// One more day flushes the counters of the last one.
+	if err := clock.advance(ctx, pool, sc.Days+1); err != nil {
+		return res, err
+	}
+	n, err := seqScans(ctx, pool)
+	if err != nil {
+		return res, err
+	}
+	res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart})
+	for i := range res.Thirds {
+		t := &res.Thirds[i]
+		for _, r := range res.Rounds {
+			if third(r.Day) == i {
+				t.LastDay, t.Rows, t.Events, t.Bytes = r.Day, r.Rows, r.Events, r.Bytes
+			}
+		}
+		t.Sweep, t.Overview, t.List = dist(samples[i][0]), dist(samples[i][1]), dist(samples[i][2])
+	}
+	if err := pool.QueryRow(ctx, `
+		SELECT COALESCE(sum(autovacuum_count), 0)::bigint, COALESCE(sum(autoanalyze_count), 0)::bigint
+		FROM pg_stat_user_tables WHERE relname IN ('delegations', 'delegation_events')`).Scan(&res.Autovacuums, &res.Autoanalyzes); err != nil {
+		return res, err
+	}
+	res.Elapsed = time.Since(began)
+	res.Load = loadAverage()
+	return res, nil
+}
+
+// seqScans reads the sequential scans of the two tables so far.
+func seqScans(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `
+		SELECT COALESCE(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables
+		WHERE relname IN ('delegations', 'delegation_events')`).Scan(&n)
+	return n, err
+}
+
+// startLongRunning inserts the rows that stay in flight all month, with a
+// deadline past its end.
+func (r *steadyRun) startLongRunning(ctx context.Context) error {
+	deadline := time.Now().Add(time.Duration(r.cfg.Days+30) * retention.Day)
+	for i := range r.cfg.LongRunning {
+		id := fmt.Sprintf("long-%d", i)
+		if _, err := r.ledger.Insert(ctx, ledger.NewDelegation{DelegationID: id, CallerID: "caller-long",
+			CalleeID: fmt.Sprintf("callee-%d", i%89), TaskPreview: "a long-running task", Deadline: deadline}); err != nil {
+			return err
+		}
+		r.long = append(r.long, id)
+	}
+	_, err := r.pool.Exec(ctx, steadyMoveSQL, r.long, "in_progress")
+	return err
+}
+
+// steadyInsertSQL inserts the day's delegations $2 .. $3 (prefix $1) as an
+// API client would, queued, with the default deadline (6 hours); the
+// database dates them and writes their audit events.
+const steadyInsertSQL = `
+INSERT INTO delegations (delegation_id, caller_id, callee_id, task_preview, status)
+SELECT $1 || g, 'caller-' || (g % 97), 'callee-' || (g % 89), 'task number ' || g || ' of the day', 'queued'
+FROM generate_series($2::int, $3::int) g`
+
+// steadyMoveSQL moves the delegations $1 to status $2, as workers reporting
+// do (the guard, the bookkeeping and the audit trigger run as for any
+// writer).
+const steadyMoveSQL = `UPDATE delegations SET status = $2 WHERE delegation_id = ANY($1::text[])`
+
+// steadyFinishSQL finishes the delegations $1 with status $2, a result or
+// an error detail.
+const steadyFinishSQL = `
+UPDATE delegations
+SET status = $2,
+    result_preview = CASE WHEN $2 = 'completed' THEN 'result of ' || delegation_id END,
+    error_detail = CASE WHEN $2 = 'failed' THEN 'the worker reported an error' END
+WHERE delegation_id = ANY($1::text[])`
+
+// day runs one simulated day and its measurements.
+func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duration) (SteadyRound, error) {
+	began := time.Now()
+	round := SteadyRound{Day: day}
+	// The long-running workers are alive: they beat as the day starts.
+	if err := r.beat(ctx, r.long); err != nil {
+		return round, err
+	}
+	sw, err := r.sweepAll(ctx)
+	if err != nil {
+		return round, err
+	}
+	if want := r.abandoned + r.queued; sw != want {
+		return round, fmt.Errorf("the sweep marked %d rows stuck, want the %d abandoned and queued yesterday", sw, want)
+	}
+	round.Swept = sw
+	pr, err := r.pruner.RunOnce(ctx)
+	if err != nil {
+		return round, err
+	}
+	round.Pruned, round.PrunedEvents, round.PruneDuration = pr.Pruned, pr.EventsPruned, pr.Duration
+
+	if round.Completed, round.Failed, err = r.work(ctx, day); err != nil {
+		return round, err
+	}
+	round.Left = r.abandoned + r.queued
+
+	if err := r.pool.QueryRow(ctx, `
+		SELECT (SELECT count(*) FROM delegations), (SELECT count(*) FROM delegation_events),
+		       pg_total_relation_size('delegations') + pg_total_relation_size('delegation_events')`).
+		Scan(&round.Rows, &round.Events, &round.Bytes); err != nil {
+		return round, err
+	}
+	var times []time.Duration
+	for range r.cfg.SweepRuns {
+		res, err := r.sweeper.RunOnce(ctx)
+		if err != nil {
+			return round, err
+		}
+		if res.Swept != 0 {
+			return round, fmt.Errorf("a nothing-eligible sweep marked %d rows", res.Swept)
+		}
+		times = append(times, res.Duration)
+	}
+	round.Sweep = dist(times)
+	samples[0] = append(samples[0], times...)
+	for i, page := range []string{"/", "/delegations"} {
+		times = times[:0]
+		for range r.cfg.ConsoleRuns {
+			d, err := r.load(ctx, page)
+			if err != nil {
+				return round, err
+			}
+			times = append(times, d)
+		}
+		samples[i+1] = append(samples[i+1], times...)
+		if i == 0 {
+			round.Overview = dist(times)
+		} else {
+			round.List = dist(times)
+		}
+	}
+	round.Elapsed = time.Since(began)
+	return round, nil
+}
+
+// sweepAll runs the sweeper until nothing is left and returns the rows it
+// marked.
+func (r *steadyRun) sweepAll(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		res, err := r.sweeper.RunOnce(ctx)
+		if err != nil {
+			return total, err
+		}
+		total += res.Swept
+		if !res.More {
+			return total, nil
+		}
+	}
+}
+
+// work writes the day: PerDay delegations inserted, moved to in_progress,
+// beaten twice, then completed, failed, abandoned (no more beats) or left
+// queued, in statements of 1000 rows. It returns the completed and failed.
+func (r *steadyRun) work(ctx context.Context, day int) (completedN, failedN int, err error) {
+	const chunk = 1000
+	prefix := fmt.Sprintf("d%d-", day)
+	n := r.cfg.PerDay
+	for lo := 1; lo <= n; lo += chunk {
+		if _, err := r.pool.Exec(ctx, steadyInsertSQL, prefix, lo, min(lo+chunk-1, n)); err != nil {
+			return 0, 0, fmt.Errorf("inserting: %w", err)
+		}
+	}
+	ids := func(from, to int) []string { // per mille of the day, from..to
+		var out []string
+		for g := 1; g <= n; g++ {
+			if m := (g * 7919) % 1000; m >= from && m < to {
+				out = append(out, prefix+strconv.Itoa(g))
+			}
+		}
+		return out
+	}
+	started := ids(0, shareCompleted+shareFailed+shareAbandoned)
+	queued := ids(shareCompleted+shareFailed+shareAbandoned, shareCompleted+shareFailed+shareAbandoned+shareQueued)
+	for c := range slices.Chunk(started, chunk) {
+		if _, err := r.pool.Exec(ctx, steadyMoveSQL, c, "in_progress"); err != nil {
+			return 0, 0, fmt.Errorf("moving to in_progress: %w", err)
+		}
+	}
+	for range 2 {
+		if err := r.beat(ctx, started); err != nil {
+			return 0, 0, err
+		}
+	}
+	completed := ids(0, shareCompleted)
+	failed := ids(shareCompleted, shareCompleted+shareFailed)
+	for _, g := range []struct {
+		ids    []string
+		status string
+	}{{completed, "completed"}, {failed, "failed"}} {
+		for c := range slices.Chunk(g.ids, chunk) {
+			if _, err := r.pool.Exec(ctx, steadyFinishSQL, c, g.status); err != nil {
+				return 0, 0, fmt.Errorf("finishing as %s: %w", g.status, err)
+			}
+		}
+	}
+	r.abandoned = len(started) - len(completed) - len(failed)
+	r.queued = len(queued)
+	return len(completed), len(failed), nil
+}
+
+// beat heartbeats ids through the ledger, 1000 a call; every one must be live.
+func (r *steadyRun) beat(ctx context.Context, ids []string) error {
+	for c := range slices.Chunk(ids, 1000) {
+		notLive, err := r.ledger.HeartbeatMany(ctx, c)
+		if err != nil {
+			return fmt.Errorf("heartbeats: %w", err)
+		}
+		if len(notLive) > 0 {
+			return fmt.Errorf("%d live rows reported not live, e.g. %s", len(notLive), notLive[0])
+		}
+	}
+	return nil
+}
+
+// load serves one console page in process, as a reader with a Bearer
+// token, and returns how long it took.
+func (r *steadyRun) load(ctx context.Context, page string) (time.Duration, error) {
+	req := httptest.NewRequestWithContext(ctx, http.MethodGet, page, nil)
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	rec := httptest.NewRecorder()
+	began := time.Now()
+	r.console.ServeHTTP(rec, req)
+	d := time.Since(began)
+	if rec.Code != http.StatusOK {
+		return 0, fmt.Errorf("console %s: status %d", page, rec.Code)
+	}
+	return d, nil
+}
+
+// DescribeMachine describes this machine, with the load averages now as
+// LoadStart: for a run that does not go through Run.
+func DescribeMachine() Machine {
+	m := describeMachine()
+	m.LoadStart = loadAverage()
+	return m
+}
