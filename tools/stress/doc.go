@@ -2,7 +2,8 @@
 // PostgreSQL and the built binary: a race storm of writers against three
 // sweeper daemons, faults (the server killed and restarted, a backend
 // terminated, a statement timeout, the daemon killed or stopped mid-batch),
-// secrets that must never show, TLS with a CA made in the test, concurrent
+// the storm across a failover to a promoted standby (synchronous and
+// asynchronous replication), secrets that must never show, TLS with a CA made in the test, concurrent
 // migrations and a dirty schema.
 //
 // The package has only tests. A short form of each runs in `make test`;

@@ -3,6 +3,7 @@ package stress
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +60,9 @@ const (
 	// counts as caused by the failover (its connection broke, or it
 	// connected while no server accepted writes).
 	failoverGrace = 5 * time.Second
+	// failoverAsyncLag is how far the asynchronous standby falls behind
+	// before the primary is killed.
+	failoverAsyncLag = 500 * time.Millisecond
 )
 
 // TestRaceStormFailoverSync is the failover with a synchronous standby: no
@@ -88,7 +93,9 @@ type failover struct {
 	token            string // a reader token of the API
 
 	killedAt, promotedAt time.Time
-	resume               map[string]time.Duration // daemon -> promotion to its first successful run's end
+	lagFrom              time.Time // asynchronous: when the standby stopped receiving
+	resume               map[string]time.Duration // daemon -> promotion to the start of its first successful run (0: it began before)
+	resumeEnd            map[string]time.Duration // daemon -> promotion to that run's end (the backlog swept)
 	readyz               map[string]string        // daemon -> what /readyz said: "503 200" when as expected
 	api                  map[string]int           // daemon -> status of GET /v1/delegations/{id} after the failover
 	lossSnapshot         int                      // terminal snapshots up to this one may see the failover's losses
@@ -165,7 +172,9 @@ func (fo *failover) start(t *testing.T) *roleDB {
 
 // daemonEnv is what the failover adds to the daemons' environment.
 func (fo *failover) daemonEnv() []string {
-	return []string{"SWEEPER_API_LISTEN=127.0.0.1:0", fmt.Sprintf("SWEEPER_SWEEP_SCHEDULE=@every %s", failoverSchedule)}
+	// Debug: every run is logged, with its end and duration.
+	return []string{"SWEEPER_API_LISTEN=127.0.0.1:0", fmt.Sprintf("SWEEPER_SWEEP_SCHEDULE=@every %s", failoverSchedule),
+		"SWEEPER_LOG_LEVEL=debug"}
 }
 
 // ambiguous reports whether o failed because of the failover: it failed
@@ -256,21 +265,47 @@ func (p *probe) run(ctx context.Context, dsn string) {
 	}
 }
 
-// missing counts the acknowledged numbers not on the server of dsn, and
-// those acknowledged before the kill.
-func (p *probe) missing(t *testing.T, dsn string, killedAt time.Time) (lost, ackedBeforeKill int64) {
+// missing counts the numbers acknowledged before cutoff, and those of them
+// not on the server of dsn.
+func (p *probe) missing(t *testing.T, dsn string, cutoff time.Time) (lost, acked int64) {
 	t.Helper()
 	p.mu.Lock()
 	var ns []int64
 	for _, a := range p.acked {
-		ns = append(ns, a.n)
-		if a.at.Before(killedAt) {
-			ackedBeforeKill++
+		if a.at.Before(cutoff) {
+			ns = append(ns, a.n)
 		}
 	}
 	p.mu.Unlock()
+	acked = int64(len(ns))
 	lost = mustInt(t, dsn, `SELECT count(*) FROM unnest($1::bigint[]) AS a(n) WHERE NOT EXISTS (SELECT FROM failover_acks f WHERE f.n = a.n)`, ns)
-	return lost, ackedBeforeKill
+	return lost, acked
+}
+
+// firstRunAfter finds, in a daemon's JSON log, the first successful run
+// that ended after t, and returns its start and end (the log's time stamps
+// have milliseconds).
+func firstRunAfter(logs string, t time.Time) (start, end time.Time, err error) {
+	for _, line := range strings.Split(logs, "\n") {
+		var l struct{ Ts, Msg, Duration string }
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "sweep marked delegations stuck" && l.Msg != "sweep found nothing" {
+			continue
+		}
+		end, err := time.Parse(time.RFC3339Nano, l.Ts)
+		if err != nil {
+			return start, end, fmt.Errorf("log time stamp %q: %w", l.Ts, err)
+		}
+		d, err := time.ParseDuration(l.Duration)
+		if err != nil {
+			return start, end, fmt.Errorf("run duration %q: %w", l.Duration, err)
+		}
+		// The log has milliseconds: a run that ended in the promotion's
+		// millisecond is not after it.
+		if end.After(t.Truncate(time.Millisecond)) {
+			return end.Add(-d), end, nil
+		}
+	}
+	return start, end, errors.New("no successful run after the promotion in the log")
 }
 
 var apiAddrRE = regexp.MustCompile(`"api_address":"([^"]+)"`)
@@ -357,6 +392,18 @@ func (fo *failover) run(t *testing.T, daemons []*proc, dsn string) {
 		}
 	}
 
+	// Asynchronous: the standby falls behind first, as over a slow or
+	// broken link. The primary's WAL sender is stopped (SIGSTOP) for
+	// failoverAsyncLag while the primary goes on acknowledging commits that
+	// it never sends; the kill ends it with the rest.
+	if !fo.sync {
+		sender := int(mustInt(t, fo.primary.URL, `SELECT pid FROM pg_stat_replication`))
+		if err := syscall.Kill(sender, syscall.SIGSTOP); err != nil {
+			t.Fatalf("stopping the primary's WAL sender: %v", err)
+		}
+		fo.lagFrom = time.Now()
+		time.Sleep(failoverAsyncLag) // the writers' commits go on meanwhile
+	}
 	// The kill's time is before it begins: an operation that failed while
 	// the server processes died failed because of it.
 	fo.killedAt = time.Now()
@@ -386,20 +433,22 @@ func (fo *failover) run(t *testing.T, daemons []*proc, dsn string) {
 		fo.promotedAt.Sub(fo.killedAt).Round(time.Millisecond), fo.hosts, fo.sync)
 
 	// Resumed: sweeper_last_success_timestamp_seconds of each daemon is
-	// after the promotion; the time is that run's end.
-	fo.resume = map[string]time.Duration{}
+	// after the promotion. The run's start, from its log line (its end and
+	// duration), is when the daemon resumed; its end, when the backlog of
+	// the outage was swept.
+	fo.resume, fo.resumeEnd = map[string]time.Duration{}, map[string]time.Duration{}
 	promotedSecs := float64(fo.promotedAt.UnixNano()) / 1e9
 	for _, d := range daemons {
-		var last float64
 		eventually(t, time.Minute, d.Name+" to sweep successfully after the promotion", func() bool {
 			m, _, err := d.Metrics()
-			if err != nil {
-				return false
-			}
-			last = m[lastSuccess]
-			return last > promotedSecs
+			return err == nil && m[lastSuccess] > promotedSecs
 		})
-		fo.resume[d.Name] = time.Duration((last - promotedSecs) * 1e9)
+		start, end, err := firstRunAfter(d.Logs(), fo.promotedAt)
+		if err != nil {
+			t.Fatalf("%s: %v", d.Name, err)
+		}
+		// A run already trying to connect at the promotion resumed at it.
+		fo.resume[d.Name], fo.resumeEnd[d.Name] = max(0, start.Sub(fo.promotedAt)), end.Sub(fo.promotedAt)
 	}
 	watchers.Wait()
 
@@ -421,24 +470,34 @@ func (fo *failover) check(t *testing.T, v *violations, rdb *roleDB, fig report.F
 		return
 	}
 	names := sortedKeys(fo.resume)
-	var worst time.Duration
+	var worst, worstEnd time.Duration
 	var resumes []string
 	for _, n := range names {
 		r := fo.resume[n]
 		worst = max(worst, r)
-		resumes = append(resumes, fmt.Sprintf("%s %.2fs", n, r.Seconds()))
-		v.check(r <= 2*failoverSchedule, "%s resumed %s after the promotion: more than two schedule intervals (%s)", n, r, 2*failoverSchedule)
+		worstEnd = max(worstEnd, fo.resumeEnd[n])
+		resumes = append(resumes, fmt.Sprintf("%s %.2fs (backlog swept %.2fs)", n, r.Seconds(), fo.resumeEnd[n].Seconds()))
+		v.check(r <= 2*failoverSchedule, "%s began its first successful run %s after the promotion: more than two schedule intervals (%s)", n, r, 2*failoverSchedule)
 		v.check(fo.readyz[n] == "200 503 200", "%s /readyz across the failover answered %q, want \"200 503 200\"", n, fo.readyz[n])
 		v.check(fo.api[n] == 200, "%s API after the failover: %d", n, fo.api[n])
 	}
 	lost, before := fo.probe.missing(t, rdb.admin, fo.killedAt)
 	if fo.sync {
 		v.check(lost == 0, "synchronous replication: %d of %d commits acknowledged before the kill are missing on the new primary", lost, before)
+	} else {
+		// Lost: what was acknowledged while the standby lagged (and what
+		// it had not received yet when it began to lag).
+		lostBeforeLag, beforeLag := fo.probe.missing(t, rdb.admin, fo.lagFrom)
+		t.Logf("failover: the standby lagged %s before the kill: the probe had %d commits acknowledged meanwhile; %d of the %d acknowledged before the lag are missing",
+			fo.killedAt.Sub(fo.lagFrom).Round(time.Millisecond), before-beforeLag, lostBeforeLag, beforeLag)
+		fig["failover_probe_acked_while_lagging"] = before - beforeLag
+		fig["failover_probe_lost_before_lag"] = lostBeforeLag
 	}
 	t.Logf("failover (synchronous: %v): promoted %.2fs after the kill; resumed: %s; /readyz: %v; probe: %d commits acknowledged before the kill, %d missing; writer log checks failed by loss: %d %v",
 		fo.sync, fo.promotedAt.Sub(fo.killedAt).Seconds(), strings.Join(resumes, ", "), fo.readyz, before, lost, fo.lostTotal(), fo.lost)
 	fig["failover_promote_ms"] = fo.promotedAt.Sub(fo.killedAt).Milliseconds()
 	fig["failover_resume_max_ms"] = worst.Milliseconds()
+	fig["failover_backlog_swept_max_ms"] = worstEnd.Milliseconds()
 	fig["failover_probe_acked"] = before
 	fig["failover_probe_lost"] = lost
 	fig["failover_log_lost"] = fo.lostTotal()

@@ -658,6 +658,7 @@ func (m *terminalMonitor) snapshot() error {
 		if got, ok := now[id]; !ok || got != sum {
 			m.changed = append(m.changed, fmt.Sprintf("terminal row %q changed or vanished after snapshot %d", id, m.snapshots-1))
 			m.changedAt = append(m.changedAt, m.snapshots)
+			delete(m.seen, id) // each change reported once
 		}
 	}
 	maps.Copy(m.seen, now)
@@ -1126,7 +1127,8 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 			}
 			continue
 		}
-		v.check(seenNote[id] == 1, "stuck row %q notified %d times", id, seenNote[id])
+		// Asynchronous failover: a stuck mark lost is marked and notified again.
+		lossy(seenNote[id] == 1, "stuck row %q notified %d times", id, seenNote[id])
 	}
 	if fo == nil {
 		v.check(len(notes) == stuck, "%d notifications for %d stuck rows", len(notes), stuck)
@@ -1245,7 +1247,8 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 			refused := !o.applied && !o.live &&
 				(o.kind == opRevive && (o.outcome == "" || o.outcome == ledger.OutcomeRejectedTerminal.String()) ||
 					o.kind == opRawRevive && o.outcome == "refused:delegations_terminal_frozen")
-			v.check(refused, "%s: revive of terminal %q (%s) was not refused: applied=%v live=%v outcome=%q",
+			// Asynchronous failover: the terminal status may be what was lost.
+			lossy(refused, "%s: revive of terminal %q (%s) was not refused: applied=%v live=%v outcome=%q",
 				o.writer, o.id, o.what, o.applied, o.live, o.outcome)
 			lossy(final.Terminal() && (o.status == "" || o.status == final), "%s: revive of %q: told %s, row ended %s", o.writer, o.id, o.status, final)
 		}
