@@ -93,7 +93,7 @@ type failover struct {
 	token            string // a reader token of the API
 
 	killedAt, promotedAt time.Time
-	lagFrom              time.Time // asynchronous: when the standby stopped receiving
+	lagFrom              time.Time                // asynchronous: when the standby stopped receiving
 	resume               map[string]time.Duration // daemon -> promotion to the start of its first successful run (0: it began before)
 	resumeEnd            map[string]time.Duration // daemon -> promotion to that run's end (the backlog swept)
 	readyz               map[string]string        // daemon -> what /readyz said: "503 200" when as expected
