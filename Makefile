@@ -54,7 +54,7 @@ STRESS_DURATION ?= 60s
 FUZZTIME        ?= 10s
 
 .PHONY: stress
-stress: ## Race storm (STRESS_DURATION), faults, security, hostile input, fuzzing (FUZZTIME each); prints a summary
+stress: ## Race storms (STRESS_DURATION: direct, PgBouncer, failover sync/async), faults, security, hostile input, fuzzing (FUZZTIME each); prints a summary
 	cd tools && $(GO) build -o ../bin/stressrun ./stress/cmd/stressrun
 	bin/stressrun -duration $(STRESS_DURATION) -fuzztime $(FUZZTIME)
 

@@ -3,9 +3,11 @@
 // sweeper daemons (also behind PgBouncer, and with rows on their own
 // heartbeat timeouts), faults (the server killed and restarted, a backend
 // terminated, a statement timeout, the daemon killed or stopped mid-batch),
-// secrets that must never show, TLS with a CA made in the test, concurrent
-// migrations and a dirty schema, and a failover of a real HA engine
-// (pg_auto_failover: `pg_autoctl perform failover` under load).
+// the storm across a failover to a promoted standby (synchronous and
+// asynchronous replication) and a failover of a real HA engine
+// (pg_auto_failover: `pg_autoctl perform failover` under load), secrets
+// that must never show, TLS with a CA made in the test, concurrent
+// migrations and a dirty schema.
 //
 // The package has only tests. A short form of each runs in `make test`;
 // `make stress` runs the long storm and fuzz runs through

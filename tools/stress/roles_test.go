@@ -35,13 +35,26 @@ func newRoleDB(t *testing.T) *roleDB {
 	db := testdb.NewEmpty(t)
 	suffix := strings.TrimPrefix(db.Name, "sweeper_t")
 	r := &roleDB{db: db, admin: db.URL, ownerRole: "stress_owner" + suffix, daemonRole: "stress_daemon" + suffix}
-	r.owner = withUser(t, db.URL, r.ownerRole, secret)
-	r.daemon = withUser(t, db.URL, r.daemonRole, secret)
+	r.deploy(t, true)
+	return r
+}
+
+// deploy creates r's roles, migrates the schema as the owner and grants the
+// daemon role its rights, in the database of r.admin. With drop, the
+// roles are dropped when t ends (on a server of the test's own, which goes
+// away with it, they need not be).
+func (r *roleDB) deploy(t *testing.T, drop bool) {
+	t.Helper()
+	r.owner = withUser(t, r.admin, r.ownerRole, secret)
+	r.daemon = withUser(t, r.admin, r.daemonRole, secret)
 	mustExec(t, r.admin, deploySQL(t, "roles.sql", r))
 	for _, role := range []string{r.ownerRole, r.daemonRole} {
 		mustExec(t, r.admin, fmt.Sprintf(`ALTER ROLE %s PASSWORD '%s'`, role, secret))
 	}
 	t.Cleanup(func() {
+		if !drop {
+			return
+		}
 		// Before testdb drops the database: the roles own objects in it.
 		_, _ = queryInt(r.admin, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename IN ($1, $2)`, r.ownerRole, r.daemonRole)
 		mustExec(t, r.admin, fmt.Sprintf(`DROP OWNED BY %[1]s, %[2]s CASCADE; DROP ROLE %[1]s; DROP ROLE %[2]s`, r.ownerRole, r.daemonRole))
@@ -50,5 +63,4 @@ func newRoleDB(t *testing.T) *roleDB {
 		t.Fatalf("migrate up as the owner role: %s", res)
 	}
 	mustExec(t, r.owner, deploySQL(t, "grants.sql", r))
-	return r
 }

@@ -83,6 +83,8 @@ type writer struct {
 	conn *pgx.Conn // raw writers' own connection
 	ops  []op
 	n    int
+
+	reconnects []*pgx.Conn // connections liveConn opened, closed after the storm
 }
 
 func (w *writer) newID() string {
@@ -96,6 +98,11 @@ func (w *writer) log(o op) {
 		o.acked = time.Now()
 	}
 	w.ops = append(w.ops, o)
+	if o.err != "" {
+		// While the server is unreachable (a failover) every call fails
+		// at once: do not spin.
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // between returns a random duration in [lo, hi).
@@ -158,6 +165,32 @@ func (s *storm) rawConn(t *testing.T, actor string) *pgx.Conn {
 	if _, err := conn.Exec(ctx, `SELECT set_config('sweeper.actor', $1, false)`, actor); err != nil {
 		t.Fatal(err)
 	}
+	return conn
+}
+
+// liveConn returns w's own connection, connecting again (s.dsn, which may
+// name several hosts) when the server closed it, as in a failover. When
+// that fails it returns the closed connection: the writer's next operations
+// fail and are logged as such.
+func (s *storm) liveConn(w *writer) *pgx.Conn {
+	if !w.conn.IsClosed() {
+		return w.conn
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.dsn)
+	if err == nil {
+		_, err = conn.Exec(ctx, `SELECT set_config('sweeper.actor', $1, false)`, w.name)
+		if err != nil {
+			_ = conn.Close(ctx)
+		}
+	}
+	if err != nil {
+		time.Sleep(20 * time.Millisecond)
+		return w.conn
+	}
+	w.reconnects = append(w.reconnects, conn)
+	w.conn = conn
 	return conn
 }
 
@@ -321,7 +354,7 @@ func (s *storm) abandoner(ctx context.Context, w *writer) {
 // heartbeat (sometimes inside a transaction that holds the row lock for a
 // while), finish, and try to revive the finished row.
 func (s *storm) rawWorker(ctx context.Context, w *writer) {
-	conn := w.conn
+	var conn *pgx.Conn
 	exec := func(sql string, args ...any) (pgconn.CommandTag, time.Time, error) {
 		c, cancel := opCtx()
 		defer cancel()
@@ -330,6 +363,7 @@ func (s *storm) rawWorker(ctx context.Context, w *writer) {
 		return tag, sent, err
 	}
 	for ctx.Err() == nil {
+		conn = s.liveConn(w)
 		id := w.newID()
 		own, timeout := s.rowTimeout(w)
 		var ownSecs *float64 // NULL: the global timeout
@@ -448,8 +482,8 @@ func (s *storm) rawRevive(w *writer, conn *pgx.Conn, id string, st ledger.Status
 // reviver picks rows that recently became terminal and tries to change them
 // every way it can, through the ledger and in SQL.
 func (s *storm) reviver(ctx context.Context, w *writer) {
-	conn := w.conn
 	for sleep(ctx, w.between(50*time.Millisecond, 200*time.Millisecond)) {
+		conn := s.liveConn(w)
 		c, cancel := opCtx()
 		rows, err := conn.Query(c, `SELECT delegation_id, to_status FROM delegation_events
 			WHERE to_status = ANY($1) ORDER BY id DESC LIMIT 30`, terminalNames)
@@ -512,8 +546,10 @@ type notification struct {
 }
 
 // listen collects the notifications of channel on a dedicated connection
-// until it receives the sentinel. Start it before the daemons.
-func listen(t *testing.T, dsn string) (got func() []notification, wait func(time.Duration) error) {
+// until it receives the sentinel. Start it before the daemons. With
+// reconnect (a failover) a broken connection is replaced and LISTEN issued
+// again: what was notified meanwhile is not received.
+func listen(t *testing.T, dsn string, reconnect bool) (got func() []notification, wait func(time.Duration) error) {
 	conn := connect(t, dsn)
 	if _, err := conn.Exec(context.Background(), "LISTEN "+stormChannel); err != nil {
 		t.Fatal(err)
@@ -523,10 +559,35 @@ func listen(t *testing.T, dsn string) (got func() []notification, wait func(time
 	var loopErr error
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
+	relisten := func() *pgx.Conn {
+		for sleep(ctx, 20*time.Millisecond) {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			c, err := pgx.Connect(cctx, dsn)
+			if err == nil {
+				_, err = c.Exec(cctx, "LISTEN "+stormChannel)
+			}
+			cancel()
+			if err != nil && c != nil {
+				_ = c.Close(context.Background())
+			}
+			if err != nil {
+				continue
+			}
+			return c
+		}
+		return nil
+	}
 	go func() {
 		defer close(done)
 		for {
 			n, err := conn.WaitForNotification(ctx)
+			if err != nil && reconnect && ctx.Err() == nil && conn.IsClosed() {
+				if c := relisten(); c != nil {
+					defer c.Close(context.Background())
+					conn = c
+					continue
+				}
+			}
 			if err != nil {
 				mu.Lock()
 				loopErr = err
@@ -575,13 +636,41 @@ type terminalMonitor struct {
 	seen      map[string]string // id -> md5 of the row
 	snapshots int
 	changed   []string
+	changedAt []int // the snapshot that saw each change
+
+	// dsn, when set, is where the monitor connects again after its
+	// connection broke (a failover); the connections it opens are closed
+	// by close.
+	dsn    string
+	extra  []*pgx.Conn
+	failed int // snapshots that failed (with dsn set)
+}
+
+// close closes the connections the monitor opened itself.
+func (m *terminalMonitor) close() {
+	for _, c := range m.extra {
+		_ = c.Close(context.Background())
+	}
 }
 
 func (m *terminalMonitor) snapshot() error {
 	ctx, cancel := opCtx()
 	defer cancel()
+	if m.dsn != "" && m.conn.IsClosed() {
+		c, err := pgx.Connect(ctx, m.dsn)
+		if err != nil {
+			m.failed++
+			return nil
+		}
+		m.extra = append(m.extra, c)
+		m.conn = c
+	}
 	rows, err := m.conn.Query(ctx, `SELECT delegation_id, md5(d::text) FROM delegations AS d WHERE status = ANY($1)`, terminalNames)
 	if err != nil {
+		if m.dsn != "" {
+			m.failed++
+			return nil
+		}
 		return err
 	}
 	now := map[string]string{}
@@ -593,12 +682,18 @@ func (m *terminalMonitor) snapshot() error {
 		now[id] = sum
 	}
 	if err := rows.Err(); err != nil {
+		if m.dsn != "" {
+			m.failed++
+			return nil
+		}
 		return err
 	}
 	m.snapshots++
 	for id, sum := range m.seen {
 		if got, ok := now[id]; !ok || got != sum {
 			m.changed = append(m.changed, fmt.Sprintf("terminal row %q changed or vanished after snapshot %d", id, m.snapshots-1))
+			m.changedAt = append(m.changedAt, m.snapshots)
+			delete(m.seen, id) // each change reported once
 		}
 	}
 	maps.Copy(m.seen, now)
@@ -688,15 +783,22 @@ const stormPgBouncerPoolSize = 6
 
 // stormOptions are the variants of the storm.
 type stormOptions struct {
-	pooled bool // through pgbouncer in transaction mode
-	mixed  bool // rows with their own heartbeat timeouts (storm_mixed_test.go)
+	pooled bool      // through pgbouncer in transaction mode
+	mixed  bool      // rows with their own heartbeat timeouts (storm_mixed_test.go)
+	fo     *failover // fail the primary over to a standby in the middle (failover_test.go)
 }
 
+// raceStorm runs the storm in the variant o.
 func raceStorm(t *testing.T, o stormOptions) {
-	pooled := o.pooled
+	pooled, fo := o.pooled, o.fo
 	duration := stormDuration(t)
 	ctx := context.Background()
-	rdb := newRoleDB(t)
+	var rdb *roleDB
+	if fo != nil {
+		rdb = fo.start(t)
+	} else {
+		rdb = newRoleDB(t)
+	}
 
 	writersURL, daemonURL := rdb.admin, rdb.daemon
 	var poolerEnv []string
@@ -726,8 +828,12 @@ func raceStorm(t *testing.T, o stormOptions) {
 	// overwrite rows that changed meanwhile.
 	slowSweep(t, rdb.admin, stormRowDelay)
 
-	notes, waitNotes := listen(t, rdb.admin)
+	notes, waitNotes := listen(t, rdb.admin, fo != nil)
 	mon := &terminalMonitor{conn: connect(t, rdb.admin), seen: map[string]string{}}
+	if fo != nil {
+		mon.dsn = rdb.admin
+		t.Cleanup(mon.close)
+	}
 
 	daemonEnv := append([]string{
 		"SWEEPER_DATABASE_URL=" + daemonURL,
@@ -736,6 +842,9 @@ func raceStorm(t *testing.T, o stormOptions) {
 		fmt.Sprintf("SWEEPER_SWEEP_BATCH_SIZE=%d", stormBatchSize),
 		"SWEEPER_SWEEP_NOTIFY_CHANNEL=" + stormChannel,
 	}, poolerEnv...)
+	if fo != nil {
+		daemonEnv = append(daemonEnv, fo.daemonEnv()...)
+	}
 	var daemons []*proc
 	for i := range stormDaemons {
 		daemons = append(daemons, startDaemon(t, fmt.Sprintf("daemon-%d", i+1), daemonEnv))
@@ -783,12 +892,20 @@ func raceStorm(t *testing.T, o stormOptions) {
 			wg.Go(func() { k.run(wctx, w) })
 		}
 	}
-	t.Logf("storm: %d writers, %d daemons (as role %s), heartbeat timeout %s, batch %d, for %s, through pgbouncer: %v, rows' own timeouts: %v",
-		len(writers), len(daemons), rdb.daemonRole, stormTimeout, stormBatchSize, duration, pooled, o.mixed)
+	if fo != nil {
+		wg.Go(func() { fo.probe.run(wctx, rdb.admin) })
+	}
+	t.Logf("storm: %d writers, %d daemons (as role %s), heartbeat timeout %s, batch %d, for %s, through pgbouncer: %v, rows' own timeouts: %v, failover: %v",
+		len(writers), len(daemons), rdb.daemonRole, stormTimeout, stormBatchSize, duration, pooled, o.mixed, fo != nil)
 
-	// Snapshot terminal rows while the storm runs.
+	// Snapshot terminal rows while the storm runs; fail over in the middle.
 	end := time.Now().Add(duration)
+	failAt := time.Now().Add(duration / 2)
 	for time.Now().Before(end) {
+		if fo != nil && fo.promotedAt.IsZero() && time.Now().After(failAt) {
+			fo.run(t, daemons, rdb.admin)
+			fo.lossSnapshot = mon.snapshots + 1
+		}
 		if err := mon.snapshot(); err != nil {
 			t.Fatalf("snapshot of terminal rows: %v", err)
 		}
@@ -796,6 +913,11 @@ func raceStorm(t *testing.T, o stormOptions) {
 	}
 	stopWriters()
 	wg.Wait()
+	for _, w := range writers {
+		for _, c := range w.reconnects {
+			_ = c.Close(ctx)
+		}
+	}
 	for _, d := range daemons {
 		if d.Exited() {
 			t.Fatalf("%s exited during the storm: %v\n%s", d.Name, d.ExitErr(), d.Logs())
@@ -912,17 +1034,31 @@ func raceStorm(t *testing.T, o stormOptions) {
 		all = append(all, w.ops...)
 	}
 	v := &violations{t: t}
-	fig := checkStorm(t, v, all, rows, events, notes(), mon, stormTimeout)
+	fig := checkStorm(t, v, all, rows, events, notes(), mon, stormTimeout, fo)
 	if o.mixed {
 		checkMixed(t, v, all, rows, fig)
 	}
 
 	// The replicas' own accounts: together they marked each stuck row once.
-	v.check(int64(sweptByMetrics[0]) == fig[report.StuckHeartbeat] && int64(sweptByMetrics[1]) == fig[report.StuckDeadline],
-		"the daemons' sweeper_swept_total sum to %v (heartbeat_timeout, deadline_exceeded); the database has %d and %d",
-		sweptByMetrics, fig[report.StuckHeartbeat], fig[report.StuckDeadline])
-	v.check(runErrors == 0, "%v sweep runs failed during the storm", runErrors)
-	v.check(s.errors.Load() == 0, "%d writer errors outside the log", s.errors.Load())
+	switch {
+	case fo == nil:
+		v.check(int64(sweptByMetrics[0]) == fig[report.StuckHeartbeat] && int64(sweptByMetrics[1]) == fig[report.StuckDeadline],
+			"the daemons' sweeper_swept_total sum to %v (heartbeat_timeout, deadline_exceeded); the database has %d and %d",
+			sweptByMetrics, fig[report.StuckHeartbeat], fig[report.StuckDeadline])
+		v.check(runErrors == 0, "%v sweep runs failed during the storm", runErrors)
+		v.check(s.errors.Load() == 0, "%d writer errors outside the log", s.errors.Load())
+	case fo.sync:
+		// A batch counted was acknowledged, so it is on the new primary; a
+		// batch whose commit was cut off by the kill may be there too.
+		v.check(int64(sweptByMetrics[0]) <= fig[report.StuckHeartbeat] && int64(sweptByMetrics[1]) <= fig[report.StuckDeadline],
+			"the daemons' sweeper_swept_total sum to %v (heartbeat_timeout, deadline_exceeded): more than the database has, %d and %d",
+			sweptByMetrics, fig[report.StuckHeartbeat], fig[report.StuckDeadline])
+	}
+	if fo != nil {
+		t.Logf("failover: the daemons counted %v rows swept (heartbeat_timeout, deadline_exceeded), the new primary has %d and %d; %v runs failed",
+			sweptByMetrics, fig[report.StuckHeartbeat], fig[report.StuckDeadline], runErrors)
+		fo.check(t, v, rdb, fig)
+	}
 
 	fig[report.Writers] = int64(len(writers) - 1) // the finisher ran after the storm
 	fig[report.Daemons] = int64(len(daemons))
@@ -944,8 +1080,14 @@ func raceStorm(t *testing.T, o stormOptions) {
 
 // checkStorm checks the writers' log, the rows, the events and the
 // notifications against each other, and returns the storm's figures.
+//
+// With fo (a failover), operations that failed because of it are
+// ambiguous: each may or may not have taken effect. Notifications may be
+// missed (NOTIFY is delivered at most once). Under asynchronous
+// replication, the checks of the writers' log against the outcome count
+// the acknowledged writes lost instead of failing (fo.loss).
 func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, events []event, notes []notification,
-	mon *terminalMonitor, global time.Duration) report.Figures {
+	mon *terminalMonitor, global time.Duration, fo *failover) report.Figures {
 	t.Helper()
 	fig := report.Figures{}
 	byKind := map[string]int{}
@@ -1039,61 +1181,114 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 	fig["sweep_transactions"] = int64(len(perTx))
 
 	// 4. One notification per stuck transition, with its reason.
+	lossy := fo.loss(v)
 	seenNote := map[string]int{}
 	for _, n := range notes {
 		seenNote[n.DelegationID]++
 		r, ok := rows[n.DelegationID]
-		v.check(ok && r.status == "stuck" && r.reason == n.Reason, "notification %+v for a row that is %+v", n, r)
+		// Asynchronous failover: a stuck mark notified, then lost.
+		lossy(ok && r.status == "stuck" && r.reason == n.Reason, "notification %+v for a row that is %+v", n, r)
 	}
+	missed, missedAfter := 0, 0
 	for id, r := range rows {
-		if r.status == "stuck" {
-			v.check(seenNote[id] == 1, "stuck row %q notified %d times", id, seenNote[id])
+		if r.status != "stuck" {
+			continue
 		}
+		if fo != nil && seenNote[id] == 0 {
+			// In flight at the kill, or sent before the listener was back.
+			missed++
+			if stuckEvent[id].at.After(fo.promotedAt) {
+				missedAfter++
+			}
+			continue
+		}
+		// Asynchronous failover: a stuck mark lost is marked and notified again.
+		lossy(seenNote[id] == 1, "stuck row %q notified %d times", id, seenNote[id])
 	}
-	v.check(len(notes) == stuck, "%d notifications for %d stuck rows", len(notes), stuck)
+	if fo == nil {
+		v.check(len(notes) == stuck, "%d notifications for %d stuck rows", len(notes), stuck)
+	} else {
+		fig["failover_notifications_missed"] = int64(missed)
+		t.Logf("failover: %d of %d stuck rows were not notified to the listener (%d of them marked after the promotion)", missed, stuck, missedAfter)
+	}
 	fig[report.Notifications] = int64(len(notes))
 
 	// 5. No terminal row changed while the storm ran.
-	for _, c := range mon.changed {
+	for i, c := range mon.changed {
+		if fo != nil && !fo.sync && mon.changedAt[i] <= fo.lossSnapshot {
+			lossy(false, "%s (the first snapshot after the failover)", c)
+			continue
+		}
 		v.check(false, "%s", c)
 	}
 	v.check(mon.snapshots >= 3, "only %d snapshots of terminal rows", mon.snapshots)
 
 	// 6. The writers' log against the outcome.
 	wantEvents := map[string]int64{"sweeper": int64(stuck)}
-	var live, lost, revives int64
+	maybeEvents := map[string]int64{} // ambiguous operations that may have written one
+	var live, lost, revives, ambiguous, unknown int64
+	// After an ambiguous operation its writer does not know the state of
+	// the row: its later operations on the row are not checked against the
+	// outcome (the rows and events are, above).
+	unsure := map[string]time.Time{}
+	if fo != nil {
+		for _, o := range ops {
+			if fo.ambiguous(o) && o.id != "" {
+				if first, ok := unsure[o.id]; !ok || o.sent.Before(first) {
+					unsure[o.id] = o.sent
+				}
+			}
+		}
+	}
 	for _, o := range ops {
 		byKind[string(o.kind)]++
-		v.check(o.err == "", "%s %s %q: unexpected error %s", o.writer, o.what, o.id, o.err)
+		if fo != nil && fo.ambiguous(o) {
+			ambiguous++
+			switch o.kind {
+			case opInsert:
+				maybeEvents["db:postgres"]++
+			case opRawInsert, opStatus, opRawStatus:
+				maybeEvents[o.writer]++
+			}
+			continue
+		}
+		lossy(o.err == "", "%s %s %q: unexpected error %s", o.writer, o.what, o.id, o.err)
 		if o.err != "" {
+			continue
+		}
+		if first, ok := unsure[o.id]; ok && !o.sent.Before(first) {
+			unknown++
+			if o.applied && o.kind != opRevive && o.kind != opRawRevive {
+				wantEvents[o.writer]++
+			}
 			continue
 		}
 		r, exists := rows[o.id]
 		final := ledger.Status(r.status)
 		switch o.kind {
 		case opInsert:
-			v.check(o.applied && exists, "%s: insert of %q: %s", o.writer, o.id, o.outcome)
+			lossy(o.applied && exists, "%s: insert of %q: %s", o.writer, o.id, o.outcome)
 			wantEvents["db:postgres"]++
 		case opRawInsert:
-			v.check(o.applied && exists, "%s: raw insert of %q not applied", o.writer, o.id)
+			lossy(o.applied && exists, "%s: raw insert of %q not applied", o.writer, o.id)
 			wantEvents[o.writer]++
 		case opStatus, opRawStatus, opFinish:
 			if o.applied {
 				wantEvents[o.writer]++
 				// A finished row stays as its writer was told.
 				if o.to.Terminal() {
-					v.check(final == o.to, "%s was told %q moved to %s, the row ended %s", o.writer, o.id, o.to, final)
+					lossy(final == o.to, "%s was told %q moved to %s, the row ended %s", o.writer, o.id, o.to, final)
 				}
 				continue
 			}
 			if o.status.Terminal() {
 				lost++
-				v.check(final == o.status, "%s was told %q is %s, the row ended %s", o.writer, o.id, o.status, final)
+				lossy(final == o.status, "%s was told %q is %s, the row ended %s", o.writer, o.id, o.status, final)
 			}
 			// A move that did not apply to a row still in flight:
 			// only a backward or replayed move may be refused.
 			if o.status != "" && !o.status.Terminal() {
-				v.check(o.to.Rank() <= o.status.Rank(), "%s: move of %q to %s refused (%s) while it was %s", o.writer, o.id, o.to, o.outcome, o.status)
+				lossy(o.to.Rank() <= o.status.Rank(), "%s: move of %q to %s refused (%s) while it was %s", o.writer, o.id, o.to, o.outcome, o.status)
 			}
 		case opHeartbeat, opRawBeat:
 			if o.live {
@@ -1110,7 +1305,7 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 					}
 					e := stuckEvent[o.id]
 					timeout := r.timeout(global)
-					v.check(e.at.Sub(lb) > timeout,
+					lossy(e.at.Sub(lb) > timeout,
 						"%s: heartbeat of %q (%s) acknowledged live, written at or after %s, yet the row was marked stuck at %s: %s later (timeout %s)",
 						o.writer, o.id, o.what, lb.Format(time.RFC3339Nano), e.at.Format(time.RFC3339Nano), e.at.Sub(lb), timeout)
 				}
@@ -1118,8 +1313,8 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 			}
 			lost++
 			// Told the row is not live: it was terminal and stays so.
-			v.check(final.Terminal(), "%s: heartbeat of %q told not live, row ended %s", o.writer, o.id, final)
-			v.check(o.status == "" || o.status == final, "%s: heartbeat of %q told %s, row ended %s", o.writer, o.id, o.status, final)
+			lossy(final.Terminal(), "%s: heartbeat of %q told not live, row ended %s", o.writer, o.id, final)
+			lossy(o.status == "" || o.status == final, "%s: heartbeat of %q told %s, row ended %s", o.writer, o.id, o.status, final)
 		case opRevive, opRawRevive:
 			if o.id == "" {
 				continue
@@ -1128,9 +1323,10 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 			refused := !o.applied && !o.live &&
 				(o.kind == opRevive && (o.outcome == "" || o.outcome == ledger.OutcomeRejectedTerminal.String()) ||
 					o.kind == opRawRevive && o.outcome == "refused:delegations_terminal_frozen")
-			v.check(refused, "%s: revive of terminal %q (%s) was not refused: applied=%v live=%v outcome=%q",
+			// Asynchronous failover: the terminal status may be what was lost.
+			lossy(refused, "%s: revive of terminal %q (%s) was not refused: applied=%v live=%v outcome=%q",
 				o.writer, o.id, o.what, o.applied, o.live, o.outcome)
-			v.check(final.Terminal() && (o.status == "" || o.status == final), "%s: revive of %q: told %s, row ended %s", o.writer, o.id, o.status, final)
+			lossy(final.Terminal() && (o.status == "" || o.status == final), "%s: revive of %q: told %s, row ended %s", o.writer, o.id, o.status, final)
 		}
 	}
 	// Every event has its writer: per actor, the events equal the changes
@@ -1140,12 +1336,17 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 		gotEvents[e.actor]++
 	}
 	for _, actor := range slices.Sorted(maps.Keys(gotEvents)) {
-		v.check(gotEvents[actor] == wantEvents[actor], "actor %q: %d events, the writers' log accounts for %d", actor, gotEvents[actor], wantEvents[actor])
+		got, want, maybe := gotEvents[actor], wantEvents[actor], maybeEvents[actor]
+		lossy(got >= want && got <= want+maybe, "actor %q: %d events, the writers' log accounts for %d (and %d ambiguous)", actor, got, want, maybe)
 	}
 	for actor, n := range wantEvents {
 		if _, ok := gotEvents[actor]; !ok && n > 0 {
-			v.check(false, "actor %q: no events, the writers' log accounts for %d", actor, n)
+			lossy(false, "actor %q: no events, the writers' log accounts for %d", actor, n)
 		}
+	}
+	if fo != nil {
+		fig["failover_ambiguous_ops"] = ambiguous
+		t.Logf("failover: %d operations ambiguous (failed by the failover), %d later operations on their rows not checked against the outcome", ambiguous, unknown)
 	}
 	fig[report.WriterOps] = int64(len(ops))
 	fig[report.LiveHeartbeats] = live

@@ -180,7 +180,7 @@ func rows(f report.Figures, table, execs int64, targets int, t *tally, ok bool) 
 		{What: "revive attempts", Value: n(f[report.ReviveAttempts]), Note: "on terminal rows; every one refused"},
 		{What: "checks", Value: n(f[report.Checks]), Note: "storm invariants evaluated"},
 		{What: "violations", Value: n(f[report.Violations])},
-		{What: "faults survived", Value: n(f[report.FaultsSurvived]), Note: "server killed+restarted, backend terminated, statement timeout (daemon, --once), SIGKILL, SIGTERM"},
+		{What: "faults survived", Value: n(f[report.FaultsSurvived]), Note: "server killed+restarted, backend terminated, statement timeout (daemon, --once), SIGKILL, SIGTERM, failover to a standby (sync, async)"},
 		{What: "outputs grepped for the password", Value: n(f[report.SecretChecks]), Note: "every command, working and failing DSNs"},
 		{What: "concurrent migrate up", Value: n(f[report.MigrationRacers]), Note: "processes, 3 at a time, schema applied once"},
 		{What: "privileges refused", Value: n(f[report.PrivilegeRefusal]), Note: "statements the daemon role tried"},
