@@ -230,13 +230,27 @@ type rule struct {
 	// withTimeout: the statements take the heartbeat timeout as their last
 	// parameter.
 	withTimeout bool
+	// ownTimeout: the rule judges rows by their own heartbeat_timeout.
+	ownTimeout bool
 }
 
 // rules run in this order; a row that meets both is marked by the first.
 var rules = []rule{
-	{"deadline", ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL, false},
-	{"global heartbeat timeout", ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL, true},
-	{"own heartbeat timeout", ReasonHeartbeatTimeout, sweepOwnTimeoutSQL, countOwnTimeoutSQL, false},
+	{"deadline", ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL, false, false},
+	{"global heartbeat timeout", ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL, true, false},
+	{"own heartbeat timeout", ReasonHeartbeatTimeout, sweepOwnTimeoutSQL, countOwnTimeoutSQL, false, true},
+}
+
+// detail is the audit detail of the stuck events the rule writes: the
+// heartbeat timeout the daemon runs with, or, for rows judged by their own
+// timeout, {"heartbeat_timeout":"own"} (the row's heartbeat_timeout column
+// holds it; one detail serves a whole batch, so it cannot name each row's).
+func (r rule) detail(global time.Duration) string {
+	if r.ownTimeout {
+		return `{"heartbeat_timeout":"own"}`
+	}
+	b, _ := json.Marshal(map[string]any{"heartbeat_timeout_seconds": global.Seconds()})
+	return string(b)
 }
 
 // args appends the heartbeat timeout to a statement's arguments when the
@@ -272,10 +286,8 @@ func (s *Sweeper) RunOnce(ctx context.Context) (Result, error) {
 }
 
 func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
-	detail, _ := json.Marshal(map[string]any{
-		"heartbeat_timeout_seconds": s.cfg.HeartbeatTimeout.Seconds(),
-	})
 	for _, r := range rules {
+		detail := r.detail(s.cfg.HeartbeatTimeout)
 		for {
 			if res.Batches >= s.cfg.MaxBatchesPerRun {
 				res.More = true
@@ -284,7 +296,7 @@ func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			n, notified, err := s.runBatch(ctx, r, string(detail))
+			n, notified, err := s.runBatch(ctx, r, detail)
 			if err != nil {
 				return err
 			}

@@ -167,6 +167,12 @@ func TestOwnTimeoutThroughTheLedgerAndAttemptInPayload(t *testing.T) {
 	if err := json.Unmarshal([]byte(note.Payload), &p); err != nil || p.DelegationID != "job#2" || p.Attempt != 2 {
 		t.Fatalf("payload %q: %v", note.Payload, err)
 	}
+	// The audit event says the row was judged by its own timeout, not by
+	// the daemon's (which its detail would otherwise claim).
+	if d := one[string](t, db.Pool, `SELECT detail::text FROM delegation_events
+		WHERE delegation_id = 'job#2' AND to_status = 'stuck' AND actor = 'sweeper'`); d != `{"heartbeat_timeout": "own"}` {
+		t.Errorf("stuck event detail %s, want {\"heartbeat_timeout\": \"own\"}", d)
+	}
 	// Stuck: the chain can go on.
 	if res, err := l.Retry(ctx, "job#2", ledger.RetryOptions{}); err != nil || res.DelegationID != "job#3" {
 		t.Fatalf("retry of the stuck attempt: %+v, %v", res, err)

@@ -755,6 +755,7 @@ type event struct {
 	at                   time.Time
 	tx                   string
 	heartbeatTimeoutSecs *float64
+	heartbeatTimeoutOwn  bool // detail {"heartbeat_timeout":"own"}
 }
 
 func TestRaceStorm(t *testing.T) {
@@ -1008,13 +1009,14 @@ func raceStorm(t *testing.T, o stormOptions) {
 	}
 	var events []event
 	er, err := pool.Query(ctx, `SELECT id, delegation_id, COALESCE(from_status, ''), to_status, actor, COALESCE(reason, ''), at,
-		xmin::text, (detail->>'heartbeat_timeout_seconds')::float8 FROM delegation_events ORDER BY delegation_id, id`)
+		xmin::text, (detail->>'heartbeat_timeout_seconds')::float8, COALESCE(detail->>'heartbeat_timeout' = 'own', false)
+		FROM delegation_events ORDER BY delegation_id, id`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for er.Next() {
 		var e event
-		if err := er.Scan(&e.id, &e.delegationID, &e.from, &e.to, &e.actor, &e.reason, &e.at, &e.tx, &e.heartbeatTimeoutSecs); err != nil {
+		if err := er.Scan(&e.id, &e.delegationID, &e.from, &e.to, &e.actor, &e.reason, &e.at, &e.tx, &e.heartbeatTimeoutSecs, &e.heartbeatTimeoutOwn); err != nil {
 			t.Fatal(err)
 		}
 		events = append(events, e)
@@ -1147,10 +1149,15 @@ func checkStorm(t *testing.T, v *violations, ops []op, rows map[string]row, even
 			timeout := r.timeout(global)
 			v.check(r.lastHeartbeat != nil && e.at.Sub(*r.lastHeartbeat) > timeout,
 				"row %q marked stuck at %s while its last heartbeat %v was fresh (timeout %s)", id, e.at, r.lastHeartbeat, timeout)
-			// The detail records the daemons' global timeout, also for a
-			// row marked by its own.
-			v.check(e.heartbeatTimeoutSecs != nil && *e.heartbeatTimeoutSecs == global.Seconds(),
-				"row %q: the event's detail records heartbeat timeout %v, the daemons run with %s", id, e.heartbeatTimeoutSecs, global)
+			// The detail records the timeout the row was judged by: the
+			// daemons' global one, or "own" for a row with its own.
+			if r.ownTimeout > 0 {
+				v.check(e.heartbeatTimeoutOwn && e.heartbeatTimeoutSecs == nil,
+					"row %q (own timeout %s): the event's detail records heartbeat timeout %v, own %v", id, r.ownTimeout, e.heartbeatTimeoutSecs, e.heartbeatTimeoutOwn)
+			} else {
+				v.check(!e.heartbeatTimeoutOwn && e.heartbeatTimeoutSecs != nil && *e.heartbeatTimeoutSecs == global.Seconds(),
+					"row %q: the event's detail records heartbeat timeout %v, the daemons run with %s", id, e.heartbeatTimeoutSecs, global)
+			}
 		case "deadline_exceeded":
 			stuckDL++
 			v.check(e.at.After(r.deadline), "row %q marked deadline_exceeded at %s, before its deadline %s", id, e.at, r.deadline)
