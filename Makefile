@@ -25,7 +25,7 @@ tool = "$$(cd tools && $(GO) tool -n $(1))"
 PKGS       ?= ./...
 TOOLS_PKGS ?= $(if $(filter command line,$(origin PKGS)),,./...)
 TESTFLAGS  ?=
-GOTEST     := $(GO) test -json -race -count=1 $(TESTFLAGS)
+GOTEST     := $(GO) test -json -race -count=1 -timeout 30m $(TESTFLAGS)
 
 .PHONY: help
 help: ## Show this list of targets

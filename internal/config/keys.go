@@ -35,7 +35,7 @@ var keys = []key{
 		"What sits between sweeper and PostgreSQL: none (a direct connection, or a pooler in session mode) or "+
 			"transaction (PgBouncer, RDS Proxy, Supavisor... in transaction pooling mode). transaction makes every "+
 			"connection pooler-safe: no named prepared statements, no session state; migrations then need "+
-			"database.migrate_url and the API feed database.listen_url (else it polls)."),
+			"database.migrate_url, and the API feed and the console's live page database.listen_url (else they poll)."),
 	newKey("database.query_exec_mode", func(c *Config) *string { return &c.Database.QueryExecMode },
 		"", stringText, stringOneOf(append([]string{""}, QueryExecModes...)...),
 		"pgx's query exec mode: empty picks it from database.pooler (cache_statement for none, "+
@@ -48,9 +48,10 @@ var keys = []key{
 			"transaction and migrations run."),
 	newKey("database.listen_url", func(c *Config) *string { return &c.Database.ListenURL },
 		"", dsnText, checkDSN,
-		"Direct connection string (not through a transaction pooler) for the API feed's LISTEN, which needs "+
-			"a session; empty means database.url, or, when database.pooler is transaction, that long polls "+
-			"re-read the feed every "+formatDuration(FeedPollInterval)+" instead of being woken."),
+		"Direct connection string (not through a transaction pooler) for the LISTEN of the API feed and the "+
+			"console's live page, which needs a session; empty means database.url, or, when database.pooler is "+
+			"transaction, that long polls and the live page re-read the feed every "+formatDuration(FeedPollInterval)+
+			" instead of being woken."),
 	newKey("database.read_url", func(c *Config) *string { return &c.Database.ReadURL },
 		"", dsnText, checkDSN,
 		"Connection string of a streaming replica (a hot standby) for the API's and the console's heavy "+
