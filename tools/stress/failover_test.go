@@ -38,15 +38,18 @@ import (
 //     the new primary sent before the test's listener was back are missed;
 //     they are counted, and none is received twice);
 //   - asynchronous replication: acknowledged writes of the last moments may
-//     be lost; the test counts them (a probe that tracks each acknowledged
-//     commit, and the writers' log checks that fail) while the invariants
+//     be lost. The test makes sure some are: the primary's WAL sender is
+//     stopped for half a second before the kill, so the standby lags as
+//     over a slow link. It counts the losses (a probe that tracks each
+//     acknowledged commit, and the writers' log checks that fail, by rule)
+//     while the invariants
 //     that hold on any consistent copy must still hold: one event per
 //     transition, every stuck row marked for a reason that held by the
 //     database's own clock, whole batches, no terminal row revised after
 //     the failover.
 //
-// Either way every daemon resumes within two schedule intervals of the
-// promotion, /readyz answers 503 during the outage and 200 after, and the
+// Either way every daemon begins a run that succeeds within two schedule
+// intervals of the promotion, /readyz answers 503 during the outage and 200 after, and the
 // API answers again.
 
 const (
