@@ -72,6 +72,8 @@ type Config struct {
 	// on the loaded ledger of the last size (its database URL); the
 	// command runs console's TestQueryPlans against it.
 	ConsolePlans func(ctx context.Context, dbURL string) *PlanResult
+	// ConsoleOnly loads each size and measures only the console.
+	ConsoleOnly bool
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -405,6 +407,10 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 		cfg.Logf("console plan test at %d rows", n)
 		r.ConsolePlan = cfg.ConsolePlans(ctx, db.url)
 		cfg.Logf("console plan test: passed=%v in %s", r.ConsolePlan.Passed, r.ConsolePlan.Duration.Round(time.Second))
+	}
+	if cfg.ConsoleOnly {
+		r.Sizes = append(r.Sizes, sr)
+		return nil
 	}
 	if err := measureSweeps(ctx, cfg, db, &sr); err != nil {
 		r.problem(cfg, "sweeps at %d rows: %v", n, err)
