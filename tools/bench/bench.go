@@ -80,6 +80,8 @@ type Config struct {
 	// Steady configures the simulated-month steady state (steady.go);
 	// a zero Steady.Days skips it.
 	Steady SteadyConfig
+	// ConsoleOnly loads each size and measures only the console.
+	ConsoleOnly bool
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -418,6 +420,10 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 		cfg.Logf("console plan test at %d rows", n)
 		r.ConsolePlan = cfg.ConsolePlans(ctx, db.url)
 		cfg.Logf("console plan test: passed=%v in %s", r.ConsolePlan.Passed, r.ConsolePlan.Duration.Round(time.Second))
+	}
+	if cfg.ConsoleOnly {
+		r.Sizes = append(r.Sizes, sr)
+		return nil
 	}
 	if err := measureSweeps(ctx, cfg, db, &sr); err != nil {
 		r.problem(cfg, "sweeps at %d rows: %v", n, err)

@@ -14,9 +14,11 @@ import (
 // console's pages read what they would read on a real ledger of that size:
 //
 //   - the audit log: eventsPerHistoryRow events for every history row
-//     (queued at created_at, in_progress a minute later, then its terminal
-//     status at updated_at, with the sweep's reason for the stuck ones) and
-//     two for every live row (queued, in_progress). The events are grouped
+//     (inserted in_progress at created_at, then its terminal status at
+//     updated_at, with the sweep's reason for the stuck ones) and
+//     eventsPerLiveRow for every live row (inserted queued, then
+//     in_progress a minute later). A ledger whose writers also record
+//     queued and dispatched has more: two is the least a terminal row has. The events are grouped
 //     into transactions of about eventsPerTx events, in time order, with
 //     transaction ids below any the server hands out afterwards: the
 //     loader first uses up that many transaction ids (burnXIDs);
@@ -28,7 +30,7 @@ import (
 //     beats the rows with a timeout of their own often enough that every
 //     live row stays live for the whole run.
 const (
-	eventsPerHistoryRow = 3
+	eventsPerHistoryRow = 2
 	eventsPerLiveRow    = 2
 	eventsPerTx         = 100
 	retryEvery          = 1000
@@ -75,7 +77,7 @@ FROM generate_series(1, $1::int) g,
 // $3 events in all) with transaction ids from 3 (the first normal one) to
 // $2: events are numbered e = 0.. in time order (history rows by number,
 // then the live rows; each row's events by step) and event e is in
-// transaction 3 + e * ($2 - 3) / $3. It reads the table in its physical
+// transaction 3 + e * ($2 - 3) / $3 (two events a row). It reads the table in its physical
 // order, the order of the load, so that ids follow the numbering too.
 const eventsInsertSQL = `
 INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, at, caller_id, callee_id, tx_id)
@@ -83,14 +85,14 @@ SELECT d.delegation_id, v.from_status, v.to_status, v.reason, v.actor, v.at, d.c
        (3 + (o.base + v.step) * ($2::bigint - 3) / $3::bigint)::text::xid8
 FROM delegations d
 CROSS JOIN LATERAL (SELECT substr(d.delegation_id, 2)::bigint AS g, left(d.delegation_id, 1) = 'h' AS hist) AS k
-CROSS JOIN LATERAL (SELECT CASE WHEN k.hist THEN (k.g - 1) * 3 ELSE $1::bigint * 3 + (k.g - 1) * 2 END AS base) AS o
+CROSS JOIN LATERAL (SELECT CASE WHEN k.hist THEN (k.g - 1) * 2 ELSE $1::bigint * 2 + (k.g - 1) * 2 END AS base,
+                           CASE WHEN k.hist THEN 'in_progress' ELSE 'queued' END AS first) AS o
 CROSS JOIN LATERAL (
-    VALUES (0, NULL, 'queued', NULL, 'api:bench-caller', d.created_at),
-           (1, 'queued', 'in_progress', NULL, 'api:bench-worker', LEAST(d.created_at + interval '1 minute', now())),
-           (2, 'in_progress', d.status, d.stuck_reason,
-            CASE WHEN d.status = 'stuck' THEN 'sweeper' ELSE 'api:bench-worker' END, d.updated_at)
-) AS v(step, from_status, to_status, reason, actor, at)
-WHERE k.hist OR v.step < 2`
+    VALUES (0, NULL, o.first, NULL, 'api:bench-caller', d.created_at),
+           (1, o.first, CASE WHEN k.hist THEN d.status ELSE 'in_progress' END, d.stuck_reason,
+            CASE WHEN d.status = 'stuck' THEN 'sweeper' ELSE 'api:bench-worker' END,
+            CASE WHEN k.hist THEN d.updated_at ELSE LEAST(d.created_at + interval '1 minute', now()) END)
+) AS v(step, from_status, to_status, reason, actor, at)`
 
 // loadEventCount is the number of audit events the loader writes.
 func loadEventCount(history, live int) int64 {

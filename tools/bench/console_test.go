@@ -20,8 +20,8 @@ func checkConsole(t *testing.T, r *bench.Results) {
 		if c == nil || len(c.Pages) != 2*consolePages {
 			t.Fatalf("console at %d rows: %+v", s.Rows, c)
 		}
-		// 3 events per history row, 2 per live row (1000 in flight).
-		if want := int64(3*(s.Rows-1000) + 2*1000); c.Events != want {
+		// 2 events per row.
+		if want := int64(2 * s.Rows); c.Events != want {
 			t.Errorf("console at %d rows read %d events, want %d", s.Rows, c.Events, want)
 		}
 		for _, p := range c.Pages {

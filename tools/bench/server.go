@@ -166,10 +166,12 @@ func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, 
 	_, _ = conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
 	// The audit log's transactions take ids below any handed out after
 	// the load (see console_load.go).
+	t0 := time.Now()
 	maxTx, err := db.burnXIDs(ctx, max(loadEventCount(history, cfg.InFlight)/eventsPerTx, 1000))
 	if err != nil {
 		return nil, err
 	}
+	s.logf("  %d transaction ids used up in %s", maxTx, time.Since(t0).Round(time.Millisecond))
 	type stmt struct {
 		sql  string
 		args []any
@@ -193,8 +195,12 @@ func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, 
 	add(post...)
 	add(`RESET work_mem`, `SET session_replication_role = DEFAULT`, `VACUUM (ANALYZE) delegations`, `VACUUM (ANALYZE) delegation_events`, `CHECKPOINT`)
 	for _, st := range stmts {
+		t0 := time.Now()
 		if _, err := conn.Exec(ctx, st.sql, st.args...); err != nil {
 			return nil, fmt.Errorf("%s: %w", firstLine(st.sql), err)
+		}
+		if d := time.Since(t0); d > 5*time.Second {
+			s.logf("  %s: %s", firstLine(st.sql), d.Round(time.Second))
 		}
 	}
 	db.loadTime = time.Since(began)

@@ -52,6 +52,7 @@ func run() error {
 		planRows   = flag.Int("plan-rows", 1_000_000, "rows of the EXPLAIN plan test run after the bench; 0 skips it")
 		consoleN   = flag.Int("console-requests", bench.ConsoleRequestsDefault, "timed requests of each console page, per role and size")
 		consolePl  = flag.Bool("console-plans", true, "check the console's statement plans on the ledger of the last size")
+		consoleOn  = flag.Bool("console-only", false, "load each size and measure only the console (and its plans)")
 		out        = flag.String("out", "docs/benchmarks.md", "the report")
 		imgDir     = flag.String("img", "docs/benchmarks", "directory of the charts and results.json")
 		renderOnly = flag.Bool("render", false, "only render the report and charts again from <img>/results.json")
@@ -99,7 +100,7 @@ func run() error {
 		SweepRuns: *sweepRuns, DrainRounds: *drains, IngestDuration: *ingest, IngestRows: *ingestRows,
 		CronDetectWindow: *cronWin, AdaptiveDetectWindow: *adaptWin,
 		APIRate: *apiRate, APIDuration: *apiDur, FeedEvents: *feedEvents, APIOnly: *apiOnly,
-		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN,
+		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN, ConsoleOnly: *consoleOn,
 		PruneBacklog: *pruneBack, PruneRounds: *pruneRuns,
 		Steady: bench.SteadyConfig{Days: *stDays, PerDay: *stPerDay, LongRunning: *stLong},
 	}
@@ -142,8 +143,11 @@ func run() error {
 }
 
 func write(r *bench.Results, out, imgDir, relImg, jsonPath string) error {
-	if err := bench.Charts(r, imgDir); err != nil {
-		return fmt.Errorf("charts: %w", err)
+	// A -console-only run has no sweeps to chart.
+	if len(r.Sizes) == 0 || r.Sizes[0].Nothing.N > 0 {
+		if err := bench.Charts(r, imgDir); err != nil {
+			return fmt.Errorf("charts: %w", err)
+		}
 	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
