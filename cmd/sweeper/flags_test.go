@@ -153,7 +153,7 @@ func TestConfigValidateJSON(t *testing.T) {
 	}
 	r := run(t, env, "config", "validate", "--output", "json", "--sweep-batch-size", "250")
 	const want = `{"valid":true,"config":{"database":{"url":"sweeper@db.internal:5433/app","max_conns":4,"pooler":"none",` +
-		`"query_exec_mode":"","migrate_url":"","listen_url":""},` +
+		`"query_exec_mode":"","migrate_url":"","listen_url":"","read_url":"","read_max_lag":"10s"},` +
 		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":250,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
 		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +

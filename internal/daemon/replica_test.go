@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -406,9 +407,10 @@ func TestAPIReadsOnStandby(t *testing.T) {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
+	base := srv.URL
 	do := func(method, path, body string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -467,5 +469,45 @@ func TestAPIReadsOnStandby(t *testing.T) {
 	}
 	if d := readCountsOf(t, m).minus(before); d != (readCounts{replica: 1}) {
 		t.Fatalf("the sweep moved the read counters: %+v", d)
+	}
+
+	// daemon.Run wires the router: its lists go through it (counted on the
+	// daemon's registry), its writes do not.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := config.Default()
+	cfg.Database.URL, cfg.Database.ReadURL = p.primaryURL, p.standbyURL
+	cfg.API.Listen, cfg.HTTP.Listen = addr, ""
+	cfg.Sweep.Schedule = "@every 1h"
+	dm := daemon.NewMetrics()
+	ready := make(chan struct{})
+	runCtx, stop := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- daemon.Run(runCtx, cfg, daemon.Options{Logger: zaptest.NewLogger(t), Ready: ready, Metrics: dm})
+	}()
+	select {
+	case <-ready:
+	case err := <-runErr:
+		t.Fatalf("Run: %v", err)
+	}
+	base = "http://" + addr
+	before = readCountsOf(t, dm)
+	if code, body := do("POST", "/v1/delegations", `{"delegation_id":"x2","caller_id":"c","callee_id":"w"}`); code != http.StatusCreated {
+		t.Fatalf("POST to the daemon = %d %s", code, body)
+	}
+	if code, body := do("GET", "/v1/delegations?caller_id=c", ""); code != http.StatusOK {
+		t.Fatalf("GET list from the daemon = %d %s", code, body)
+	}
+	if d := readCountsOf(t, dm).minus(before); d.replica+d.primary != 1 {
+		t.Fatalf("the daemon's counters moved by %+v, want the list alone through the router", d)
+	}
+	stop()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run = %v", err)
 	}
 }
