@@ -244,7 +244,7 @@ type fakeClock struct {
 	day  int
 }
 
-// cacheSeconds is how long libfaketime keeps the offset it read: every
+// fakeCacheSeconds is how long libfaketime keeps the offset it read: every
 // process of the server reads the file again within two such periods.
 const fakeCacheSeconds = 1
 
@@ -263,19 +263,20 @@ func (c *fakeClock) advance(ctx context.Context, pool *pgxpool.Pool, day int) er
 	deadline := time.Now().Add(10 * fakeCacheSeconds * time.Second)
 	for {
 		behind := 0
+		var readErr error
 		conns := pool.AcquireAllIdle(ctx)
 		for _, conn := range conns {
 			var ok bool
 			if err := conn.QueryRow(ctx, `SELECT now() > $1`, want).Scan(&ok); err != nil {
-				behind = -1
+				readErr = err
 			} else if !ok {
 				behind++
 			}
 			conn.Release()
 		}
 		switch {
-		case behind < 0:
-			return errors.New("reading the database clock failed")
+		case readErr != nil:
+			return fmt.Errorf("reading the database clock: %w", readErr)
 		case behind == 0 && len(conns) > 0:
 			return nil
 		case time.Now().After(deadline):
