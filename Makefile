@@ -69,10 +69,10 @@ bench: build bin/sweeperbench ## Benchmarks at BENCH_SIZES rows and the plan tes
 		bin/sweeperbench -sizes $(BENCH_SIZES) -binary bin/sweeper $(BENCH_FLAGS)
 
 .PHONY: bench-quick
-bench-quick: build bin/sweeperbench ## A few-minute benchmark run (100k and 1M rows) into bin/bench-quick/, docs untouched
+bench-quick: build bin/sweeperbench ## A few-minute benchmark run (100k and 1M rows, no steady state: make bench-steady) into bin/bench-quick/, docs untouched
 	BENCH_COMMAND="make bench-quick" bin/sweeperbench -sizes 100000,1000000 -binary bin/sweeper \
 		-ingest 3s -cron-window 30s -adaptive-window 15s -api-duration 5s -feed-events 100 -plan-rows 200000 \
-		-out bin/bench-quick/benchmarks.md -img bin/bench-quick $(BENCH_FLAGS)
+		-out bin/bench-quick/benchmarks.md -img bin/bench-quick -steady-days 0 $(BENCH_FLAGS)
 
 # `make bench-steady`: only the retention steady state, a simulated month
 # (PostgreSQL under libfaketime: apt-get install libfaketime), e.g.

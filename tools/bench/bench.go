@@ -77,8 +77,8 @@ type Config struct {
 	// pass pairs per size. Negative PruneRounds skips the prune passes.
 	PruneBacklog int
 	PruneRounds  int
-	// Steady configures the simulated-month steady state (steady.go);
-	// a zero Steady.Days skips it.
+	// Steady configures RunSteady, the simulated-month steady state
+	// (steady.go), which runs on a server of its own; Run ignores it.
 	Steady SteadyConfig
 	// ConsoleOnly loads each size and measures only the console.
 	ConsoleOnly bool

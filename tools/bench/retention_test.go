@@ -20,7 +20,7 @@ func steadySample() *bench.SteadyResult {
 	third := func(day int, bytes int64, sweep, page time.Duration, scans int64) bench.SteadyThird {
 		return bench.SteadyThird{LastDay: day, Rows: 80_000, Events: 240_000, Bytes: bytes,
 			Sweep: bench.Dist{N: 200, P50: sweep}, Overview: bench.Dist{N: 100, P50: page}, List: bench.Dist{N: 100, P50: page / 2},
-			SeqScans: scans}
+			SweepBuffers: 40, OverviewBuffers: 300, ListBuffers: 60, SeqScans: scans}
 	}
 	return &bench.SteadyResult{Days: 30, PerDay: 20_000, LongRunning: 2000,
 		Completed: 3 * 24 * time.Hour, Failed: 9 * 24 * time.Hour, Stuck: 9 * 24 * time.Hour,
@@ -68,6 +68,9 @@ func TestRetentionTargets(t *testing.T) {
 	r.Steady.Thirds[2].Overview.P50 = 16 * time.Millisecond
 	r.Steady.Thirds[2].List.P50 = 8 * time.Millisecond
 	r.Steady.Thirds[1].SeqScans = 1
+	r.Steady.Thirds[2].SweepBuffers = 61
+	r.Steady.Thirds[2].OverviewBuffers = 451
+	r.Steady.Thirds[2].ListBuffers = 91
 	for _, tg := range r.Targets() {
 		if _, ok := want[tg.Name]; ok && tg.Met {
 			t.Errorf("%s met with %s", tg.Name, tg.Figure)
@@ -84,7 +87,7 @@ func TestRenderRetention(t *testing.T) {
 	for _, s := range []string{
 		"## Retention", "| 100k | off | 100k | 300k | 100 | 5.00 s | 20.0k |",
 		"### Steady state over a simulated month", "libfaketime", "completed kept 3 days, failed 9 days, stuck 9 days",
-		"| 3 | 30 | 80k | 240k | 105 MiB | 1.20 ms | 12.0 ms | 6.00 ms | 0 |",
+		"| 3 | 30 | 80k | 240k | 105 MiB | 1.20 ms (40) | 12.0 ms (300) | 6.00 ms (60) | 0 |",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q", s)
@@ -129,7 +132,7 @@ func TestRunSteadySmall(t *testing.T) {
 		t.Errorf("pruned by day: %+v", rd)
 	}
 	for _, d := range r.Rounds {
-		if d.Sweep.N != 2 || d.Overview.N != 2 || d.List.N != 2 || d.Bytes == 0 {
+		if d.Sweep.N != 2 || d.Overview.N != 2 || d.List.N != 2 || d.Bytes == 0 || d.SweepBuffers == 0 || d.OverviewBuffers == 0 || d.ListBuffers == 0 {
 			t.Errorf("day %d: %+v", d.Day, d)
 		}
 	}

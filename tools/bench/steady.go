@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasksweeper/sweeper/console"
@@ -143,6 +144,13 @@ type SteadyRound struct {
 	Sweep    Dist `json:"sweep"`
 	Overview Dist `json:"overview"`
 	List     Dist `json:"list"`
+	// SweepBuffers, OverviewBuffers and ListBuffers are the shared buffers
+	// (hit or read) the statements of one sweep or one page load touched,
+	// on average (pg_stat_statements): the work, which the machine's load
+	// does not change.
+	SweepBuffers    float64 `json:"sweep_buffers"`
+	OverviewBuffers float64 `json:"overview_buffers"`
+	ListBuffers     float64 `json:"list_buffers"`
 	// Elapsed is the real time of the round.
 	Elapsed time.Duration `json:"elapsed"`
 }
@@ -157,6 +165,10 @@ type SteadyThird struct {
 	Sweep    Dist  `json:"sweep"`
 	Overview Dist  `json:"overview"`
 	List     Dist  `json:"list"`
+	// SweepBuffers, OverviewBuffers and ListBuffers are the rounds' means.
+	SweepBuffers    float64 `json:"sweep_buffers"`
+	OverviewBuffers float64 `json:"overview_buffers"`
+	ListBuffers     float64 `json:"list_buffers"`
 	// SeqScans is the sequential scans of delegations and delegation_events
 	// (pg_stat_user_tables) during the third, by any statement.
 	SeqScans int64 `json:"seq_scans"`
@@ -232,7 +244,7 @@ type fakeClock struct {
 	day  int
 }
 
-// cacheSeconds is how long libfaketime keeps the offset it read: every
+// fakeCacheSeconds is how long libfaketime keeps the offset it read: every
 // process of the server reads the file again within two such periods.
 const fakeCacheSeconds = 1
 
@@ -251,19 +263,20 @@ func (c *fakeClock) advance(ctx context.Context, pool *pgxpool.Pool, day int) er
 	deadline := time.Now().Add(10 * fakeCacheSeconds * time.Second)
 	for {
 		behind := 0
+		var readErr error
 		conns := pool.AcquireAllIdle(ctx)
 		for _, conn := range conns {
 			var ok bool
 			if err := conn.QueryRow(ctx, `SELECT now() > $1`, want).Scan(&ok); err != nil {
-				behind = -1
+				readErr = err
 			} else if !ok {
 				behind++
 			}
 			conn.Release()
 		}
 		switch {
-		case behind < 0:
-			return errors.New("reading the database clock failed")
+		case readErr != nil:
+			return fmt.Errorf("reading the database clock: %w", readErr)
 		case behind == 0 && len(conns) > 0:
 			return nil
 		case time.Now().After(deadline):
@@ -354,6 +367,8 @@ type steadyRun struct {
 	// abandoned and queued are the rows left yesterday to be swept today.
 	abandoned, queued int
 	long              []string
+	// ownSeqScans is the sequential scans of the bench's own counts.
+	ownSeqScans int64
 }
 
 // RunSteady runs the steady state of cfg.Steady on a server of its own.
@@ -400,6 +415,9 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 	if run.token, err = auth.NewStore(pool).Create(ctx, "steady-reader", auth.RoleReader, ""); err != nil {
 		return nil, err
 	}
+	if _, err := pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		return nil, fmt.Errorf("pg_stat_statements (preloaded by ServerSettings): %w", err)
+	}
 	if err := run.startLongRunning(ctx); err != nil {
 		return nil, err
 	}
@@ -426,8 +444,8 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 			if err != nil {
 				return res, err
 			}
-			res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart})
-			seqStart = n
+			res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart - run.ownSeqScans})
+			seqStart, run.ownSeqScans = n, 0
 		}
 		round, err := run.day(ctx, day, &samples[third(day)])
 		if err != nil {
@@ -447,7 +465,7 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart})
+	res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart - run.ownSeqScans})
 	for i := range res.Thirds {
 		t := &res.Thirds[i]
 		for _, r := range res.Rounds {
@@ -456,6 +474,18 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 			}
 		}
 		t.Sweep, t.Overview, t.List = dist(samples[i][0]), dist(samples[i][1]), dist(samples[i][2])
+		var n float64
+		for _, r := range res.Rounds {
+			if third(r.Day) == i {
+				t.SweepBuffers += r.SweepBuffers
+				t.OverviewBuffers += r.OverviewBuffers
+				t.ListBuffers += r.ListBuffers
+				n++
+			}
+		}
+		if n > 0 {
+			t.SweepBuffers, t.OverviewBuffers, t.ListBuffers = t.SweepBuffers/n, t.OverviewBuffers/n, t.ListBuffers/n
+		}
 	}
 	if err := pool.QueryRow(ctx, `
 		SELECT COALESCE(sum(autovacuum_count), 0)::bigint, COALESCE(sum(autoanalyze_count), 0)::bigint
@@ -541,13 +571,13 @@ func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duratio
 	}
 	round.Left = r.abandoned + r.queued
 
-	if err := r.pool.QueryRow(ctx, `
-		SELECT (SELECT count(*) FROM delegations), (SELECT count(*) FROM delegation_events),
-		       pg_total_relation_size('delegations') + pg_total_relation_size('delegation_events')`).
-		Scan(&round.Rows, &round.Events, &round.Bytes); err != nil {
+	if err := r.measureSize(ctx, &round); err != nil {
 		return round, err
 	}
 	var times []time.Duration
+	if err := r.resetBuffers(ctx); err != nil {
+		return round, err
+	}
 	for range r.cfg.SweepRuns {
 		res, err := r.sweeper.RunOnce(ctx)
 		if err != nil {
@@ -560,8 +590,14 @@ func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duratio
 	}
 	round.Sweep = dist(times)
 	samples[0] = append(samples[0], times...)
+	if round.SweepBuffers, err = r.buffers(ctx, r.cfg.SweepRuns); err != nil {
+		return round, err
+	}
 	for i, page := range []string{"/", "/delegations"} {
 		times = times[:0]
+		if err := r.resetBuffers(ctx); err != nil {
+			return round, err
+		}
 		for range r.cfg.ConsoleRuns {
 			d, err := r.load(ctx, page)
 			if err != nil {
@@ -570,14 +606,58 @@ func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duratio
 			times = append(times, d)
 		}
 		samples[i+1] = append(samples[i+1], times...)
+		b, err := r.buffers(ctx, r.cfg.ConsoleRuns)
+		if err != nil {
+			return round, err
+		}
 		if i == 0 {
-			round.Overview = dist(times)
+			round.Overview, round.OverviewBuffers = dist(times), b
 		} else {
-			round.List = dist(times)
+			round.List, round.ListBuffers = dist(times), b
 		}
 	}
 	round.Elapsed = time.Since(began)
 	return round, nil
+}
+
+// measureSize counts the rows of both tables and reads their size. The
+// counts may scan the tables, as they should: the scans are read back in
+// the same transaction (pg_stat_xact_user_tables) and left out of the
+// sequential scans the run reports.
+func (r *steadyRun) measureSize(ctx context.Context, round *SteadyRound) error {
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `
+			SELECT (SELECT count(*) FROM delegations), (SELECT count(*) FROM delegation_events),
+			       pg_total_relation_size('delegations') + pg_total_relation_size('delegation_events')`).
+			Scan(&round.Rows, &round.Events, &round.Bytes); err != nil {
+			return err
+		}
+		var own int64
+		if err := tx.QueryRow(ctx, `
+			SELECT COALESCE(sum(seq_scan), 0)::bigint FROM pg_stat_xact_user_tables
+			WHERE relname IN ('delegations', 'delegation_events')`).Scan(&own); err != nil {
+			return err
+		}
+		r.ownSeqScans += own
+		return nil
+	})
+}
+
+// resetBuffers starts counting the statements' buffers afresh.
+func (r *steadyRun) resetBuffers(ctx context.Context) error {
+	_, err := r.pool.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+	return err
+}
+
+// buffers is the shared buffers the statements run since resetBuffers
+// touched, per run of runs. Only the measured runs run meanwhile (the
+// workload is done; autovacuum is not a statement).
+func (r *steadyRun) buffers(ctx context.Context, runs int) (float64, error) {
+	var n float64
+	err := r.pool.QueryRow(ctx, `
+		SELECT COALESCE(sum(shared_blks_hit + shared_blks_read), 0)::float8 FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
+	return n / float64(max(runs, 1)), err
 }
 
 // sweepAll runs the sweeper until nothing is left and returns the rows it
