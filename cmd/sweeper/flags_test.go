@@ -74,7 +74,8 @@ func TestFlagMatrix(t *testing.T) {
 	}{
 		{nil, append([]string{"config", "dry-run"}, keyFlags...)},
 		{[]string{"--once"}, append([]string{"once", "config", "dry-run", "fail-on-stuck", "output"},
-			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-"), "sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url")...)...)},
+			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-"), "sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url",
+				"database-read-url", "database-read-max-lag")...)...)},
 		{[]string{"migrate", "up"}, migrateFlags},
 		{[]string{"migrate", "down"}, migrateFlags},
 		{[]string{"migrate", "version"}, migrateFlags},
