@@ -82,7 +82,12 @@ var documentedMetrics = map[string]bool{
 	"sweeper_api_auth_rejected_total":             true,
 	"sweeper_api_rate_limited_total":              true,
 	"sweeper_api_feed_waiting":                    true,
-	"up":                                          true,
+	// Replica reads (internal/daemon/replica.go), always registered.
+	"sweeper_read_queries_total":           true,
+	"sweeper_read_replica_fallbacks_total": true,
+	"sweeper_read_replica_lag_seconds":     true,
+	"sweeper_read_replica_in_use":          true,
+	"up":                                   true,
 }
 
 // standardCollectorMetrics are the go_/process_ series the dashboard may use.
