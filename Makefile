@@ -44,10 +44,14 @@ test: ## Run the tests of both modules with the race detector against a real Pos
 		--raw-command -- $(MAKE) --no-print-directory -s test-json
 
 # test-json: the `go test -json` stream of both modules that `make test` reads.
+# The two modules run at the same time (most tests wait on PostgreSQL, not on
+# the CPU); the tools module's stream follows the product's when both end.
 .PHONY: test-json
 test-json:
-	@rc=0; $(GOTEST) $(PKGS) || rc=$$?; \
-	$(if $(TOOLS_PKGS),cd tools && $(GOTEST) $(TOOLS_PKGS) || rc=$$?;) exit $$rc
+	@rc=0; out=$$(mktemp); \
+	$(if $(TOOLS_PKGS),(cd tools && $(GOTEST) $(TOOLS_PKGS) >$$out; echo $$? >$$out.rc) & ) \
+	$(GOTEST) $(PKGS) || rc=$$?; \
+	$(if $(TOOLS_PKGS),wait; cat $$out; [ "$$(cat $$out.rc)" = 0 ] || rc=1;) rm -f $$out $$out.rc; exit $$rc
 
 # `make stress`: the storm's duration and each fuzz target's time, e.g. make stress STRESS_DURATION=5m
 STRESS_DURATION ?= 60s
