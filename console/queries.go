@@ -71,7 +71,11 @@ SELECT COALESCE(min(lo), 0) FROM search WHERE lo >= hi`
 
 // stuckSinceSQL counts the stuck transitions of transactions from $1 on and
 // time $2 on, by reason and minute, for one caller ($3) or callee ($4) or
-// everyone: a range of idx_delegation_events_to_status (to_status, tx_id).
+// everyone: an index-only range scan of idx_delegation_events_stuck
+// (migration 000005: stuck events only, keyed by (tx_id, id), holding at,
+// reason, caller_id and callee_id), so no heap fetch per event once the
+// append-only log is vacuumed. to_status = 'stuck' is that index's
+// predicate and must stay a literal.
 const stuckSinceSQL = `
 SELECT COALESCE(reason, ''), date_bin('1 minute', at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS minute, count(*)
 FROM delegation_events
@@ -144,7 +148,7 @@ LIMIT $9`
 
 // recentStuckSQL is the newest $1 stuck transitions, for one caller ($2) or
 // callee ($3) or everyone: the live page's first rows, read backwards on
-// idx_delegation_events_to_status.
+// idx_delegation_events_stuck (or idx_delegation_events_to_status).
 const recentStuckSQL = `
 SELECT id, delegation_id, COALESCE(reason, '') AS reason, actor, at,
        COALESCE(caller_id, '') AS caller_id, COALESCE(callee_id, '') AS callee_id
