@@ -47,6 +47,10 @@ SELECT now(),
         WHERE status IN ('queued', 'dispatched', 'in_progress')
           AND ($1 = '' OR caller_id = $1) AND ($2 = '' OR callee_id = $2))`
 
+// clockSQL is the database clock, which the overview's stuck counts read
+// their last day and hour from.
+const clockSQL = `SELECT now()`
+
 // eventsSinceSQL finds the first transaction id (delegation_events.tx_id,
 // as a bigint) whose events are at or after time $1, by a binary search over
 // idx_delegation_events_feed: about log2(transactions) index probes,
