@@ -39,7 +39,9 @@ type Config struct {
 	// Reads, when set, runs the overview's and the lists' queries, which may
 	// tolerate a few seconds of staleness: a replica router. A delegation's
 	// page (which an admin's action redirects to), sign-ins and the live
-	// feed stay on Pool.
+	// feed stay on Pool. It must be safe for concurrent use (a pool or a
+	// router of pools, not one connection): the overview runs its parts at
+	// once.
 	Reads ledger.DB
 	// Tokens authenticates sign-ins and Bearer headers; auth.NewStore(Pool)
 	// when nil.

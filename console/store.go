@@ -1,12 +1,15 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,25 +74,60 @@ type callerCount struct {
 // chartMinutes is the span of the overview's chart.
 const chartMinutes = 6 * 60
 
+// overview reads the overview of sc. Its three parts (the in-flight counts,
+// the oldest heartbeat and next deadline, the stuck counts of the last day)
+// are independent: they run at once, each on a connection of its own from
+// h.reads (a pool or a replica router, safe for concurrent use), so the page
+// costs its slowest part, not their sum. The first error cancels the others.
 func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 	var o overview
-	rows, err := h.reads.Query(ctx, inFlightByCallerSQL, sc.CallerID, sc.CalleeID)
-	if err != nil {
-		return o, fmt.Errorf("counting in-flight delegations: %w", err)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg             sync.WaitGroup
+		errs           [3]error
+		counts         []inFlightRow
+		stuck          []stuckRow
+		stuckNow       time.Time
+		oldest, nextDL *time.Time
+	)
+	run := func(i int, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = f(); errs[i] != nil {
+				cancel()
+			}
+		}()
 	}
-	type row struct {
-		caller string
-		status ledger.Status
-		n      int64
-	}
-	counts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
-		var c row
-		err := r.Scan(&c.caller, &c.status, &c.n)
-		return c, err
+	run(0, func() (err error) {
+		counts, err = h.inFlightCounts(ctx, sc)
+		return err
 	})
-	if err != nil {
-		return o, fmt.Errorf("counting in-flight delegations: %w", err)
+	run(1, func() error {
+		if err := h.reads.QueryRow(ctx, dueSQL, sc.CallerID, sc.CalleeID).Scan(&o.Now, &oldest, &nextDL); err != nil {
+			return fmt.Errorf("reading the oldest heartbeat and next deadline: %w", err)
+		}
+		return nil
+	})
+	run(2, func() (err error) {
+		stuckNow, stuck, err = h.stuckOfDay(ctx, sc)
+		return err
+	})
+	wg.Wait()
+	// The part that failed cancelled the others: report its error, not
+	// their "context canceled" (unless the request itself was cancelled).
+	var first error
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return o, err
+		}
+		first = cmp.Or(first, err)
 	}
+	if first != nil {
+		return o, first
+	}
+
 	total := map[ledger.Status]int64{}
 	for _, c := range counts {
 		if n := len(o.ByCaller); n == 0 || o.ByCaller[n-1].CallerID != c.caller {
@@ -108,9 +146,7 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 		o.ByStatus = append(o.ByStatus, statusCount{st, total[st]})
 	}
 
-	if err := h.reads.QueryRow(ctx, dueSQL, sc.CallerID, sc.CalleeID).Scan(&o.Now, &o.OldestHeartbeat, &o.NextDeadline); err != nil {
-		return o, fmt.Errorf("reading the oldest heartbeat and next deadline: %w", err)
-	}
+	o.OldestHeartbeat, o.NextDeadline = oldest, nextDL
 	if o.OldestHeartbeat != nil {
 		due := o.OldestHeartbeat.Add(h.cfg.HeartbeatTimeout)
 		o.NextDue, o.NextDueReason = &due, "heartbeat_timeout"
@@ -120,40 +156,83 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 		o.NextDue, o.NextDueReason = &d, "deadline_exceeded"
 	}
 
-	daySince := o.Now.Add(-24 * time.Hour)
-	var fromID int64
-	if err := h.reads.QueryRow(ctx, eventsSinceSQL, daySince).Scan(&fromID); err != nil {
-		return o, fmt.Errorf("finding the events of the last day: %w", err)
-	}
-	rows, err = h.reads.Query(ctx, stuckSinceSQL, fromID, daySince, sc.CallerID, sc.CalleeID)
-	if err != nil {
-		return o, fmt.Errorf("counting stuck transitions: %w", err)
-	}
+	// The stuck windows are those of the clock the stuck counts read with.
 	o.StuckHour, o.StuckDay = map[string]int64{}, map[string]int64{}
 	o.Chart = make([]int64, chartMinutes)
-	nowMinute := o.Now.Truncate(time.Minute)
+	nowMinute := stuckNow.Truncate(time.Minute)
 	o.ChartStart = nowMinute.Add(-(chartMinutes - 1) * time.Minute)
-	hourSince := o.Now.Add(-time.Hour)
-	var reason string
-	var minute time.Time
-	var n int64
-	_, err = pgx.ForEachRow(rows, []any{&reason, &minute, &n}, func() error {
+	hourSince := stuckNow.Add(-time.Hour)
+	for _, r := range stuck {
+		reason := r.reason
 		if reason == "" {
 			reason = "unknown"
 		}
-		o.StuckDay[reason] += n
-		if !minute.Before(hourSince.Truncate(time.Minute)) {
-			o.StuckHour[reason] += n
+		o.StuckDay[reason] += r.n
+		if !r.minute.Before(hourSince.Truncate(time.Minute)) {
+			o.StuckHour[reason] += r.n
 		}
-		if i := int(minute.Sub(o.ChartStart) / time.Minute); i >= 0 && i < chartMinutes {
-			o.Chart[i] += n
+		if i := int(r.minute.Sub(o.ChartStart) / time.Minute); i >= 0 && i < chartMinutes {
+			o.Chart[i] += r.n
 		}
-		return nil
-	})
-	if err != nil {
-		return o, fmt.Errorf("counting stuck transitions: %w", err)
 	}
 	return o, nil
+}
+
+// inFlightRow is one (caller, status) count of inFlightByCallerSQL.
+type inFlightRow struct {
+	caller string
+	status ledger.Status
+	n      int64
+}
+
+func (h *Handler) inFlightCounts(ctx context.Context, sc scope) ([]inFlightRow, error) {
+	rows, err := h.reads.Query(ctx, inFlightByCallerSQL, sc.CallerID, sc.CalleeID)
+	if err != nil {
+		return nil, fmt.Errorf("counting in-flight delegations: %w", err)
+	}
+	counts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (inFlightRow, error) {
+		var c inFlightRow
+		err := r.Scan(&c.caller, &c.status, &c.n)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting in-flight delegations: %w", err)
+	}
+	return counts, nil
+}
+
+// stuckRow is one (reason, minute) count of stuckSinceSQL.
+type stuckRow struct {
+	reason string
+	minute time.Time
+	n      int64
+}
+
+// stuckOfDay returns the database clock and the stuck transitions of the
+// day before it, by reason and minute.
+func (h *Handler) stuckOfDay(ctx context.Context, sc scope) (time.Time, []stuckRow, error) {
+	var now time.Time
+	if err := h.reads.QueryRow(ctx, clockSQL).Scan(&now); err != nil {
+		return now, nil, fmt.Errorf("reading the database clock: %w", err)
+	}
+	daySince := now.Add(-24 * time.Hour)
+	var fromID int64
+	if err := h.reads.QueryRow(ctx, eventsSinceSQL, daySince).Scan(&fromID); err != nil {
+		return now, nil, fmt.Errorf("finding the events of the last day: %w", err)
+	}
+	rows, err := h.reads.Query(ctx, stuckSinceSQL, fromID, daySince, sc.CallerID, sc.CalleeID)
+	if err != nil {
+		return now, nil, fmt.Errorf("counting stuck transitions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stuckRow, error) {
+		var c stuckRow
+		err := r.Scan(&c.reason, &c.minute, &c.n)
+		return c, err
+	})
+	if err != nil {
+		return now, nil, fmt.Errorf("counting stuck transitions: %w", err)
+	}
+	return now, out, nil
 }
 
 // fillStatuses returns every non-terminal status with its count from cs.

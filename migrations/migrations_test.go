@@ -226,6 +226,8 @@ func TestSchemaShape(t *testing.T) {
 		"idx_delegation_events_delegation":       {"(delegation_id, id)"},
 		"idx_delegations_finished":               {"(status, finished_at)", "WHERE (finished_at IS NOT NULL)"},
 		"delegations_pkey":                       {"UNIQUE INDEX", "(delegation_id)"},
+		// version 5 (console indexes)
+		"idx_delegation_events_stuck": {"(tx_id, id) INCLUDE (at, reason, caller_id, callee_id)", "WHERE (to_status = 'stuck'::text)"},
 	}
 	for name, parts := range wantIdx {
 		def, ok := indexes[name]
