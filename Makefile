@@ -49,9 +49,9 @@ test: ## Run the tests of both modules with the race detector against a real Pos
 .PHONY: test-json
 test-json:
 	@rc=0; out=$$(mktemp); \
-	$(if $(TOOLS_PKGS),(cd tools && $(GOTEST) $(TOOLS_PKGS) >$$out; echo $$? >$$out.rc) & ) \
+	$(if $(TOOLS_PKGS),(cd tools && $(GOTEST) $(TOOLS_PKGS) >$$out && echo 0 >$$out.rc || echo 1 >$$out.rc) & ) \
 	$(GOTEST) $(PKGS) || rc=$$?; \
-	$(if $(TOOLS_PKGS),wait; cat $$out; [ "$$(cat $$out.rc)" = 0 ] || rc=1;) rm -f $$out $$out.rc; exit $$rc
+	$(if $(TOOLS_PKGS),wait; cat $$out; [ "$$(cat $$out.rc 2>/dev/null)" = 0 ] || rc=1;) rm -f $$out $$out.rc; exit $$rc
 
 # `make stress`: the storm's duration and each fuzz target's time, e.g. make stress STRESS_DURATION=5m
 STRESS_DURATION ?= 60s

@@ -34,8 +34,8 @@ const (
 	eventsPerLiveRow    = 2
 	eventsPerTx         = 100
 	retryEvery          = 1000
-	shortTimeout        = 30 * time.Second
-	longTimeout         = 10 * time.Minute
+	shortTimeout        = 5 * time.Minute
+	longTimeout         = 30 * time.Minute
 )
 
 // historyInsertSQL inserts the history rows h1..h$1: terminal rows spread
@@ -140,7 +140,7 @@ type keeper struct {
 // Intervals of keeper.
 const (
 	keepShortEvery = 10 * time.Second
-	keepLongEvery  = 2 * time.Minute
+	keepLongEvery  = 5 * time.Minute
 )
 
 // startKeeper beats every kept row once, then keeps them live until stop.
