@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/ledger"
 	"github.com/tasksweeper/sweeper/migrations"
 )
@@ -47,25 +46,8 @@ FROM delegations WHERE delegation_id LIKE 'm-%'`
 // previous schema exactly, and up runs again.
 func TestAttemptsMigrationOnPopulatedLedger(t *testing.T) {
 	t.Parallel()
-	versions := upVersions(t)
-	at := slices.Index(versions, attemptsVersion)
-	if at < 1 {
-		t.Fatalf("embedded versions %v: want %d after an earlier one", versions, attemptsVersion)
-	}
-	previous := versions[at-1]
-	db := testdb.NewEmpty(t)
+	db, mg, previous := atVersionBefore(t, attemptsVersion)
 	ctx := context.Background()
-	mg, err := migrations.Open(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mg.Close()
-	if err := mg.Steps(at); err != nil {
-		t.Fatal(err)
-	}
-	if v, dirty, err := mg.Version(); err != nil || v != previous || dirty {
-		t.Fatalf("version %d dirty %v, %v; want %d", v, dirty, err, previous)
-	}
 
 	// Rows in every status, moved there by status changes (so with events),
 	// some with idempotency keys, through raw SQL that every version accepts.

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/migrations"
 )
 
@@ -19,25 +18,8 @@ const consoleIndexesVersion = 5
 // scan; down drops the index with the data intact, and up runs again.
 func TestConsoleIndexesMigrationOnPopulatedLedger(t *testing.T) {
 	t.Parallel()
-	versions := upVersions(t)
-	at := slices.Index(versions, consoleIndexesVersion)
-	if at < 1 {
-		t.Fatalf("embedded versions %v: want %d after an earlier one", versions, consoleIndexesVersion)
-	}
-	previous := versions[at-1]
-	db := testdb.NewEmpty(t)
+	db, mg, previous := atVersionBefore(t, consoleIndexesVersion)
 	ctx := context.Background()
-	mg, err := migrations.Open(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mg.Close()
-	if err := mg.Steps(at); err != nil {
-		t.Fatal(err)
-	}
-	if v, dirty, err := mg.Version(); err != nil || v != previous || dirty {
-		t.Fatalf("version %d dirty %v, %v; want %d", v, dirty, err, previous)
-	}
 
 	// Rows moved through the statuses by status changes (so with events):
 	// 3 of 10 end stuck, the others completed or in progress.

@@ -37,6 +37,32 @@ func upVersions(t *testing.T) []uint {
 	return out
 }
 
+// atVersionBefore returns an empty database migrated to the embedded version
+// just below version, with its migrator (closed when the test ends) and
+// that version.
+func atVersionBefore(t *testing.T, version uint) (db *testdb.DB, mg *migrations.Migrator, previous uint) {
+	t.Helper()
+	versions := upVersions(t)
+	steps := slices.Index(versions, version)
+	if steps < 1 {
+		t.Fatalf("embedded versions %v: want %d after an earlier one", versions, version)
+	}
+	previous = versions[steps-1]
+	db = testdb.NewEmpty(t)
+	mg, err := migrations.Open(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mg.Close() })
+	if err := mg.Steps(steps); err != nil {
+		t.Fatal(err)
+	}
+	if v, dirty, err := mg.Version(); err != nil || v != previous || dirty {
+		t.Fatalf("version %d dirty %v, %v; want %d", v, dirty, err, previous)
+	}
+	return db, mg, previous
+}
+
 // rowsText renders every delegation (without finished_at) and every event as
 // text, in a fixed order, to compare the data before and after a migration.
 func rowsText(t *testing.T, pool *pgxpool.Pool) (delegations, events []string) {
@@ -71,30 +97,13 @@ func rowsText(t *testing.T, pool *pgxpool.Pool) (delegations, events []string) {
 // the previous schema with the data intact.
 func TestRetentionMigrationOnPopulatedDatabase(t *testing.T) {
 	t.Parallel()
-	versions := upVersions(t)
-	steps := slices.IndexFunc(versions, func(v uint) bool { return v >= retentionVersion })
-	if steps < 1 || versions[steps] != retentionVersion {
-		t.Fatalf("embedded versions %v: want %d after at least one earlier version", versions, retentionVersion)
-	}
-	prev := versions[steps-1]
-	db := testdb.NewEmpty(t)
+	db, mg, prev := atVersionBefore(t, retentionVersion)
 	ctx := context.Background()
-	mg, err := migrations.Open(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mg.Close()
-	if err := mg.Steps(steps); err != nil {
-		t.Fatal(err)
-	}
-	if v, dirty, err := mg.Version(); err != nil || v != prev || dirty {
-		t.Fatalf("version %d dirty %v, %v; want %d", v, dirty, err, prev)
-	}
 	before := objects(t, db.Pool)
 
 	// Rows in every status, the terminal ones through real transitions (so
 	// with events), at distinct times, plus one inserted terminal.
-	_, err = db.Pool.Exec(ctx, `
+	_, err := db.Pool.Exec(ctx, `
 		INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat) VALUES
 		  ('q', 'c', 'w', 'queued', NULL), ('d', 'c', 'w', 'dispatched', NULL),
 		  ('ip', 'c', 'w', 'in_progress', now()), ('c1', 'c', 'w', 'in_progress', now()),
