@@ -360,8 +360,13 @@ func ms(d time.Duration) string {
 // shortDur renders 1h0m0s as 1h.
 func shortDur(d time.Duration) string {
 	s := d.String()
-	s = strings.TrimSuffix(s, "0s")
-	return strings.TrimSuffix(s, "0m")
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s") // 5m0s: 5m (but 10s stays)
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m") // 1h0m0s: 1h
+	}
+	return s
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
