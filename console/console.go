@@ -619,17 +619,28 @@ var outcomes = map[string]string{
 	"not_found":         "The delegation no longer exists.",
 }
 
-func (h *Handler) detailPage(w http.ResponseWriter, r *http.Request, u who) {
-	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.QueryTimeout)
-	defer cancel()
-	id := r.PathValue("id")
+// visibleOrFail reads delegation id as u may see it; when it cannot, it
+// answers the request (404 for a missing or someone else's row, else 500)
+// and returns false.
+func (h *Handler) visibleOrFail(ctx context.Context, w http.ResponseWriter, r *http.Request, u who, id string) (ledger.Delegation, bool) {
 	d, err := h.getVisible(ctx, u, id)
 	switch {
 	case errors.Is(err, ledger.ErrNotFound), errors.Is(err, ledger.ErrInvalid):
 		h.fail(w, r, http.StatusNotFound, "No such delegation (or it is not yours to see).")
-		return
+		return d, false
 	case err != nil:
 		h.serverError(w, r, err)
+		return d, false
+	}
+	return d, true
+}
+
+func (h *Handler) detailPage(w http.ResponseWriter, r *http.Request, u who) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.QueryTimeout)
+	defer cancel()
+	id := r.PathValue("id")
+	d, ok := h.visibleOrFail(ctx, w, r, u, id)
+	if !ok {
 		return
 	}
 	evs, err := h.ledger.Events(ctx, id)
@@ -672,13 +683,8 @@ func (h *Handler) failAction(w http.ResponseWriter, r *http.Request, u who) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.QueryTimeout)
 	defer cancel()
 	id := r.PathValue("id")
-	d, err := h.getVisible(ctx, u, id)
-	switch {
-	case errors.Is(err, ledger.ErrNotFound), errors.Is(err, ledger.ErrInvalid):
-		h.fail(w, r, http.StatusNotFound, "No such delegation (or it is not yours to see).")
-		return
-	case err != nil:
-		h.serverError(w, r, err)
+	d, ok := h.visibleOrFail(ctx, w, r, u, id)
+	if !ok {
 		return
 	}
 	if !u.IsAdmin() {
