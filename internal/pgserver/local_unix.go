@@ -196,6 +196,7 @@ func (l *local) prepare(cmd *exec.Cmd) *exec.Cmd {
 		}
 	}
 	cmd.Env = append(cmd.Env, "LC_ALL=C")
+	cmd.Env = append(cmd.Env, l.opts.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: l.cred}
 	return cmd
 }

@@ -91,6 +91,13 @@ type Options struct {
 	// package of its own so that programs which never start containers do
 	// not link a Docker client.
 	Docker Docker
+
+	// Env holds extra NAME=value variables for the processes of a local
+	// server (initdb, postgres, pg_ctl), after ours; the docker kind ignores
+	// it. It is how a caller runs one server under, say, LD_PRELOAD without
+	// changing the environment of its own process (and of every server
+	// another goroutine starts meanwhile).
+	Env []string
 }
 
 func (o Options) logf(format string, args ...any) {

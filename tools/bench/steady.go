@@ -308,34 +308,19 @@ func startFakeServer(ctx context.Context, cfg Config) (*pgserver.Server, *fakeCl
 		cleanup()
 		return nil, nil, nil, err
 	}
-	// pgserver hands the server our environment (without PG*): set the
-	// preload for the start only. Nothing else is started meanwhile.
-	env := map[string]string{
-		"LD_PRELOAD":              lib,
-		"FAKETIME_TIMESTAMP_FILE": clock.path,
-		"FAKETIME_CACHE_DURATION": strconv.Itoa(fakeCacheSeconds),
-		"DONT_FAKE_MONOTONIC":     "1",
-	}
-	old := map[string]*string{}
-	for k, v := range env {
-		if o, ok := os.LookupEnv(k); ok {
-			old[k] = &o
-		} else {
-			old[k] = nil
-		}
-		os.Setenv(k, v)
+	// The preload goes to this server's processes alone (Options.Env):
+	// setting it in our own environment would also reach any server another
+	// test starts meanwhile, and move its clock too.
+	env := []string{
+		"LD_PRELOAD=" + lib,
+		"FAKETIME_TIMESTAMP_FILE=" + clock.path,
+		"FAKETIME_CACHE_DURATION=" + strconv.Itoa(fakeCacheSeconds),
+		"DONT_FAKE_MONOTONIC=1",
 	}
 	settings := maps.Clone(ServerSettings)
 	maps.Copy(settings, SteadySettings)
 	maps.Copy(settings, cfg.Settings)
-	s, err := pgserver.Start(ctx, pgserver.Options{Kinds: []pgserver.Kind{pgserver.KindLocal}, Settings: settings, Logf: cfg.Logf})
-	for k, o := range old {
-		if o == nil {
-			os.Unsetenv(k)
-		} else {
-			os.Setenv(k, *o)
-		}
-	}
+	s, err := pgserver.Start(ctx, pgserver.Options{Kinds: []pgserver.Kind{pgserver.KindLocal}, Settings: settings, Logf: cfg.Logf, Env: env})
 	if err != nil {
 		cleanup()
 		return nil, nil, nil, fmt.Errorf("starting PostgreSQL under libfaketime: %w", err)
