@@ -57,19 +57,26 @@ var libfaketimePaths = []string{
 }
 
 // Defaults of SteadyConfig. The retentions are the default policy (30 days
-// completed, 90 failed and stuck) scaled by 1/15, so that the first third of
-// a month (10 days) ends four days after the longest retention: index pages
-// hold the events of every status, so they empty only once the longest-kept
-// rows of their day are pruned, and vacuum reclaims them a little later.
+// completed, 90 failed and stuck) scaled by 1/30, a day for a month. The
+// rows reach their steady count once the longest retention has passed (day
+// 4), the indexes a few days later: an index page empties only once every
+// row of its key range is pruned, and is reused only after a vacuum frees
+// it. Measured, the size stops growing about two longest retentions and two
+// days in: day 14 with 2 and 6 days kept, day 7 with 1 and 3, before the end
+// of the first third (day 10) that the size target compares the month's end
+// with. 20k a day, because a prune of 10k rows a day falls just under the
+// delegations table's own autovacuum trigger (10000 dead rows + 1%), which a
+// real day's heartbeats would cross many times over: the space it frees
+// then waits a day for a vacuum, and the size crept up all month (1.11x).
 const (
 	SteadyDaysDefault        = 30
-	SteadyPerDayDefault      = 10_000
+	SteadyPerDayDefault      = 20_000
 	SteadyLongRunningDefault = 1_000
 	SteadySweepRunsDefault   = 20
 	SteadyConsoleRunsDefault = 10
-	SteadyCompletedDefault   = 2 * retention.Day
-	SteadyFailedDefault      = 6 * retention.Day
-	SteadyStuckDefault       = 6 * retention.Day
+	SteadyCompletedDefault   = 1 * retention.Day
+	SteadyFailedDefault      = 3 * retention.Day
+	SteadyStuckDefault       = 3 * retention.Day
 )
 
 // Targets of the steady state.
@@ -151,6 +158,15 @@ type SteadyRound struct {
 	SweepBuffers    float64 `json:"sweep_buffers"`
 	OverviewBuffers float64 `json:"overview_buffers"`
 	ListBuffers     float64 `json:"list_buffers"`
+	// SeqScans is the sequential scans of delegations and
+	// delegation_events during the round (pg_stat_user_tables), by any
+	// statement.
+	SeqScans int64 `json:"seq_scans"`
+	// VacuumWait is how long the round waited for autovacuum after the
+	// prune and after the day's work (settle); Vacuumed whether both
+	// tables settled both times.
+	VacuumWait time.Duration `json:"vacuum_wait"`
+	Vacuumed   bool          `json:"vacuumed"`
 	// Elapsed is the real time of the round.
 	Elapsed time.Duration `json:"elapsed"`
 }
@@ -207,6 +223,26 @@ func (s *SteadyResult) timeRatio(p50 func(SteadyThird) time.Duration) float64 {
 		return 0
 	}
 	return float64(p50(s.Thirds[2])) / float64(p50(s.Thirds[0]))
+}
+
+// vacuumWait is the rounds' waits for autovacuum, in all.
+func (s *SteadyResult) vacuumWait() time.Duration {
+	var d time.Duration
+	for _, r := range s.Rounds {
+		d += r.VacuumWait
+	}
+	return d
+}
+
+// allSettled reports whether every round's waits for autovacuum ended with
+// both tables settled rather than at settleTimeout.
+func (s *SteadyResult) allSettled() bool {
+	for _, r := range s.Rounds {
+		if !r.Vacuumed {
+			return false
+		}
+	}
+	return true
 }
 
 // LateSeqScans is the sequential scans in the last two thirds, once the
@@ -352,8 +388,6 @@ type steadyRun struct {
 	// abandoned and queued are the rows left yesterday to be swept today.
 	abandoned, queued int
 	long              []string
-	// ownSeqScans is the sequential scans of the bench's own counts.
-	ownSeqScans int64
 }
 
 // RunSteady runs the steady state of cfg.Steady on a server of its own.
@@ -411,10 +445,6 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 		Completed: sc.Completed, Failed: sc.Failed, Stuck: sc.Stuck}
 	third := func(day int) int { return min(3*(day-1)/sc.Days, 2) }
 	var samples [3][3][]time.Duration // third, (sweep, overview, list)
-	seqStart, err := seqScans(ctx, pool)
-	if err != nil {
-		return nil, err
-	}
 	for day := 1; day <= sc.Days; day++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -422,35 +452,29 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 		if err := clock.advance(ctx, pool, day); err != nil {
 			return res, err
 		}
-		// The counters of the day before, now that every backend has
-		// flushed its statistics (a clock jump forces the flush).
-		if day > 1 && third(day) != third(day-1) {
-			n, err := seqScans(ctx, pool)
-			if err != nil {
-				return res, err
-			}
-			res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart - run.ownSeqScans})
-			seqStart, run.ownSeqScans = n, 0
+		before, err := seqScans(ctx, pool)
+		if err != nil {
+			return res, err
 		}
 		round, err := run.day(ctx, day, &samples[third(day)])
 		if err != nil {
 			return res, fmt.Errorf("day %d: %w", day, err)
 		}
+		after, err := seqScans(ctx, pool)
+		if err != nil {
+			return res, err
+		}
+		round.SeqScans = after - before
 		res.Rounds = append(res.Rounds, round)
-		cfg.Logf("steady day %d: %d rows, %d events, %.1f MiB; swept %d, pruned %d in %s; sweep p50 %s, overview p50 %s, list p50 %s (%s)",
+		cfg.Logf("steady day %d: %d rows, %d events, %.1f MiB; swept %d, pruned %d in %s; vacuumed %v after %s; sweep p50 %s, overview p50 %s, list p50 %s; %d sequential scans (%s)",
 			day, round.Rows, round.Events, float64(round.Bytes)/(1<<20), round.Swept, round.Pruned,
-			round.PruneDuration.Round(time.Millisecond), round.Sweep.P50, round.Overview.P50, round.List.P50,
-			round.Elapsed.Round(time.Millisecond))
+			round.PruneDuration.Round(time.Millisecond), round.Vacuumed, round.VacuumWait.Round(time.Millisecond),
+			round.Sweep.P50, round.Overview.P50, round.List.P50, round.SeqScans, round.Elapsed.Round(time.Millisecond))
 	}
-	// One more day flushes the counters of the last one.
-	if err := clock.advance(ctx, pool, sc.Days+1); err != nil {
-		return res, err
+	res.Thirds = make([]SteadyThird, 3)
+	for _, r := range res.Rounds {
+		res.Thirds[third(r.Day)].SeqScans += r.SeqScans
 	}
-	n, err := seqScans(ctx, pool)
-	if err != nil {
-		return res, err
-	}
-	res.Thirds = append(res.Thirds, SteadyThird{SeqScans: n - seqStart - run.ownSeqScans})
 	for i := range res.Thirds {
 		t := &res.Thirds[i]
 		for _, r := range res.Rounds {
@@ -482,8 +506,20 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 	return res, nil
 }
 
-// seqScans reads the sequential scans of the two tables so far.
+// seqScans reads the sequential scans of the two tables so far, once every
+// idle connection of pool has flushed its statistics: a backend sends them
+// at most once a second and when it next goes idle, so a connection that
+// sat in the pool since its last statement may still hold scans of days
+// ago, which would then be counted in a later third.
 func seqScans(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	for _, c := range pool.AcquireAllIdle(ctx) {
+		// Flushed as the statement ends, before the reply.
+		_, err := c.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
+		c.Release()
+		if err != nil {
+			return 0, fmt.Errorf("flushing a connection's statistics: %w", err)
+		}
+	}
 	var n int64
 	err := pool.QueryRow(ctx, `
 		SELECT COALESCE(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables
@@ -550,11 +586,23 @@ func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duratio
 		return round, err
 	}
 	round.Pruned, round.PrunedEvents, round.PruneDuration = pr.Pruned, pr.EventsPruned, pr.Duration
+	// Autovacuum after the prune, as a real day's would run between the
+	// pruner's passes and the day's work: the index pages the prune emptied
+	// are then free for the day's inserts.
+	wait, settled, err := r.settle(ctx)
+	if err != nil {
+		return round, err
+	}
 
 	if round.Completed, round.Failed, err = r.work(ctx, day); err != nil {
 		return round, err
 	}
 	round.Left = r.abandoned + r.queued
+	wait2, settled2, err := r.settle(ctx)
+	if err != nil {
+		return round, err
+	}
+	round.VacuumWait, round.Vacuumed = wait+wait2, settled && settled2
 
 	if err := r.measureSize(ctx, &round); err != nil {
 		return round, err
@@ -605,25 +653,144 @@ func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duratio
 	return round, nil
 }
 
+// settleTimeout bounds the wait for autovacuum after a day's writes;
+// settleQuiet is how long a table below its autovacuum trigger must stay
+// unvacuumed before the wait stops for it (statistics reach the launcher
+// within a second, and it naps a second: autovacuum_naptime).
+const (
+	settleTimeout = 30 * time.Second
+	settleQuiet   = 3 * time.Second
+)
+
+// settleSQL reads, for each table, autovacuum's runs so far, whether a
+// vacuum is under way, and whether the table is past its autovacuum
+// trigger (dead rows over autovacuum_vacuum_threshold + scale_factor x
+// rows, or rows inserted since the last vacuum over the insert trigger),
+// each setting from the table's own options or else the server's.
+const settleSQL = `
+SELECT s.relname, s.autovacuum_count,
+       EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid),
+       s.n_dead_tup > o.vt + o.vs * greatest(c.reltuples, 0)
+       OR s.n_ins_since_vacuum > o.it + o.isf * greatest(c.reltuples, 0)
+FROM pg_stat_user_tables s
+JOIN pg_class c ON c.oid = s.relid
+CROSS JOIN LATERAL (
+    SELECT COALESCE(max(option_value) FILTER (WHERE option_name = 'autovacuum_vacuum_threshold'),
+                    current_setting('autovacuum_vacuum_threshold'))::float8 AS vt,
+           COALESCE(max(option_value) FILTER (WHERE option_name = 'autovacuum_vacuum_scale_factor'),
+                    current_setting('autovacuum_vacuum_scale_factor'))::float8 AS vs,
+           COALESCE(max(option_value) FILTER (WHERE option_name = 'autovacuum_vacuum_insert_threshold'),
+                    current_setting('autovacuum_vacuum_insert_threshold'))::float8 AS it,
+           COALESCE(max(option_value) FILTER (WHERE option_name = 'autovacuum_vacuum_insert_scale_factor'),
+                    current_setting('autovacuum_vacuum_insert_scale_factor'))::float8 AS isf
+    FROM pg_options_to_table(c.reloptions)) AS o
+WHERE s.relname IN ('delegations', 'delegation_events')`
+
+// settle waits until autovacuum has caught up with the day's writes: each
+// of the two tables vacuumed once after them (a vacuum under way when they
+// ended does not count: it may have started before them), or, for a table
+// below its autovacuum trigger, settleQuiet without a vacuum starting. It
+// returns how long it waited and whether both tables settled within
+// settleTimeout. A real day gives the launcher 1440 naps and each busy
+// table dozens of vacuums; a simulated one lasts seconds, in which
+// autovacuum might not reach a table at all, and the size measured would
+// then depend on the machine's speed. One vacuum a day is still far less
+// than a real server's, and the bench never runs VACUUM itself:
+// autovacuum decides, by the tables' own settings.
+func (r *steadyRun) settle(ctx context.Context) (time.Duration, bool, error) {
+	began := time.Now()
+	type state struct {
+		count        int64
+		running, due bool
+	}
+	read := func() (map[string]state, error) {
+		rows, err := r.pool.Query(ctx, settleSQL)
+		if err != nil {
+			return nil, fmt.Errorf("reading autovacuum's state: %w", err)
+		}
+		out := map[string]state{}
+		for rows.Next() {
+			var name string
+			var st state
+			if err := rows.Scan(&name, &st.count, &st.running, &st.due); err != nil {
+				return nil, err
+			}
+			out[name] = st
+		}
+		return out, rows.Err()
+	}
+	first, err := read()
+	if err != nil {
+		return 0, false, err
+	}
+	want := map[string]int64{}
+	for name, st := range first {
+		want[name] = st.count + 1
+		if st.running {
+			want[name]++
+		}
+	}
+	for {
+		now, err := read()
+		if err != nil {
+			return 0, false, err
+		}
+		settled := len(now) == 2
+		for name, st := range now {
+			quiet := time.Since(began) >= settleQuiet && !st.running && !st.due
+			settled = settled && (st.count >= want[name] || quiet)
+		}
+		if settled || time.Since(began) >= settleTimeout {
+			return time.Since(began), settled, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // measureSize counts the rows of both tables and reads their size. The
-// counts may scan the tables, as they should: the scans are read back in
-// the same transaction (pg_stat_xact_user_tables) and left out of the
-// sequential scans the run reports.
+// counts read an index (enable_seqscan off for them alone), so that every
+// sequential scan the run reports is one of the ledger's statements or the
+// workload's.
 func (r *steadyRun) measureSize(ctx context.Context, round *SteadyRound) error {
 	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
+			return err
+		}
 		if err := tx.QueryRow(ctx, `
 			SELECT (SELECT count(*) FROM delegations), (SELECT count(*) FROM delegation_events),
 			       pg_total_relation_size('delegations') + pg_total_relation_size('delegation_events')`).
 			Scan(&round.Rows, &round.Events, &round.Bytes); err != nil {
 			return err
 		}
-		var own int64
-		if err := tx.QueryRow(ctx, `
-			SELECT COALESCE(sum(seq_scan), 0)::bigint FROM pg_stat_xact_user_tables
-			WHERE relname IN ('delegations', 'delegation_events')`).Scan(&own); err != nil {
+		rows, err := tx.Query(ctx, `
+			SELECT c.relname, pg_relation_size(c.oid), COALESCE(s.n_dead_tup, 0)
+			FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+			WHERE c.oid IN ('delegations'::regclass, 'delegation_events'::regclass)
+			   OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN ('delegations'::regclass, 'delegation_events'::regclass))
+			ORDER BY pg_relation_size(c.oid) DESC`)
+		if err != nil {
 			return err
 		}
-		r.ownSeqScans += own
+		var line string
+		for rows.Next() {
+			var name string
+			var size, dead int64
+			if err := rows.Scan(&name, &size, &dead); err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" %s=%.1f", name, float64(size)/(1<<20))
+			if dead > 0 {
+				line += fmt.Sprintf("(dead %d)", dead)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		r.logf("steady day %d relations (MiB):%s", round.Day, line)
 		return nil
 	})
 }
@@ -661,54 +828,74 @@ func (r *steadyRun) sweepAll(ctx context.Context) (int, error) {
 	}
 }
 
-// work writes the day: PerDay delegations inserted, moved to in_progress,
-// beaten twice, then completed, failed, abandoned (no more beats) or left
-// queued, in statements of 1000 rows. It returns the completed and failed.
+// steadyWaves is how many waves a day's work comes in: a real day's
+// delegations arrive and finish all day, so only a few thousand are in
+// flight at once. Written all at once, every row of the day would be in
+// flight together (70% of the table), an autoanalyze in the middle would
+// record that, and the console's in-flight counts would rightly plan a
+// sequential scan until the next one.
+const steadyWaves = 10
+
+// work writes the day in steadyWaves waves, each of PerDay/steadyWaves
+// delegations inserted, moved to in_progress, beaten twice, then completed,
+// failed, abandoned (no more beats) or left queued. Inserts go 1000 a
+// statement; moves and finishes, which find their rows by id, 100 a
+// statement, as workers reporting in small batches would (on a table of a
+// few ten thousand rows the planner rightly reads a thousand ids by a
+// sequential scan, the workload's plan, not the ledger's). It returns the
+// completed and failed.
 func (r *steadyRun) work(ctx context.Context, day int) (completedN, failedN int, err error) {
-	const chunk = 1000
+	const chunk, moveChunk = 1000, 100
 	prefix := fmt.Sprintf("d%d-", day)
 	n := r.cfg.PerDay
-	for lo := 1; lo <= n; lo += chunk {
-		if _, err := r.pool.Exec(ctx, steadyInsertSQL, prefix, lo, min(lo+chunk-1, n)); err != nil {
-			return 0, 0, fmt.Errorf("inserting: %w", err)
-		}
-	}
-	ids := func(from, to int) []string { // per mille of the day, from..to
-		var out []string
-		for g := 1; g <= n; g++ {
-			if m := (g * 7919) % 1000; m >= from && m < to {
-				out = append(out, prefix+strconv.Itoa(g))
+	per := (n + steadyWaves - 1) / steadyWaves
+	r.abandoned, r.queued = 0, 0
+	for first := 1; first <= n; first += per {
+		last := min(first+per-1, n)
+		for lo := first; lo <= last; lo += chunk {
+			if _, err := r.pool.Exec(ctx, steadyInsertSQL, prefix, lo, min(lo+chunk-1, last)); err != nil {
+				return 0, 0, fmt.Errorf("inserting: %w", err)
 			}
 		}
-		return out
-	}
-	started := ids(0, shareCompleted+shareFailed+shareAbandoned)
-	queued := ids(shareCompleted+shareFailed+shareAbandoned, shareCompleted+shareFailed+shareAbandoned+shareQueued)
-	for c := range slices.Chunk(started, chunk) {
-		if _, err := r.pool.Exec(ctx, steadyMoveSQL, c, "in_progress"); err != nil {
-			return 0, 0, fmt.Errorf("moving to in_progress: %w", err)
+		ids := func(from, to int) []string { // per mille of the day, from..to
+			var out []string
+			for g := first; g <= last; g++ {
+				if m := (g * 7919) % 1000; m >= from && m < to {
+					out = append(out, prefix+strconv.Itoa(g))
+				}
+			}
+			return out
 		}
-	}
-	for range 2 {
-		if err := r.beat(ctx, started); err != nil {
-			return 0, 0, err
-		}
-	}
-	completed := ids(0, shareCompleted)
-	failed := ids(shareCompleted, shareCompleted+shareFailed)
-	for _, g := range []struct {
-		ids    []string
-		status string
-	}{{completed, "completed"}, {failed, "failed"}} {
-		for c := range slices.Chunk(g.ids, chunk) {
-			if _, err := r.pool.Exec(ctx, steadyFinishSQL, c, g.status); err != nil {
-				return 0, 0, fmt.Errorf("finishing as %s: %w", g.status, err)
+		started := ids(0, shareCompleted+shareFailed+shareAbandoned)
+		queued := ids(shareCompleted+shareFailed+shareAbandoned, shareCompleted+shareFailed+shareAbandoned+shareQueued)
+		for c := range slices.Chunk(started, moveChunk) {
+			if _, err := r.pool.Exec(ctx, steadyMoveSQL, c, "in_progress"); err != nil {
+				return 0, 0, fmt.Errorf("moving to in_progress: %w", err)
 			}
 		}
+		for range 2 {
+			if err := r.beat(ctx, started); err != nil {
+				return 0, 0, err
+			}
+		}
+		completed := ids(0, shareCompleted)
+		failed := ids(shareCompleted, shareCompleted+shareFailed)
+		for _, g := range []struct {
+			ids    []string
+			status string
+		}{{completed, "completed"}, {failed, "failed"}} {
+			for c := range slices.Chunk(g.ids, moveChunk) {
+				if _, err := r.pool.Exec(ctx, steadyFinishSQL, c, g.status); err != nil {
+					return 0, 0, fmt.Errorf("finishing as %s: %w", g.status, err)
+				}
+			}
+		}
+		completedN += len(completed)
+		failedN += len(failed)
+		r.abandoned += len(started) - len(completed) - len(failed)
+		r.queued += len(queued)
 	}
-	r.abandoned = len(started) - len(completed) - len(failed)
-	r.queued = len(queued)
-	return len(completed), len(failed), nil
+	return completedN, failedN, nil
 }
 
 // beat heartbeats ids through the ledger, 1000 a call; every one must be live.
