@@ -18,13 +18,13 @@ import (
 func steadySample() *bench.SteadyResult {
 	ms := time.Millisecond
 	third := func(day int, bytes int64, sweep, page time.Duration, scans int64) bench.SteadyThird {
-		return bench.SteadyThird{LastDay: day, Rows: 80_000, Events: 240_000, Bytes: bytes,
+		return bench.SteadyThird{LastDay: day, SteadyMeasures: bench.SteadyMeasures{Rows: 80_000, Events: 240_000, Bytes: bytes,
 			Sweep: bench.Dist{N: 200, P50: sweep}, Overview: bench.Dist{N: 100, P50: page}, List: bench.Dist{N: 100, P50: page / 2},
-			SweepBuffers: 40, OverviewBuffers: 300, ListBuffers: 60, SeqScans: scans}
+			SweepBuffers: 40, OverviewBuffers: 300, ListBuffers: 60, SeqScans: scans}}
 	}
 	return &bench.SteadyResult{Days: 30, PerDay: 20_000, LongRunning: 2000,
 		Completed: 3 * 24 * time.Hour, Failed: 9 * 24 * time.Hour, Stuck: 9 * 24 * time.Hour,
-		Rounds: []bench.SteadyRound{{Day: 1, Swept: 0, Rows: 22_000, Bytes: 10 << 20, Sweep: bench.Dist{N: 20, P50: ms}}},
+		Rounds: []bench.SteadyRound{{Day: 1, Swept: 0, SteadyMeasures: bench.SteadyMeasures{Rows: 22_000, Bytes: 10 << 20, Sweep: bench.Dist{N: 20, P50: ms}}}},
 		Thirds: []bench.SteadyThird{
 			third(10, 100<<20, ms, 10*ms, 12), third(20, 104<<20, ms, 11*ms, 0), third(30, 105<<20, 1200*time.Microsecond, 12*ms, 0),
 		},

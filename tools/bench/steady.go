@@ -141,27 +141,7 @@ type SteadyRound struct {
 	PrunedEvents int `json:"pruned_events"`
 	// PruneDuration is the pruner's pass.
 	PruneDuration time.Duration `json:"prune_duration"`
-	// Rows and Events are the rows of the two tables at the end of the day
-	// (counted), Bytes their total size, indexes and TOAST included.
-	Rows   int64 `json:"rows"`
-	Events int64 `json:"events"`
-	Bytes  int64 `json:"bytes"`
-	// Sweep, Overview and List are the day's nothing-eligible sweeps and
-	// console page loads (the overview and the delegation list).
-	Sweep    Dist `json:"sweep"`
-	Overview Dist `json:"overview"`
-	List     Dist `json:"list"`
-	// SweepBuffers, OverviewBuffers and ListBuffers are the shared buffers
-	// (hit or read) the statements of one sweep or one page load touched,
-	// on average (pg_stat_statements): the work, which the machine's load
-	// does not change.
-	SweepBuffers    float64 `json:"sweep_buffers"`
-	OverviewBuffers float64 `json:"overview_buffers"`
-	ListBuffers     float64 `json:"list_buffers"`
-	// SeqScans is the sequential scans of delegations and
-	// delegation_events during the round (pg_stat_user_tables), by any
-	// statement.
-	SeqScans int64 `json:"seq_scans"`
+	SteadyMeasures
 	// VacuumWait is how long the round waited for autovacuum after the
 	// prune and after the day's work (settle); Vacuumed whether both
 	// tables settled both times.
@@ -171,23 +151,35 @@ type SteadyRound struct {
 	Elapsed time.Duration `json:"elapsed"`
 }
 
-// SteadyThird summarises a third of the month: the size at its end and the
-// p50 of every sample taken in it.
-type SteadyThird struct {
-	LastDay  int   `json:"last_day"`
-	Rows     int64 `json:"rows"`
-	Events   int64 `json:"events"`
-	Bytes    int64 `json:"bytes"`
-	Sweep    Dist  `json:"sweep"`
-	Overview Dist  `json:"overview"`
-	List     Dist  `json:"list"`
-	// SweepBuffers, OverviewBuffers and ListBuffers are the rounds' means.
+// SteadyMeasures are what a round measures, and a third sums up.
+type SteadyMeasures struct {
+	// Rows and Events are the rows of the two tables at the end of the day
+	// (counted), Bytes their total size, indexes and TOAST included.
+	Rows   int64 `json:"rows"`
+	Events int64 `json:"events"`
+	Bytes  int64 `json:"bytes"`
+	// Sweep, Overview and List are the nothing-eligible sweeps and console
+	// page loads (the overview and the delegation list).
+	Sweep    Dist `json:"sweep"`
+	Overview Dist `json:"overview"`
+	List     Dist `json:"list"`
+	// SweepBuffers, OverviewBuffers and ListBuffers are the shared buffers
+	// (hit or read) the statements of one sweep or one page load touched,
+	// on average (pg_stat_statements): the work, which the machine's load
+	// does not change. A third's are its rounds' means.
 	SweepBuffers    float64 `json:"sweep_buffers"`
 	OverviewBuffers float64 `json:"overview_buffers"`
 	ListBuffers     float64 `json:"list_buffers"`
-	// SeqScans is the sequential scans of delegations and delegation_events
-	// (pg_stat_user_tables) during the third, by any statement.
+	// SeqScans is the sequential scans of delegations and
+	// delegation_events (pg_stat_user_tables), by any statement.
 	SeqScans int64 `json:"seq_scans"`
+}
+
+// SteadyThird summarises a third of the month: the size at its end, the
+// p50 of every sample taken in it, its sequential scans.
+type SteadyThird struct {
+	LastDay int `json:"last_day"`
+	SteadyMeasures
 }
 
 // SteadyResult is the steady-state run.
