@@ -226,15 +226,16 @@ func (s *SteadyResult) vacuumWait() time.Duration {
 	return d
 }
 
-// allSettled reports whether every round's waits for autovacuum ended with
-// both tables settled rather than at settleTimeout.
-func (s *SteadyResult) allSettled() bool {
+// unsettled is the rounds whose waits for autovacuum ran out
+// (settleTimeout) before both tables settled.
+func (s *SteadyResult) unsettled() int {
+	n := 0
 	for _, r := range s.Rounds {
 		if !r.Vacuumed {
-			return false
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 // LateSeqScans is the sequential scans in the last two thirds, once the
