@@ -324,5 +324,8 @@ func (r *Results) steadySweepRuns() int {
 }
 
 func days(d time.Duration) string {
-	return fmt.Sprintf("%g days", d.Hours()/24)
+	if n := d.Hours() / 24; n != 1 {
+		return fmt.Sprintf("%g days", n)
+	}
+	return "1 day"
 }
