@@ -143,10 +143,10 @@ type SteadyRound struct {
 	PruneDuration time.Duration `json:"prune_duration"`
 	SteadyMeasures
 	// VacuumWait is how long the round waited for autovacuum after the
-	// prune and after the day's work (settle); Vacuumed whether both
+	// prune and after the day's work (settle); Settled whether both
 	// tables settled both times.
 	VacuumWait time.Duration `json:"vacuum_wait"`
-	Vacuumed   bool          `json:"vacuumed"`
+	Settled    bool          `json:"settled"`
 	// Elapsed is the real time of the round.
 	Elapsed time.Duration `json:"elapsed"`
 }
@@ -231,7 +231,7 @@ func (s *SteadyResult) vacuumWait() time.Duration {
 func (s *SteadyResult) unsettled() int {
 	n := 0
 	for _, r := range s.Rounds {
-		if !r.Vacuumed {
+		if !r.Settled {
 			n++
 		}
 	}
@@ -459,9 +459,9 @@ func RunSteady(ctx context.Context, cfg Config) (*SteadyResult, error) {
 		}
 		round.SeqScans = after - before
 		res.Rounds = append(res.Rounds, round)
-		cfg.Logf("steady day %d: %d rows, %d events, %.1f MiB; swept %d, pruned %d in %s; vacuumed %v after %s; sweep p50 %s, overview p50 %s, list p50 %s; %d sequential scans (%s)",
+		cfg.Logf("steady day %d: %d rows, %d events, %.1f MiB; swept %d, pruned %d in %s; autovacuum settled %v after %s; sweep p50 %s, overview p50 %s, list p50 %s; %d sequential scans (%s)",
 			day, round.Rows, round.Events, float64(round.Bytes)/(1<<20), round.Swept, round.Pruned,
-			round.PruneDuration.Round(time.Millisecond), round.Vacuumed, round.VacuumWait.Round(time.Millisecond),
+			round.PruneDuration.Round(time.Millisecond), round.Settled, round.VacuumWait.Round(time.Millisecond),
 			round.Sweep.P50, round.Overview.P50, round.List.P50, round.SeqScans, round.Elapsed.Round(time.Millisecond))
 	}
 	res.Thirds = make([]SteadyThird, 3)
@@ -595,7 +595,7 @@ func (r *steadyRun) day(ctx context.Context, day int, samples *[3][]time.Duratio
 	if err != nil {
 		return round, err
 	}
-	round.VacuumWait, round.Vacuumed = wait+wait2, settled && settled2
+	round.VacuumWait, round.Settled = wait+wait2, settled && settled2
 
 	if err := r.measureSize(ctx, &round); err != nil {
 		return round, err
