@@ -27,6 +27,10 @@ TOOLS_PKGS ?= $(if $(filter command line,$(origin PKGS)),,./...)
 TESTFLAGS  ?=
 GOTEST     := $(GO) test -json -race -count=1 -timeout 30m $(TESTFLAGS)
 
+.PHONY: setup
+setup: ## Install what the tests need on a Debian machine (as root; otherwise print the apt-get command); a no-op when nothing is missing
+	.ci/setup
+
 .PHONY: help
 help: ## Show this list of targets
 	@echo "Usage: make <target>"
@@ -37,7 +41,7 @@ build: ## Build bin/sweeper with version and commit stamped in
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sweeper ./cmd/sweeper
 
 .PHONY: test
-test: ## Run the tests of both modules with the race detector against a real PostgreSQL (gotestsum), then print counts
+test: setup ## Install what is missing (.ci/setup), run the tests of both modules with the race detector against a real PostgreSQL (gotestsum), print counts
 	SWEEPER_REQUIRE_DB=1 $(call tool,gotestsum) --format pkgname-and-test-fails --format-hide-empty-pkg \
 		--post-run-command "bash -c 'p=\$$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)); \
 			echo \"tests: \$$((p < 0 ? 0 : p)) passed, \$$TESTS_FAILED failed, \$$TESTS_SKIPPED skipped\"'" \

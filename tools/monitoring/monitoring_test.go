@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -680,18 +681,33 @@ func TestKubernetesScrapeConfig(t *testing.T) {
 	}
 }
 
-// promtool runs promtool, or skips the test when it is not installed.
+// promtool runs promtool. Where it is not installed the test fails under
+// SWEEPER_REQUIRE_DB (make test, whose .ci/setup installs it) and skips
+// elsewhere.
 func promtool(t *testing.T, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not on PATH (apt-get install prometheus, or run monitoring/check.sh)")
-	}
+	bin := needPromtool(t)
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// needPromtool returns promtool's path, or fails (under SWEEPER_REQUIRE_DB)
+// or skips the test when it is not installed.
+func needPromtool(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("promtool")
+	if err == nil {
+		return bin
+	}
+	const msg = "promtool not on PATH: run .ci/setup (as root it installs Debian's prometheus package)"
+	if required, _ := strconv.ParseBool(os.Getenv("SWEEPER_REQUIRE_DB")); required {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
 }
 
 func TestPromtoolRules(t *testing.T) {
@@ -703,9 +719,7 @@ func TestPromtoolRules(t *testing.T) {
 // TestPromtoolParsesDashboard turns each dashboard query into a recording
 // rule so promtool parses it as PromQL.
 func TestPromtoolParsesDashboard(t *testing.T) {
-	if _, err := exec.LookPath("promtool"); err != nil {
-		t.Skip("promtool not on PATH")
-	}
+	needPromtool(t)
 	var rf ruleFile
 	rf.Groups = append(rf.Groups, struct {
 		Name  string `json:"name"`
