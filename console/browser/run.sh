@@ -27,7 +27,7 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 	useradd --system --user-group --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres
 fi
 
-[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+[ -d node_modules/playwright-core ] && [ -d node_modules/@axe-core/playwright ] || npm ci --no-audit --no-fund
 mkdir -p "$repo/bin"
 (cd "$repo" && $GO build -o bin/console-devserver ./console/internal/devserver)
 DEVSERVER="$repo/bin/console-devserver" SCREENSHOT_DIR="$repo/docs/console" \
