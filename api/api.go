@@ -72,6 +72,7 @@ type Handler struct {
 	waiter  *ledger.Waiter
 	metrics *metrics
 	limits  *limiters
+	doc     []byte // the served OpenAPI document (documentFor)
 	mux     *http.ServeMux
 	stopped chan struct{}
 	onWait  func() // test signal: a long poll starts waiting
@@ -110,6 +111,9 @@ func NewHandler(opts Options) (*Handler, error) {
 	}
 	if opts.Reads != nil {
 		h.reads = ledger.New(opts.Reads)
+	}
+	if h.doc, err = documentFor(opts); err != nil {
+		return nil, fmt.Errorf("api: the OpenAPI document: %w", err)
 	}
 	h.waiter.OnError = func(err error) { log.Warn("feed listener lost its connection; reconnecting", zap.Error(err)) }
 	h.routes()
@@ -241,13 +245,17 @@ func (h *Handler) authed(fn handlerFunc) http.Handler {
 		if sw, ok := w.(*statusWriter); ok {
 			sw.tokenName = p.TokenName
 		}
-		if ok, wait := h.limits.allow(p.TokenName, time.Now()); !ok {
-			h.metrics.rateLimited.Inc()
-			lim := newProblem(http.StatusTooManyRequests, "rate-limited", "Too many requests",
-				fmt.Sprintf("this token may make %g requests per second", h.opts.RateLimit))
-			lim.retryAfter = max(1, int(math.Ceil(wait.Seconds())))
-			h.writeProblem(w, r, lim)
-			return
+		if h.limits != nil {
+			ok, st := h.limits.allow(p.TokenName, time.Now())
+			h.limits.setHeaders(w.Header(), st)
+			if !ok {
+				h.metrics.rateLimited.Inc()
+				lim := newProblem(http.StatusTooManyRequests, "rate-limited", "Too many requests",
+					fmt.Sprintf("this token may make %g requests per second", h.opts.RateLimit))
+				lim.retryAfter = int(max(1, ceilSeconds(st.wait)))
+				h.writeProblem(w, r, lim)
+				return
+			}
 		}
 		if err := fn(w, r, p); err != nil {
 			h.writeProblem(w, r, err)

@@ -64,6 +64,9 @@ func apiDelegations(ds []ledger.Delegation) []Delegation {
 // body (at most one of them set) into a deadline or a timeout.
 func deadlineOf(deadline string, timeoutSeconds *float64) (time.Time, time.Duration, error) {
 	var d time.Time
+	if len(deadline) > MaxDateTimeBytes {
+		return time.Time{}, 0, errInvalidField("deadline", fmt.Sprintf("is longer than %d bytes; send an RFC 3339 time such as 2026-12-01T18:00:00Z", MaxDateTimeBytes))
+	}
 	if deadline != "" {
 		var err error
 		if d, err = time.Parse(time.RFC3339Nano, deadline); err != nil {
@@ -104,6 +107,9 @@ type InsertResponse struct {
 func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req InsertRequest
 	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := checkRunes("task_preview", req.TaskPreview, MaxInputTextRunes); err != nil {
 		return err
 	}
 	if req.CallerID == "" && p.Role == auth.RoleCaller {
@@ -193,6 +199,10 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err := decodeOptionalJSON(r, &req); err != nil {
 		return err
 	}
+	if err := checkTexts(textField{"task_preview", req.TaskPreview, MaxInputTextRunes},
+		textField{"reason", req.Reason, MaxReasonRunes}); err != nil {
+		return err
+	}
 	opts := ledger.RetryOptions{
 		DelegationID: req.DelegationID, CalleeID: req.CalleeID, TaskPreview: req.TaskPreview,
 		IdempotencyKey: req.IdempotencyKey, ClearIdempotencyKey: req.ClearIdempotencyKey,
@@ -254,7 +264,7 @@ func (h *Handler) attempts(w http.ResponseWriter, r *http.Request, p auth.Princi
 	}
 	var seen []ledger.Delegation
 	for _, a := range chain {
-		if p.CanSee(a) {
+		if p.CanSee(a) && len(seen) < MaxResponseItems {
 			seen = append(seen, a)
 		}
 	}
@@ -274,7 +284,16 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if err != nil {
 		return err
 	}
-	f := ledger.ListFilter{CallerID: q.Get("caller_id"), CalleeID: q.Get("callee_id"), Status: ledger.Status(q.Get("status")), Cursor: q.Get("cursor")}
+	f := ledger.ListFilter{Status: ledger.Status(q.Get("status")), Cursor: q.Get("cursor")}
+	if f.CallerID, err = idParam(q, "caller_id"); err != nil {
+		return err
+	}
+	if f.CalleeID, err = idParam(q, "callee_id"); err != nil {
+		return err
+	}
+	if len(f.Cursor) > MaxCursorBytes || !cursorPattern.MatchString(f.Cursor) {
+		return errInvalidParam("cursor", "is not a cursor returned by a list")
+	}
 	if f.InFlight, err = boolParam(q, "in_flight"); err != nil {
 		return err
 	}
@@ -341,6 +360,10 @@ type TransitionResponse struct {
 func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req TransitionRequest
 	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := checkTexts(textField{"result", req.Result, MaxInputTextRunes},
+		textField{"error", req.Error, MaxInputTextRunes}, textField{"reason", req.Reason, MaxReasonRunes}); err != nil {
 		return err
 	}
 	if req.To == "" {
@@ -463,10 +486,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err != nil {
 		return err
 	}
-	if evs == nil {
-		evs = []ledger.Event{}
-	}
-	writeJSON(w, http.StatusOK, EventsResponse{Events: evs})
+	writeJSON(w, http.StatusOK, EventsResponse{Events: apiEvents(evs, MaxResponseItems)})
 	return nil
 }
 
@@ -486,7 +506,13 @@ func (h *Handler) feed(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if err != nil {
 		return err
 	}
-	f := ledger.FeedFilter{ToStatus: ledger.Status(q.Get("to_status")), CallerID: q.Get("caller_id"), CalleeID: q.Get("callee_id")}
+	f := ledger.FeedFilter{ToStatus: ledger.Status(q.Get("to_status"))}
+	if f.CallerID, err = idParam(q, "caller_id"); err != nil {
+		return err
+	}
+	if f.CalleeID, err = idParam(q, "callee_id"); err != nil {
+		return err
+	}
 	after, err := intParam(q, "after", 0, math.MaxInt64)
 	if err != nil {
 		return err
@@ -533,10 +559,7 @@ func (h *Handler) feed(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if err != nil {
 		return paramError(err)
 	}
-	resp := FeedResponse{Events: page.Events, NextAfter: f.After, Pending: page.Pending}
-	if resp.Events == nil {
-		resp.Events = []ledger.Event{}
-	}
+	resp := FeedResponse{Events: apiEvents(page.Events, ledger.MaxFeedLimit), NextAfter: f.After, Pending: page.Pending}
 	if n := len(resp.Events); n > 0 {
 		resp.NextAfter = resp.Events[n-1].ID
 	}
@@ -549,7 +572,10 @@ func (h *Handler) summary(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err != nil {
 		return err
 	}
-	caller := q.Get("caller_id")
+	caller, err := idParam(q, "caller_id")
+	if err != nil {
+		return err
+	}
 	switch p.Role {
 	case auth.RoleWorker:
 		return errForbidden("the summary is per caller: use a caller, reader or admin token")
@@ -563,6 +589,9 @@ func (h *Handler) summary(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err != nil {
 		return paramError(err)
 	}
+	if len(sum.ByCaller) > MaxSummaryCallers {
+		sum.ByCaller = sum.ByCaller[:MaxSummaryCallers]
+	}
 	writeJSON(w, http.StatusOK, sum)
 	return nil
 }
@@ -570,7 +599,7 @@ func (h *Handler) summary(w http.ResponseWriter, r *http.Request, p auth.Princip
 func (h *Handler) openapi(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(OpenAPIDocument)
+	_, _ = w.Write(h.doc)
 	return nil
 }
 
@@ -622,6 +651,9 @@ func durationParam(q url.Values, name string, limit time.Duration) (time.Duratio
 	s := q.Get(name)
 	if s == "" {
 		return 0, nil
+	}
+	if len(s) > MaxWaitBytes || !waitPattern.MatchString(s) {
+		return 0, errInvalidParam(name, "must be a duration such as 30s, or whole seconds")
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {

@@ -116,6 +116,12 @@ func problemFor(err error) *Problem {
 func (h *Handler) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	p := *problemFor(err)
 	p.Instance = r.URL.Path
+	// What a problem echoes of the request (a field name, the path) is cut
+	// to the bounds openapi.json states.
+	p.Title = ledger.Truncate(p.Title, maxProblemTitle)
+	p.Detail = ledger.Truncate(p.Detail, maxProblemDetail)
+	p.Instance = ledger.Truncate(p.Instance, maxProblemInstance)
+	p.Field = ledger.Truncate(p.Field, maxProblemField)
 	if p.Status >= 500 {
 		h.log.Error("request failed", zap.String("method", r.Method), zap.String("route", routeOf(r)), zap.Error(err))
 	}

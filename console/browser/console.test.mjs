@@ -11,6 +11,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { AxeBuilder } from "@axe-core/playwright";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, "..", "..");
@@ -263,6 +264,85 @@ test("phone width and dark mode", async () => {
   assert.equal(bg, "rgb(18, 19, 23)", "dark background");
   await page.screenshot({ path: join(shots, "overview-dark.png"), fullPage: true });
   await page.emulateMedia({ colorScheme: "light" });
+});
+
+// axe runs its rules (WCAG 2.x A and AA, best practices) on the page as it
+// is; it returns the violations, each with the elements it found.
+async function axe(label) {
+  const res = await new AxeBuilder({ page }).analyze();
+  const found = res.violations.map((v) =>
+    `${v.id} (${v.impact}): ${v.help}\n` + v.nodes.map((n) => `    ${n.target.join(" ")}: ${n.failureSummary}`).join("\n"));
+  return { label, count: res.violations.reduce((n, v) => n + v.nodes.length, 0), found, passes: res.passes.length };
+}
+
+test("axe: every page, light and dark, 1280 and 390 px wide, the live flash at its first frame: 0 violations", async () => {
+  const results = [];
+  const pages = [
+    ["overview", "/"],
+    ["list", "/delegations"],
+    ["list, filtered", "/delegations?caller_id=search&status=queued&limit=5"],
+    ["detail, live", "/delegations/d-0005"],
+    ["detail, stuck", "/delegations/old-stuck-1"],
+  ];
+  try {
+    for (const scheme of ["light", "dark"]) {
+      for (const width of [1280, 390]) {
+        await page.emulateMedia({ colorScheme: scheme });
+        await page.setViewportSize({ width, height: 900 });
+        const at = `${scheme}, ${width}px`;
+
+        await ctx.clearCookies();
+        await page.goto(url("/login"));
+        results.push(await axe(`login, ${at}`));
+        await signIn("admin");
+        for (const [name, path] of pages) {
+          const res = await page.goto(url(path));
+          assert.equal(res.status(), 200, path);
+          results.push(await axe(`${name}, ${at}`));
+        }
+
+        // /live: a row turns stuck and flashes for 2 s. Its animation is
+        // paused at time 0 as soon as the row is added, so axe sees the
+        // flash's first frame (the strongest background), then the row
+        // settled.
+        await page.goto(url("/live"));
+        await page.waitForFunction(() => document.getElementById("live-state").dataset.state === "open");
+        results.push(await axe(`live, ${at}`));
+        await page.evaluate(() => {
+          window.__flashes = 0;
+          new MutationObserver((records) => {
+            for (const r of records) for (const n of r.addedNodes) {
+              if (n.nodeType !== 1 || !n.classList.contains("new")) continue;
+              for (const a of n.getAnimations()) { a.pause(); a.currentTime = 0; window.__flashes++; }
+            }
+          }).observe(document.querySelector("#live tbody"), { childList: true });
+        });
+        const id = `axe-${scheme}-${width}-${Date.now()}`;
+        const r = await fetch(env.control + "/stuck-soon?id=" + id, { method: "POST" });
+        assert.equal(r.status, 201);
+        const row = page.locator("#live tbody tr", { hasText: id });
+        await row.waitFor({ timeout: 15000 });
+        const frame = await row.evaluate((tr) => {
+          const [a] = tr.getAnimations();
+          return a ? { state: a.playState, time: a.currentTime, bg: getComputedStyle(tr).backgroundColor } : null;
+        });
+        assert.ok(frame, "the new row flashes");
+        assert.equal(frame.state, "paused");
+        assert.equal(frame.time, 0, "the flash is held at its first frame");
+        assert.notEqual(frame.bg, "rgba(0, 0, 0, 0)", "the first frame has the flash's background");
+        results.push(await axe(`live, new row's first frame (${frame.bg}), ${at}`));
+        await row.evaluate((tr) => tr.getAnimations().forEach((a) => a.finish()));
+        results.push(await axe(`live, new row settled, ${at}`));
+      }
+    }
+  } finally {
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  }
+  console.log("axe violations per page:\n" + results.map((r) => `  ${r.count}  ${r.label} (${r.passes} rules passed)`).join("\n"));
+  const bad = results.filter((r) => r.count > 0);
+  assert.deepEqual(bad.map((r) => `${r.label}:\n  ${r.found.join("\n  ")}`), [], "axe found violations");
+  assert.equal(results.length, 4 * (1 + pages.length + 3));
 });
 
 test("sign out", async () => {
