@@ -7,6 +7,20 @@ DROP TRIGGER delegations_before_update ON delegations;
 DROP FUNCTION sweeper_delegations_after();
 DROP FUNCTION sweeper_delegations_before();
 
+CREATE FUNCTION sweeper_delegation_events_notify() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('sweeper_events', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER delegation_events_notify
+    AFTER INSERT ON delegation_events
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION sweeper_delegation_events_notify();
+
 CREATE FUNCTION sweeper_delegations_guard() RETURNS trigger
     LANGUAGE plpgsql
 AS $$

@@ -16,10 +16,11 @@
 --     sets updated_at = now() calls no function per row;
 --   * one AFTER STATEMENT function, sweeper_delegations_after(), appends the
 --     audit events of a whole statement with one INSERT ... SELECT from the
---     statement's transition tables, so a batch of 1000 status changes is one
---     INSERT and one notification (delegation_events_notify fires once per
---     INSERT statement, as before). The notification is still sent at the
---     commit of the transaction that wrote the events.
+--     statement's transition tables and sends one notification, so a batch
+--     of 1000 status changes is one INSERT and one pg_notify (it was 1000 of
+--     each, and 1000 calls of the delegation_events_notify trigger, which
+--     this version drops). The notification is still sent at the commit of
+--     the transaction that wrote the events.
 -- Every guarantee stays: one event per status change by any writer, in the
 -- same transaction; terminal rows frozen; statuses forward only; heartbeats
 -- change no indexed column (HOT).
@@ -124,7 +125,8 @@ CREATE TRIGGER delegations_before_insert
 
 -- What happens after a statement that inserted or updated delegations: one
 -- audit event per status change (an insert is a change from nothing), with
--- one INSERT for the whole statement. Writers name themselves and their
+-- one INSERT for the whole statement, and one notification on channel
+-- sweeper_events when it appended any. Writers name themselves and their
 -- reason with transaction-local settings, as in version 1:
 --   SELECT set_config('sweeper.actor', 'billing-api', true),
 --          set_config('sweeper.reason', 'customer cancelled', true);
@@ -138,60 +140,73 @@ CREATE TRIGGER delegations_before_insert
 -- sorts both sides by a collated text key) and would lose the event of a
 -- row whose id a writer changed. unnest of several arrays zips them.
 --
--- A statement that changed no status (a heartbeat, most often) costs two
--- array comparisons and appends nothing: no event, no notification.
+-- The notification is sent here, once per statement that appended events
+-- (pg_notify is transactional: delivered at commit, dropped on rollback),
+-- not by a statement trigger on delegation_events: that trigger fired for
+-- every INSERT, so once per event while the audit inserted one row at a
+-- time, and for an INSERT of no rows. A statement that changed no status
+-- (a heartbeat, most often) appends nothing and sends nothing.
 -- Last redefined by: migration 000006 (hot path).
 CREATE FUNCTION sweeper_delegations_after() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    actor  text;
-    reason text;
-    detail jsonb;
+    appended bigint;
 BEGIN
-    -- 1. Which rows changed status? None: nothing to record.
-    IF TG_OP = 'UPDATE' THEN
-        IF ARRAY(SELECT o.status FROM old_rows AS o) = ARRAY(SELECT n.status FROM new_rows AS n) THEN
-            RETURN NULL;
-        END IF;
-    ELSIF NOT EXISTS (SELECT FROM new_rows) THEN
-        RETURN NULL; -- an INSERT ... ON CONFLICT DO NOTHING that inserted nothing
+    -- 1. The rows whose status changed, with who changed them and why (the
+    --    settings are read once per statement), appended as audit events in
+    --    the statement's row order.
+    IF TG_OP = 'INSERT' THEN
+        WITH writer AS (
+            SELECT COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user) AS actor,
+                   NULLIF(current_setting('sweeper.reason', true), '') AS reason,
+                   NULLIF(current_setting('sweeper.detail', true), '')::jsonb AS detail
+        ), events AS (
+            INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
+                                           caller_id, callee_id)
+            SELECT n.delegation_id, NULL, n.status, COALESCE(w.reason, n.stuck_reason), w.actor, w.detail,
+                   n.caller_id, n.callee_id
+            FROM new_rows AS n CROSS JOIN writer AS w
+            RETURNING 1
+        )
+        SELECT count(*) INTO appended FROM events;
+    ELSE
+        WITH changed AS (
+            SELECT *
+            FROM unnest(ARRAY(SELECT o.status FROM old_rows AS o),
+                        ARRAY(SELECT n.delegation_id FROM new_rows AS n),
+                        ARRAY(SELECT n.status FROM new_rows AS n),
+                        ARRAY(SELECT n.stuck_reason FROM new_rows AS n),
+                        ARRAY(SELECT n.caller_id FROM new_rows AS n),
+                        ARRAY(SELECT n.callee_id FROM new_rows AS n))
+                 AS c(from_status, delegation_id, to_status, stuck_reason, caller_id, callee_id)
+            WHERE c.to_status IS DISTINCT FROM c.from_status
+        ), writer AS (
+            SELECT COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user) AS actor,
+                   NULLIF(current_setting('sweeper.reason', true), '') AS reason,
+                   NULLIF(current_setting('sweeper.detail', true), '')::jsonb AS detail
+            WHERE EXISTS (SELECT FROM changed)
+        ), events AS (
+            INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
+                                           caller_id, callee_id)
+            SELECT c.delegation_id, c.from_status, c.to_status, COALESCE(w.reason, c.stuck_reason), w.actor, w.detail,
+                   c.caller_id, c.callee_id
+            FROM changed AS c CROSS JOIN writer AS w
+            RETURNING 1
+        )
+        SELECT count(*) INTO appended FROM events;
     END IF;
 
-    -- 2. Who changed them, and why (read once per statement).
-    actor := COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user);
-    reason := NULLIF(current_setting('sweeper.reason', true), '');
-    detail := NULLIF(current_setting('sweeper.detail', true), '')::jsonb;
-
-    -- 3. The audit events, one per status change, in the statement's row
-    --    order. delegation_events_notify then sends one notification for
-    --    the INSERT, at commit.
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
-                                       caller_id, callee_id)
-        SELECT n.delegation_id, NULL, n.status, COALESCE(reason, n.stuck_reason), actor, detail,
-               n.caller_id, n.callee_id
-        FROM new_rows AS n;
-    ELSE
-        INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
-                                       caller_id, callee_id)
-        SELECT c.delegation_id, c.from_status, c.to_status, COALESCE(reason, c.stuck_reason), actor, detail,
-               c.caller_id, c.callee_id
-        FROM unnest(ARRAY(SELECT o.status FROM old_rows AS o),
-                    ARRAY(SELECT n.delegation_id FROM new_rows AS n),
-                    ARRAY(SELECT n.status FROM new_rows AS n),
-                    ARRAY(SELECT n.stuck_reason FROM new_rows AS n),
-                    ARRAY(SELECT n.caller_id FROM new_rows AS n),
-                    ARRAY(SELECT n.callee_id FROM new_rows AS n))
-             AS c(from_status, delegation_id, to_status, stuck_reason, caller_id, callee_id)
-        WHERE c.to_status IS DISTINCT FROM c.from_status;
+    -- 2. One notification for the feed's long polls, at commit.
+    IF appended > 0 THEN
+        PERFORM pg_notify('sweeper_events', '');
     END IF;
     RETURN NULL;
 END
 $$;
 
 -- Transition tables need one trigger per event (and no column list, so the
--- UPDATE trigger fires for every UPDATE statement; step 1 returns at once
+-- UPDATE trigger fires for every UPDATE statement; step 1 appends nothing
 -- when no status changed).
 CREATE TRIGGER delegations_after_insert
     AFTER INSERT ON delegations
@@ -204,3 +219,7 @@ CREATE TRIGGER delegations_after_update
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT
     EXECUTE FUNCTION sweeper_delegations_after();
+
+-- The notification moved into sweeper_delegations_after().
+DROP TRIGGER delegation_events_notify ON delegation_events;
+DROP FUNCTION sweeper_delegation_events_notify();
