@@ -157,6 +157,14 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 	defer cur.drop(ctx)
 	sr := HotPathSize{Rows: n}
 	dbs := []*ledgerDB{prev, cur}
+	// The live rows with a heartbeat timeout of their own stay live.
+	keepers := make([]*keeper, 2)
+	for i, db := range dbs {
+		if keepers[i], err = startKeeper(ctx, db, cfg.InFlight); err != nil {
+			return fmt.Errorf("beating the live rows at %d rows: %w", n, err)
+		}
+		defer keepers[i].Stop()
+	}
 	sweepers := make([]*sweep.Sweeper, 2)
 	for i, db := range dbs {
 		pool, err := db.newPool(ctx, 4)
@@ -264,11 +272,7 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 		return nil
 	}
 
-	keep, err := startKeeper(ctx, cur, cfg.InFlight)
-	if err != nil {
-		return err
-	}
-	defer keep.Stop()
+	keep := keepers[1]
 	keep.Pause()
 	if rows, err := measureIngest(ctx, cfg, cur); err != nil {
 		problem("heartbeat ingest at %d rows: %v", n, err)
