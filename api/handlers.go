@@ -401,32 +401,6 @@ func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Prin
 	return c
 }
 
-// HeartbeatResponse answers POST /v1/delegations/{id}/heartbeat.
-type HeartbeatResponse struct {
-	// Live is false once the delegation is terminal: the worker should stop.
-	Live   bool          `json:"live"`
-	Status ledger.Status `json:"status"`
-}
-
-func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	d, err := h.visible(r.Context(), r, p)
-	if err != nil {
-		return err
-	}
-	if !p.CanHeartbeat(d) {
-		return errForbidden("only the delegation's worker (or an admin) heartbeats it")
-	}
-	res, err := h.ledger.Heartbeat(r.Context(), d.DelegationID)
-	if err != nil {
-		return err
-	}
-	if res.Status == "" {
-		return errNotFound
-	}
-	writeJSON(w, http.StatusOK, HeartbeatResponse{Live: res.Live, Status: res.Status})
-	return nil
-}
-
 // HeartbeatsRequest is the body of POST /v1/heartbeats.
 type HeartbeatsRequest struct {
 	IDs []string `json:"ids"`

@@ -87,5 +87,5 @@ WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2) AND d.callee_i
 RETURNING d.delegation_id`
 
 // listenEventsSQL subscribes the waiter's connection to the channel the
-// migration's delegation_events_notify trigger sends on.
+// schema sends on (sweeper_delegations_after(), migration 000006).
 const listenEventsSQL = `LISTEN sweeper_events`

@@ -85,7 +85,8 @@ type ledgerDB struct {
 	pool     *pgxpool.Pool // for the bench's own statements
 	rows     int
 	loadTime time.Duration
-	seq      int // numbers the batches of rows the bench adds
+	seq      int       // numbers the batches of rows the bench adds
+	lis      *listener // the stuck notifications of the hot path drains (hotpath.go)
 }
 
 func dbURL(serverURL, name string) string {
@@ -103,8 +104,18 @@ func dbURL(serverURL, name string) string {
 // audit), indexes are built after the rows are in, then VACUUM ANALYZE and a
 // checkpoint leave the database as a long-running one would be.
 func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, error) {
+	return s.loadLedgerAt(ctx, cfg, n, 0)
+}
+
+// loadLedgerAt is loadLedger on a database migrated to schema version
+// (0: the latest), named bench_<n> for the latest and bench_<n>_v<version>
+// otherwise: the previous schema, measured beside the latest in one run.
+func (s *server) loadLedgerAt(ctx context.Context, cfg Config, n int, version uint) (*ledgerDB, error) {
 	began := time.Now()
 	name := fmt.Sprintf("bench_%d", n)
+	if version != 0 {
+		name = fmt.Sprintf("bench_%d_v%d", n, version)
+	}
 	if _, err := s.admin.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
 		return nil, err
 	}
@@ -112,7 +123,7 @@ func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, 
 		return nil, err
 	}
 	db := &ledgerDB{srv: s, name: name, url: dbURL(s.s.URL, name), rows: n}
-	if err := migrations.Up(ctx, db.url); err != nil {
+	if err := migrateTo(ctx, db.url, version); err != nil {
 		return nil, err
 	}
 	pcfg, err := pgxpool.ParseConfig(db.url)
@@ -206,6 +217,19 @@ func (s *server) loadLedger(ctx context.Context, cfg Config, n int) (*ledgerDB, 
 	db.loadTime = time.Since(began)
 	s.logf("loaded %d rows in %s", n, db.loadTime.Round(time.Millisecond))
 	return db, nil
+}
+
+// migrateTo migrates the empty database at url to version (0: the latest).
+func migrateTo(ctx context.Context, url string, version uint) error {
+	if version == 0 {
+		return migrations.Up(ctx, url)
+	}
+	mg, err := migrations.Open(url)
+	if err != nil {
+		return err
+	}
+	defer mg.Close()
+	return mg.Steps(int(version))
 }
 
 func firstLine(s string) string {

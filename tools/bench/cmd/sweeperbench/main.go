@@ -62,6 +62,9 @@ func run() error {
 		stPerDay   = flag.Int("steady-per-day", bench.SteadyPerDayDefault, "delegations inserted per simulated day")
 		stLong     = flag.Int("steady-long", bench.SteadyLongRunningDefault, "delegations in progress all the simulated month")
 		stOnly     = flag.Bool("steady-only", false, "run only the retention steady state")
+		hpOnly     = flag.Bool("hotpath-only", false, "run only the hot path measurement (drain against the previous schema and the same-work limit, status change costs, single HTTP heartbeats at -hotpath-rates) into -hotpath-out; docs untouched")
+		hpRates    = flag.String("hotpath-rates", "1000,2000", "request rates of the hot path's single heartbeats over HTTP")
+		hpOut      = flag.String("hotpath-out", "bin/hotpath.json", "the hot path measurement's results")
 	)
 	flag.Parse()
 	jsonPath := filepath.Join(*imgDir, "results.json")
@@ -109,6 +112,13 @@ func run() error {
 	}
 	if *pruneRuns == 0 {
 		cfg.PruneRounds = -1
+	}
+	if *hpOnly {
+		rates, err := parseInts(*hpRates)
+		if err != nil {
+			return fmt.Errorf("-hotpath-rates: %w", err)
+		}
+		return hotPath(ctx, cfg, bench.HotPathConfig{Rates: rates}, *hpOut)
 	}
 	began := time.Now()
 	var r *bench.Results
@@ -260,4 +270,27 @@ func joinInts(ns []int) string {
 		s = append(s, strconv.Itoa(n))
 	}
 	return strings.Join(s, ",")
+}
+
+// hotPath runs bench.RunHotPath and writes its results as JSON to out.
+func hotPath(ctx context.Context, cfg bench.Config, hp bench.HotPathConfig, out string) error {
+	r, err := bench.RunHotPath(ctx, cfg, hp)
+	if r == nil {
+		return err
+	}
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+	}
+	b, merr := json.MarshalIndent(r, "", "  ")
+	if merr != nil {
+		return merr
+	}
+	if werr := os.MkdirAll(filepath.Dir(out), 0o755); werr != nil {
+		return werr
+	}
+	if werr := os.WriteFile(out, append(b, '\n'), 0o644); werr != nil {
+		return werr
+	}
+	cfg.Logf("hot path results in %s (%d problems)", out, len(r.Problems))
+	return err
 }
