@@ -12,7 +12,7 @@ package ledger
 // empty string for "any".
 
 const feedColumns = eventColumns + `,
-    tx_id < pg_snapshot_xmin(pg_current_snapshot()) AS settled`
+    tx_id < pg_snapshot_xmin(pg_current_snapshot()) AS settled, tx_id::text AS tx_id`
 
 // feedCursorSQL finds the transaction of the cursor's event.
 const feedCursorSQL = `SELECT tx_id::text FROM delegation_events WHERE id = $1`

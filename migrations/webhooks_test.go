@@ -3,8 +3,8 @@ package migrations_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"regexp"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
