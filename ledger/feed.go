@@ -123,7 +123,7 @@ func (l *Ledger) Feed(ctx context.Context, f FeedFilter) (FeedPage, error) {
 	type feedRow struct {
 		Event
 		Settled bool   `db:"settled"`
-		TxID    string `db:"tx_id"`
+		TxText  string `db:"tx_text"`
 	}
 	frs, err := pgx.CollectRows(rows, pgx.RowToStructByName[feedRow])
 	if err != nil {
@@ -136,7 +136,7 @@ func (l *Ledger) Feed(ctx context.Context, f FeedFilter) (FeedPage, error) {
 			break
 		}
 		page.Events = append(page.Events, r.Event)
-		page.LastTx = r.TxID
+		page.LastTx = r.TxText
 	}
 	return page, nil
 }

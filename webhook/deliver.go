@@ -25,8 +25,8 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/startstop"
 	"github.com/tasksweeper/sweeper/internal/testsignal"
-	"github.com/tasksweeper/sweeper/ledger"
 	"github.com/tasksweeper/sweeper/internal/version"
+	"github.com/tasksweeper/sweeper/ledger"
 )
 
 // Defaults of Config's zero values (the webhooks.* keys' defaults).
@@ -138,8 +138,11 @@ type Deliverer struct {
 	TestSignals TestSignals
 
 	mu      sync.Mutex
-	workers map[string]context.CancelFunc
+	workers map[string]*worker
 }
+
+// worker is the goroutine delivering one subscription.
+type worker struct{ cancel context.CancelFunc }
 
 // New returns a Deliverer; it checks cfg and fills the defaults.
 func New(cfg Config) (*Deliverer, error) {
@@ -205,7 +208,7 @@ func (d *Deliverer) Start(ctx context.Context) error {
 		return fmt.Errorf("webhook deliverer: %w", err)
 	}
 	d.mu.Lock()
-	d.workers = map[string]context.CancelFunc{}
+	d.workers = map[string]*worker{}
 	d.mu.Unlock()
 	d.Go(func() { d.run(runCtx) })
 	return nil
@@ -227,8 +230,8 @@ func (d *Deliverer) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer func() {
 		d.mu.Lock()
-		for _, cancel := range d.workers {
-			cancel()
+		for _, w := range d.workers {
+			w.cancel()
 		}
 		d.mu.Unlock()
 		wg.Wait()
@@ -247,9 +250,9 @@ func (d *Deliverer) run(ctx context.Context) {
 		}
 		if err == nil {
 			d.mu.Lock()
-			for id, cancel := range d.workers {
+			for id, w := range d.workers {
 				if !held[id] {
-					cancel()
+					w.cancel()
 					delete(d.workers, id)
 				}
 			}
@@ -260,8 +263,22 @@ func (d *Deliverer) run(ctx context.Context) {
 					continue
 				}
 				wctx, cancel := context.WithCancel(ctx)
-				d.workers[id] = cancel
-				wg.Go(func() { d.work(wctx, id) })
+				w := &worker{cancel: cancel}
+				d.workers[id] = w
+				wg.Go(func() {
+					defer func() {
+						// Ended on its own (lease lost, paused): the
+						// next round starts another if it holds the
+						// subscription again.
+						d.mu.Lock()
+						if d.workers[id] == w {
+							delete(d.workers, id)
+						}
+						d.mu.Unlock()
+						cancel()
+					}()
+					d.work(wctx, id)
+				})
 			}
 			d.mu.Unlock()
 			d.TestSignals.Leases.Signal(ids)
@@ -429,6 +446,7 @@ func (d *Deliverer) advance(ctx context.Context, sub *leased, id int64, tx strin
 		}
 		return err
 	}
+	d.log.Debug("webhook cursor moved", zap.String("subscription", sub.ID), zap.Int64("cursor", id), zap.Bool("delivered", delivered))
 	sub.Cursor = id
 	return nil
 }

@@ -50,17 +50,26 @@ ORDER BY id DESC LIMIT $2`
 
 // acquireLeasesSQL renews the leases $1 holds on active subscriptions and
 // takes those no one holds or whose lease expired, for $2 from now; it
-// returns every subscription $1 then holds. SKIP LOCKED: replicas that
-// acquire at the same moment split the free subscriptions between them.
+// returns every subscription $1 then holds. Its own rows are renewed
+// without SKIP LOCKED (a worker's cursor update holds the row for a moment:
+// skipping it would drop a lease still held); free rows are taken with it,
+// so replicas that acquire at the same moment split them between them.
 const acquireLeasesSQL = `
-UPDATE webhook_subscriptions AS s
-SET lease_owner = $1, lease_expires_at = now() + $2::interval
-WHERE s.id IN (
-    SELECT id FROM webhook_subscriptions
-    WHERE state = 'active'
-      AND (lease_owner IS NULL OR lease_owner = $1 OR lease_expires_at < now())
-    FOR UPDATE SKIP LOCKED)
-RETURNING s.id`
+WITH renewed AS (
+    UPDATE webhook_subscriptions SET lease_expires_at = now() + $2::interval
+    WHERE lease_owner = $1 AND state = 'active'
+    RETURNING id
+), taken AS (
+    UPDATE webhook_subscriptions AS s
+    SET lease_owner = $1, lease_expires_at = now() + $2::interval
+    WHERE s.id IN (
+        SELECT id FROM webhook_subscriptions
+        WHERE state = 'active' AND lease_owner IS DISTINCT FROM $1
+          AND (lease_owner IS NULL OR lease_expires_at < now())
+        FOR UPDATE SKIP LOCKED)
+    RETURNING s.id
+)
+SELECT id FROM renewed UNION ALL SELECT id FROM taken`
 
 // releaseLeasesSQL gives up the leases of $1 (a clean stop), so another
 // replica takes them at its next acquisition rather than at expiry.
