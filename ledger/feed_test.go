@@ -382,7 +382,18 @@ func TestFeedCursorWithTransactionOutlivesItsEvent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	first, err := l.Feed(ctx, ledger.FeedFilter{Limit: 1})
+	settled := func(f ledger.FeedFilter) (ledger.FeedPage, error) {
+		// Other tests' transactions on the server hold events back a moment.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			p, err := l.Feed(ctx, f)
+			if err != nil || !p.Pending || time.Now().After(deadline) {
+				return p, err
+			}
+			time.Sleep(ledger.FeedSettleRetry)
+		}
+	}
+	first, err := settled(ledger.FeedFilter{Limit: 1})
 	if err != nil || len(first.Events) != 1 || first.LastTx == "" {
 		t.Fatalf("first page %+v, %v", first, err)
 	}
@@ -402,7 +413,7 @@ func TestFeedCursorWithTransactionOutlivesItsEvent(t *testing.T) {
 	if _, err := l.Feed(ctx, ledger.FeedFilter{After: first.Events[0].ID}); !errors.Is(err, ledger.ErrInvalid) {
 		t.Fatalf("id-only cursor of a deleted event: %v", err)
 	}
-	rest, err := l.Feed(ctx, ledger.FeedFilter{After: first.Events[0].ID, AfterTx: first.LastTx})
+	rest, err := settled(ledger.FeedFilter{After: first.Events[0].ID, AfterTx: first.LastTx})
 	if err != nil {
 		t.Fatal(err)
 	}
