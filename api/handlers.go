@@ -43,6 +43,10 @@ type Delegation struct {
 	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds,omitempty"`
 }
 
+// RenderDelegation is a delegation as GET /v1/delegations/{id} renders it
+// (what a webhook delivery carries too).
+func RenderDelegation(d ledger.Delegation) Delegation { return apiDelegation(d) }
+
 func apiDelegation(d ledger.Delegation) Delegation {
 	out := Delegation{Delegation: d}
 	if d.HeartbeatTimeout != nil {

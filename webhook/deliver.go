@@ -55,7 +55,9 @@ type Config struct {
 	FeedPoll   time.Duration
 	// Logger defaults to a no-op. It never receives a secret.
 	Logger *zap.Logger
-	// Registerer, when set, receives the delivery metrics.
+	// Metrics, when set, receives the delivery series (registered by the
+	// caller); else they are new, and registered with Registerer when set.
+	Metrics    *Metrics
 	Registerer prometheus.Registerer
 	// Timeout bounds one delivery: connect, TLS, request and response.
 	Timeout time.Duration
@@ -132,7 +134,7 @@ type Deliverer struct {
 	log     *zap.Logger
 	ledger  *ledger.Ledger
 	client  *http.Client
-	metrics *metrics
+	metrics *Metrics
 	waiter  *ledger.Waiter
 	// TestSignals are off unless a test Inits them.
 	TestSignals TestSignals
@@ -173,9 +175,16 @@ func New(cfg Config) (*Deliverer, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
+	m := cfg.Metrics
+	if m == nil {
+		m = NewMetrics()
+		if cfg.Registerer != nil {
+			for _, c := range m.Collectors() {
+				if err := cfg.Registerer.Register(c); err != nil {
+					return nil, fmt.Errorf("webhook: registering metrics: %w", err)
+				}
+			}
+		}
 	}
 	var w *ledger.Waiter
 	switch {
@@ -310,9 +319,6 @@ func (d *Deliverer) acquire(ctx context.Context) (map[string]bool, error) {
 
 // observe sets the gauges: subscriptions by state, lag of each.
 func (d *Deliverer) observe(ctx context.Context) {
-	if d.metrics == nil {
-		return
-	}
 	rows, err := d.cfg.Pool.Query(ctx, statesSQL)
 	if err == nil {
 		counts := map[string]float64{string(Active): 0, string(Paused): 0, string(Disabled): 0}

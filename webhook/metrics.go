@@ -4,17 +4,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the Deliverer's series. Labels carry subscription ids, never
+// Metrics are the Deliverer's series. Labels carry subscription ids, never
 // a URL or a secret.
-type metrics struct {
+type Metrics struct {
 	deliveries    *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	lag           *prometheus.GaugeVec
 	subscriptions *prometheus.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
+// NewMetrics returns the Deliverer's series, registered nowhere: register
+// Collectors, or give Config.Registerer instead.
+func NewMetrics() *Metrics {
+	return &Metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sweeper_webhook_deliveries_total",
 			Help: "Webhook delivery attempts by subscription and outcome (delivered, failed, gone, refused).",
@@ -33,20 +35,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Webhook subscriptions by state (active, paused, disabled).",
 		}, []string{"state"}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.lag, m.subscriptions} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
 }
 
-func (m *metrics) observe(sub string, r result) {
+// Collectors are the series to register.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.deliveries, m.latency, m.lag, m.subscriptions}
+}
+
+func (m *Metrics) observe(sub string, r result) {
 	m.deliveries.WithLabelValues(sub, string(r.outcome)).Inc()
 	if r.status != 0 || r.outcome == OutcomeFailed {
 		m.latency.WithLabelValues(sub).Observe(r.latency.Seconds())
+	}
+}
+
+// Init makes the subscriptions-by-state series exist, at zero, before the
+// first count.
+func (m *Metrics) Init() {
+	for _, s := range []State{Active, Paused, Disabled} {
+		m.subscriptions.WithLabelValues(string(s))
 	}
 }

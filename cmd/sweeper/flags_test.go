@@ -74,7 +74,7 @@ func TestFlagMatrix(t *testing.T) {
 	}{
 		{nil, append([]string{"config", "dry-run"}, keyFlags...)},
 		{[]string{"--once"}, append([]string{"once", "config", "dry-run", "fail-on-stuck", "output"},
-			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-"), "sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url",
+			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-", "webhooks-"), "sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url",
 				"database-read-url", "database-read-max-lag")...)...)},
 		{[]string{"migrate", "up"}, migrateFlags},
 		{[]string{"migrate", "down"}, migrateFlags},
@@ -85,6 +85,9 @@ func TestFlagMatrix(t *testing.T) {
 		{[]string{"config", "validate"}, append([]string{"config", "dry-run", "output"}, keyFlags...)},
 		{[]string{"token", "list"}, []string{"config", "output", "name", "role", "principal",
 			"database-url", "database-max-conns", "database-pooler", "database-query-exec-mode", "log-level", "log-format"}},
+		{[]string{"webhook", "list"}, []string{"config", "output", "url", "events", "caller-id", "callee-id",
+			"database-url", "database-max-conns", "database-pooler", "database-query-exec-mode", "database-migrate-url",
+			"migrate-auto", "webhooks-allow-http", "webhooks-allow-private-networks", "log-level", "log-format"}},
 		{[]string{"prune"}, append([]string{"config", "dry-run", "output", "database-url", "database-max-conns",
 			"database-pooler", "database-query-exec-mode", "database-migrate-url",
 			"sweep-dry-run", "migrate-auto", "log-level", "log-format"},

@@ -207,6 +207,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	services.Add("pruner", pruner)
+	if cfg.Webhooks.Enabled {
+		wh, err := newWebhookService(ctx, cfg, pool, metrics, log.Named("webhook"))
+		if err != nil {
+			closePools()
+			return err
+		}
+		services.Add("webhook deliverer", wh)
+	}
 	if err := services.Start(ctx); err != nil {
 		closePools()
 		return err
