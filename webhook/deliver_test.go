@@ -30,18 +30,18 @@ type delivery struct {
 	status int
 }
 
-// receiver is an HTTP endpoint that records every delivery and answers
+// recorder is an HTTP endpoint that records every delivery and answers
 // with what respond says (200 when nil).
-type receiver struct {
+type recorder struct {
 	*httptest.Server
 	mu      sync.Mutex
 	got     []delivery
 	respond func(n int, d delivery) int
 }
 
-func newReceiver(t *testing.T, respond func(n int, d delivery) int) *receiver {
+func newReceiver(t *testing.T, respond func(n int, d delivery) int) *recorder {
 	t.Helper()
-	r := &receiver{respond: respond}
+	r := &recorder{respond: respond}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		d := delivery{header: req.Header.Clone(), body: body, status: 200}
@@ -58,7 +58,7 @@ func newReceiver(t *testing.T, respond func(n int, d delivery) int) *receiver {
 	return r
 }
 
-func (r *receiver) deliveries() []delivery {
+func (r *recorder) deliveries() []delivery {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.got)
