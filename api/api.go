@@ -17,6 +17,7 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/auth"
 	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/webhook"
 )
 
 // Defaults for the zero values of Options.
@@ -59,22 +60,28 @@ type Options struct {
 	// often instead of being woken by LISTEN (ledger.NewPollingWaiter): for
 	// a Pool behind a transaction pooler and no ListenPool.
 	FeedPoll time.Duration
+	// WebhooksAllowHTTP and WebhooksAllowPrivateNetworks are
+	// webhooks.allow_http and webhooks.allow_private_networks: which
+	// destinations POST /v1/webhooks accepts.
+	WebhooksAllowHTTP, WebhooksAllowPrivateNetworks bool
 }
 
 // Handler serves the API. Start it before serving (the feed's long poll
 // needs its LISTEN connection) and Stop it after the server has shut down.
 type Handler struct {
-	opts    Options
-	log     *zap.Logger
-	ledger  *ledger.Ledger
-	reads   *ledger.Ledger // lists and summaries: opts.Reads, else ledger
-	tokens  *auth.Store
-	waiter  *ledger.Waiter
-	metrics *metrics
-	limits  *limiters
-	mux     *http.ServeMux
-	stopped chan struct{}
-	onWait  func() // test signal: a long poll starts waiting
+	opts   Options
+	log    *zap.Logger
+	ledger *ledger.Ledger
+	reads  *ledger.Ledger // lists and summaries: opts.Reads, else ledger
+	tokens *auth.Store
+	// webhooks are the subscriptions of /v1/webhooks.
+	webhooks *webhook.Store
+	waiter   *ledger.Waiter
+	metrics  *metrics
+	limits   *limiters
+	mux      *http.ServeMux
+	stopped  chan struct{}
+	onWait   func() // test signal: a long poll starts waiting
 }
 
 // NewHandler returns the API over opts.Pool.
@@ -98,15 +105,16 @@ func NewHandler(opts Options) (*Handler, error) {
 		return nil, fmt.Errorf("api: registering metrics: %w", err)
 	}
 	h := &Handler{
-		opts:    opts,
-		log:     log,
-		ledger:  ledger.New(opts.Pool),
-		reads:   ledger.New(opts.Pool),
-		tokens:  auth.NewStore(opts.Pool),
-		waiter:  newWaiter(opts),
-		metrics: m,
-		limits:  newLimiters(opts.RateLimit, opts.RateBurst),
-		stopped: make(chan struct{}),
+		opts:     opts,
+		log:      log,
+		ledger:   ledger.New(opts.Pool),
+		reads:    ledger.New(opts.Pool),
+		tokens:   auth.NewStore(opts.Pool),
+		webhooks: webhook.NewStore(opts.Pool),
+		waiter:   newWaiter(opts),
+		metrics:  m,
+		limits:   newLimiters(opts.RateLimit, opts.RateBurst),
+		stopped:  make(chan struct{}),
 	}
 	if opts.Reads != nil {
 		h.reads = ledger.New(opts.Reads)
@@ -168,6 +176,11 @@ func (h *Handler) routes() {
 		"/v1/heartbeats":                   {{"POST", h.heartbeats}},
 		"/v1/events":                       {{"GET", h.feed}},
 		"/v1/summary":                      {{"GET", h.summary}},
+		"/v1/webhooks":                     {{"POST", h.createWebhook}, {"GET", h.listWebhooks}},
+		"/v1/webhooks/{id}":                {{"GET", h.getWebhook}, {"DELETE", h.deleteWebhook}},
+		"/v1/webhooks/{id}/rotate-secret":  {{"POST", h.rotateWebhookSecret}},
+		"/v1/webhooks/{id}/resume":         {{"POST", h.resumeWebhook}},
+		"/v1/webhooks/{id}/attempts":       {{"GET", h.webhookAttempts}},
 		"/v1/openapi.json":                 {{"GET", h.openapi}},
 	}
 	for path, eps := range endpoints {

@@ -69,6 +69,7 @@ func startAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reads 
 		Pool: pool, Reads: reads, Logger: log.Named("api"), Registerer: reg,
 		MaxBodyBytes: int64(c.MaxBodyBytes), MaxBatch: c.MaxBatch,
 		RateLimit: float64(c.RateLimit), RateBurst: c.RateBurst, MaxWait: c.MaxWait,
+		WebhooksAllowHTTP: cfg.Webhooks.AllowHTTP, WebhooksAllowPrivateNetworks: cfg.Webhooks.AllowPrivateNetworks,
 	}
 	// The feed's LISTEN needs a session: a transaction pooler cannot give
 	// one, so it gets database.listen_url, or long polls poll.
