@@ -133,7 +133,7 @@ type Deliverer struct {
 	cfg     Config
 	log     *zap.Logger
 	ledger  *ledger.Ledger
-	client  *http.Client
+	send    sender
 	metrics *Metrics
 	waiter  *ledger.Waiter
 	// TestSignals are off unless a test Inits them.
@@ -198,7 +198,8 @@ func New(cfg Config) (*Deliverer, error) {
 	w.OnError = func(err error) { log.Warn("webhook feed listener lost its connection; reconnecting", zap.Error(err)) }
 	return &Deliverer{
 		cfg: cfg, log: log, ledger: ledger.New(cfg.Pool), metrics: m, waiter: w,
-		client: newClient(cfg.Timeout, cfg.AllowPrivateNetworks, cfg.Resolver),
+		send: sender{client: newClient(cfg.Timeout, cfg.AllowPrivateNetworks, cfg.Resolver),
+			allowHTTP: cfg.AllowHTTP, allowPrivate: cfg.AllowPrivateNetworks},
 	}, nil
 }
 
@@ -500,7 +501,7 @@ func (d *Deliverer) deliver(ctx context.Context, sub *leased, secrets []string, 
 		return "", err
 	}
 	wid := WebhookID(ev.ID)
-	res := d.post(ctx, sub.URL, wid, secrets, body)
+	res := d.send.post(ctx, sub.URL, wid, secrets, body)
 	if ctx.Err() != nil {
 		return "", ctx.Err() // stopping: not the endpoint's failure
 	}
@@ -578,14 +579,20 @@ func (r result) summary() string {
 	return "HTTP " + strconv.Itoa(r.status)
 }
 
+// sender posts deliveries: the client of newClient and the URL rules.
+type sender struct {
+	client                  *http.Client
+	allowHTTP, allowPrivate bool
+}
+
 // post sends one delivery.
-func (d *Deliverer) post(ctx context.Context, url, wid string, secrets []string, body []byte) result {
+func (d sender) post(ctx context.Context, url, wid string, secrets []string, body []byte) result {
 	ts := time.Now().Unix()
 	sig, err := Signature(secrets, wid, ts, body)
 	if err != nil {
 		return result{outcome: OutcomeRefused, err: err.Error()}
 	}
-	if err := CheckURL(url, d.cfg.AllowHTTP, d.cfg.AllowPrivateNetworks); err != nil {
+	if err := CheckURL(url, d.allowHTTP, d.allowPrivate); err != nil {
 		return result{outcome: OutcomeRefused, err: err.Error()}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))

@@ -142,3 +142,14 @@ const statesSQL = `SELECT state, count(*) FROM webhook_subscriptions GROUP BY st
 const lagSQL = `
 SELECT s.id, GREATEST(COALESCE((SELECT max(id) FROM delegation_events), 0) - s.cursor_id, 0)
 FROM webhook_subscriptions AS s`
+
+// testSubscriptionSQL reads what a test delivery needs.
+const testSubscriptionSQL = `
+SELECT url, secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret ELSE '' END
+FROM webhook_subscriptions WHERE id = $1`
+
+// insertTestAttemptSQL logs a test delivery (event 0).
+const insertTestAttemptSQL = `
+INSERT INTO webhook_attempts (subscription_id, event_id, webhook_id, status_code, latency_ms, outcome, error, response)
+VALUES ($1, 0, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''))
+RETURNING id, at`
