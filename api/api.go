@@ -16,8 +16,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/internal/auth"
+	"github.com/tasksweeper/sweeper/internal/telemetry"
 	"github.com/tasksweeper/sweeper/ledger"
 	"github.com/tasksweeper/sweeper/webhook"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults for the zero values of Options.
@@ -208,6 +213,14 @@ func (h *Handler) routes() {
 // pattern; the body is limited to MaxBodyBytes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// A span per request (HTTP server semantic conventions), child of the
+	// caller's span when it sent a traceparent.
+	ctx := telemetry.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := telemetry.Tracer().Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+			attribute.String("url.scheme", schemeOf(r))))
+	defer span.End()
+	r = r.WithContext(ctx)
 	sw := &statusWriter{ResponseWriter: w}
 	r.Body = http.MaxBytesReader(sw, r.Body, h.opts.MaxBodyBytes)
 	h.mux.ServeHTTP(sw, r)
@@ -216,6 +229,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code == 0 {
 		code = http.StatusOK
 	}
+	span.SetName(r.Method + " " + route)
+	span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", code))
+	if code >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(code))
+	}
 	d := time.Since(start)
 	h.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
 	h.metrics.latency.WithLabelValues(route).Observe(d.Seconds())
@@ -223,6 +241,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ce.Write(zap.String("method", r.Method), zap.String("route", route), zap.Int("code", code),
 			zap.Duration("duration", d), zap.String("token_name", sw.tokenName))
 	}
+}
+
+// schemeOf is the request's scheme, for the span.
+func schemeOf(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // routeOf is the pattern that served r, without its method ("unmatched"

@@ -124,6 +124,12 @@ func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principa
 		TaskPreview: req.TaskPreview, IdempotencyKey: req.IdempotencyKey, Status: req.Status,
 		Actor: p.Actor(),
 	}
+	// The caller's trace context travels with the delegation: its webhook
+	// deliveries join that trace. An invalid header is ignored, as the W3C
+	// Trace Context asks of receivers.
+	if tp := r.Header.Get("traceparent"); ledger.CheckTraceParent(tp) == nil {
+		n.TraceParent = tp
+	}
 	var err error
 	if n.Deadline, n.Timeout, err = deadlineOf(req.Deadline, req.TimeoutSeconds); err != nil {
 		return err

@@ -31,7 +31,7 @@ SELECT set_config('sweeper.actor', $1, true),
 // insertSQL inserts a delegation; a conflicting id or (caller, key) inserts
 // nothing and returns no row. The deadline is $7 when given, else now() + $8
 // seconds by the database clock; $9 is the heartbeat timeout (NULL: the
-// sweeper's global one). With an idempotency key whose latest attempt
+// sweeper's global one); $11 the traceparent (” for none). With an idempotency key whose latest attempt
 // failed or got stuck ($10: those statuses), the row is that attempt's next
 // one (attempt n+1, retry_of its id); whose latest attempt is live or
 // completed, nothing is inserted. The key's attempts are read through
@@ -46,10 +46,10 @@ WITH prev AS (
 )
 INSERT INTO delegations
     (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-     heartbeat_timeout, attempt, retry_of)
+     heartbeat_timeout, attempt, retry_of, traceparent)
 SELECT $1, $2, $3, $4, $5, NULLIF($6, ''),
        COALESCE($7::timestamptz, now() + make_interval(secs => $8::float8)),
-       $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id
+       $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id, NULLIF($11, '')
 FROM (SELECT) AS one LEFT JOIN prev ON true
 WHERE prev.delegation_id IS NULL OR prev.status = ANY($10)
 ON CONFLICT DO NOTHING

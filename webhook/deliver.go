@@ -21,9 +21,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/internal/startstop"
+	"github.com/tasksweeper/sweeper/internal/telemetry"
 	"github.com/tasksweeper/sweeper/internal/testsignal"
 	"github.com/tasksweeper/sweeper/internal/version"
 	"github.com/tasksweeper/sweeper/ledger"
@@ -91,6 +96,11 @@ type Config struct {
 	// Resolver, when set, resolves destination names (tests point it at
 	// their own DNS server).
 	Resolver *net.Resolver
+	// Tracing makes a span of each delivery (with the global tracer
+	// provider, telemetry.Setup), a child of the trace the delegation was
+	// inserted under (its stored traceparent), and sends the span's own
+	// traceparent with the request.
+	Tracing bool
 }
 
 // Outcome is what an attempt came to.
@@ -501,7 +511,16 @@ func (d *Deliverer) deliver(ctx context.Context, sub *leased, secrets []string, 
 		return "", err
 	}
 	wid := WebhookID(ev.ID)
+	ctx, span := d.startSpan(ctx, sub, ev)
+	defer span.End()
 	res := d.send.post(ctx, sub.URL, wid, secrets, body)
+	span.SetAttributes(attribute.String("webhook.outcome", string(res.outcome)))
+	if res.status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", res.status))
+	}
+	if res.outcome != OutcomeDelivered {
+		span.SetStatus(codes.Error, truncate(res.summary(), 200))
+	}
 	if ctx.Err() != nil {
 		return "", ctx.Err() // stopping: not the endpoint's failure
 	}
@@ -550,6 +569,25 @@ func (d *Deliverer) deliver(ctx context.Context, sub *leased, secrets []string, 
 	}
 	d.TestSignals.Attempt.Signal(AttemptDone{Subscription: sub.ID, EventID: ev.ID, Outcome: res.outcome, State: state})
 	return res.outcome, nil
+}
+
+// startSpan starts the span of one delivery: a child of the span that
+// inserted the delegation (its stored traceparent), so the caller's trace
+// shows what became of its delegation. Without Config.Tracing the span is
+// a no-op and no query is made.
+func (d *Deliverer) startSpan(ctx context.Context, sub *leased, ev ledger.Event) (context.Context, trace.Span) {
+	if !d.cfg.Tracing {
+		return ctx, trace.SpanFromContext(context.Background())
+	}
+	parent := ctx
+	var tp string
+	if err := d.cfg.Pool.QueryRow(ctx, traceParentSQL, ev.DelegationID).Scan(&tp); err == nil && tp != "" {
+		parent = telemetry.ContextFromTraceParent(ctx, tp)
+	}
+	return telemetry.Tracer().Start(parent, "webhook delivery "+string(ev.ToStatus), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("webhook.subscription", sub.ID), attribute.String("webhook.id", WebhookID(ev.ID)),
+			attribute.String("webhook.type", "delegation."+string(ev.ToStatus)), attribute.String("delegation.id", ev.DelegationID),
+			attribute.Int64("webhook.event_id", ev.ID), attribute.String("http.request.method", http.MethodPost)))
 }
 
 // backoff is the wait before attempt n+1 after n failures: RetryMinBackoff
@@ -604,6 +642,10 @@ func (d sender) post(ctx context.Context, url, wid string, secrets []string, bod
 	req.Header.Set(HeaderID, wid)
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
 	req.Header.Set(HeaderSignature, sig)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		// The delivery's own span, for the receiver to continue.
+		telemetry.Propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
 	start := time.Now()
 	resp, err := d.client.Do(req)
 	res := result{latency: time.Since(start)}

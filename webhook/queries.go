@@ -153,3 +153,6 @@ const insertTestAttemptSQL = `
 INSERT INTO webhook_attempts (subscription_id, event_id, webhook_id, status_code, latency_ms, outcome, error, response)
 VALUES ($1, 0, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''))
 RETURNING id, at`
+
+// traceParentSQL is the trace context a delegation was inserted under (” for none).
+const traceParentSQL = `SELECT COALESCE(traceparent, '') FROM delegations WHERE delegation_id = $1`

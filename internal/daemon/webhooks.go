@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"context"
+	"os"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/api"
 	"github.com/tasksweeper/sweeper/internal/config"
+	"github.com/tasksweeper/sweeper/internal/telemetry"
 	"github.com/tasksweeper/sweeper/ledger"
 	"github.com/tasksweeper/sweeper/webhook"
 )
@@ -22,7 +24,8 @@ func WebhookConfig(cfg config.Config, pool *pgxpool.Pool, log *zap.Logger) webho
 		RetryMinBackoff: w.RetryMinBackoff, RetryMaxBackoff: w.RetryMaxBackoff,
 		LeaseTTL: w.LeaseTTL, PollInterval: w.PollInterval,
 		AllowHTTP: w.AllowHTTP, AllowPrivateNetworks: w.AllowPrivateNetworks,
-		Render: func(d ledger.Delegation) any { return api.RenderDelegation(d) },
+		Render:  func(d ledger.Delegation) any { return api.RenderDelegation(d) },
+		Tracing: telemetry.Enabled(os.Getenv),
 	}
 }
 
