@@ -432,38 +432,36 @@ func (d *Deliverer) step(ctx context.Context, id string, log *zap.Logger, change
 		if !sub.Matches(ev) {
 			continue
 		}
-		out, err := d.deliver(ctx, &sub, secrets, ev, log)
+		tx := ""
+		if i == len(page.Events)-1 {
+			tx = page.LastTx
+		}
+		// A 2xx moves the cursor past ev (in deliver, with the attempt's
+		// log line, in one transaction).
+		out, err := d.deliver(ctx, &sub, secrets, ev, tx, log)
 		if err != nil {
 			return err
 		}
 		if out != OutcomeDelivered {
 			return nil // the retry is scheduled; read the subscription again
 		}
-		tx := ""
-		if i == len(page.Events)-1 {
-			tx = page.LastTx
-		}
-		if err := d.advance(ctx, &sub, ev.ID, tx, true); err != nil {
-			return err
-		}
 	}
 	// Past the page, including the events that did not match.
-	return d.advance(ctx, &sub, page.Events[len(page.Events)-1].ID, page.LastTx, false)
+	return d.advance(ctx, &sub, page.Events[len(page.Events)-1].ID, page.LastTx)
 }
 
-// advance moves the cursor to event id, of transaction tx ("" when not
-// known: the statement reads it from the event).
-func (d *Deliverer) advance(ctx context.Context, sub *leased, id int64, tx string, delivered bool) error {
-	if id == sub.Cursor && !delivered {
+// advance moves the cursor past events that do not match, to event id of
+// transaction tx.
+func (d *Deliverer) advance(ctx context.Context, sub *leased, id int64, tx string) error {
+	if id == sub.Cursor {
 		return nil
 	}
-	if err := d.cfg.Pool.QueryRow(ctx, advanceCursorSQL, sub.ID, d.cfg.Owner, id, tx, delivered, d.cfg.LeaseTTL).Scan(&sub.CursorTx); err != nil {
+	if err := d.cfg.Pool.QueryRow(ctx, advanceCursorSQL, sub.ID, d.cfg.Owner, id, tx, false, d.cfg.LeaseTTL).Scan(&sub.CursorTx); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errLeaseLost
 		}
 		return err
 	}
-	d.log.Debug("webhook cursor moved", zap.String("subscription", sub.ID), zap.Int64("cursor", id), zap.Bool("delivered", delivered))
 	sub.Cursor = id
 	return nil
 }
@@ -505,7 +503,7 @@ func (d *Deliverer) payload(ctx context.Context, ev ledger.Event) ([]byte, error
 
 // deliver makes one attempt at ev and records it; a non-2xx schedules the
 // retry (or pauses, or disables) before it returns.
-func (d *Deliverer) deliver(ctx context.Context, sub *leased, secrets []string, ev ledger.Event, log *zap.Logger) (Outcome, error) {
+func (d *Deliverer) deliver(ctx context.Context, sub *leased, secrets []string, ev ledger.Event, tx string, log *zap.Logger) (Outcome, error) {
 	body, err := d.payload(ctx, ev)
 	if err != nil {
 		return "", err
@@ -529,7 +527,28 @@ func (d *Deliverer) deliver(ctx context.Context, sub *leased, secrets []string, 
 	if res.status != 0 {
 		code = res.status
 	}
-	if _, err := d.cfg.Pool.Exec(ctx, insertAttemptSQL, sub.ID, ev.ID, wid, code, res.latency.Milliseconds(),
+	if res.outcome == OutcomeDelivered {
+		// The attempt's log line and the cursor's move, in one round trip
+		// and one (implicit) transaction: one commit per delivery.
+		b := &pgx.Batch{}
+		b.Queue(insertAttemptSQL, sub.ID, ev.ID, wid, code, res.latency.Milliseconds(), string(res.outcome), res.err, res.response)
+		b.Queue(advanceCursorSQL, sub.ID, d.cfg.Owner, ev.ID, tx, true, d.cfg.LeaseTTL)
+		br := d.cfg.Pool.SendBatch(ctx, b)
+		_, err := br.Exec()
+		if err == nil {
+			err = br.QueryRow().Scan(&sub.CursorTx)
+		}
+		if closeErr := br.Close(); err == nil {
+			err = closeErr
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", errLeaseLost
+		}
+		if err != nil {
+			return "", err
+		}
+		sub.Cursor = ev.ID
+	} else if _, err := d.cfg.Pool.Exec(ctx, insertAttemptSQL, sub.ID, ev.ID, wid, code, res.latency.Milliseconds(),
 		string(res.outcome), res.err, res.response); err != nil {
 		return "", err
 	}

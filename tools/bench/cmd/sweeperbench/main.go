@@ -62,6 +62,10 @@ func run() error {
 		stPerDay   = flag.Int("steady-per-day", bench.SteadyPerDayDefault, "delegations inserted per simulated day")
 		stLong     = flag.Int("steady-long", bench.SteadyLongRunningDefault, "delegations in progress all the simulated month")
 		stOnly     = flag.Bool("steady-only", false, "run only the retention steady state")
+		whOnly     = flag.Bool("webhooks-only", false, "measure only webhook deliveries (1 and 20 subscriptions) and print them as JSON")
+		whBacklog  = flag.Int("webhooks-backlog", 5000, "events of the webhook throughput measurement")
+		whRate     = flag.Int("webhooks-rate", 50, "events/s of the webhook latency measurement (open loop)")
+		whDur      = flag.Duration("webhooks-duration", 10*time.Second, "duration of the webhook latency measurement")
 	)
 	flag.Parse()
 	jsonPath := filepath.Join(*imgDir, "results.json")
@@ -109,6 +113,12 @@ func run() error {
 	}
 	if *pruneRuns == 0 {
 		cfg.PruneRounds = -1
+	}
+	if *whOnly {
+		rounds, err := bench.RunWebhooks(ctx, cfg, bench.WebhookConfig{Subscriptions: []int{1, 20}, Backlog: *whBacklog, Rate: *whRate, Duration: *whDur})
+		b, _ := json.Marshal(rounds)
+		fmt.Println(string(b))
+		return err
 	}
 	began := time.Now()
 	var r *bench.Results
