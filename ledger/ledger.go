@@ -255,9 +255,14 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	// A conflicting insert inserts nothing; look up which row it met. If that
 	// row is gone by then (its writer rolled back), try again.
 	for range 3 {
-		id, attempt, retryOf, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
+		args := []any{n.DelegationID, n.CallerID, n.CalleeID, preview,
 			status, n.IdempotencyKey, deadline, timeout.Seconds(), heartbeatTimeoutArg(n.HeartbeatTimeout),
-			retryableNames, n.TraceParent)
+			retryableNames}
+		sql := insertSQL
+		if n.TraceParent != "" {
+			sql, args = insertTracedSQL, append(args, n.TraceParent)
+		}
+		id, attempt, retryOf, err := l.insertRow(ctx, n.Actor, sql, args...)
 		if err == nil {
 			outcome := Inserted
 			if retryOf != "" {
@@ -297,16 +302,17 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 		n.DelegationID, &ConflictError{DelegationID: n.DelegationID, Reason: "conflicting row kept appearing and disappearing"})
 }
 
-// insertRow runs insertSQL; with an actor, in one round trip after naming
-// the writer for the audit trigger (the same implicit transaction).
-func (l *Ledger) insertRow(ctx context.Context, actor string, args ...any) (id string, attempt int, retryOf string, err error) {
+// insertRow runs sql (insertSQL or insertTracedSQL); with an actor, in one
+// round trip after naming the writer for the audit trigger (the same
+// implicit transaction).
+func (l *Ledger) insertRow(ctx context.Context, actor, sql string, args ...any) (id string, attempt int, retryOf string, err error) {
 	if actor == "" {
-		err = l.db.QueryRow(ctx, insertSQL, args...).Scan(&id, &attempt, &retryOf)
+		err = l.db.QueryRow(ctx, sql, args...).Scan(&id, &attempt, &retryOf)
 		return id, attempt, retryOf, err
 	}
 	batch := &pgx.Batch{}
 	batch.Queue(setWriterSQL, actor, "", "")
-	batch.Queue(insertSQL, args...)
+	batch.Queue(sql, args...)
 	br := l.db.SendBatch(ctx, batch)
 	_, err = br.Exec()
 	if err == nil {

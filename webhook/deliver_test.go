@@ -454,3 +454,78 @@ func TestStoreNeverListsSecretsAndRotationSignsWithBoth(t *testing.T) {
 		t.Fatalf("resume of a bad id: %v", err)
 	}
 }
+
+// A redirect is not followed (the target never hears of it) and a slow
+// endpoint is cut off at Config.Timeout: both are failed attempts, retried,
+// with the reason in the attempts log.
+func TestNoRedirectsAndATimeoutPerDelivery(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	l := ledger.New(db.Pool)
+	store := webhook.NewStore(db.Pool)
+	ctx := context.Background()
+	target := newReceiver(t, nil)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	mode := "redirect"
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		m := mode
+		mu.Unlock()
+		if m == "redirect" {
+			http.Redirect(w, r, target.URL+"/elsewhere", http.StatusTemporaryRedirect)
+			return
+		}
+		select { // slower than the timeout
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(rcv.Close)
+	t.Cleanup(func() { close(release) }) // before rcv.Close, which waits for the handler
+	sub, err := store.Create(ctx, webhook.NewSubscription{URL: rcv.URL, AllowHTTP: true, AllowPrivate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fast(db)
+	cfg.Timeout = 300 * time.Millisecond
+	cfg.RetryMinBackoff, cfg.RetryMaxBackoff = 50*time.Millisecond, 100*time.Millisecond
+	d := start(t, cfg)
+	if _, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: "r-1", CallerID: "c", CalleeID: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	if a := d.TestSignals.Attempt.Wait(); a.Outcome != webhook.OutcomeFailed {
+		t.Fatalf("redirect: %+v", a)
+	}
+	mu.Lock()
+	mode = "slow"
+	mu.Unlock()
+	began := time.Now()
+	for {
+		a := d.TestSignals.Attempt.Wait()
+		if a.Outcome != webhook.OutcomeFailed {
+			t.Fatalf("slow: %+v", a)
+		}
+		as, _ := store.Attempts(ctx, sub.ID, 1)
+		if e := strings.ToLower(as[0].Error); strings.Contains(e, "timeout") || strings.Contains(e, "deadline exceeded") {
+			if as[0].LatencyMS > 2000 {
+				t.Fatalf("cut off after %d ms, timeout 300ms", as[0].LatencyMS)
+			}
+			break
+		}
+		if time.Since(began) > 30*time.Second {
+			t.Fatalf("no timeout logged; last %+v", as[0])
+		}
+	}
+	as, err := store.Attempts(ctx, sub.ID, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := as[len(as)-1]
+	if first.StatusCode == nil || *first.StatusCode != http.StatusTemporaryRedirect || !strings.Contains(first.Error, "redirect not followed") {
+		t.Fatalf("the redirect's attempt: %+v", first)
+	}
+	if n := len(target.deliveries()); n != 0 {
+		t.Fatalf("the redirect's target got %d requests", n)
+	}
+}
