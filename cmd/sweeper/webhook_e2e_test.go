@@ -162,3 +162,52 @@ func TestWebhooksSurviveSIGKILLMidDelivery(t *testing.T) {
 		}
 	}
 }
+
+// The other webhook commands through the binary: rotate-secret prints a new
+// secret once (the old one keeps signing, said on stderr), resume of a
+// paused subscription makes it active, delete removes it, and a second
+// delete or a malformed id is a usage error (exit 2).
+func TestWebhookCommands(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	env := []string{"SWEEPER_DATABASE_URL=" + db.URL}
+	r := run(t, env, "webhook", "create", "--url", "https://hooks.example.com/sweeper", "--events", "stuck,failed", "--caller-id", "billing")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	if r.Code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "wh_") || !strings.HasPrefix(lines[1], "whsec_") ||
+		!strings.Contains(r.Stderr, "shown once") {
+		t.Fatalf("webhook create: %s", r)
+	}
+	id, secret := lines[0], lines[1]
+	r = run(t, env, "webhook", "rotate-secret", id, "--output", "json")
+	var rotated struct {
+		ID             string `json:"id"`
+		Secret         string `json:"secret"`
+		RotationEndsAt string `json:"rotation_ends_at"`
+	}
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &rotated) != nil || rotated.ID != id || rotated.Secret == secret ||
+		!strings.HasPrefix(rotated.Secret, "whsec_") || rotated.RotationEndsAt == "" {
+		t.Fatalf("webhook rotate-secret: %s", r)
+	}
+	if _, err := db.Pool.Exec(context.Background(), `UPDATE webhook_subscriptions SET state = 'paused', state_reason = 'test'`); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, env, "webhook", "resume", id); r.Code != 0 || !strings.Contains(r.Stdout, "resumed webhook subscription "+id) {
+		t.Fatalf("webhook resume: %s", r)
+	}
+	list := run(t, env, "webhook", "list", "--output", "json")
+	if list.Code != 0 || !strings.Contains(list.Stdout, `"state":"active"`) || !strings.Contains(list.Stdout, `"events":["stuck","failed"]`) ||
+		strings.Contains(list.Stdout, "whsec_") {
+		t.Fatalf("webhook list: %s", list)
+	}
+	if r := run(t, env, "webhook", "delete", id); r.Code != 0 {
+		t.Fatalf("webhook delete: %s", r)
+	}
+	for _, bad := range [][]string{
+		{"webhook", "delete", id}, {"webhook", "resume", "wh_nope"}, {"webhook", "rotate-secret"},
+		{"webhook", "create"}, {"webhook", "frobnicate"}, {"webhook", "create", "--url", "https://x.example.com", "--callee-id", " "},
+	} {
+		if r := run(t, env, bad...); r.Code != 2 {
+			t.Errorf("%v: want exit 2, got %s", bad, r)
+		}
+	}
+}
