@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -236,10 +237,41 @@ func TestDeliversOnlyMatchingEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := start(t, fast(db))
+	cfg := fast(db)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	d := start(t, cfg)
 	lifecycle(t, l, "other", "theirs", 3)
 	lifecycle(t, l, "d", "mine", 2)
 	waitDelivered(t, d, 2)
+	// The metrics: two deliveries counted and timed, by subscription id
+	// (never a URL or a secret); one active subscription.
+	if got := deliveredCount(t, reg, sub.ID); got != 2 {
+		t.Fatalf("sweeper_webhook_deliveries_total = %v, want 2", got)
+	}
+	testdbEventually(t, func() bool {
+		families, _ := reg.Gather()
+		for _, f := range families {
+			if f.GetName() == "sweeper_webhook_subscriptions" {
+				for _, m := range f.GetMetric() {
+					if m.GetLabel()[0].GetValue() == "active" && m.GetGauge().GetValue() == 1 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
+	families, _ := reg.Gather()
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if strings.Contains(lp.GetValue(), "whsec_") || strings.Contains(lp.GetValue(), "http") {
+					t.Fatalf("metric %s carries %q", f.GetName(), lp.GetValue())
+				}
+			}
+		}
+	}
 	for _, g := range rcv.deliveries() {
 		var p webhook.Payload
 		_ = json.Unmarshal(g.body, &p)
@@ -528,4 +560,31 @@ func TestNoRedirectsAndATimeoutPerDelivery(t *testing.T) {
 	if n := len(target.deliveries()); n != 0 {
 		t.Fatalf("the redirect's target got %d requests", n)
 	}
+}
+
+// deliveredCount is sweeper_webhook_deliveries_total{outcome="delivered"}
+// of subscription sub.
+func deliveredCount(t *testing.T, reg *prometheus.Registry, sub string) float64 {
+	const name = "sweeper_webhook_deliveries_total"
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["subscription"] == sub && labels["outcome"] == "delivered" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s for %s", name, sub)
+	return 0
 }
