@@ -16,7 +16,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/internal/auth"
+	"github.com/tasksweeper/sweeper/internal/telemetry"
 	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/webhook"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults for the zero values of Options.
@@ -65,24 +71,30 @@ type Options struct {
 	// often instead of being woken by LISTEN (ledger.NewPollingWaiter): for
 	// a Pool behind a transaction pooler and no ListenPool.
 	FeedPoll time.Duration
+	// WebhooksAllowHTTP and WebhooksAllowPrivateNetworks are
+	// webhooks.allow_http and webhooks.allow_private_networks: which
+	// destinations POST /v1/webhooks accepts.
+	WebhooksAllowHTTP, WebhooksAllowPrivateNetworks bool
 }
 
 // Handler serves the API. Start it before serving (the feed's long poll
 // needs its LISTEN connection) and Stop it after the server has shut down.
 type Handler struct {
-	opts    Options
-	log     *zap.Logger
-	ledger  *ledger.Ledger
-	reads   *ledger.Ledger // lists and summaries: opts.Reads, else ledger
-	tokens  *auth.Cache
-	beats   *ledger.Coalescer // single heartbeats (heartbeat.go)
-	waiter  *ledger.Waiter
-	metrics *metrics
-	limits  *limiters
-	doc     []byte // the served OpenAPI document (documentFor)
-	mux     *http.ServeMux
-	stopped chan struct{}
-	onWait  func() // test signal: a long poll starts waiting
+	opts   Options
+	log    *zap.Logger
+	ledger *ledger.Ledger
+	reads  *ledger.Ledger // lists and summaries: opts.Reads, else ledger
+	tokens *auth.Cache
+	beats  *ledger.Coalescer // single heartbeats (heartbeat.go)
+	// webhooks are the subscriptions of /v1/webhooks.
+	webhooks *webhook.Store
+	waiter   *ledger.Waiter
+	metrics  *metrics
+	limits   *limiters
+	doc      []byte // the served OpenAPI document (documentFor)
+	mux      *http.ServeMux
+	stopped  chan struct{}
+	onWait   func() // test signal: a long poll starts waiting
 }
 
 // NewHandler returns the API over opts.Pool.
@@ -106,15 +118,16 @@ func NewHandler(opts Options) (*Handler, error) {
 		return nil, fmt.Errorf("api: registering metrics: %w", err)
 	}
 	h := &Handler{
-		opts:    opts,
-		log:     log,
-		ledger:  ledger.New(opts.Pool),
-		reads:   ledger.New(opts.Pool),
-		tokens:  auth.NewCache(auth.NewStore(opts.Pool), opts.TokenCacheTTL),
-		waiter:  newWaiter(opts),
-		metrics: m,
-		limits:  newLimiters(opts.RateLimit, opts.RateBurst),
-		stopped: make(chan struct{}),
+		opts:     opts,
+		log:      log,
+		ledger:   ledger.New(opts.Pool),
+		reads:    ledger.New(opts.Pool),
+		tokens:   auth.NewCache(auth.NewStore(opts.Pool), opts.TokenCacheTTL),
+		webhooks: webhook.NewStore(opts.Pool),
+		waiter:   newWaiter(opts),
+		metrics:  m,
+		limits:   newLimiters(opts.RateLimit, opts.RateBurst),
+		stopped:  make(chan struct{}),
 	}
 	if opts.Reads != nil {
 		h.reads = ledger.New(opts.Reads)
@@ -197,6 +210,11 @@ func (h *Handler) routes() {
 		"/v1/heartbeats":                   {{"POST", h.heartbeats}},
 		"/v1/events":                       {{"GET", h.feed}},
 		"/v1/summary":                      {{"GET", h.summary}},
+		"/v1/webhooks":                     {{"POST", h.createWebhook}, {"GET", h.listWebhooks}},
+		"/v1/webhooks/{id}":                {{"GET", h.getWebhook}, {"DELETE", h.deleteWebhook}},
+		"/v1/webhooks/{id}/rotate-secret":  {{"POST", h.rotateWebhookSecret}},
+		"/v1/webhooks/{id}/resume":         {{"POST", h.resumeWebhook}},
+		"/v1/webhooks/{id}/attempts":       {{"GET", h.webhookAttempts}},
 		"/v1/openapi.json":                 {{"GET", h.openapi}},
 	}
 	for path, eps := range endpoints {
@@ -224,6 +242,14 @@ func (h *Handler) routes() {
 // pattern; the body is limited to MaxBodyBytes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// A span per request (HTTP server semantic conventions), child of the
+	// caller's span when it sent a traceparent.
+	ctx := telemetry.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := telemetry.Tracer().Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path),
+			attribute.String("url.scheme", schemeOf(r))))
+	defer span.End()
+	r = r.WithContext(ctx)
 	sw := &statusWriter{ResponseWriter: w}
 	r.Body = http.MaxBytesReader(sw, r.Body, h.opts.MaxBodyBytes)
 	h.mux.ServeHTTP(sw, r)
@@ -232,6 +258,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code == 0 {
 		code = http.StatusOK
 	}
+	span.SetName(r.Method + " " + route)
+	span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", code))
+	if code >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(code))
+	}
 	d := time.Since(start)
 	h.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
 	h.metrics.latency.WithLabelValues(route).Observe(d.Seconds())
@@ -239,6 +270,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ce.Write(zap.String("method", r.Method), zap.String("route", route), zap.Int("code", code),
 			zap.Duration("duration", d), zap.String("token_name", sw.tokenName))
 	}
+}
+
+// schemeOf is the request's scheme, for the span.
+func schemeOf(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // routeOf is the pattern that served r, without its method ("unmatched"

@@ -43,6 +43,10 @@ type Delegation struct {
 	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds,omitempty"`
 }
 
+// RenderDelegation is a delegation as GET /v1/delegations/{id} renders it
+// (what a webhook delivery carries too).
+func RenderDelegation(d ledger.Delegation) Delegation { return apiDelegation(d) }
+
 func apiDelegation(d ledger.Delegation) Delegation {
 	out := Delegation{Delegation: d}
 	if d.HeartbeatTimeout != nil {
@@ -125,6 +129,12 @@ func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principa
 		DelegationID: req.DelegationID, CallerID: req.CallerID, CalleeID: req.CalleeID,
 		TaskPreview: req.TaskPreview, IdempotencyKey: req.IdempotencyKey, Status: req.Status,
 		Actor: p.Actor(),
+	}
+	// The caller's trace context travels with the delegation: its webhook
+	// deliveries join that trace. An invalid header is ignored, as the W3C
+	// Trace Context asks of receivers.
+	if tp := r.Header.Get("traceparent"); ledger.CheckTraceParent(tp) == nil {
+		n.TraceParent = tp
 	}
 	var err error
 	if n.Deadline, n.Timeout, err = deadlineOf(req.Deadline, req.TimeoutSeconds); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/auth"
 	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/webhook"
 )
 
 // Defaults of Config.
@@ -71,6 +72,10 @@ type Config struct {
 	Runs func() Runs
 	// Logger receives errors (never a token); zap.NewNop() when nil.
 	Logger *zap.Logger
+	// WebhookTester, when set, sends the /webhooks page's test deliveries
+	// (the daemon passes one with the webhooks.* address rules); without
+	// it the page offers no test button.
+	WebhookTester *webhook.Tester
 	// Now is the clock of sessions; time.Now when nil (tests set it).
 	Now func() time.Time
 }
@@ -178,6 +183,10 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET /delegations", h.authed(h.listPage))
 	h.mux.HandleFunc("GET /delegations/{id}", h.authed(h.detailPage))
 	h.mux.HandleFunc("POST /delegations/{id}/fail", h.authed(h.failAction))
+	h.mux.HandleFunc("GET /webhooks", h.authed(h.webhooksPage))
+	h.mux.HandleFunc("GET /webhooks/{id}", h.authed(h.webhookPage))
+	h.mux.HandleFunc("POST /webhooks/{id}/resume", h.authed(h.webhookAction("resumed")))
+	h.mux.HandleFunc("POST /webhooks/{id}/test", h.authed(h.webhookAction("tested")))
 	h.mux.HandleFunc("GET /live", h.authed(h.livePage))
 	h.mux.HandleFunc("GET /live/events", h.authed(h.liveEvents))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

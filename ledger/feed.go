@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,6 +24,11 @@ type FeedFilter struct {
 	// After is the cursor: only events with a larger id are returned. 0
 	// starts at the beginning of the log.
 	After int64
+	// AfterTx, when set, is the transaction of the event After (a
+	// FeedPage.LastTx): the cursor then needs no lookup and stays usable
+	// after the retention prune has deleted that event. A consumer that
+	// persists its cursor (a webhook subscription) keeps both.
+	AfterTx string
 	// Limit is the page size: DefaultFeedLimit when 0, at most MaxFeedLimit.
 	Limit    int
 	ToStatus Status
@@ -33,6 +39,11 @@ type FeedFilter struct {
 func (f *FeedFilter) validate() error {
 	if f.After < 0 {
 		return &FieldError{Field: "after", Reason: fmt.Sprintf("must be 0 or more, got %d", f.After)}
+	}
+	if f.AfterTx != "" {
+		if _, err := strconv.ParseUint(f.AfterTx, 10, 64); err != nil {
+			return &FieldError{Field: "after_tx", Reason: fmt.Sprintf("must be a transaction id (digits), got %q", f.AfterTx)}
+		}
 	}
 	switch {
 	case f.Limit == 0:
@@ -61,6 +72,9 @@ type FeedPage struct {
 	// settled yet (an older transaction is still running); asking again
 	// shortly returns them.
 	Pending bool
+	// LastTx is the transaction (an xid8, as text) of the last of Events:
+	// with its ID, a cursor for FeedFilter.AfterTx. Empty when Events is.
+	LastTx string
 }
 
 // Feed returns the events after the cursor f.After that match f: the durable
@@ -79,7 +93,9 @@ func (l *Ledger) Feed(ctx context.Context, f FeedFilter) (FeedPage, error) {
 		return FeedPage{}, fmt.Errorf("reading the feed: %w", err)
 	}
 	tx := "0"
-	if f.After > 0 {
+	if f.AfterTx != "" {
+		tx = f.AfterTx
+	} else if f.After > 0 {
 		err := l.db.QueryRow(ctx, feedCursorSQL, f.After).Scan(&tx)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return FeedPage{}, fmt.Errorf("reading the feed: %w", &FieldError{Field: "after",
@@ -106,7 +122,8 @@ func (l *Ledger) Feed(ctx context.Context, f FeedFilter) (FeedPage, error) {
 	}
 	type feedRow struct {
 		Event
-		Settled bool `db:"settled"`
+		Settled bool   `db:"settled"`
+		TxText  string `db:"tx_text"`
 	}
 	frs, err := pgx.CollectRows(rows, pgx.RowToStructByName[feedRow])
 	if err != nil {
@@ -119,6 +136,7 @@ func (l *Ledger) Feed(ctx context.Context, f FeedFilter) (FeedPage, error) {
 			break
 		}
 		page.Events = append(page.Events, r.Event)
+		page.LastTx = r.TxText
 	}
 	return page, nil
 }

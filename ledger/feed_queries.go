@@ -11,8 +11,11 @@ package ledger
 // (caller_id, tx_id, id), _callee and _to_status. Optional filters are the
 // empty string for "any".
 
+// tx_text is the transaction as text (FeedPage.LastTx): not named tx_id,
+// or ORDER BY tx_id would sort by the text (an output column's name comes
+// first there), and "1000" sorts before "999".
 const feedColumns = eventColumns + `,
-    tx_id < pg_snapshot_xmin(pg_current_snapshot()) AS settled`
+    tx_id < pg_snapshot_xmin(pg_current_snapshot()) AS settled, tx_id::text AS tx_text`
 
 // feedCursorSQL finds the transaction of the cursor's event.
 const feedCursorSQL = `SELECT tx_id::text FROM delegation_events WHERE id = $1`

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/ledger"
 )
 
@@ -348,5 +349,78 @@ func TestWaiterReconnects(t *testing.T) {
 	case <-next:
 	case <-time.After(30 * time.Second):
 		t.Fatal("a commit after the reconnect woke no one")
+	}
+}
+
+// A cursor kept as (LastTx, id) reads on from where it was when the event
+// it names has been deleted by the retention prune (an id-only cursor then
+// names no event); the order is the transactions' numeric order across a
+// change in their number of digits (an xid8 compared as text is not).
+func TestFeedCursorWithTransactionOutlivesItsEvent(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	l := ledger.New(db.Pool)
+	ctx := context.Background()
+	// Move the transaction counter to just below a power of ten (other
+	// tests' transactions move it too: the four inserts most likely cross
+	// it).
+	var xid int64
+	if err := db.Pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+	target := int64(10)
+	for target <= xid+2 {
+		target *= 10
+	}
+	for range target - xid - 2 {
+		if _, err := db.Pool.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if _, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: id, CallerID: "c", CalleeID: "w"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled := func(f ledger.FeedFilter) (ledger.FeedPage, error) {
+		// Other tests' transactions on the server hold events back a moment.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			p, err := l.Feed(ctx, f)
+			if err != nil || !p.Pending || time.Now().After(deadline) {
+				return p, err
+			}
+			time.Sleep(ledger.FeedSettleRetry)
+		}
+	}
+	first, err := settled(ledger.FeedFilter{Limit: 1})
+	if err != nil || len(first.Events) != 1 || first.LastTx == "" {
+		t.Fatalf("first page %+v, %v", first, err)
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM delegation_events WHERE id = $1`, first.Events[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Feed(ctx, ledger.FeedFilter{After: first.Events[0].ID}); !errors.Is(err, ledger.ErrInvalid) {
+		t.Fatalf("id-only cursor of a deleted event: %v", err)
+	}
+	rest, err := settled(ledger.FeedFilter{After: first.Events[0].ID, AfterTx: first.LastTx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := feedIDs(rest.Events); !slices.Equal(got, []string{"b:queued", "c:queued", "d:queued"}) {
+		t.Fatalf("after the deleted cursor: %v", got)
+	}
+	if _, err := l.Feed(ctx, ledger.FeedFilter{AfterTx: "12x"}); !errors.Is(err, ledger.ErrInvalid) {
+		t.Fatalf("bad after_tx: %v", err)
 	}
 }

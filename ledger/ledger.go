@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,6 +105,28 @@ type NewDelegation struct {
 	// sweep marks it stuck when its last heartbeat is older than this, by
 	// the database clock. Zero means the sweeper's global timeout.
 	HeartbeatTimeout time.Duration
+	// TraceParent, when set, is the W3C trace context of the request that
+	// asks for the delegation (a traceparent header:
+	// 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>), stored so
+	// that what happens to the delegation later (its webhook deliveries)
+	// is traced as part of that request's trace. CheckTraceParent says
+	// what is accepted.
+	TraceParent string
+}
+
+// traceParentRE is the W3C trace context's traceparent, lower-case hex, as
+// the schema's CHECK (version 9) accepts it.
+var traceParentRE = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// CheckTraceParent reports whether tp is a traceparent the ledger stores:
+// version-traceid-parentid-flags in lower-case hex, not version ff, and
+// neither id all zeros (the W3C Trace Context rules).
+func CheckTraceParent(tp string) error {
+	if !traceParentRE.MatchString(tp) || strings.HasPrefix(tp, "ff-") ||
+		tp[3:35] == strings.Repeat("0", 32) || tp[36:52] == strings.Repeat("0", 16) {
+		return &FieldError{Field: "traceparent", Reason: "is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, ids not all zeros)"}
+	}
+	return nil
 }
 
 // InsertOutcome says what Insert did.
@@ -167,6 +190,11 @@ func heartbeatTimeoutArg(d time.Duration) *time.Duration {
 }
 
 func (n *NewDelegation) validate() error {
+	if n.TraceParent != "" {
+		if err := CheckTraceParent(n.TraceParent); err != nil {
+			return err
+		}
+	}
 	if err := checkID("delegation_id", n.DelegationID); err != nil {
 		return err
 	}
@@ -227,9 +255,14 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	// A conflicting insert inserts nothing; look up which row it met. If that
 	// row is gone by then (its writer rolled back), try again.
 	for range 3 {
-		id, attempt, retryOf, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
+		args := []any{n.DelegationID, n.CallerID, n.CalleeID, preview,
 			status, n.IdempotencyKey, deadline, timeout.Seconds(), heartbeatTimeoutArg(n.HeartbeatTimeout),
-			retryableNames)
+			retryableNames}
+		sql := insertSQL
+		if n.TraceParent != "" {
+			sql, args = insertTracedSQL, append(args, n.TraceParent)
+		}
+		id, attempt, retryOf, err := l.insertRow(ctx, n.Actor, sql, args...)
 		if err == nil {
 			outcome := Inserted
 			if retryOf != "" {
@@ -269,16 +302,17 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 		n.DelegationID, &ConflictError{DelegationID: n.DelegationID, Reason: "conflicting row kept appearing and disappearing"})
 }
 
-// insertRow runs insertSQL; with an actor, in one round trip after naming
-// the writer for the audit trigger (the same implicit transaction).
-func (l *Ledger) insertRow(ctx context.Context, actor string, args ...any) (id string, attempt int, retryOf string, err error) {
+// insertRow runs sql (insertSQL or insertTracedSQL); with an actor, in one
+// round trip after naming the writer for the audit trigger (the same
+// implicit transaction).
+func (l *Ledger) insertRow(ctx context.Context, actor, sql string, args ...any) (id string, attempt int, retryOf string, err error) {
 	if actor == "" {
-		err = l.db.QueryRow(ctx, insertSQL, args...).Scan(&id, &attempt, &retryOf)
+		err = l.db.QueryRow(ctx, sql, args...).Scan(&id, &attempt, &retryOf)
 		return id, attempt, retryOf, err
 	}
 	batch := &pgx.Batch{}
 	batch.Queue(setWriterSQL, actor, "", "")
-	batch.Queue(insertSQL, args...)
+	batch.Queue(sql, args...)
 	br := l.db.SendBatch(ctx, batch)
 	_, err = br.Exec()
 	if err == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasksweeper/sweeper/internal/stress/report"
+	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/ledger"
 )
 
@@ -308,4 +309,36 @@ func record(t *testing.T, tried int) {
 		t.Error(err)
 	}
 	t.Log(line)
+}
+
+// A traceparent is stored as given when it is a W3C traceparent, and
+// refused, naming the field, when it is not (the schema's CHECK refuses the
+// same for other writers).
+func TestInsertTraceParent(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	l := ledger.New(db.Pool)
+	ctx := context.Background()
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if _, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: "tp-1", CallerID: "c", CalleeID: "w", TraceParent: tp}); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := db.Pool.QueryRow(ctx, `SELECT traceparent FROM delegations WHERE delegation_id = 'tp-1'`).Scan(&got); err != nil || got != tp {
+		t.Fatalf("stored %q, %v", got, err)
+	}
+	for _, bad := range []string{
+		"nope", strings.ToUpper(tp), "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+		tp + "-extra",
+	} {
+		_, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: "tp-2", CallerID: "c", CalleeID: "w", TraceParent: bad})
+		var fe *ledger.FieldError
+		if !errors.As(err, &fe) || fe.Field != "traceparent" {
+			t.Errorf("traceparent %q: %v", bad, err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE delegations SET traceparent = 'nope' WHERE delegation_id = 'tp-1'`); err == nil {
+		t.Fatal("the schema took a bad traceparent")
+	}
 }

@@ -37,7 +37,14 @@ SELECT set_config('sweeper.actor', $1, true),
 // completed, nothing is inserted. The key's attempts are read through
 // idx_delegations_idempotency_attempt; a concurrent insert of the same next
 // attempt meets its unique index, or that of retry_of.
-const insertSQL = `
+const insertSQL = insertHead + `) SELECT ` + insertValues + ` ` + insertTail
+
+// insertTracedSQL is insertSQL that also stores $11, the traceparent
+// (schema version 9). Inserts without one keep to insertSQL, which older
+// schemas accept too.
+const insertTracedSQL = insertHead + `, traceparent) SELECT ` + insertValues + `, $11 ` + insertTail
+
+const insertHead = `
 WITH prev AS (
     SELECT delegation_id, attempt, status FROM delegations
     WHERE caller_id = $2 AND idempotency_key = NULLIF($6, '')
@@ -46,10 +53,13 @@ WITH prev AS (
 )
 INSERT INTO delegations
     (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-     heartbeat_timeout, attempt, retry_of)
-SELECT $1, $2, $3, $4, $5, NULLIF($6, ''),
+     heartbeat_timeout, attempt, retry_of`
+
+const insertValues = `$1, $2, $3, $4, $5, NULLIF($6, ''),
        COALESCE($7::timestamptz, now() + make_interval(secs => $8::float8)),
-       $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id
+       $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id`
+
+const insertTail = `
 FROM (SELECT) AS one LEFT JOIN prev ON true
 WHERE prev.delegation_id IS NULL OR prev.status = ANY($10)
 ON CONFLICT DO NOTHING

@@ -193,6 +193,8 @@ func TestSchemaShape(t *testing.T) {
 		// version 4 (attempts)
 		"heartbeat_timeout": "interval YES", "heartbeat_expires_at": "timestamp with time zone YES",
 		"attempt": "integer NO", "retry_of": "text YES",
+		// version 9 (webhooks)
+		"traceparent": "text YES",
 	}
 	if len(cols) != len(wantCols) {
 		t.Errorf("delegations has %d columns, want %d: %v", len(cols), len(wantCols), cols)
@@ -212,7 +214,7 @@ func TestSchemaShape(t *testing.T) {
 		t.Errorf("detail is %q, want jsonb", evCols["detail"])
 	}
 
-	indexes := q(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('delegations', 'delegation_events')`)
+	indexes := q(`SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('delegations', 'delegation_events', 'webhook_attempts')`)
 	wantIdx := map[string][]string{
 		"idx_delegations_inflight_heartbeat":     {"(heartbeat_minute)", "WHERE ((status = 'in_progress'::text) AND (heartbeat_timeout IS NULL))"},
 		"idx_delegations_inflight_heartbeat_own": {"(heartbeat_expires_at)", "WHERE ((status = 'in_progress'::text) AND (heartbeat_timeout IS NOT NULL))"},
@@ -228,6 +230,8 @@ func TestSchemaShape(t *testing.T) {
 		"delegations_pkey":                       {"UNIQUE INDEX", "(delegation_id)"},
 		// version 5 (console indexes)
 		"idx_delegation_events_stuck": {"(tx_id, id) INCLUDE (at, reason, caller_id, callee_id)", "WHERE (to_status = 'stuck'::text)"},
+		// version 9 (webhooks)
+		"idx_webhook_attempts_subscription": {"(subscription_id, id)"},
 	}
 	for name, parts := range wantIdx {
 		def, ok := indexes[name]

@@ -14,6 +14,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tasksweeper/sweeper/internal/cronsched"
+	"github.com/tasksweeper/sweeper/internal/telemetry"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 )
 
 // Day is 24 hours, the unit retentions are usually written in ("30d").
@@ -184,10 +187,18 @@ func (p *Pruner) policy() []any {
 // RunOnce runs one full pass: for each terminal status with a retention,
 // batches until none is left. Cancelling ctx stops it between batches; a
 // batch already started commits or rolls back first.
-func (p *Pruner) RunOnce(ctx context.Context) (Result, error) {
+func (p *Pruner) RunOnce(ctx context.Context) (res Result, err error) {
+	ctx, span := telemetry.Tracer().Start(ctx, "prune pass")
+	defer func() {
+		span.SetAttributes(attribute.Bool("sweeper.dry_run", res.DryRun))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "prune failed")
+		}
+		span.End()
+	}()
 	start := time.Now()
-	res := newResult(p.cfg.DryRun)
-	var err error
+	res = newResult(p.cfg.DryRun)
 	if p.cfg.DryRun {
 		err = p.dryRun(ctx, &res)
 	} else {

@@ -16,8 +16,12 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/cronsched"
 	"github.com/tasksweeper/sweeper/internal/startstop"
+	"github.com/tasksweeper/sweeper/internal/telemetry"
 	"github.com/tasksweeper/sweeper/internal/testsignal"
 	"github.com/tasksweeper/sweeper/ledger"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults for Config's zero values.
@@ -269,10 +273,19 @@ var stuckSources = ledger.StatusStrings(ledger.Sources(ledger.StatusStuck))
 // RunOnce runs one full sweep: each rule in batches until nothing is
 // eligible or MaxBatchesPerRun is reached. Cancelling ctx stops it between
 // batches; a batch already started commits or rolls back first.
-func (s *Sweeper) RunOnce(ctx context.Context) (Result, error) {
+func (s *Sweeper) RunOnce(ctx context.Context) (res Result, err error) {
+	ctx, span := telemetry.Tracer().Start(ctx, "sweep run")
+	defer func() {
+		span.SetAttributes(attribute.Int("sweeper.swept", res.Swept), attribute.Int("sweeper.batches", res.Batches),
+			attribute.Bool("sweeper.dry_run", res.DryRun))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "sweep failed")
+		}
+		span.End()
+	}()
 	start := time.Now()
-	res := Result{DryRun: s.cfg.DryRun}
-	var err error
+	res = Result{DryRun: s.cfg.DryRun}
 	if s.cfg.DryRun {
 		err = s.dryRun(ctx, &res)
 	} else {
@@ -315,6 +328,15 @@ func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
 // transaction. It runs to its end even when ctx is cancelled, within
 // BatchTimeout, so a shutdown never leaves a batch half done.
 func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, notified int, err error) {
+	ctx, span := telemetry.Tracer().Start(ctx, "sweep batch", trace.WithAttributes(attribute.String("sweeper.reason", r.reason)))
+	defer func() {
+		span.SetAttributes(attribute.Int("sweeper.swept", swept))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "batch failed")
+		}
+		span.End()
+	}()
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.BatchTimeout)
 	defer cancel()
 	// One round trip: the statements of a batch run in one implicit

@@ -74,7 +74,7 @@ func TestFlagMatrix(t *testing.T) {
 	}{
 		{nil, append([]string{"config", "dry-run"}, keyFlags...)},
 		{[]string{"--once"}, append([]string{"once", "config", "dry-run", "fail-on-stuck", "output"},
-			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-"), "sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url",
+			except(keyFlags, append(prefixed(keyFlags, "api-", "retention-", "webhooks-"), "sweep-schedule", "http-listen", "shutdown-grace", "database-listen-url",
 				"database-read-url", "database-read-max-lag")...)...)},
 		{[]string{"migrate", "up"}, migrateFlags},
 		{[]string{"migrate", "down"}, migrateFlags},
@@ -85,6 +85,9 @@ func TestFlagMatrix(t *testing.T) {
 		{[]string{"config", "validate"}, append([]string{"config", "dry-run", "output"}, keyFlags...)},
 		{[]string{"token", "list"}, []string{"config", "output", "name", "role", "principal",
 			"database-url", "database-max-conns", "database-pooler", "database-query-exec-mode", "log-level", "log-format"}},
+		{[]string{"webhook", "list"}, []string{"config", "output", "url", "events", "caller-id", "callee-id",
+			"database-url", "database-max-conns", "database-pooler", "database-query-exec-mode", "database-migrate-url",
+			"migrate-auto", "webhooks-allow-http", "webhooks-allow-private-networks", "log-level", "log-format"}},
 		{[]string{"prune"}, append([]string{"config", "dry-run", "output", "database-url", "database-max-conns",
 			"database-pooler", "database-query-exec-mode", "database-migrate-url",
 			"sweep-dry-run", "migrate-auto", "log-level", "log-format"},
@@ -161,6 +164,8 @@ func TestConfigValidateJSON(t *testing.T) {
 		`"max_batch":10000,"rate_limit":0,"rate_burst":0,"max_wait":"1m","read_header_timeout":"5s","read_timeout":"30s",` +
 		`"write_timeout":"1m30s","idle_timeout":"2m","max_header_bytes":16384},"log":{"level":"info","format":"json"},` +
 		`"retention":{"completed":"30d","failed":"90d","stuck":"90d","schedule":"@every 1h","batch_size":1000,"archive_dir":""},` +
+		`"webhooks":{"enabled":true,"timeout":"10s","max_retry_age":"3d","retry_min_backoff":"5s","retry_max_backoff":"1h",` +
+		`"lease_ttl":"30s","poll_interval":"1s","allow_http":false,"allow_private_networks":false},` +
 		`"shutdown_grace":"30s"}}` + "\n"
 	if r.Code != 0 || r.Stdout != want {
 		t.Fatalf("config validate --output json:\n%s\nwant stdout\n%s", r, want)

@@ -54,6 +54,9 @@ Usage:
   sweeper dev                         throwaway PostgreSQL + demo ledger + daemon; Ctrl-C cleans up
   sweeper token create --name N --role R [--principal ID] | token list | token revoke N
                                       API bearer tokens (shown once, stored hashed)
+  sweeper webhook create --url URL [--events stuck,failed] [--caller-id ID] [--callee-id ID]
+  sweeper webhook list | delete ID | rotate-secret ID | resume ID
+                                      webhook subscriptions (the signing secret is shown once)
 
 Flags:
 `
@@ -81,6 +84,7 @@ type invocation struct {
 	environ        []string
 	opts           options
 	token          tokenFlags
+	webhook        webhookFlags
 	flags          *flag.FlagSet
 }
 
@@ -97,6 +101,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	inv := &invocation{stdout: stdout, stderr: stderr, environ: environ}
 	fs := newFlagSet(&inv.opts)
 	inv.token.register(fs)
+	inv.webhook.register(fs)
 	inv.flags = fs
 
 	positional, err := parseInterleaved(fs, args)
@@ -123,7 +128,7 @@ func newFlagSet(opts *options) *flag.FlagSet {
 	fs.BoolVar(&opts.once, flagOnce, false, "run one full sweep and exit")
 	fs.BoolVar(&opts.dryRun, flagDryRun, false, "find what would be marked stuck, change nothing (same as --sweep-dry-run)")
 	fs.BoolVar(&opts.failOnStuck, flagFailOnStuck, false, "with --once: exit 3 when delegations were marked (or in a dry run, found) stuck")
-	fs.StringVar(&opts.output, flagOutput, "text", "output `format` of --once, migrate, status and config validate: text or json")
+	fs.StringVar(&opts.output, flagOutput, "text", "output `format` of --once, migrate, status, config validate, token and webhook: text or json")
 	fs.BoolVar(&opts.showVersion, flagVersion, false, "print the version and exit")
 	config.RegisterFlags(fs)
 	return fs

@@ -22,6 +22,10 @@ const (
 	flagName        = "name"
 	flagRole        = "role"
 	flagPrincipal   = "principal"
+	flagURL         = "url"
+	flagEvents      = "events"
+	flagCallerID    = "caller-id"
+	flagCalleeID    = "callee-id"
 )
 
 // allKeys, as command.keys, accepts the flag of every configuration key.
@@ -86,6 +90,13 @@ var (
 		keys:    []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode", "log.level", "log.format"},
 		run:     (*invocation).runToken,
 	}
+	cmdWebhook = &command{
+		name:    "sweeper webhook",
+		options: []string{flagConfig, flagOutput, flagURL, flagEvents, flagCallerID, flagCalleeID},
+		keys: []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode",
+			"database.migrate_url", "migrate.auto", "webhooks.allow_http", "webhooks.allow_private_networks", "log.level", "log.format"},
+		run: (*invocation).runWebhook,
+	}
 	cmdPrune = &command{
 		name:    "sweeper prune",
 		options: []string{flagConfig, flagDryRun, flagOutput},
@@ -118,7 +129,7 @@ var (
 			return nil
 		}),
 	}
-	commands = []*command{cmdDaemon, cmdOnce, cmdMigrate, cmdStatus, cmdConfigValidate, cmdToken, cmdPrune, cmdArchive, cmdDev, cmdHelp, cmdVersion}
+	commands = []*command{cmdDaemon, cmdOnce, cmdMigrate, cmdStatus, cmdConfigValidate, cmdToken, cmdWebhook, cmdPrune, cmdArchive, cmdDev, cmdHelp, cmdVersion}
 )
 
 func init() {
@@ -166,6 +177,8 @@ func selectCommand(opts options, positional []string) (*command, []string, error
 		return cmdArchive, rest, nil
 	case "token":
 		return cmdToken, rest, nil
+	case "webhook":
+		return cmdWebhook, rest, nil
 	case "dev":
 		return cmdDev, rest, nil
 	case "help":

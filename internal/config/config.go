@@ -33,6 +33,8 @@ type Config struct {
 	Log LogConfig
 	// Retention says when terminal delegations are deleted.
 	Retention RetentionConfig
+	// Webhooks configures the delivery of webhook subscriptions.
+	Webhooks WebhooksConfig
 	// ShutdownGrace (shutdown_grace) bounds how long the daemon waits, after
 	// SIGINT or SIGTERM, for the running batch to finish before it exits.
 	ShutdownGrace time.Duration
@@ -146,6 +148,30 @@ type LogConfig struct {
 	Format string
 }
 
+// WebhooksConfig is the webhooks section: how the daemon delivers webhook
+// subscriptions (package webhook).
+type WebhooksConfig struct {
+	// Enabled (webhooks.enabled) runs the deliverer in the daemon.
+	Enabled bool
+	// Timeout (webhooks.timeout) bounds one delivery.
+	Timeout time.Duration
+	// MaxRetryAge (webhooks.max_retry_age) is how long a head event may
+	// keep failing before its subscription is paused.
+	MaxRetryAge time.Duration
+	// RetryMinBackoff and RetryMaxBackoff (webhooks.retry_min_backoff,
+	// webhooks.retry_max_backoff) bound the wait between attempts.
+	RetryMinBackoff, RetryMaxBackoff time.Duration
+	// LeaseTTL (webhooks.lease_ttl) is how long a lease lasts unrenewed.
+	LeaseTTL time.Duration
+	// PollInterval (webhooks.poll_interval) is how often leases are renewed.
+	PollInterval time.Duration
+	// AllowHTTP (webhooks.allow_http) accepts http:// destinations.
+	AllowHTTP bool
+	// AllowPrivateNetworks (webhooks.allow_private_networks) lifts the
+	// dial-time refusal of non-public addresses.
+	AllowPrivateNetworks bool
+}
+
 // RetentionConfig is the retention section: how long terminal delegations
 // are kept, counted from the moment they became terminal (finished_at). A
 // retention of 0 keeps that status for ever.
@@ -226,6 +252,9 @@ func (c Config) validate(origins map[string]origin) []error {
 	}
 	if len(errs) == 0 {
 		errs = c.checkPooler(origins)
+	}
+	if len(errs) == 0 {
+		errs = c.checkWebhooks()
 	}
 	return errs
 }
@@ -381,4 +410,20 @@ func writeJSONSection(b *bytes.Buffer, c *Config, prefix string) error {
 	}
 	b.WriteByte('}')
 	return nil
+}
+
+// checkWebhooks returns the problems between the webhooks keys.
+func (c Config) checkWebhooks() []error {
+	w := c.Webhooks
+	var errs []error
+	if w.RetryMaxBackoff < w.RetryMinBackoff {
+		errs = append(errs, &Error{Key: "webhooks.retry_max_backoff", Value: formatDuration(w.RetryMaxBackoff),
+			Reason: "must be at least webhooks.retry_min_backoff (" + formatDuration(w.RetryMinBackoff) + ")"})
+	}
+	if w.LeaseTTL <= w.Timeout+w.PollInterval {
+		errs = append(errs, &Error{Key: "webhooks.lease_ttl", Value: formatDuration(w.LeaseTTL),
+			Reason: "must be longer than webhooks.timeout + webhooks.poll_interval (" + formatDuration(w.Timeout+w.PollInterval) +
+				"), or a delivery in flight could outlive its lease"})
+	}
+	return errs
 }

@@ -89,6 +89,8 @@ func TestDefault(t *testing.T) {
 		Log: LogConfig{Level: "info", Format: "json"},
 		Retention: RetentionConfig{Completed: 30 * 24 * time.Hour, Failed: 90 * 24 * time.Hour,
 			Stuck: 90 * 24 * time.Hour, Schedule: "@every 1h", BatchSize: 1000},
+		Webhooks: WebhooksConfig{Enabled: true, Timeout: 10 * time.Second, MaxRetryAge: 72 * time.Hour,
+			RetryMinBackoff: 5 * time.Second, RetryMaxBackoff: time.Hour, LeaseTTL: 30 * time.Second, PollInterval: time.Second},
 		ShutdownGrace: 30 * time.Second,
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
@@ -247,6 +249,7 @@ shutdown_grace: 1m
 					Log:     LogConfig{Level: "warn", Format: "console"},
 					Retention: RetentionConfig{Completed: 24 * time.Hour, Failed: 36 * time.Hour,
 						Schedule: "@daily", BatchSize: 5, ArchiveDir: "/a"},
+					Webhooks:      Default().Webhooks,
 					ShutdownGrace: 90 * time.Minute,
 				}
 			},
@@ -476,7 +479,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "tab indentation", file: "sweep:\n\tbatch_size: 5\n",
 			want: []string{"is not valid YAML"}},
 		{name: "not a mapping", file: "- sweep\n- log\n",
-			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, api:, log:, retention:, shutdown_grace:)"}},
+			want: []string{"must be a YAML mapping of keys (database:, sweep:, migrate:, http:, api:, log:, retention:, webhooks:, shutdown_grace:)"}},
 		{name: "two documents", file: "sweep:\n  batch_size: 5\n---\nlog:\n  level: info\n",
 			want: []string{"second YAML document", ":3)"}},
 		{name: "unknown env var", env: []string{"SWEEPER_SWEEP_BATCHSIZE=5"},
@@ -669,7 +672,10 @@ func TestPrintingShowsTheDSNWithoutPassword(t *testing.T) {
 		`api.max_batch=10000 api.rate_limit=0 api.rate_burst=0 api.max_wait=1m api.read_header_timeout=5s ` +
 		`api.read_timeout=30s api.write_timeout=1m30s api.idle_timeout=2m api.max_header_bytes=16384 ` +
 		`log.level="info" log.format="json" retention.completed=30d retention.failed=90d retention.stuck=90d ` +
-		`retention.schedule="@every 1h" retention.batch_size=1000 retention.archive_dir="" shutdown_grace=30s`
+		`retention.schedule="@every 1h" retention.batch_size=1000 retention.archive_dir="" ` +
+		`webhooks.enabled=true webhooks.timeout=10s webhooks.max_retry_age=3d webhooks.retry_min_backoff=5s ` +
+		`webhooks.retry_max_backoff=1h webhooks.lease_ttl=30s webhooks.poll_interval=1s webhooks.allow_http=false ` +
+		`webhooks.allow_private_networks=false shutdown_grace=30s`
 	if got := c.String(); got != wantString {
 		t.Fatalf("String() =\n%s\nwant\n%s", got, wantString)
 	}
@@ -727,6 +733,8 @@ func TestConfigJSON(t *testing.T) {
 		`"max_batch":10000,"rate_limit":0,"rate_burst":0,"max_wait":"1m","read_header_timeout":"5s","read_timeout":"30s",` +
 		`"write_timeout":"1m30s","idle_timeout":"2m","max_header_bytes":16384},"log":{"level":"info","format":"json"},` +
 		`"retention":{"completed":"30d","failed":"90d","stuck":"90d","schedule":"@every 1h","batch_size":1000,"archive_dir":""},` +
+		`"webhooks":{"enabled":true,"timeout":"10s","max_retry_age":"3d","retry_min_backoff":"5s","retry_max_backoff":"1h",` +
+		`"lease_ttl":"30s","poll_interval":"1s","allow_http":false,"allow_private_networks":false},` +
 		`"shutdown_grace":"30s"}`
 	if got := string(mustJSON(t, c)); got != want {
 		t.Fatalf("json.Marshal(Config) =\n%s\nwant\n%s", got, want)
@@ -780,49 +788,58 @@ func mustJSON(t *testing.T, v any) []byte {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 39 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers, 6 of retention and 2 of replica reads", len(ks))
+	if len(ks) != 48 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers, 6 of retention, 2 of replica reads and 9 of webhooks", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
-		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
-		"database.max_conns":        {"SWEEPER_DATABASE_MAX_CONNS", "database-max-conns"},
-		"database.pooler":           {"SWEEPER_DATABASE_POOLER", "database-pooler"},
-		"database.query_exec_mode":  {"SWEEPER_DATABASE_QUERY_EXEC_MODE", "database-query-exec-mode"},
-		"database.migrate_url":      {"SWEEPER_DATABASE_MIGRATE_URL", "database-migrate-url"},
-		"database.listen_url":       {"SWEEPER_DATABASE_LISTEN_URL", "database-listen-url"},
-		"database.read_url":         {"SWEEPER_DATABASE_READ_URL", "database-read-url"},
-		"database.read_max_lag":     {"SWEEPER_DATABASE_READ_MAX_LAG", "database-read-max-lag"},
-		"sweep.schedule":            {"SWEEPER_SWEEP_SCHEDULE", "sweep-schedule"},
-		"sweep.heartbeat_timeout":   {"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT", "sweep-heartbeat-timeout"},
-		"sweep.batch_size":          {"SWEEPER_SWEEP_BATCH_SIZE", "sweep-batch-size"},
-		"sweep.max_batches_per_run": {"SWEEPER_SWEEP_MAX_BATCHES_PER_RUN", "sweep-max-batches-per-run"},
-		"sweep.notify_channel":      {"SWEEPER_SWEEP_NOTIFY_CHANNEL", "sweep-notify-channel"},
-		"sweep.dry_run":             {"SWEEPER_SWEEP_DRY_RUN", "sweep-dry-run"},
-		"migrate.auto":              {"SWEEPER_MIGRATE_AUTO", "migrate-auto"},
-		"http.listen":               {"SWEEPER_HTTP_LISTEN", "http-listen"},
-		"api.listen":                {"SWEEPER_API_LISTEN", "api-listen"},
-		"api.tls_cert_file":         {"SWEEPER_API_TLS_CERT_FILE", "api-tls-cert-file"},
-		"api.tls_key_file":          {"SWEEPER_API_TLS_KEY_FILE", "api-tls-key-file"},
-		"api.client_ca_file":        {"SWEEPER_API_CLIENT_CA_FILE", "api-client-ca-file"},
-		"api.max_body_bytes":        {"SWEEPER_API_MAX_BODY_BYTES", "api-max-body-bytes"},
-		"api.max_batch":             {"SWEEPER_API_MAX_BATCH", "api-max-batch"},
-		"api.rate_limit":            {"SWEEPER_API_RATE_LIMIT", "api-rate-limit"},
-		"api.rate_burst":            {"SWEEPER_API_RATE_BURST", "api-rate-burst"},
-		"api.max_wait":              {"SWEEPER_API_MAX_WAIT", "api-max-wait"},
-		"api.read_header_timeout":   {"SWEEPER_API_READ_HEADER_TIMEOUT", "api-read-header-timeout"},
-		"api.read_timeout":          {"SWEEPER_API_READ_TIMEOUT", "api-read-timeout"},
-		"api.write_timeout":         {"SWEEPER_API_WRITE_TIMEOUT", "api-write-timeout"},
-		"api.idle_timeout":          {"SWEEPER_API_IDLE_TIMEOUT", "api-idle-timeout"},
-		"api.max_header_bytes":      {"SWEEPER_API_MAX_HEADER_BYTES", "api-max-header-bytes"},
-		"log.level":                 {"SWEEPER_LOG_LEVEL", "log-level"},
-		"log.format":                {"SWEEPER_LOG_FORMAT", "log-format"},
-		"shutdown_grace":            {"SWEEPER_SHUTDOWN_GRACE", "shutdown-grace"},
-		"retention.completed":       {"SWEEPER_RETENTION_COMPLETED", "retention-completed"},
-		"retention.failed":          {"SWEEPER_RETENTION_FAILED", "retention-failed"},
-		"retention.stuck":           {"SWEEPER_RETENTION_STUCK", "retention-stuck"},
-		"retention.schedule":        {"SWEEPER_RETENTION_SCHEDULE", "retention-schedule"},
-		"retention.batch_size":      {"SWEEPER_RETENTION_BATCH_SIZE", "retention-batch-size"},
-		"retention.archive_dir":     {"SWEEPER_RETENTION_ARCHIVE_DIR", "retention-archive-dir"},
+		"database.url":                    {"SWEEPER_DATABASE_URL", "database-url"},
+		"database.max_conns":              {"SWEEPER_DATABASE_MAX_CONNS", "database-max-conns"},
+		"database.pooler":                 {"SWEEPER_DATABASE_POOLER", "database-pooler"},
+		"webhooks.enabled":                {"SWEEPER_WEBHOOKS_ENABLED", "webhooks-enabled"},
+		"webhooks.timeout":                {"SWEEPER_WEBHOOKS_TIMEOUT", "webhooks-timeout"},
+		"webhooks.retry_min_backoff":      {"SWEEPER_WEBHOOKS_RETRY_MIN_BACKOFF", "webhooks-retry-min-backoff"},
+		"webhooks.retry_max_backoff":      {"SWEEPER_WEBHOOKS_RETRY_MAX_BACKOFF", "webhooks-retry-max-backoff"},
+		"webhooks.lease_ttl":              {"SWEEPER_WEBHOOKS_LEASE_TTL", "webhooks-lease-ttl"},
+		"webhooks.poll_interval":          {"SWEEPER_WEBHOOKS_POLL_INTERVAL", "webhooks-poll-interval"},
+		"webhooks.allow_http":             {"SWEEPER_WEBHOOKS_ALLOW_HTTP", "webhooks-allow-http"},
+		"webhooks.max_retry_age":          {"SWEEPER_WEBHOOKS_MAX_RETRY_AGE", "webhooks-max-retry-age"},
+		"webhooks.allow_private_networks": {"SWEEPER_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "webhooks-allow-private-networks"},
+		"database.query_exec_mode":        {"SWEEPER_DATABASE_QUERY_EXEC_MODE", "database-query-exec-mode"},
+		"database.migrate_url":            {"SWEEPER_DATABASE_MIGRATE_URL", "database-migrate-url"},
+		"database.listen_url":             {"SWEEPER_DATABASE_LISTEN_URL", "database-listen-url"},
+		"database.read_url":               {"SWEEPER_DATABASE_READ_URL", "database-read-url"},
+		"database.read_max_lag":           {"SWEEPER_DATABASE_READ_MAX_LAG", "database-read-max-lag"},
+		"sweep.schedule":                  {"SWEEPER_SWEEP_SCHEDULE", "sweep-schedule"},
+		"sweep.heartbeat_timeout":         {"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT", "sweep-heartbeat-timeout"},
+		"sweep.batch_size":                {"SWEEPER_SWEEP_BATCH_SIZE", "sweep-batch-size"},
+		"sweep.max_batches_per_run":       {"SWEEPER_SWEEP_MAX_BATCHES_PER_RUN", "sweep-max-batches-per-run"},
+		"sweep.notify_channel":            {"SWEEPER_SWEEP_NOTIFY_CHANNEL", "sweep-notify-channel"},
+		"sweep.dry_run":                   {"SWEEPER_SWEEP_DRY_RUN", "sweep-dry-run"},
+		"migrate.auto":                    {"SWEEPER_MIGRATE_AUTO", "migrate-auto"},
+		"http.listen":                     {"SWEEPER_HTTP_LISTEN", "http-listen"},
+		"api.listen":                      {"SWEEPER_API_LISTEN", "api-listen"},
+		"api.tls_cert_file":               {"SWEEPER_API_TLS_CERT_FILE", "api-tls-cert-file"},
+		"api.tls_key_file":                {"SWEEPER_API_TLS_KEY_FILE", "api-tls-key-file"},
+		"api.client_ca_file":              {"SWEEPER_API_CLIENT_CA_FILE", "api-client-ca-file"},
+		"api.max_body_bytes":              {"SWEEPER_API_MAX_BODY_BYTES", "api-max-body-bytes"},
+		"api.max_batch":                   {"SWEEPER_API_MAX_BATCH", "api-max-batch"},
+		"api.rate_limit":                  {"SWEEPER_API_RATE_LIMIT", "api-rate-limit"},
+		"api.rate_burst":                  {"SWEEPER_API_RATE_BURST", "api-rate-burst"},
+		"api.max_wait":                    {"SWEEPER_API_MAX_WAIT", "api-max-wait"},
+		"api.read_header_timeout":         {"SWEEPER_API_READ_HEADER_TIMEOUT", "api-read-header-timeout"},
+		"api.read_timeout":                {"SWEEPER_API_READ_TIMEOUT", "api-read-timeout"},
+		"api.write_timeout":               {"SWEEPER_API_WRITE_TIMEOUT", "api-write-timeout"},
+		"api.idle_timeout":                {"SWEEPER_API_IDLE_TIMEOUT", "api-idle-timeout"},
+		"api.max_header_bytes":            {"SWEEPER_API_MAX_HEADER_BYTES", "api-max-header-bytes"},
+		"log.level":                       {"SWEEPER_LOG_LEVEL", "log-level"},
+		"log.format":                      {"SWEEPER_LOG_FORMAT", "log-format"},
+		"shutdown_grace":                  {"SWEEPER_SHUTDOWN_GRACE", "shutdown-grace"},
+		"retention.completed":             {"SWEEPER_RETENTION_COMPLETED", "retention-completed"},
+		"retention.failed":                {"SWEEPER_RETENTION_FAILED", "retention-failed"},
+		"retention.stuck":                 {"SWEEPER_RETENTION_STUCK", "retention-stuck"},
+		"retention.schedule":              {"SWEEPER_RETENTION_SCHEDULE", "retention-schedule"},
+		"retention.batch_size":            {"SWEEPER_RETENTION_BATCH_SIZE", "retention-batch-size"},
+		"retention.archive_dir":           {"SWEEPER_RETENTION_ARCHIVE_DIR", "retention-archive-dir"},
 	}
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	RegisterFlags(fs)
@@ -940,5 +957,29 @@ func TestAdaptiveSchedule(t *testing.T) {
 	}
 	if _, err := Load("", []string{"SWEEPER_SWEEP_SCHEDULE=@adaptive-ish"}, nil); err == nil {
 		t.Fatal("@adaptive-ish accepted")
+	}
+}
+
+// The webhooks keys that depend on each other are checked together.
+func TestWebhooksKeysCheckedTogether(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"SWEEPER_WEBHOOKS_RETRY_MIN_BACKOFF=2m", "SWEEPER_WEBHOOKS_RETRY_MAX_BACKOFF=1m"}, "webhooks.retry_max_backoff"},
+		{[]string{"SWEEPER_WEBHOOKS_TIMEOUT=30s", "SWEEPER_WEBHOOKS_LEASE_TTL=30s"}, "webhooks.lease_ttl"},
+		{[]string{"SWEEPER_WEBHOOKS_TIMEOUT=10m"}, "webhooks.timeout"},
+		{[]string{"SWEEPER_WEBHOOKS_MAX_RETRY_AGE=0s"}, "webhooks.max_retry_age"},
+	} {
+		_, err := Load("", c.env, nil)
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: want an error naming %s, got %v", c.env, c.want, err)
+		}
+	}
+	cfg, err := Load("", []string{"SWEEPER_WEBHOOKS_MAX_RETRY_AGE=3d", "SWEEPER_WEBHOOKS_ALLOW_HTTP=true"}, nil)
+	if err != nil || cfg.Webhooks.MaxRetryAge != 72*time.Hour || !cfg.Webhooks.AllowHTTP {
+		t.Fatalf("%+v, %v", cfg.Webhooks, err)
 	}
 }

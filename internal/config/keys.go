@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tasksweeper/sweeper/sweep"
+	"github.com/tasksweeper/sweeper/webhook"
 )
 
 // keys is the one table of configuration keys. Each entry gives a key's YAML
@@ -172,6 +173,39 @@ var keys = []key{
 		"", stringText, nil,
 		"Directory where each batch is written as gzip JSON Lines, fsynced, before it is deleted; "+
 			"empty deletes without archiving. Check the files with sweeper archive verify DIR."),
+
+	newKey("webhooks.enabled", func(c *Config) *bool { return &c.Webhooks.Enabled },
+		true, boolText, nil,
+		"Deliver webhook subscriptions (sweeper webhook create) from this daemon. Several replicas may all "+
+			"deliver: one at a time per subscription, by a lease in the database."),
+	newKey("webhooks.timeout", func(c *Config) *time.Duration { return &c.Webhooks.Timeout },
+		webhook.TimeoutDefault, durationText, durationBetween(100*time.Millisecond, 5*time.Minute),
+		"Time one delivery has to connect, send and get its response (100ms to 5m); past it, the attempt failed."),
+	newKey("webhooks.max_retry_age", func(c *Config) *time.Duration { return &c.Webhooks.MaxRetryAge },
+		webhook.MaxRetryAgeDefault, ageText, durationAtLeast(time.Second),
+		"How long a subscription's head event may keep failing (3d, 12h; at least 1s) before the subscription "+
+			"is paused; sweeper webhook resume delivers it again from where it stopped."),
+	newKey("webhooks.retry_min_backoff", func(c *Config) *time.Duration { return &c.Webhooks.RetryMinBackoff },
+		webhook.RetryMinBackoffDefault, durationText, durationAtLeast(10*time.Millisecond),
+		"Wait before the first retry of a failed delivery (at least 10ms); doubled after each failure up to "+
+			"webhooks.retry_max_backoff, then drawn at random from its upper half (jitter)."),
+	newKey("webhooks.retry_max_backoff", func(c *Config) *time.Duration { return &c.Webhooks.RetryMaxBackoff },
+		webhook.RetryMaxBackoffDefault, durationText, durationAtLeast(10*time.Millisecond),
+		"Longest wait between two attempts of a failed delivery; at least webhooks.retry_min_backoff."),
+	newKey("webhooks.lease_ttl", func(c *Config) *time.Duration { return &c.Webhooks.LeaseTTL },
+		webhook.LeaseTTLDefault, durationText, durationAtLeast(time.Second),
+		"How long a replica's lease on a subscription lasts unrenewed: a replica that dies is replaced within "+
+			"webhooks.lease_ttl + webhooks.poll_interval. Longer than webhooks.timeout + webhooks.poll_interval."),
+	newKey("webhooks.poll_interval", func(c *Config) *time.Duration { return &c.Webhooks.PollInterval },
+		webhook.PollIntervalDefault, durationText, durationBetween(10*time.Millisecond, time.Minute),
+		"How often leases are renewed and free subscriptions taken (10ms to 1m); new events wake deliveries at once."),
+	newKey("webhooks.allow_http", func(c *Config) *bool { return &c.Webhooks.AllowHTTP },
+		false, boolText, nil,
+		"Accept http:// destinations; when false only https:// ones are created and delivered to."),
+	newKey("webhooks.allow_private_networks", func(c *Config) *bool { return &c.Webhooks.AllowPrivateNetworks },
+		false, boolText, nil,
+		"Deliver to loopback, private, link-local, unique-local, shared and cloud metadata addresses; when false "+
+			"they are refused when dialled, after DNS resolution (a rebinding name cannot reach them)."),
 
 	newKey("shutdown_grace", func(c *Config) *time.Duration { return &c.ShutdownGrace },
 		30*time.Second, durationText, durationAtLeast(time.Nanosecond),
@@ -455,6 +489,16 @@ func intBetween(lo, hi int) func(int) string {
 			return fmt.Sprintf("must be at least %d", lo)
 		}
 		return fmt.Sprintf("must be between %d and %d", lo, hi)
+	}
+}
+
+// durationBetween accepts lo <= v <= hi.
+func durationBetween(lo, hi time.Duration) func(time.Duration) string {
+	return func(v time.Duration) string {
+		if v < lo || v > hi {
+			return "must be from " + formatDuration(lo) + " to " + formatDuration(hi)
+		}
+		return ""
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/tasksweeper/sweeper/console"
 	"github.com/tasksweeper/sweeper/internal/config"
 	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/webhook"
 )
 
 // APIServer is the ledger's HTTP API on its own listener (api.listen), and
@@ -69,6 +70,7 @@ func startAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reads 
 		Pool: pool, Reads: reads, Logger: log.Named("api"), Registerer: reg,
 		MaxBodyBytes: int64(c.MaxBodyBytes), MaxBatch: c.MaxBatch,
 		RateLimit: float64(c.RateLimit), RateBurst: c.RateBurst, MaxWait: c.MaxWait,
+		WebhooksAllowHTTP: cfg.Webhooks.AllowHTTP, WebhooksAllowPrivateNetworks: cfg.Webhooks.AllowPrivateNetworks,
 	}
 	// The feed's LISTEN needs a session: a transaction pooler cannot give
 	// one, so it gets database.listen_url, or long polls poll.
@@ -100,6 +102,8 @@ func startAPI(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, reads 
 	ch, err := console.NewHandler(console.Config{
 		Pool: pool, Reads: reads, HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout, Runs: runs, Logger: log.Named("console"),
 		Waiter: h.Waiter(),
+		WebhookTester: webhook.NewTester(pool, webhook.TesterConfig{Timeout: cfg.Webhooks.Timeout,
+			AllowHTTP: cfg.Webhooks.AllowHTTP, AllowPrivateNetworks: cfg.Webhooks.AllowPrivateNetworks}),
 	})
 	if err != nil {
 		closeListen()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -15,6 +16,7 @@ import (
 	"github.com/tasksweeper/sweeper/console"
 	"github.com/tasksweeper/sweeper/internal/config"
 	"github.com/tasksweeper/sweeper/internal/startstop"
+	"github.com/tasksweeper/sweeper/internal/telemetry"
 	"github.com/tasksweeper/sweeper/migrations"
 	"github.com/tasksweeper/sweeper/sweep"
 )
@@ -135,6 +137,22 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	// OpenTelemetry: off unless OTEL_EXPORTER_OTLP_ENDPOINT is set; flushed
+	// after everything else has stopped.
+	shutdownTracing, err := telemetry.Setup(ctx, os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			log.Warn("opentelemetry: flushing the last spans", zap.Error(err))
+		}
+	}()
+	if telemetry.Enabled(os.Getenv) {
+		log.Info("opentelemetry tracing on (OTLP/HTTP)")
+	}
 	pool, err := OpenPool(ctx, cfg)
 	if err != nil {
 		return err
@@ -207,6 +225,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	services.Add("pruner", pruner)
+	if cfg.Webhooks.Enabled {
+		wh, err := newWebhookService(ctx, cfg, pool, metrics, log.Named("webhook"))
+		if err != nil {
+			closePools()
+			return err
+		}
+		services.Add("webhook deliverer", wh)
+	}
 	if err := services.Start(ctx); err != nil {
 		closePools()
 		return err

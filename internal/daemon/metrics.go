@@ -8,6 +8,7 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/version"
 	"github.com/tasksweeper/sweeper/sweep"
+	"github.com/tasksweeper/sweeper/webhook"
 )
 
 // Metrics are the daemon's Prometheus series, documented in the README. The
@@ -15,6 +16,8 @@ import (
 // the database nothing.
 type Metrics struct {
 	Registry *prometheus.Registry
+	// Webhooks are the webhook deliverer's series.
+	Webhooks *webhook.Metrics
 
 	runs        *prometheus.CounterVec
 	swept       *prometheus.CounterVec
@@ -104,6 +107,9 @@ func NewMetrics() *Metrics {
 		m.readQueries, m.replicaFallbacks, m.replicaLag, m.replicaInUse,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.retention = newRetentionMetrics(m.Registry)
+	m.Webhooks = webhook.NewMetrics()
+	m.Registry.MustRegister(m.Webhooks.Collectors()...)
+	m.Webhooks.Init()
 	// Every labelled series exists from the start, at zero.
 	m.runs.WithLabelValues(ResultOK)
 	m.runs.WithLabelValues(ResultError)

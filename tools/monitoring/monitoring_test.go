@@ -88,7 +88,12 @@ var documentedMetrics = map[string]bool{
 	"sweeper_read_replica_fallbacks_total": true,
 	"sweeper_read_replica_lag_seconds":     true,
 	"sweeper_read_replica_in_use":          true,
-	"up":                                   true,
+	// Webhooks (webhook/metrics.go), always registered; the series by
+	// subscription (sweeper_webhook_deliveries_total,
+	// sweeper_webhook_delivery_duration_seconds, sweeper_webhook_lag_events)
+	// appear with the first subscription, so only this one is checked here.
+	"sweeper_webhook_subscriptions": true,
+	"up":                            true,
 }
 
 // standardCollectorMetrics are the go_/process_ series the dashboard may use.
@@ -100,7 +105,7 @@ var standardCollectorMetrics = map[string]bool{
 // requiredAlerts are the alerts issue 4 asks for.
 var requiredAlerts = []string{
 	"SweeperDown", "SweeperSweepsFailing", "SweeperStuckSpike",
-	"SweeperOldestHeartbeatTooOld", "SweeperNotReady",
+	"SweeperOldestHeartbeatTooOld", "SweeperNotReady", "SweeperWebhookPaused",
 }
 
 type ruleFile struct {

@@ -65,6 +65,10 @@ func run() error {
 		hpOnly     = flag.Bool("hotpath-only", false, "run only the hot path measurement (drain against the previous schema and the same-work limit, status change costs, single HTTP heartbeats at -hotpath-rates) into -hotpath-out; docs untouched")
 		hpRates    = flag.String("hotpath-rates", "1000,2000", "request rates of the hot path's single heartbeats over HTTP")
 		hpOut      = flag.String("hotpath-out", "bin/hotpath.json", "the hot path measurement's results")
+		whOnly     = flag.Bool("webhooks-only", false, "measure only webhook deliveries (1 and 20 subscriptions) and print them as JSON")
+		whBacklog  = flag.Int("webhooks-backlog", 5000, "events of the webhook throughput measurement")
+		whRate     = flag.Int("webhooks-rate", 50, "events/s of the webhook latency measurement (open loop)")
+		whDur      = flag.Duration("webhooks-duration", 10*time.Second, "duration of the webhook latency measurement")
 	)
 	flag.Parse()
 	jsonPath := filepath.Join(*imgDir, "results.json")
@@ -119,6 +123,12 @@ func run() error {
 			return fmt.Errorf("-hotpath-rates: %w", err)
 		}
 		return hotPath(ctx, cfg, bench.HotPathConfig{Rates: rates}, *hpOut)
+	}
+	if *whOnly {
+		rounds, err := bench.RunWebhooks(ctx, cfg, bench.WebhookConfig{Subscriptions: []int{1, 20}, Backlog: *whBacklog, Rate: *whRate, Duration: *whDur})
+		b, _ := json.Marshal(rounds)
+		fmt.Println(string(b))
+		return err
 	}
 	began := time.Now()
 	var r *bench.Results
