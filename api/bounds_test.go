@@ -16,6 +16,7 @@ import (
 
 	"github.com/tasksweeper/sweeper/api"
 	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/webhook"
 )
 
 // boundsReq is a request that the API accepts, which TestDocumentedBounds
@@ -61,6 +62,26 @@ var boundsBase = map[string]func(e *env, i int) boundsReq{
 	},
 	"feed":    func(e *env, i int) boundsReq { return boundsReq{token: "admin", query: map[string]any{}} },
 	"summary": func(e *env, i int) boundsReq { return boundsReq{token: "admin", query: map[string]any{}} },
+	"createWebhook": func(e *env, i int) boundsReq {
+		return boundsReq{token: "admin", body: map[string]any{"url": fmt.Sprintf("https://hooks.example.com/%d", i)}}
+	},
+	"getWebhook":          func(e *env, i int) boundsReq { return boundsReq{token: "admin", id: e.boundsWebhook()} },
+	"deleteWebhook":       func(e *env, i int) boundsReq { return boundsReq{token: "admin", id: e.boundsWebhook()} },
+	"rotateWebhookSecret": func(e *env, i int) boundsReq { return boundsReq{token: "admin", id: e.boundsWebhook()} },
+	"resumeWebhook":       func(e *env, i int) boundsReq { return boundsReq{token: "admin", id: e.boundsWebhook()} },
+	"webhookAttempts": func(e *env, i int) boundsReq {
+		return boundsReq{token: "admin", id: e.boundsWebhook(), query: map[string]any{}}
+	},
+}
+
+// boundsWebhook creates a webhook subscription and returns its id.
+func (e *env) boundsWebhook() string {
+	e.t.Helper()
+	c, err := webhook.NewStore(e.db.Pool).Create(context.Background(), webhook.NewSubscription{URL: "https://hooks.example.com/bounds"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c.ID
 }
 
 // boundsRow inserts delegation row-<i> (billing to agent-a) and moves it to
@@ -92,6 +113,22 @@ var validAt = map[string]func(n int) string{
 	},
 	// A wait of parts that add up to 0 (no long poll).
 	"wait": func(n int) string { return strings.Repeat("0", n-23) + "s0000000000s0000000000s" },
+	// A webhook's destination: an https URL of a name (an IP literal
+	// could be a private address).
+	"url": func(n int) string {
+		const base = "https://hooks.example.com/"
+		if n < len(base) {
+			return "https://" + strings.Repeat("a", n-len("https://"))
+		}
+		return base + strings.Repeat("x", n-len(base))
+	},
+}
+
+// validFor is validAt for the values of a pattern, whatever the name of
+// the parameter (the {id} of a webhook's path).
+var validFor = map[string]func(n int) string{
+	// A webhook subscription id (which names none: 404).
+	"^wh_[0-9a-f]{24}$": func(n int) string { return "wh_" + strings.Repeat("0", n-3) },
 }
 
 // uniq makes the strings of the cases unique.
@@ -204,9 +241,13 @@ func schemaCases(t *testing.T, in, name string, s *openapi3.Schema) []boundCase 
 	var cs []boundCase
 	switch {
 	case s.Type.Is("string"):
+		gen, generated := validAt[name]
+		if !generated {
+			gen, generated = validFor[s.Pattern]
+		}
 		valid := func(n int) string {
-			if f, ok := validAt[name]; ok {
-				return f(n)
+			if generated {
+				return gen(n)
 			}
 			if s.Format == "date-time" {
 				return "2099-12-01T18:00:00." + strings.Repeat("0", max(0, n-21)) + "Z"
@@ -222,7 +263,7 @@ func schemaCases(t *testing.T, in, name string, s *openapi3.Schema) []boundCase 
 		if s.MaxLength != nil {
 			n := int(*s.MaxLength)
 			past := valid(n) + "x"
-			if _, ok := validAt[name]; !ok {
+			if !generated {
 				past = valid(n + 1)
 			}
 			cs = append(cs, boundCase{in: in, name: name, what: "maxLength", at: valid(n), past: past})
@@ -280,6 +321,9 @@ func schemaCases(t *testing.T, in, name string, s *openapi3.Schema) []boundCase 
 				out := make([]any, n)
 				for j := range out {
 					out[j] = fmt.Sprintf("item-%d", j)
+					if len(items.Enum) > 0 { // members, each once up to the enum's size
+						out[j] = items.Enum[j%len(items.Enum)]
+					}
 				}
 				return out
 			}

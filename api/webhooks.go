@@ -31,6 +31,10 @@ type WebhookAttemptsResponse struct {
 	Attempts []webhook.Attempt `json:"attempts"`
 }
 
+// MaxWebhooksListed bounds GET /v1/webhooks: the oldest subscriptions,
+// more are left out (`sweeper webhook list` lists every one).
+const MaxWebhooksListed = 10000
+
 var errWebhookNotFound = newProblem(http.StatusNotFound, "not-found", "Not found", "no webhook subscription with this id")
 
 func adminOnly(p auth.Principal) error {
@@ -38,6 +42,20 @@ func adminOnly(p auth.Principal) error {
 		return errForbidden("only admin tokens manage webhook subscriptions")
 	}
 	return nil
+}
+
+// webhookID reads the {id} of the path: a subscription id (wh_ and 24
+// lower-case hex digits) or a 422 naming it, before any query runs. The
+// request has no query parameters.
+func webhookID(r *http.Request) (string, error) {
+	if _, err := query(r); err != nil {
+		return "", err
+	}
+	id := r.PathValue("id")
+	if err := webhook.CheckID("id", id); err != nil {
+		return "", err
+	}
+	return id, nil
 }
 
 func webhookError(err error) error {
@@ -75,7 +93,7 @@ func (h *Handler) listWebhooks(w http.ResponseWriter, r *http.Request, p auth.Pr
 	if _, err := query(r); err != nil {
 		return err
 	}
-	subs, err := h.webhooks.List(r.Context())
+	subs, err := h.webhooks.ListFirst(r.Context(), MaxWebhooksListed)
 	if err != nil {
 		return err
 	}
@@ -90,7 +108,11 @@ func (h *Handler) getWebhook(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err := adminOnly(p); err != nil {
 		return err
 	}
-	s, err := h.webhooks.Get(r.Context(), r.PathValue("id"))
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	s, err := h.webhooks.Get(r.Context(), id)
 	if err != nil {
 		return webhookError(err)
 	}
@@ -102,7 +124,11 @@ func (h *Handler) deleteWebhook(w http.ResponseWriter, r *http.Request, p auth.P
 	if err := adminOnly(p); err != nil {
 		return err
 	}
-	if err := h.webhooks.Delete(r.Context(), r.PathValue("id")); err != nil {
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	if err := h.webhooks.Delete(r.Context(), id); err != nil {
 		return webhookError(err)
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -113,7 +139,11 @@ func (h *Handler) rotateWebhookSecret(w http.ResponseWriter, r *http.Request, p 
 	if err := adminOnly(p); err != nil {
 		return err
 	}
-	c, err := h.webhooks.RotateSecret(r.Context(), r.PathValue("id"))
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	c, err := h.webhooks.RotateSecret(r.Context(), id)
 	if err != nil {
 		return webhookError(err)
 	}
@@ -126,7 +156,11 @@ func (h *Handler) resumeWebhook(w http.ResponseWriter, r *http.Request, p auth.P
 	if err := adminOnly(p); err != nil {
 		return err
 	}
-	s, err := h.webhooks.Resume(r.Context(), r.PathValue("id"))
+	id, err := webhookID(r)
+	if err != nil {
+		return err
+	}
+	s, err := h.webhooks.Resume(r.Context(), id)
 	if err != nil {
 		return webhookError(err)
 	}
@@ -138,11 +172,12 @@ func (h *Handler) webhookAttempts(w http.ResponseWriter, r *http.Request, p auth
 	if err := adminOnly(p); err != nil {
 		return err
 	}
-	if _, err := h.webhooks.Get(r.Context(), r.PathValue("id")); err != nil {
-		return webhookError(err)
-	}
 	q, err := query(r, "limit")
 	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if err := webhook.CheckID("id", id); err != nil {
 		return err
 	}
 	limit, err := intParam(q, "limit", 1, webhook.MaxAttemptsListed)
@@ -152,7 +187,10 @@ func (h *Handler) webhookAttempts(w http.ResponseWriter, r *http.Request, p auth
 	if limit == 0 {
 		limit = webhook.MaxAttemptsListed
 	}
-	as, err := h.webhooks.Attempts(r.Context(), r.PathValue("id"), limit)
+	if _, err := h.webhooks.Get(r.Context(), id); err != nil {
+		return webhookError(err)
+	}
+	as, err := h.webhooks.Attempts(r.Context(), id, limit)
 	if err != nil {
 		return err
 	}

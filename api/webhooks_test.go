@@ -40,6 +40,10 @@ func TestWebhookEndpoints(t *testing.T) {
 		{`{"url":"https://10.0.0.1/x"}`, "url"},
 		{`{"url":"https://hooks.example.com/x","events":["exploded"]}`, "events[0]"},
 		{`{"url":"https://hooks.example.com/x","callee_id":"  "}`, "callee_id"},
+		{`{"url":"HTTPS://hooks.example.com/x"}`, "url"},
+		{`{"url":"https://a"}`, "url"},
+		{`{"url":"https://hooks.example.com/x","events":["queued","dispatched","in_progress","completed","failed","stuck","stuck"]}`, "events"},
+		{`{"url":"https://hooks.example.com/x","events":["stuck","stuck"]}`, "events[1]"},
 		{`{}`, "url"},
 	} {
 		r := e.do("admin", "POST", "/v1/webhooks", bad.body)
@@ -97,10 +101,25 @@ func TestWebhookEndpoints(t *testing.T) {
 	if r := e.do("admin", "DELETE", path, nil); r.Code != 204 {
 		t.Fatalf("delete: %d %s", r.Code, r.Body)
 	}
-	for _, p := range []string{path, "/v1/webhooks/wh_nope", path + "/attempts"} {
+	for _, p := range []string{path, path + "/attempts"} {
 		if r := e.do("admin", "GET", p, nil); r.Code != 404 {
 			t.Fatalf("GET %s after delete: %d", p, r.Code)
 		}
+	}
+	// A malformed id is refused before any query, naming it, on every
+	// operation of a subscription.
+	for _, op := range []struct{ method, suffix string }{
+		{"GET", ""}, {"DELETE", ""}, {"POST", "/rotate-secret"}, {"POST", "/resume"}, {"GET", "/attempts"},
+	} {
+		for _, id := range []string{"wh_nope", "wh_" + strings.Repeat("A", 24), "wh_" + strings.Repeat("0", 25)} {
+			r := e.do("admin", op.method, "/v1/webhooks/"+id+op.suffix, nil)
+			if r.Code != 422 || r.json(t)["field"] != "id" {
+				t.Errorf("%s /v1/webhooks/%s%s: %d %s, want 422 naming id", op.method, id, op.suffix, r.Code, r.Body)
+			}
+		}
+	}
+	if r := e.do("admin", "GET", path+"?verbose=1", nil); r.Code != 400 || r.json(t)["field"] != "verbose" {
+		t.Fatalf("an unknown query parameter: %d %s", r.Code, r.Body)
 	}
 	if r := e.do("admin", "POST", path+"/resume", nil); r.Code != 404 {
 		t.Fatalf("resume after delete: %d", r.Code)

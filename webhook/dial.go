@@ -88,16 +88,24 @@ type URLError struct{ Reason string }
 
 func (e *URLError) Error() string { return "url " + e.Reason }
 
-// MaxURLBytes bounds a destination URL.
-const MaxURLBytes = 2048
+// MinURLBytes and MaxURLBytes bound a destination URL (the table's CHECK
+// holds the same bounds).
+const (
+	MinURLBytes = 10
+	MaxURLBytes = 2048
+)
 
 // CheckURL checks a destination URL: absolute, https (or http when
-// allowHTTP), a host, no user name or password, no fragment, at most
-// MaxURLBytes; an IP literal is judged by CheckAddr unless allowPrivate.
-// Names are judged when dialled, on what they resolve to then.
+// allowHTTP) written in lower case, a host, no user name or password, no
+// fragment, MinURLBytes to MaxURLBytes; an IP literal is judged by
+// CheckAddr unless allowPrivate. Names are judged when dialled, on what
+// they resolve to then.
 func CheckURL(raw string, allowHTTP, allowPrivate bool) error {
 	if len(raw) > MaxURLBytes {
 		return &URLError{Reason: fmt.Sprintf("is longer than %d bytes", MaxURLBytes)}
+	}
+	if len(raw) < MinURLBytes {
+		return &URLError{Reason: fmt.Sprintf("is shorter than %d bytes", MinURLBytes)}
 	}
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Opaque != "" {
@@ -114,6 +122,10 @@ func CheckURL(raw string, allowHTTP, allowPrivate bool) error {
 	}
 	if u.Hostname() == "" {
 		return &URLError{Reason: "has no host"}
+	}
+	if !strings.HasPrefix(raw, u.Scheme+"://") {
+		// url.Parse lowers the scheme; the stored URL keeps what was sent.
+		return &URLError{Reason: "must start with " + u.Scheme + ":// in lower case"}
 	}
 	if u.User != nil {
 		return &URLError{Reason: "must not carry a user name or password (the signature authenticates sweeper)"}

@@ -144,7 +144,7 @@ func TestCheckURL(t *testing.T) {
 		{"http://hooks.example.com/sweeper", false, false, "must be https"},
 		{"http://hooks.example.com/sweeper", true, false, ""},
 		{"ftp://hooks.example.com/", true, false, "must be https"},
-		{"/relative", false, false, "absolute"},
+		{"/relative/hooks", false, false, "absolute"},
 		{"https://user:pw@hooks.example.com/", false, false, "user name or password"},
 		{"https://hooks.example.com/#frag", false, false, "fragment"},
 		{"https://127.0.0.1/x", false, false, "loopback"},
@@ -152,6 +152,10 @@ func TestCheckURL(t *testing.T) {
 		{"https://169.254.169.254/latest/meta-data", false, false, "metadata"},
 		{"https://127.0.0.1/x", false, true, ""},
 		{"https://" + strings.Repeat("a", 2048) + ".com/", false, false, "longer than"},
+		{"https://a", false, false, "shorter than 10 bytes"},
+		{"https://ab", false, false, ""},
+		{"HTTPS://hooks.example.com/", false, false, "lower case"},
+		{"Http://hooks.example.com/", true, false, "lower case"},
 	} {
 		err := CheckURL(c.url, c.allowHTTP, c.allowPrivate)
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {

@@ -20,7 +20,8 @@ RETURNING ` + subscriptionColumns
 
 const getSubscriptionSQL = `SELECT ` + subscriptionColumns + ` FROM webhook_subscriptions WHERE id = $1`
 
-const listSubscriptionsSQL = `SELECT ` + subscriptionColumns + ` FROM webhook_subscriptions ORDER BY created_at, id`
+// listSubscriptionsSQL lists at most $1 subscriptions (NULL: all).
+const listSubscriptionsSQL = `SELECT ` + subscriptionColumns + ` FROM webhook_subscriptions ORDER BY created_at, id LIMIT $1::bigint`
 
 const deleteSubscriptionSQL = `DELETE FROM webhook_subscriptions WHERE id = $1`
 

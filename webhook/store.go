@@ -110,6 +110,9 @@ type Attempt struct {
 // MaxAttemptsListed bounds Attempts.
 const MaxAttemptsListed = 50
 
+// MaxEvents bounds a subscription's events: each status at most once.
+const MaxEvents = 6
+
 // ErrNotFound is returned for a subscription id that names none.
 var ErrNotFound = errors.New("webhook: no such subscription")
 
@@ -146,6 +149,9 @@ func (n *NewSubscription) validate() error {
 	}
 	if err := CheckURL(n.URL, n.AllowHTTP, n.AllowPrivate); err != nil {
 		return &ledger.FieldError{Field: "url", Reason: strings.TrimPrefix(err.Error(), "url ")}
+	}
+	if len(n.Events) > MaxEvents {
+		return &ledger.FieldError{Field: "events", Reason: fmt.Sprintf("has %d statuses; there are %d, each at most once", len(n.Events), MaxEvents)}
 	}
 	seen := map[ledger.Status]bool{}
 	for i, e := range n.Events {
@@ -204,7 +210,17 @@ func (s *Store) Get(ctx context.Context, id string) (Subscription, error) {
 
 // List returns every subscription, oldest first.
 func (s *Store) List(ctx context.Context) ([]Subscription, error) {
-	rows, err := s.db.Query(ctx, listSubscriptionsSQL)
+	return s.list(ctx, nil)
+}
+
+// ListFirst returns the oldest n subscriptions, oldest first.
+func (s *Store) ListFirst(ctx context.Context, n int) ([]Subscription, error) {
+	return s.list(ctx, n)
+}
+
+// list reads subscriptions, at most limit (nil: all).
+func (s *Store) list(ctx context.Context, limit any) ([]Subscription, error) {
+	rows, err := s.db.Query(ctx, listSubscriptionsSQL, limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing webhook subscriptions: %w", err)
 	}
