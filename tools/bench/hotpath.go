@@ -3,8 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksweeper/sweeper/ledger"
 	"github.com/tasksweeper/sweeper/sweep"
@@ -97,10 +102,13 @@ type HotPathSize struct {
 // ChangeCost is the latency of one status change (in_progress to
 // completed, one row, its own transaction), client side.
 type ChangeCost struct {
-	Kind    string `json:"kind"` // "ledger" (an API transition's statements) or "sql" (a raw UPDATE)
-	Version uint   `json:"version"`
-	Latency Dist   `json:"latency"`
-	Mean    time.Duration
+	Kind    string        `json:"kind"` // "ledger" (an API transition's statements) or "sql" (a raw UPDATE)
+	Version uint          `json:"version"`
+	Latency Dist          `json:"latency"`
+	Mean    time.Duration `json:"mean"`
+	// ServerCPU is the server's CPU time per change (its backend's, and
+	// any other process of the database's at the time).
+	ServerCPU time.Duration `json:"server_cpu"`
 }
 
 // SingleBeats is the single heartbeats over HTTP at one rate.
@@ -235,6 +243,7 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 			}
 			var d DrainResult
 			var name string
+			cpu0 := db.serverCPU(ctx)
 			switch kind {
 			case 0, 1:
 				name = "sweep, " + versionName(kind)
@@ -247,6 +256,7 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 				problem("drain (%s) at %d rows: %v", name, n, err)
 				continue
 			}
+			d.ServerCPU = db.serverCPU(ctx).sub(cpu0)
 			if d.Rows != cfg.Backlog {
 				problem("drain (%s) at %d rows marked %d rows, want %d", name, n, d.Rows, cfg.Backlog)
 				continue
@@ -259,13 +269,17 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 			default:
 				sr.Limit = append(sr.Limit, d)
 			}
-			logf("%d rows: drain (%s) %d rows in %s: %.0f rows/s (load %v)", n, name, d.Rows, d.Duration.Round(time.Millisecond), d.Rate(), loadAverage())
+			logf("%d rows: drain (%s) %d rows in %s: %.0f rows/s, server CPU %.1f µs/row (load %v)", n, name, d.Rows,
+				d.Duration.Round(time.Millisecond), d.Rate(), cpuPerRow([]DrainResult{d}), loadAverage())
 		}
 	}
 	sr.LoadAvg = loadAverage()
 	if len(sr.Drain) > 0 && len(sr.DrainPrev) > 0 && len(sr.Limit) > 0 {
 		logf("%d rows: drain %.0f rows/s, previous schema %.0f rows/s (%.2fx), same-work limit %.0f rows/s (%.2f)", n,
 			rate(sr.Drain), rate(sr.DrainPrev), rate(sr.Drain)/rate(sr.DrainPrev), rate(sr.Limit), rate(sr.Drain)/rate(sr.Limit))
+		logf("%d rows: server CPU per row: drain %.1f µs, previous schema %.1f µs (%.2fx), same-work limit %.1f µs (%.2f)", n,
+			cpuPerRow(sr.Drain), cpuPerRow(sr.DrainPrev), cpuPerRow(sr.DrainPrev)/cpuPerRow(sr.Drain),
+			cpuPerRow(sr.Limit), cpuPerRow(sr.Limit)/cpuPerRow(sr.Drain))
 	}
 	r.Sizes = append(r.Sizes, sr)
 	if !last {
@@ -308,6 +322,7 @@ func versionName(i int) string {
 func statusChanges(ctx context.Context, dbs []*ledgerDB, changes int, sr *HotPathSize) error {
 	kinds := []string{"ledger", "sql"}
 	lat := map[string][]time.Duration{}
+	cpu := map[string]time.Duration{}
 	prefixes := map[string]string{}
 	for v, db := range dbs {
 		for _, k := range kinds {
@@ -324,6 +339,7 @@ func statusChanges(ctx context.Context, dbs []*ledgerDB, changes int, sr *HotPat
 			l := ledger.New(db.pool)
 			for _, k := range kinds {
 				p := prefixes[fmt.Sprint(v, k)]
+				cpu0 := db.serverCPU(ctx)
 				for i := start + 1; i <= min(start+round, changes); i++ {
 					id := fmt.Sprintf("%s%d", p, i)
 					t0 := time.Now()
@@ -348,6 +364,7 @@ func statusChanges(ctx context.Context, dbs []*ledgerDB, changes int, sr *HotPat
 					key := fmt.Sprint(v, k)
 					lat[key] = append(lat[key], time.Since(t0))
 				}
+				cpu[fmt.Sprint(v, k)] += db.serverCPU(ctx).sub(cpu0)
 			}
 		}
 	}
@@ -358,13 +375,14 @@ func statusChanges(ctx context.Context, dbs []*ledgerDB, changes int, sr *HotPat
 			for _, d := range ls {
 				sum += d
 			}
-			c := ChangeCost{Kind: k, Version: uint(hotPathPrevious), Latency: dist(ls), Mean: sum / time.Duration(max(len(ls), 1))}
+			c := ChangeCost{Kind: k, Version: uint(hotPathPrevious), Latency: dist(ls), Mean: sum / time.Duration(max(len(ls), 1)),
+				ServerCPU: cpu[fmt.Sprint(v, k)] / time.Duration(max(len(ls), 1))}
 			if v == 1 {
 				c.Version = 0
 			}
 			sr.Changes = append(sr.Changes, c)
-			dbs[v].srv.logf("%d rows, %s: status change (%s) mean %s p50 %s p99 %s", dbs[v].rows, versionName(v), k,
-				c.Mean.Round(time.Microsecond), c.Latency.P50, c.Latency.P99)
+			dbs[v].srv.logf("%d rows, %s: status change (%s) mean %s p50 %s p99 %s, server CPU %s per change", dbs[v].rows, versionName(v), k,
+				c.Mean.Round(time.Microsecond), c.Latency.P50, c.Latency.P99, c.ServerCPU)
 		}
 	}
 	// Each schema's audit: one event per change.
@@ -507,4 +525,70 @@ func measureSingles(ctx context.Context, cfg Config, db *ledgerDB, rates []int) 
 		batch = append(batch, row)
 	}
 	return out, batch, d.stop()
+}
+
+// cpuTimes is the CPU time of each server process of a database, by pid.
+type cpuTimes map[int]time.Duration
+
+// serverCPU reads the CPU time (user + system) of every server process
+// connected to db's database (backends, autovacuum workers), from /proc:
+// the server is local. On a server it cannot read, it is empty.
+func (db *ledgerDB) serverCPU(ctx context.Context) cpuTimes {
+	out := cpuTimes{}
+	rows, err := db.srv.admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, db.name)
+	if err != nil {
+		return out
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return out
+	}
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which may hold spaces): state is 3,
+		// utime 14 and stime 15.
+		rest := string(b)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[int(pid)] = time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return out
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times.
+const clockTicks = 100
+
+// sub is the CPU time spent since before: by processes in both, the
+// difference; by processes that started since, all of it. (A process that
+// ended in between is lost: the drains keep their connections.)
+func (after cpuTimes) sub(before cpuTimes) time.Duration {
+	var d time.Duration
+	for pid, t := range after {
+		d += t - before[pid]
+	}
+	return d
+}
+
+// cpuPerRow is the server CPU per marked row of drains, in microseconds.
+func cpuPerRow(ds []DrainResult) float64 {
+	var cpu time.Duration
+	var rows int
+	for _, d := range ds {
+		cpu += d.ServerCPU
+		rows += d.Rows
+	}
+	if rows == 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / float64(rows)
 }
