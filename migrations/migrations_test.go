@@ -193,6 +193,9 @@ func TestSchemaShape(t *testing.T) {
 		// version 4 (attempts)
 		"heartbeat_timeout": "interval YES", "heartbeat_expires_at": "timestamp with time zone YES",
 		"attempt": "integer NO", "retry_of": "text YES",
+		// version 8 (retry policies and claims)
+		"not_before": "timestamp with time zone YES", "max_attempts": "integer NO",
+		"retry_backoff": "interval NO", "retry_backoff_max": "interval NO", "retry_on": "ARRAY NO",
 	}
 	if len(cols) != len(wantCols) {
 		t.Errorf("delegations has %d columns, want %d: %v", len(cols), len(wantCols), cols)

@@ -1,0 +1,173 @@
+-- sweeper schema, version 8: retry policies and claims (issue 21).
+--
+-- A delegation carries its retry policy (max_attempts, retry_backoff,
+-- retry_backoff_max, retry_on), copied to each of its attempts. When a row
+-- moves to a status in its retry_on, by any writer (the ledger, the sweeper,
+-- the console, raw SQL), and its attempt is below max_attempts, the audit
+-- trigger inserts the next attempt in the same transaction: queued, attempt
+-- n+1, retry_of the row, its caller, callee, preview, idempotency key,
+-- timeouts and policy, and not_before = now() + min(retry_backoff_max,
+-- retry_backoff * 2^(n-1)), +-10% jitter. The terminal event's detail names
+-- the next attempt, or says "exhausted": true when the policy has retries
+-- (max_attempts > 1) and none is left. The defaults (max_attempts 1) retry
+-- nothing: a ledger migrated to this version behaves as before.
+--
+-- Pull workers claim due queued rows of their callee (status queued and
+-- COALESCE(not_before, created_at) <= now(), oldest first) through a partial
+-- index of queued rows only: its size follows the queue, not the history.
+--
+-- Written on version 5: not_before is added here (NULL: due since
+-- created_at) for as long as the version that adds it with the progress
+-- columns (000007) is not on this branch; the audit function below replaces
+-- version 2's.
+
+ALTER TABLE delegations
+    ADD COLUMN not_before timestamptz,
+    ADD COLUMN max_attempts integer NOT NULL DEFAULT 1,
+    ADD COLUMN retry_backoff interval NOT NULL DEFAULT interval '30 seconds',
+    ADD COLUMN retry_backoff_max interval NOT NULL DEFAULT interval '1 hour',
+    ADD COLUMN retry_on text[] NOT NULL DEFAULT '{stuck}',
+    ADD CONSTRAINT delegations_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 100),
+    ADD CONSTRAINT delegations_retry_backoff_check CHECK (
+        retry_backoff BETWEEN interval '10 milliseconds' AND interval '7 days'
+        AND retry_backoff_max BETWEEN retry_backoff AND interval '30 days'),
+    -- A subset of {stuck, failed} (a NULL element is contained in nothing).
+    ADD CONSTRAINT delegations_retry_on_check CHECK (retry_on <@ ARRAY['stuck', 'failed']::text[]);
+
+-- Claims: the queued rows of a callee, by the time they are due.
+-- A heartbeat changes none of these columns, so it stays a HOT update.
+CREATE INDEX idx_delegations_queued_callee
+    ON delegations (callee_id, (COALESCE(not_before, created_at)))
+    WHERE status = 'queued';
+
+-- Exhausted attempts (the policy had retries and used them all): the list's
+-- exhausted filter, newest first, and the console's counts by the time they
+-- ended. Both hold only exhausted rows, terminal and frozen.
+CREATE INDEX idx_delegations_exhausted
+    ON delegations (created_at DESC, delegation_id DESC)
+    WHERE status = ANY(retry_on) AND attempt >= max_attempts AND max_attempts > 1;
+CREATE INDEX idx_delegations_exhausted_finished
+    ON delegations (finished_at)
+    WHERE status = ANY(retry_on) AND attempt >= max_attempts AND max_attempts > 1;
+
+-- Later attempts by when they were created: the console's count of retries
+-- scheduled in the last hour and day.
+CREATE INDEX idx_delegations_retries
+    ON delegations (created_at)
+    WHERE retry_of IS NOT NULL;
+
+-- The next attempt of d, which just moved to a status in its retry_on with
+-- attempts left: inserted queued, due after the backoff. The
+-- id is "<id>#<n>" as ledger.NextAttemptID derives it ("retry-<n>-<uuid>"
+-- when that is taken or too long). When d already has a next attempt (only
+-- raw SQL can insert one while d was live), that one is returned and none is
+-- inserted: idx_delegations_retry_of keeps one next attempt per row. Returns
+-- the next attempt's id and not_before. The
+-- backoff is computed in seconds (2^(n-1) capped first, so no interval
+-- overflows); the deadline keeps d's span from the moment it was due.
+CREATE FUNCTION sweeper_schedule_retry(d delegations, OUT got text, OUT due timestamptz)
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    n integer := d.attempt + 1;
+    suffix text := '#' || d.attempt;
+    base text := d.delegation_id;
+    next_id text;
+BEGIN
+    due := now() + make_interval(secs =>
+        LEAST(EXTRACT(EPOCH FROM d.retry_backoff_max)::float8,
+              EXTRACT(EPOCH FROM d.retry_backoff)::float8 * power(2::float8, LEAST(d.attempt - 1, 60)))
+        * (0.9 + 0.2 * random()));
+    IF d.attempt > 1 AND right(base, length(suffix)) = suffix THEN
+        base := left(base, -length(suffix));
+    END IF;
+    next_id := base || '#' || n;
+    FOR i IN 1..2 LOOP
+        IF octet_length(next_id) > 255 THEN
+            next_id := 'retry-' || n || '-' || gen_random_uuid();
+        END IF;
+        INSERT INTO delegations
+            (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
+             heartbeat_timeout, attempt, retry_of, not_before,
+             max_attempts, retry_backoff, retry_backoff_max, retry_on)
+        VALUES (next_id, d.caller_id, d.callee_id, d.task_preview, 'queued', d.idempotency_key,
+                due + (d.deadline - COALESCE(d.not_before, d.created_at)),
+                d.heartbeat_timeout, n, d.delegation_id, due,
+                d.max_attempts, d.retry_backoff, d.retry_backoff_max, d.retry_on)
+        ON CONFLICT DO NOTHING
+        RETURNING delegation_id INTO got;
+        IF got IS NOT NULL THEN
+            RETURN;
+        END IF;
+        SELECT delegation_id, not_before INTO got, due FROM delegations WHERE retry_of = d.delegation_id;
+        IF got IS NOT NULL THEN
+            RETURN;
+        END IF;
+        next_id := 'retry-' || n || '-' || gen_random_uuid(); -- the id is taken
+    END LOOP;
+    RAISE EXCEPTION 'delegation %: could not insert its next attempt', d.delegation_id
+        USING ERRCODE = 'unique_violation', TABLE = 'delegations';
+END
+$$;
+
+-- The audit trigger of version 2, and what a status change in retry_on
+-- does. Every status change by any writer still produces exactly one event.
+--   * A move to a status in retry_on with attempts left inserts the next
+--     attempt (sweeper_schedule_retry); the event's detail names it
+--     ("next_attempt", "not_before"). The event's id is drawn before the
+--     insert, so the terminal event comes before the next attempt's queued
+--     event in the feed's order.
+--   * With none left, and a policy that had retries, the detail says
+--     "exhausted": true.
+--   * The insert of a later attempt (by the policy, Retry or an insert under
+--     a failed key) records "retry_of", "attempt" and "not_before" in its
+--     detail; one the policy made has the reason "retry_policy".
+-- The writer's detail (sweeper.detail) is kept; these keys are added to it.
+CREATE OR REPLACE FUNCTION sweeper_delegations_audit() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    detail jsonb := NULLIF(current_setting('sweeper.detail', true), '')::jsonb;
+    reason text := COALESCE(NULLIF(current_setting('sweeper.reason', true), ''), NEW.stuck_reason);
+    event_id bigint;
+    next_id text;
+    next_due timestamptz;
+BEGIN
+    IF TG_OP = 'INSERT' AND NEW.retry_of IS NOT NULL THEN
+        detail := COALESCE(detail, '{}'::jsonb) || jsonb_build_object(
+            'retry_of', NEW.retry_of, 'attempt', NEW.attempt, 'not_before', NEW.not_before);
+        IF pg_trigger_depth() > 1 THEN
+            reason := 'retry_policy';
+        END IF;
+    ELSIF TG_OP = 'UPDATE' AND NEW.max_attempts > 1 AND NEW.status = ANY(NEW.retry_on) THEN
+        IF NEW.attempt >= NEW.max_attempts THEN
+            detail := COALESCE(detail, '{}'::jsonb) || '{"exhausted": true}'::jsonb;
+        ELSE
+            event_id := nextval('delegation_events_id_seq');
+            SELECT r.got, r.due INTO next_id, next_due FROM sweeper_schedule_retry(NEW) AS r;
+            detail := COALESCE(detail, '{}'::jsonb) || jsonb_build_object(
+                'next_attempt', next_id, 'not_before', next_due);
+            INSERT INTO delegation_events (id, delegation_id, from_status, to_status, reason, actor, detail,
+                                           caller_id, callee_id)
+            OVERRIDING SYSTEM VALUE
+            VALUES (event_id, NEW.delegation_id, OLD.status, NEW.status, reason,
+                    COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user),
+                    detail, NEW.caller_id, NEW.callee_id);
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
+                                   caller_id, callee_id)
+    VALUES (
+        NEW.delegation_id,
+        CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END,
+        NEW.status,
+        reason,
+        COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user),
+        detail,
+        NEW.caller_id,
+        NEW.callee_id
+    );
+    RETURN NULL;
+END
+$$;
