@@ -73,6 +73,7 @@ DECLARE
     suffix text := '#' || d.attempt;
     base text := d.delegation_id;
     next_id text;
+    existing record;
 BEGIN
     due := now() + make_interval(secs =>
         LEAST(EXTRACT(EPOCH FROM d.retry_backoff_max)::float8,
@@ -99,8 +100,10 @@ BEGIN
         IF got IS NOT NULL THEN
             RETURN;
         END IF;
-        SELECT delegation_id, not_before INTO got, due FROM delegations WHERE retry_of = d.delegation_id;
-        IF got IS NOT NULL THEN
+        SELECT n.delegation_id, n.not_before INTO existing FROM delegations AS n WHERE n.retry_of = d.delegation_id;
+        IF existing.delegation_id IS NOT NULL THEN
+            got := existing.delegation_id;
+            due := existing.not_before;
             RETURN;
         END IF;
         next_id := 'retry-' || n || '-' || gen_random_uuid(); -- the id is taken
