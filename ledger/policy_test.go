@@ -73,11 +73,21 @@ func TestPolicyRetriesStuckRowForAnyWriter(t *testing.T) {
 		t.Fatalf("first attempt = %+v", first)
 	}
 
+	// Progress and the wait timeouts of version 7, set by raw SQL: the next
+	// attempt inherits them (a worker resumes from the progress).
+	if _, err := pool.Exec(ctx, `UPDATE delegations SET progress = '{"page": 7}', progress_timeout = '5 minutes',
+		queue_timeout = '10 minutes', start_timeout = '1 minute' WHERE delegation_id = 'job'`); err != nil {
+		t.Fatal(err)
+	}
 	var dbNow time.Time
 	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&dbNow); err != nil {
 		t.Fatal(err)
 	}
 	stuckRaw(t, pool, "job")
+	if n := countRows(t, pool, `SELECT count(*) FROM delegations WHERE delegation_id = 'job#2' AND progress = '{"page": 7}'
+		AND progress_timeout = '5 minutes' AND queue_timeout = '10 minutes' AND start_timeout = '1 minute'`); n != 1 {
+		t.Fatal("the next attempt did not inherit the progress and the wait timeouts")
+	}
 	next, err := l.Get(ctx, "job#2")
 	if err != nil {
 		t.Fatalf("next attempt: %v", err)
@@ -170,8 +180,8 @@ func TestPolicyRetryOn(t *testing.T) {
 		t.Fatalf("default failed: %+v, %v", res, err)
 	}
 	stuckRaw(t, pool, "default-stuck")
-	if _, d := eventDetail(t, l, "default-stuck", ledger.StatusStuck); len(d) != 0 {
-		t.Fatalf("default policy's stuck event has detail %v", d)
+	if _, d := eventDetail(t, l, "default-stuck", ledger.StatusStuck); d["exhausted"] != nil || d["next_attempt"] != nil {
+		t.Fatalf("default policy's stuck event has retry detail %v", d)
 	}
 	res, err = l.SetStatus(ctx, "stuck-only", ledger.StatusFailed, ledger.Change{Detail: map[string]string{"why": "x"}})
 	if err != nil || res.Retried || res.Exhausted {

@@ -6,7 +6,8 @@
 -- the console, raw SQL), and its attempt is below max_attempts, the audit
 -- trigger inserts the next attempt in the same transaction: queued, attempt
 -- n+1, retry_of the row, its caller, callee, preview, idempotency key,
--- timeouts and policy, and not_before = now() + min(retry_backoff_max,
+-- timeouts and policy, its last progress (so a worker can resume), and
+-- not_before = now() + min(retry_backoff_max,
 -- retry_backoff * 2^(n-1)), +-10% jitter. The terminal event's detail names
 -- the next attempt, or says "exhausted": true when the policy has retries
 -- (max_attempts > 1) and none is left. The defaults (max_attempts 1) retry
@@ -16,13 +17,12 @@
 -- COALESCE(not_before, created_at) <= now(), oldest first) through a partial
 -- index of queued rows only: its size follows the queue, not the history.
 --
--- Written on version 5: not_before is added here (NULL: due since
--- created_at) for as long as the version that adds it with the progress
--- columns (000007) is not on this branch; the audit function below replaces
--- version 2's.
+-- Written on version 7 (branch progress, itself on version 5's triggers:
+-- version 6, branch hotpath, had not landed). The audit function below
+-- replaces version 7's and keeps its stuck-progress block; once version 6's
+-- consolidated functions land, this block moves into that audit path.
 
 ALTER TABLE delegations
-    ADD COLUMN not_before timestamptz,
     ADD COLUMN max_attempts integer NOT NULL DEFAULT 1,
     ADD COLUMN retry_backoff interval NOT NULL DEFAULT interval '30 seconds',
     ADD COLUMN retry_backoff_max interval NOT NULL DEFAULT interval '1 hour',
@@ -89,11 +89,13 @@ BEGIN
         END IF;
         INSERT INTO delegations
             (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-             heartbeat_timeout, attempt, retry_of, not_before,
+             heartbeat_timeout, progress_timeout, queue_timeout, start_timeout, progress,
+             attempt, retry_of, not_before,
              max_attempts, retry_backoff, retry_backoff_max, retry_on)
         VALUES (next_id, d.caller_id, d.callee_id, d.task_preview, 'queued', d.idempotency_key,
                 due + (d.deadline - COALESCE(d.not_before, d.created_at)),
-                d.heartbeat_timeout, n, d.delegation_id, due,
+                d.heartbeat_timeout, d.progress_timeout, d.queue_timeout, d.start_timeout, d.progress,
+                n, d.delegation_id, due,
                 d.max_attempts, d.retry_backoff, d.retry_backoff_max, d.retry_on)
         ON CONFLICT DO NOTHING
         RETURNING delegation_id INTO got;
@@ -113,8 +115,10 @@ BEGIN
 END
 $$;
 
--- The audit trigger of version 2, and what a status change in retry_on
--- does. Every status change by any writer still produces exactly one event.
+-- The audit trigger of version 7 (the stuck event keeps the row's last
+-- progress and the ages of its progress and heartbeat), and what a status
+-- change in retry_on does. Every status change by any writer still
+-- produces exactly one event.
 --   * A move to a status in retry_on with attempts left inserts the next
 --     attempt (sweeper_schedule_retry); the event's detail names it
 --     ("next_attempt", "not_before"). The event's id is drawn before the
@@ -136,6 +140,17 @@ DECLARE
     next_id text;
     next_due timestamptz;
 BEGIN
+    IF NEW.status = 'stuck' THEN
+        detail := COALESCE(detail, '{}'::jsonb)
+            || CASE WHEN NEW.progress IS NOT NULL
+                    THEN jsonb_build_object('progress', NEW.progress) ELSE '{}' END
+            || CASE WHEN NEW.progress_at IS NOT NULL
+                    THEN jsonb_build_object('progress_age_seconds',
+                                            round(EXTRACT(EPOCH FROM now() - NEW.progress_at), 3)) ELSE '{}' END
+            || CASE WHEN NEW.last_heartbeat IS NOT NULL
+                    THEN jsonb_build_object('heartbeat_age_seconds',
+                                            round(EXTRACT(EPOCH FROM now() - NEW.last_heartbeat), 3)) ELSE '{}' END;
+    END IF;
     IF TG_OP = 'INSERT' AND NEW.retry_of IS NOT NULL THEN
         detail := COALESCE(detail, '{}'::jsonb) || jsonb_build_object(
             'retry_of', NEW.retry_of, 'attempt', NEW.attempt, 'not_before', NEW.not_before);
