@@ -368,3 +368,25 @@ func TestManualRetryIsDueNowAndKeepsPolicy(t *testing.T) {
 		t.Fatalf("m#3: %v", err)
 	}
 }
+
+// The database derives a next attempt's id as NextAttemptID does.
+func TestNextAttemptIDMatchesTheDatabase(t *testing.T) {
+	t.Parallel()
+	_, pool := newLedger(t)
+	for _, c := range []struct {
+		id string
+		n  int
+	}{{"task", 1}, {"task#2", 2}, {"task#2", 3}, {"a#1", 1}, {"x#9", 9}, {"x#19", 9}, {"é#3", 3}} {
+		var got string
+		if err := pool.QueryRow(context.Background(), `SELECT sweeper_next_attempt_id($1, $2)`, c.id, c.n).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if want := ledger.NextAttemptID(c.id, c.n+1); got != want {
+			t.Errorf("attempt after %d of %q: database %q, ledger %q", c.n, c.id, got, want)
+		}
+	}
+	var null *string
+	if err := pool.QueryRow(context.Background(), `SELECT sweeper_next_attempt_id(repeat('x', 254), 1)`).Scan(&null); err != nil || null != nil {
+		t.Fatalf("too long: %v, %v", null, err)
+	}
+}

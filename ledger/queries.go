@@ -238,3 +238,52 @@ WITH claimed AS (
 )
 SELECT * FROM claimed
 ORDER BY COALESCE(not_before, created_at), delegation_id`
+
+// setStatusManySQL moves the rows of $1 (sorted ids) to $2 where their
+// status is one of $3, as setStatusSQL does one: rows are locked in id order
+// (so concurrent bulk writes do not deadlock), and the UPDATE re-checks
+// their status. It counts the rows moved, and those whose retry policy
+// scheduled the next attempt or had none left.
+const setStatusManySQL = `
+WITH moved AS (
+    UPDATE delegations AS d
+    SET status = $2,
+        updated_at = now(),
+        result_preview = COALESCE(NULLIF($4, ''), d.result_preview),
+        error_detail = COALESCE(NULLIF($5, ''), d.error_detail)
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE delegation_id = ANY($1) AND status = ANY($3)
+            ORDER BY delegation_id
+            FOR UPDATE))
+      AND d.status = ANY($3)
+    RETURNING (d.status = ANY(d.retry_on) AND d.max_attempts > 1 AND d.attempt < d.max_attempts) AS retried,
+              ` + exhaustedExpr + ` AS exhausted
+)
+SELECT count(*), count(*) FILTER (WHERE retried), count(*) FILTER (WHERE exhausted) FROM moved`
+
+// retryManySQL inserts the next attempt of each row of $1 whose status is
+// one of $2 (failed, stuck) and that has none yet, as retrySQL does with no
+// override: id sweeper_next_attempt_id (rows whose id would be too long
+// are left out), deadline now() + $3 seconds, due now. A taken id or a
+// concurrent retry inserts nothing for that row. It counts the rows
+// inserted.
+const retryManySQL = `
+WITH inserted AS (
+    INSERT INTO delegations
+        (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
+         heartbeat_timeout, attempt, retry_of, not_before,
+         max_attempts, retry_backoff, retry_backoff_max, retry_on)
+    SELECT sweeper_next_attempt_id(p.delegation_id, p.attempt), p.caller_id, p.callee_id, p.task_preview,
+           'queued', p.idempotency_key, now() + make_interval(secs => $3::float8),
+           p.heartbeat_timeout, p.attempt + 1, p.delegation_id, now(),
+           p.max_attempts, p.retry_backoff, p.retry_backoff_max, p.retry_on
+    FROM delegations AS p
+    WHERE p.delegation_id = ANY($1) AND p.status = ANY($2)
+      AND sweeper_next_attempt_id(p.delegation_id, p.attempt) IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM delegations AS n WHERE n.retry_of = p.delegation_id)
+    ORDER BY p.delegation_id
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM inserted`

@@ -35,6 +35,7 @@ END
 $$;
 
 DROP FUNCTION sweeper_schedule_retry(delegations);
+DROP FUNCTION sweeper_next_attempt_id(text, integer);
 DROP INDEX idx_delegations_retries;
 DROP INDEX idx_delegations_exhausted_finished;
 DROP INDEX idx_delegations_exhausted;

@@ -56,10 +56,22 @@ CREATE INDEX idx_delegations_retries
     ON delegations (created_at)
     WHERE retry_of IS NOT NULL;
 
+-- The id of the attempt after attempt n of delegation id: "<id>#<n+1>",
+-- after dropping a "#<n>" suffix (a chain reads task, task#2, task#3), as
+-- ledger.NextAttemptID derives it; NULL when longer than an id may be.
+CREATE FUNCTION sweeper_next_attempt_id(id text, n integer) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN octet_length(x) <= 255 THEN x END
+    FROM (SELECT CASE WHEN n > 1 AND right(id, length('#' || n)) = '#' || n
+                      THEN left(id, -length('#' || n)) ELSE id END
+                 || '#' || (n + 1) AS x) AS derived
+$$;
+
 -- The next attempt of d, which just moved to a status in its retry_on with
--- attempts left: inserted queued, due after the backoff. The
--- id is "<id>#<n>" as ledger.NextAttemptID derives it ("retry-<n>-<uuid>"
--- when that is taken or too long). When d already has a next attempt (only
+-- attempts left: inserted queued, due after the backoff. Its id is
+-- sweeper_next_attempt_id's ("retry-<n>-<uuid>" when that is taken or too
+-- long). When d already has a next attempt (only
 -- raw SQL can insert one while d was live), that one is returned and none is
 -- inserted: idx_delegations_retry_of keeps one next attempt per row. Returns
 -- the next attempt's id and not_before. The
@@ -70,21 +82,15 @@ CREATE FUNCTION sweeper_schedule_retry(d delegations, OUT got text, OUT due time
 AS $$
 DECLARE
     n integer := d.attempt + 1;
-    suffix text := '#' || d.attempt;
-    base text := d.delegation_id;
-    next_id text;
+    next_id text := sweeper_next_attempt_id(d.delegation_id, d.attempt);
     existing record;
 BEGIN
     due := now() + make_interval(secs =>
         LEAST(EXTRACT(EPOCH FROM d.retry_backoff_max)::float8,
               EXTRACT(EPOCH FROM d.retry_backoff)::float8 * power(2::float8, LEAST(d.attempt - 1, 60)))
         * (0.9 + 0.2 * random()));
-    IF d.attempt > 1 AND right(base, length(suffix)) = suffix THEN
-        base := left(base, -length(suffix));
-    END IF;
-    next_id := base || '#' || n;
     FOR i IN 1..2 LOOP
-        IF octet_length(next_id) > 255 THEN
+        IF next_id IS NULL THEN
             next_id := 'retry-' || n || '-' || gen_random_uuid();
         END IF;
         INSERT INTO delegations
