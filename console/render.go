@@ -47,6 +47,8 @@ var funcs = template.FuncMap{
 		return false
 	},
 	"dpath": detailHref,
+	"inc":   func(n int) int { return n + 1 },
+	"dur":   func(d time.Duration) string { return d.String() },
 	"json": func(b []byte) string {
 		if len(b) == 0 {
 			return ""

@@ -23,9 +23,13 @@ const delegationColumns = `
     not_before, max_attempts, retry_backoff, retry_backoff_max, retry_on,
     ` + exhaustedExpr + ` AS exhausted`
 
-// exhaustedExpr is true for an attempt whose policy had retries and used
-// them all: the predicate of idx_delegations_exhausted, written the same way
-// so that the planner proves the index's predicate from it.
+// ExhaustedCondition is true for an attempt whose retry policy had retries
+// and used them all: the predicate of idx_delegations_exhausted and
+// idx_delegations_exhausted_finished, for packages that count such rows with
+// queries of their own (the console), written as the indexes' predicate so
+// that the planner proves it.
+const ExhaustedCondition = exhaustedExpr
+
 const exhaustedExpr = `(status = ANY(retry_on) AND attempt >= max_attempts AND max_attempts > 1)`
 
 // setWriterSQL names the writer for the audit trigger, for the rest of the
