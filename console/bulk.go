@@ -116,8 +116,8 @@ type bulkData struct {
 	// it; Fields the filter's pairs, for the form.
 	ListURL, AgainURL string
 	Fields            [][2]string
-	Count  int
-	More   bool
+	Count             int
+	More              bool
 	// Done is set after the action ran: Applied rows written of Count.
 	Done    bool
 	Applied int
