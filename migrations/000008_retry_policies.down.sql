@@ -34,7 +34,7 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION sweeper_schedule_retry(delegations);
+DROP FUNCTION sweeper_schedule_retry(text);
 DROP FUNCTION sweeper_next_attempt_id(text, integer);
 DROP INDEX idx_delegations_retries;
 DROP INDEX idx_delegations_exhausted_finished;

@@ -68,23 +68,40 @@ AS $$
                  || '#' || (n + 1) AS x) AS derived
 $$;
 
--- The next attempt of d, which just moved to a status in its retry_on with
--- attempts left: inserted queued, due after the backoff. Its id is
--- sweeper_next_attempt_id's ("retry-<n>-<uuid>" when that is taken or too
--- long). When d already has a next attempt (only
--- raw SQL can insert one while d was live), that one is returned and none is
--- inserted: idx_delegations_retry_of keeps one next attempt per row. Returns
--- the next attempt's id and not_before. The
--- backoff is computed in seconds (2^(n-1) capped first, so no interval
--- overflows); the deadline keeps d's span from the moment it was due.
-CREATE FUNCTION sweeper_schedule_retry(d delegations, OUT got text, OUT due timestamptz)
+-- The next attempt of delegation id, which just moved to a status in its
+-- retry_on with attempts left: inserted queued, due after the backoff. Its
+-- id is sweeper_next_attempt_id's ("retry-<n>-<uuid>" when that is taken or
+-- too long). When the row already has a next attempt (only raw SQL can
+-- insert one while it was live), that one is returned and none is inserted:
+-- idx_delegations_retry_of keeps one next attempt per row. Returns the next
+-- attempt's id and not_before; NULLs when the row is not (or no longer)
+-- one to retry. The backoff is computed in seconds (2^(n-1) capped first,
+-- so no interval overflows); the deadline keeps the row's span from the
+-- moment it was due.
+--
+-- SECURITY DEFINER, owned by the schema owner, search_path pinned: the
+-- trigger runs as the writer whose statement moved the row (the daemon's
+-- role may insert only the API's columns), and the next attempt copies
+-- columns no writer may set. It reads the row itself and acts only on a row
+-- the policy retries, so calling it directly does nothing the policy would
+-- not do.
+CREATE FUNCTION sweeper_schedule_retry(id text, OUT got text, OUT due timestamptz)
     LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, public
 AS $$
 DECLARE
-    n integer := d.attempt + 1;
-    next_id text := sweeper_next_attempt_id(d.delegation_id, d.attempt);
+    d delegations;
+    n integer;
+    next_id text;
     existing record;
 BEGIN
+    SELECT * INTO d FROM delegations WHERE delegation_id = id;
+    IF NOT FOUND OR NOT (d.status = ANY(d.retry_on) AND d.max_attempts > 1 AND d.attempt < d.max_attempts) THEN
+        RETURN;
+    END IF;
+    n := d.attempt + 1;
+    next_id := sweeper_next_attempt_id(d.delegation_id, d.attempt);
     due := now() + make_interval(secs =>
         LEAST(EXTRACT(EPOCH FROM d.retry_backoff_max)::float8,
               EXTRACT(EPOCH FROM d.retry_backoff)::float8 * power(2::float8, LEAST(d.attempt - 1, 60)))
@@ -108,13 +125,13 @@ BEGIN
         IF got IS NOT NULL THEN
             RETURN;
         END IF;
-        SELECT n.delegation_id, n.not_before INTO existing FROM delegations AS n WHERE n.retry_of = d.delegation_id;
+        SELECT x.delegation_id, x.not_before INTO existing FROM delegations AS x WHERE x.retry_of = d.delegation_id;
         IF existing.delegation_id IS NOT NULL THEN
             got := existing.delegation_id;
             due := existing.not_before;
             RETURN;
         END IF;
-        next_id := 'retry-' || n || '-' || gen_random_uuid(); -- the id is taken
+        next_id := NULL; -- the id is taken: a fresh one
     END LOOP;
     RAISE EXCEPTION 'delegation %: could not insert its next attempt', d.delegation_id
         USING ERRCODE = 'unique_violation', TABLE = 'delegations';
@@ -168,7 +185,7 @@ BEGIN
             detail := COALESCE(detail, '{}'::jsonb) || '{"exhausted": true}'::jsonb;
         ELSE
             event_id := nextval('delegation_events_id_seq');
-            SELECT r.got, r.due INTO next_id, next_due FROM sweeper_schedule_retry(NEW) AS r;
+            SELECT r.got, r.due INTO next_id, next_due FROM sweeper_schedule_retry(NEW.delegation_id) AS r;
             detail := COALESCE(detail, '{}'::jsonb) || jsonb_build_object(
                 'next_attempt', next_id, 'not_before', next_due);
             INSERT INTO delegation_events (id, delegation_id, from_status, to_status, reason, actor, detail,
