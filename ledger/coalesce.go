@@ -104,10 +104,10 @@ func (ts *CoalescerTestSignals) Init(tb testsignal.TB) {
 type beatBatch struct {
 	beats []Beat
 	seen  map[string]int // index in beats
-	due   bool          // MaxDelay has passed
-	timer *time.Timer   // makes the batch due
-	taken chan struct{} // closed when a flusher takes the batch
-	done  chan struct{} // closed when the result below is set
+	due   bool           // MaxDelay has passed
+	timer *time.Timer    // makes the batch due
+	taken chan struct{}  // closed when a flusher takes the batch
+	done  chan struct{}  // closed when the result below is set
 
 	notLive []string // sorted, from HeartbeatMany
 	err     error

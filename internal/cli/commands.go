@@ -70,7 +70,7 @@ type byReason struct {
 
 func summarize(res sweep.Result) onceSummary {
 	return onceSummary{
-		Swept:                     res.Swept,
+		Swept: res.Swept,
 		ByReason: byReason{HeartbeatTimeout: res.SweptHeartbeatTimeout, DeadlineExceeded: res.SweptDeadlineExceeded,
 			Stalled: res.SweptStalled, QueueTimeout: res.SweptQueueTimeout, StartTimeout: res.SweptStartTimeout},
 		Batches:                   res.Batches,
