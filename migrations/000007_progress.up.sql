@@ -103,9 +103,8 @@ $$;
 --   * queue_expires_at, start_expires_at: exact (coalesce(not_before,
 --     created_at) and dispatched_at never change on a heartbeat), for rows
 --     with their own timeout.
--- The WHEN clauses below are the same rules, inlined, so the function is
--- called only when it would change the row: a heartbeat whose progress did
--- not change calls nothing.
+-- The WHEN clauses below call the function only when it may have something
+-- to change: a heartbeat whose progress did not change calls nothing.
 CREATE FUNCTION sweeper_delegations_progress() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -131,25 +130,27 @@ END
 $$;
 
 -- Named to run after delegations_touch and delegations_touch_expiry (BEFORE
--- triggers run in name order).
+-- triggers run in name order). The function is called only when an input
+-- of its rules (progress, status, the timeouts, not_before, created_at) or
+-- one of the columns it keeps changed: otherwise those columns are as the
+-- last call left them, consistent. A heartbeat that reports no progress, or
+-- the same one, compares a few columns and calls nothing.
 CREATE TRIGGER delegations_touch_progress
     BEFORE UPDATE ON delegations
     FOR EACH ROW
-    WHEN (NEW.progress_at IS DISTINCT FROM (CASE
-              WHEN NEW.progress IS DISTINCT FROM OLD.progress
-                   OR (NEW.status = 'in_progress' AND OLD.status <> 'in_progress') THEN now()
-              ELSE OLD.progress_at END)
-          OR NEW.dispatched_at IS DISTINCT FROM (CASE
-              WHEN NEW.status = 'dispatched' AND OLD.status <> 'dispatched' THEN now()
-              ELSE OLD.dispatched_at END)
-          OR NEW.progress_minute IS DISTINCT FROM
-              date_bin('1 minute', NEW.progress_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')
-          OR NEW.progress_expires_at IS DISTINCT FROM
-              sweeper_heartbeat_expiry(NEW.progress_at, NEW.progress_timeout)
-          OR NEW.queue_expires_at IS DISTINCT FROM
-              sweeper_wait_expiry(COALESCE(NEW.not_before, NEW.created_at), NEW.queue_timeout)
-          OR NEW.start_expires_at IS DISTINCT FROM
-              sweeper_wait_expiry(NEW.dispatched_at, NEW.start_timeout))
+    WHEN (NEW.progress IS DISTINCT FROM OLD.progress
+          OR NEW.status IS DISTINCT FROM OLD.status
+          OR NEW.progress_timeout IS DISTINCT FROM OLD.progress_timeout
+          OR NEW.queue_timeout IS DISTINCT FROM OLD.queue_timeout
+          OR NEW.start_timeout IS DISTINCT FROM OLD.start_timeout
+          OR NEW.not_before IS DISTINCT FROM OLD.not_before
+          OR NEW.created_at IS DISTINCT FROM OLD.created_at
+          OR NEW.progress_at IS DISTINCT FROM OLD.progress_at
+          OR NEW.dispatched_at IS DISTINCT FROM OLD.dispatched_at
+          OR NEW.progress_minute IS DISTINCT FROM OLD.progress_minute
+          OR NEW.progress_expires_at IS DISTINCT FROM OLD.progress_expires_at
+          OR NEW.queue_expires_at IS DISTINCT FROM OLD.queue_expires_at
+          OR NEW.start_expires_at IS DISTINCT FROM OLD.start_expires_at)
     EXECUTE FUNCTION sweeper_delegations_progress();
 
 -- An insert calls the function only when it has something to set: a
