@@ -46,6 +46,12 @@ type Options struct {
 	RateBurst int
 	// MaxWait bounds the wait of a feed long poll (MaxWaitDefault when 0).
 	MaxWait time.Duration
+	// singleBeats, when set (by tests), replaces the package's singleBeats.
+	singleBeats *ledger.CoalescerConfig
+	// TokenCacheTTL is how long an accepted token is trusted without a
+	// database read (auth.CacheTTLDefault, 1 s, when 0; negative: never):
+	// a revoked token is refused within it.
+	TokenCacheTTL time.Duration
 	// Reads, when set, runs the read-only list and summary queries
 	// (GET /v1/delegations, GET /v1/summary), which may tolerate a few
 	// seconds of staleness: a replica router. Writes, reads by id (a client
@@ -68,7 +74,8 @@ type Handler struct {
 	log     *zap.Logger
 	ledger  *ledger.Ledger
 	reads   *ledger.Ledger // lists and summaries: opts.Reads, else ledger
-	tokens  *auth.Store
+	tokens  *auth.Cache
+	beats   *ledger.Coalescer // single heartbeats (heartbeat.go)
 	waiter  *ledger.Waiter
 	metrics *metrics
 	limits  *limiters
@@ -102,7 +109,7 @@ func NewHandler(opts Options) (*Handler, error) {
 		log:     log,
 		ledger:  ledger.New(opts.Pool),
 		reads:   ledger.New(opts.Pool),
-		tokens:  auth.NewStore(opts.Pool),
+		tokens:  auth.NewCache(auth.NewStore(opts.Pool), opts.TokenCacheTTL),
 		waiter:  newWaiter(opts),
 		metrics: m,
 		limits:  newLimiters(opts.RateLimit, opts.RateBurst),
@@ -110,6 +117,13 @@ func NewHandler(opts Options) (*Handler, error) {
 	}
 	if opts.Reads != nil {
 		h.reads = ledger.New(opts.Reads)
+	}
+	beatsCfg := singleBeats
+	if opts.singleBeats != nil {
+		beatsCfg = *opts.singleBeats
+	}
+	if h.beats, err = ledger.NewCoalescer(h.ledger, beatsCfg); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
 	}
 	h.waiter.OnError = func(err error) { log.Warn("feed listener lost its connection; reconnecting", zap.Error(err)) }
 	h.routes()
@@ -128,8 +142,18 @@ func newWaiter(opts Options) *ledger.Waiter {
 	}
 }
 
-// Start opens the feed's LISTEN connection; it returns once listening.
-func (h *Handler) Start(ctx context.Context) error { return h.waiter.Start(ctx) }
+// Start opens the feed's LISTEN connection and starts the coalescer of
+// single heartbeats; it returns once listening.
+func (h *Handler) Start(ctx context.Context) error {
+	if err := h.beats.Start(ctx); err != nil {
+		return err
+	}
+	if err := h.waiter.Start(ctx); err != nil {
+		h.beats.Stop()
+		return err
+	}
+	return nil
+}
 
 // Waiter is what wakes the feed's long polls: a LISTEN on Options.ListenPool
 // or Options.Pool, or a timer when Options.FeedPoll is set. The handler
@@ -146,6 +170,7 @@ func (h *Handler) Stop() {
 		close(h.stopped)
 	}
 	h.waiter.Stop()
+	h.beats.Stop()
 }
 
 // handlerFunc is an endpoint: it writes its success answer itself and

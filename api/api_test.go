@@ -314,9 +314,11 @@ func TestIdempotentInsertRace(t *testing.T) {
 	}
 }
 
+// With the token cache off (TokenCacheTTL < 0) a revoked token is refused
+// at the next request; TestRevokedTokenRefusedWithinTTL covers the cache.
 func TestRevokedTokenRefusedAtOnce(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, api.Options{})
+	e := newEnv(t, api.Options{TokenCacheTTL: -1})
 	if r := e.do("reader", "GET", "/v1/summary", nil); r.Code != 200 {
 		t.Fatalf("%d", r.Code)
 	}

@@ -471,46 +471,6 @@ func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Prin
 	return c
 }
 
-// HeartbeatRequest is the optional body of POST /v1/delegations/{id}/heartbeat.
-type HeartbeatRequest struct {
-	// Progress, a JSON object of at most 8 KiB, replaces the delegation's
-	// progress; absent or null leaves it as it is.
-	Progress json.RawMessage `json:"progress"`
-}
-
-// HeartbeatResponse answers POST /v1/delegations/{id}/heartbeat.
-type HeartbeatResponse struct {
-	// Live is false once the delegation is terminal: the worker should stop.
-	Live   bool          `json:"live"`
-	Status ledger.Status `json:"status"`
-	// Reason says why a stuck delegation was marked stuck (stalled,
-	// heartbeat_timeout, ...); absent otherwise.
-	Reason string `json:"reason,omitempty"`
-}
-
-func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	d, err := h.visible(r.Context(), r, p)
-	if err != nil {
-		return err
-	}
-	if !p.CanHeartbeat(d) {
-		return errForbidden("only the delegation's worker (or an admin) heartbeats it")
-	}
-	var req HeartbeatRequest
-	if err := decodeOptionalJSON(r, &req); err != nil {
-		return err
-	}
-	res, err := h.ledger.HeartbeatProgress(r.Context(), d.DelegationID, req.Progress)
-	if err != nil {
-		return err
-	}
-	if res.Status == "" {
-		return errNotFound
-	}
-	writeJSON(w, http.StatusOK, HeartbeatResponse{Live: res.Live, Status: res.Status, Reason: res.Reason})
-	return nil
-}
-
 // HeartbeatsRequest is the body of POST /v1/heartbeats: ids to beat, beats
 // with a progress each, or both (at most MaxBatch in all).
 type HeartbeatsRequest struct {

@@ -51,16 +51,14 @@ func checkProgress(field string, raw json.RawMessage) (*string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
-	if !json.Valid(raw) {
-		return nil, &FieldError{Field: field, Reason: "is not valid JSON"}
-	}
-	if raw[0] != '{' {
-		return nil, &FieldError{Field: field, Reason: "must be a JSON object"}
-	}
+	// Compact validates as it goes.
 	var buf bytes.Buffer
 	buf.Grow(len(raw))
 	if err := json.Compact(&buf, raw); err != nil {
 		return nil, &FieldError{Field: field, Reason: "is not valid JSON"}
+	}
+	if raw[0] != '{' {
+		return nil, &FieldError{Field: field, Reason: "must be a JSON object"}
 	}
 	compact := buf.Bytes()
 	if len(compact) > MaxProgressBytes {

@@ -288,10 +288,8 @@ func TestSchemaShape(t *testing.T) {
 		}
 	}
 	triggers := q(`SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal`)
-	for _, tg := range []string{"delegations_guard", "delegations_touch", "delegations_touch_insert", "delegations_audit_insert", "delegations_audit_update", "delegation_events_append_only",
-		"delegations_delete_guard", "delegations_delete_events", "delegations_no_truncate", "delegation_events_no_truncate",
-		"delegations_touch_expiry", "delegations_touch_insert_expiry",
-		"delegations_touch_progress", "delegations_touch_insert_progress"} {
+	for _, tg := range []string{"delegations_before_update", "delegations_before_insert", "delegations_after_insert", "delegations_after_update", "delegation_events_append_only",
+		"delegations_delete_guard", "delegations_delete_events", "delegations_no_truncate", "delegation_events_no_truncate"} {
 		if triggers[tg] == "" {
 			t.Errorf("trigger %s missing", tg)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasksweeper/sweeper/internal/testdb"
@@ -132,9 +133,50 @@ func TestWaitingRulesMarkExactlyTheRightRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := newSweeper(t, db.Pool, cfg).RunOnce(context.Background())
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, db.URL)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, `LISTEN `+sweep.NotifyChannelDefault); err != nil {
+		t.Fatal(err)
+	}
+	res, err := newSweeper(t, db.Pool, cfg).RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each stuck row's notification, and its event in the feed, carry its
+	// reason.
+	notified := map[string]string{}
+	for range res.Notified {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		note, err := listener.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct {
+			DelegationID string `json:"delegation_id"`
+			Reason       string `json:"reason"`
+		}
+		if err := json.Unmarshal([]byte(note.Payload), &p); err != nil {
+			t.Fatal(err)
+		}
+		notified[p.DelegationID] = p.Reason
+	}
+	page, err := ledger.New(db.Pool).Feed(ctx, ledger.FeedFilter{ToStatus: ledger.StatusStuck, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed := map[string]string{}
+	for _, ev := range page.Events {
+		fed[ev.DelegationID] = ev.Reason
+	}
+	for _, r := range rows {
+		if r.wantReason != "" && (notified[r.id] != r.wantReason || fed[r.id] != r.wantReason) {
+			t.Errorf("%s: notified with reason %q, in the feed %q; want %s", r.id, notified[r.id], fed[r.id], r.wantReason)
+		}
 	}
 	want := map[string]int{}
 	for _, r := range rows {

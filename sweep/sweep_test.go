@@ -170,7 +170,7 @@ func TestNeverHeartbeatedIsCaught(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, `ALTER TABLE delegations DISABLE TRIGGER delegations_touch`); err != nil {
+	if _, err := tx.Exec(ctx, `ALTER TABLE delegations DISABLE TRIGGER delegations_before_update`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE delegations SET last_heartbeat = NULL WHERE delegation_id = 'silent'`); err == nil {

@@ -56,6 +56,11 @@ func measureIngest(ctx context.Context, cfg Config, db *ledgerDB) ([]IngestRow, 
 		confs = append(confs, conf{path, IngestWriters[len(IngestWriters)-1]})
 	}
 	for _, c := range confs {
+		if c.path == PathManyProgressSame {
+			if err := db.setIngestProgress(ctx); err != nil {
+				return out, err
+			}
+		}
 		row, err := runIngest(ctx, cfg, db, c.path, c.writers)
 		if err != nil {
 			return out, fmt.Errorf("%s with %d writers: %w", c.path, c.writers, err)

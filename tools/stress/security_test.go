@@ -378,7 +378,7 @@ func TestDaemonRoleCannot(t *testing.T) {
 	}
 	refused := []string{
 		`DROP TABLE delegations`,
-		`ALTER TABLE delegations DISABLE TRIGGER delegations_guard`,
+		`ALTER TABLE delegations DISABLE TRIGGER delegations_before_update`,
 		`ALTER TABLE delegations DISABLE TRIGGER ALL`,
 		`TRUNCATE delegation_events`,
 		`DELETE FROM delegations`,
@@ -389,9 +389,9 @@ func TestDaemonRoleCannot(t *testing.T) {
 		`INSERT INTO delegations (delegation_id, caller_id, callee_id, created_at) VALUES ('new', 'c', 'w', now())`,
 		`UPDATE sweeper_schema_migrations SET dirty = true`,
 		`CREATE TABLE x (id int)`,
-		`CREATE OR REPLACE FUNCTION sweeper_delegations_guard() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$`,
+		`CREATE OR REPLACE FUNCTION sweeper_delegations_before() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$`,
 		`ALTER FUNCTION sweeper_status_rank(text) RENAME TO r`,
-		`DROP TRIGGER delegations_guard ON delegations`,
+		`DROP TRIGGER delegations_before_update ON delegations`,
 		`SET session_replication_role = replica`,
 	}
 	for _, sql := range refused {

@@ -220,7 +220,7 @@ func TestDaemonRoleIsRefused(t *testing.T) {
 		"truncate the tokens":        `TRUNCATE api_tokens`,
 		"rewrite the audit log":      `UPDATE delegation_events SET actor = 'me'`,
 		"delete from the audit log":  `DELETE FROM delegation_events`,
-		"disable the guard trigger":  `ALTER TABLE delegations DISABLE TRIGGER delegations_guard`,
+		"disable the guard trigger":  `ALTER TABLE delegations DISABLE TRIGGER delegations_before_update`,
 		"create a table":             `CREATE TABLE mine (x int)`,
 		"change the schema version":  `UPDATE sweeper_schema_migrations SET dirty = true`,
 		"drop the table":             `DROP TABLE delegations`,
