@@ -3,8 +3,9 @@
 -- A delegation carries its retry policy (max_attempts, retry_backoff,
 -- retry_backoff_max, retry_on), copied to each of its attempts. When a row
 -- moves to a status in its retry_on, by any writer (the ledger, the sweeper,
--- the console, raw SQL), and its attempt is below max_attempts, the audit
--- trigger inserts the next attempt in the same transaction: queued, attempt
+-- the console, raw SQL), and its attempt is below max_attempts, the
+-- after-statement audit (version 6's sweeper_delegations_after) inserts the
+-- next attempt in the same transaction: queued, attempt
 -- n+1, retry_of the row, its caller, callee, preview, idempotency key,
 -- timeouts and policy, its last progress (so a worker can resume), and
 -- not_before = now() + min(retry_backoff_max,
@@ -17,10 +18,9 @@
 -- COALESCE(not_before, created_at) <= now(), oldest first) through a partial
 -- index of queued rows only: its size follows the queue, not the history.
 --
--- Written on version 7 (branch progress, itself on version 5's triggers:
--- version 6, branch hotpath, had not landed). The audit function below
--- replaces version 7's and keeps its stuck-progress block; once version 6's
--- consolidated functions land, this block moves into that audit path.
+-- Written on version 7 (progress), itself on version 6 (the hot path: one
+-- BEFORE function, one AFTER STATEMENT audit); this version redefines
+-- sweeper_delegations_after only.
 
 ALTER TABLE delegations
     ADD COLUMN max_attempts integer NOT NULL DEFAULT 1,
@@ -71,9 +71,8 @@ $$;
 -- The id the policy gives the attempt after attempt n of delegation id:
 -- sweeper_next_attempt_id's, or, when that is taken (another delegation has
 -- it) or too long, "retry-<n+1>-<md5 of id>". A function of the ledger as it
--- is, so the audit trigger (which names the next attempt in the terminal
--- event) and sweeper_delegations_retry (which inserts it, at the end of the
--- same statement) agree.
+-- is, so the audit (which names the next attempt in the terminal event) and
+-- sweeper_insert_retries (which inserts it, right after) agree.
 CREATE FUNCTION sweeper_retry_id(id text, n integer) RETURNS text
     LANGUAGE plpgsql STABLE PARALLEL SAFE
 AS $$
@@ -92,8 +91,8 @@ $$;
 -- When the attempt after attempt n of delegation id is due: now() + min(max,
 -- backoff * 2^(n-1)), times a jitter from 0.9 to 1.1. The backoff is computed
 -- in seconds with the exponent capped, so no interval overflows; the jitter
--- is a hash of the id (so the two triggers compute the same time within the
--- transaction, and rows retried together spread over the 20%).
+-- is a hash of the id (so the event and the row get the same time within
+-- the transaction, and rows retried together spread over the 20%).
 CREATE FUNCTION sweeper_retry_due(id text, n integer, backoff interval, backoff_max interval) RETURNS timestamptz
     LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
@@ -103,114 +102,25 @@ AS $$
         * (0.9 + 0.2 * ((hashtext(id) & 65535)::float8 / 65535)))
 $$;
 
--- The audit trigger of version 7 (the stuck event keeps the row's last
--- progress and the ages of its progress and heartbeat), and what a status
--- change in retry_on does. Every status change by any writer still produces
--- exactly one event.
---   * A move to a status in retry_on with attempts left names the next
---     attempt in the event's detail ("next_attempt", "not_before") and
---     queues the row's id in the transaction-local setting
---     sweeper.retry_ids; sweeper_delegations_retry, the statement trigger
---     below, inserts the next attempts of the statement's rows in one INSERT
---     after the row triggers, so the terminal events come before the next
---     attempts' queued events. (One INSERT per row was measured at 1.4 ms a
---     row: an INSERT statement opens the table's twenty-odd indexes.)
---   * With none left, and a policy that had retries, the detail says
---     "exhausted": true.
---   * The insert of a later attempt (by the policy, Retry or an insert under
---     a failed key) records "retry_of", "attempt" and "not_before" in its
---     detail; one the policy made has the reason "retry_policy".
--- The writer's detail (sweeper.detail) is kept; these keys are added to it.
-CREATE OR REPLACE FUNCTION sweeper_delegations_audit() RETURNS trigger
-    LANGUAGE plpgsql
-AS $$
-DECLARE
-    detail jsonb := NULLIF(current_setting('sweeper.detail', true), '')::jsonb;
-    reason text := COALESCE(NULLIF(current_setting('sweeper.reason', true), ''), NEW.stuck_reason);
-    next_id text;
-    next_due timestamptz;
-BEGIN
-    IF NEW.status = 'stuck' THEN
-        detail := COALESCE(detail, '{}'::jsonb)
-            || CASE WHEN NEW.progress IS NOT NULL
-                    THEN jsonb_build_object('progress', NEW.progress) ELSE '{}' END
-            || CASE WHEN NEW.progress_at IS NOT NULL
-                    THEN jsonb_build_object('progress_age_seconds',
-                                            round(EXTRACT(EPOCH FROM now() - NEW.progress_at), 3)) ELSE '{}' END
-            || CASE WHEN NEW.last_heartbeat IS NOT NULL
-                    THEN jsonb_build_object('heartbeat_age_seconds',
-                                            round(EXTRACT(EPOCH FROM now() - NEW.last_heartbeat), 3)) ELSE '{}' END;
-    END IF;
-    IF TG_OP = 'INSERT' AND NEW.retry_of IS NOT NULL THEN
-        detail := COALESCE(detail, '{}'::jsonb) || jsonb_build_object(
-            'retry_of', NEW.retry_of, 'attempt', NEW.attempt, 'not_before', NEW.not_before);
-        IF pg_trigger_depth() > 1 THEN
-            reason := 'retry_policy';
-        END IF;
-    ELSIF TG_OP = 'UPDATE' AND NEW.max_attempts > 1 AND NEW.status = ANY(NEW.retry_on) THEN
-        IF NEW.attempt >= NEW.max_attempts THEN
-            detail := COALESCE(detail, '{}'::jsonb) || '{"exhausted": true}'::jsonb;
-        ELSE
-            -- A next attempt only raw SQL can have inserted while the row
-            -- was live is named, not added to.
-            SELECT x.delegation_id, x.not_before INTO next_id, next_due
-            FROM delegations AS x WHERE x.retry_of = NEW.delegation_id;
-            IF next_id IS NULL THEN
-                next_id := sweeper_retry_id(NEW.delegation_id, NEW.attempt);
-                next_due := sweeper_retry_due(NEW.delegation_id, NEW.attempt, NEW.retry_backoff, NEW.retry_backoff_max);
-                -- An element of a text[] literal, quoted.
-                PERFORM set_config('sweeper.retry_ids',
-                    COALESCE(current_setting('sweeper.retry_ids', true), '') || ',"'
-                    || replace(replace(NEW.delegation_id, E'\\', E'\\\\'), '"', E'\\"') || '"', true);
-            END IF;
-            detail := COALESCE(detail, '{}'::jsonb) || jsonb_build_object(
-                'next_attempt', next_id, 'not_before', next_due);
-        END IF;
-    END IF;
-    INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
-                                   caller_id, callee_id)
-    VALUES (
-        NEW.delegation_id,
-        CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END,
-        NEW.status,
-        reason,
-        COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user),
-        detail,
-        NEW.caller_id,
-        NEW.callee_id
-    );
-    RETURN NULL;
-END
-$$;
-
--- The next attempts of the rows the statement moved to a status of their
--- retry_on with attempts left (queued by the audit trigger in
--- sweeper.retry_ids), in one INSERT: queued, attempt n+1, retry_of, the
--- same caller, callee, preview, idempotency key, timeouts and policy, the
--- last progress, due at sweeper_retry_due, the deadline keeping the row's
--- span from the moment it was due. Only rows the policy retries and that
--- have no next attempt yet: idx_delegations_retry_of keeps one per row.
+-- The next attempts of the delegations ids that the statement just moved
+-- to a status of their retry_on with attempts left, in one INSERT: queued,
+-- attempt n+1, retry_of, the same caller, callee, preview, idempotency key,
+-- timeouts and policy, the last progress, due at sweeper_retry_due, the
+-- deadline keeping the row's span from the moment it was due. Only rows the
+-- policy retries and that have no next attempt yet: idx_delegations_retry_of
+-- keeps one per row.
 --
 -- SECURITY DEFINER, owned by the schema owner, search_path pinned: the
--- trigger runs as the writer whose statement moved the rows (the daemon's
--- role may insert only the API's columns), and the next attempt copies
--- columns no writer may set. It reads the rows itself and inserts only what
--- their policy asks for, so whatever a writer puts in sweeper.retry_ids it
--- does nothing the policy would not do.
-CREATE FUNCTION sweeper_delegations_retry() RETURNS trigger
-    LANGUAGE plpgsql
+-- audit trigger runs as the writer whose statement moved the rows (the
+-- daemon's role may insert only the API's columns), and the next attempt
+-- copies columns no writer may set. It reads the rows itself and inserts
+-- only what their policy asks for, so whatever ids a caller passes it does
+-- nothing the policy would not do.
+CREATE FUNCTION sweeper_insert_retries(ids text[]) RETURNS void
+    LANGUAGE sql
     SECURITY DEFINER
     SET search_path = pg_catalog, public
 AS $$
-DECLARE
-    queued text := current_setting('sweeper.retry_ids', true);
-    ids text[];
-BEGIN
-    IF queued IS NULL OR queued = '' THEN
-        RETURN NULL;
-    END IF;
-    ids := ('{' || substr(queued, 2) || '}')::text[];
-    PERFORM set_config('sweeper.retry_ids', '', true);
     INSERT INTO delegations
         (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
          heartbeat_timeout, progress_timeout, queue_timeout, start_timeout, progress,
@@ -227,16 +137,110 @@ BEGIN
       AND p.status = ANY(p.retry_on) AND p.max_attempts > 1 AND p.attempt < p.max_attempts
       AND NOT EXISTS (SELECT 1 FROM delegations AS n WHERE n.retry_of = p.delegation_id)
     ORDER BY p.delegation_id
-    ON CONFLICT DO NOTHING;
+    ON CONFLICT DO NOTHING
+$$;
+
+-- What happens after a statement that inserted or updated delegations:
+-- version 7's audit (one INSERT of the statement's events; a stuck event
+-- keeps the row's progress), and the retry policy:
+--   * the event of a move to a status in retry_on with attempts left names
+--     the next attempt ("next_attempt", "not_before"); with none left, and a
+--     policy that had retries, it says "exhausted": true;
+--   * after the events, sweeper_insert_retries inserts the statement's next
+--     attempts in one INSERT (so the terminal events come before the next
+--     attempts' queued events, all in this transaction);
+--   * the event of an inserted later attempt (by the policy, Retry or an
+--     insert under a failed key) records "retry_of", "attempt" and
+--     "not_before"; one the policy made has the reason "retry_policy".
+-- The writer's detail (sweeper.detail) is kept; these keys are added to it.
+-- A statement without a row in a policy builds nothing more.
+-- Last redefined by: migration 000008 (retry policies and claims).
+CREATE OR REPLACE FUNCTION sweeper_delegations_after() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    actor  text;
+    reason text;
+    detail jsonb;
+    retry_ids text[];
+BEGIN
+    -- 1. Which rows changed status? None: nothing to record.
+    IF TG_OP = 'UPDATE' THEN
+        IF ARRAY(SELECT o.status FROM old_rows AS o) = ARRAY(SELECT n.status FROM new_rows AS n) THEN
+            RETURN NULL;
+        END IF;
+    ELSIF NOT EXISTS (SELECT FROM new_rows) THEN
+        RETURN NULL; -- an INSERT ... ON CONFLICT DO NOTHING that inserted nothing
+    END IF;
+
+    -- 2. Who changed them, and why (read once per statement).
+    actor := COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user);
+    reason := NULLIF(current_setting('sweeper.reason', true), '');
+    detail := NULLIF(current_setting('sweeper.detail', true), '')::jsonb;
+
+    -- 3. The audit events, one per status change, in the statement's row
+    --    order; a stuck one with the row's progress (sweeper_stuck_detail),
+    --    a later attempt's with what it retries, a move in a retry policy
+    --    with its next attempt or "exhausted". delegation_events_notify then
+    --    sends one notification for the INSERT, at commit.
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
+                                       caller_id, callee_id)
+        SELECT n.delegation_id, NULL, n.status,
+               CASE WHEN n.retry_of IS NOT NULL AND pg_trigger_depth() > 1 THEN 'retry_policy'
+                    ELSE COALESCE(reason, n.stuck_reason) END,
+               actor,
+               CASE WHEN n.retry_of IS NOT NULL
+                    THEN COALESCE(detail, '{}'::jsonb) || jsonb_build_object(
+                        'retry_of', n.retry_of, 'attempt', n.attempt, 'not_before', n.not_before)
+                    WHEN n.status = 'stuck'
+                    THEN sweeper_stuck_detail(detail, n.progress, n.progress_at, n.last_heartbeat)
+                    ELSE detail END,
+               n.caller_id, n.callee_id
+        FROM new_rows AS n;
+        RETURN NULL;
+    END IF;
+    INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
+                                   caller_id, callee_id)
+    SELECT c.delegation_id, c.from_status, c.to_status, COALESCE(reason, c.stuck_reason), actor,
+           CASE WHEN c.retry THEN COALESCE(r.detail, '{}'::jsonb) || jsonb_build_object(
+                    'next_attempt', COALESCE((SELECT x.delegation_id FROM delegations AS x WHERE x.retry_of = c.delegation_id),
+                                             sweeper_retry_id(c.delegation_id, c.attempt)),
+                    'not_before', COALESCE((SELECT x.not_before FROM delegations AS x WHERE x.retry_of = c.delegation_id),
+                                           sweeper_retry_due(c.delegation_id, c.attempt, c.backoff, c.backoff_max)))
+                WHEN c.exhausted THEN COALESCE(r.detail, '{}'::jsonb) || '{"exhausted": true}'::jsonb
+                ELSE r.detail END,
+           c.caller_id, c.callee_id
+    FROM unnest(ARRAY(SELECT o.status FROM old_rows AS o),
+                ARRAY(SELECT n.delegation_id FROM new_rows AS n),
+                ARRAY(SELECT n.status FROM new_rows AS n),
+                ARRAY(SELECT n.stuck_reason FROM new_rows AS n),
+                ARRAY(SELECT n.caller_id FROM new_rows AS n),
+                ARRAY(SELECT n.callee_id FROM new_rows AS n),
+                ARRAY(SELECT n.progress FROM new_rows AS n),
+                ARRAY(SELECT n.progress_at FROM new_rows AS n),
+                ARRAY(SELECT n.last_heartbeat FROM new_rows AS n),
+                ARRAY(SELECT n.attempt FROM new_rows AS n),
+                ARRAY(SELECT n.max_attempts > 1 AND n.status = ANY(n.retry_on) AND n.attempt < n.max_attempts
+                      FROM new_rows AS n),
+                ARRAY(SELECT n.max_attempts > 1 AND n.status = ANY(n.retry_on) AND n.attempt >= n.max_attempts
+                      FROM new_rows AS n),
+                ARRAY(SELECT n.retry_backoff FROM new_rows AS n),
+                ARRAY(SELECT n.retry_backoff_max FROM new_rows AS n))
+         AS c(from_status, delegation_id, to_status, stuck_reason, caller_id, callee_id,
+              progress, progress_at, last_heartbeat, attempt, retry, exhausted, backoff, backoff_max)
+    CROSS JOIN LATERAL (SELECT CASE WHEN c.to_status = 'stuck'
+                                    THEN sweeper_stuck_detail(detail, c.progress, c.progress_at, c.last_heartbeat)
+                                    ELSE detail END AS detail) AS r
+    WHERE c.to_status IS DISTINCT FROM c.from_status;
+
+    -- 4. The next attempts of the rows the policy retries (a terminal row
+    --    in new_rows has just become terminal: terminal rows are frozen).
+    retry_ids := ARRAY(SELECT n.delegation_id FROM new_rows AS n
+                       WHERE n.max_attempts > 1 AND n.status = ANY(n.retry_on) AND n.attempt < n.max_attempts);
+    IF cardinality(retry_ids) > 0 THEN
+        PERFORM sweeper_insert_retries(retry_ids);
+    END IF;
     RETURN NULL;
 END
 $$;
-
--- A statement trigger on the status column: heartbeats, which do not set
--- it, never fire it. (No WHEN clause: a statement trigger's is evaluated
--- when the statement ends, before the row triggers have queued anything;
--- the function returns at once when nothing is queued.)
-CREATE TRIGGER delegations_retry
-    AFTER UPDATE OF status ON delegations
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION sweeper_delegations_retry();

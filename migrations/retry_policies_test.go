@@ -98,7 +98,7 @@ func TestRetryPoliciesMigrationOnPopulatedLedger(t *testing.T) {
 		t.Fatalf("the policy's attempt is gone after down (%d)", got)
 	}
 	// The audit trigger of the previous version, which works.
-	if got := mustOne[int](t, db.Pool, `SELECT count(*) FROM pg_proc WHERE proname = 'sweeper_delegations_audit'
+	if got := mustOne[int](t, db.Pool, `SELECT count(*) FROM pg_proc WHERE proname = 'sweeper_delegations_after'
 		AND prosrc NOT LIKE '%retry%'`); got != 1 {
 		t.Fatal("the previous audit function is not back")
 	}

@@ -39,8 +39,8 @@ GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempot
               not_before, max_attempts, retry_backoff, retry_backoff_max, retry_on)
     ON delegations TO sweeper_daemon;
 -- The retry policy's next attempts (schema 8) are inserted by
--- sweeper_delegations_retry, a SECURITY DEFINER trigger function owned by
--- the schema owner that runs for whichever role moved the rows: it copies
+-- sweeper_insert_retries, a SECURITY DEFINER function owned by the schema
+-- owner that the audit calls for whichever role moved the rows: it copies
 -- columns no writer may set (progress, the wait timeouts). It acts only on
 -- rows their policy retries, so it needs no grant.
 GRANT UPDATE (result_preview, error_detail, last_heartbeat, progress) ON delegations TO sweeper_daemon;

@@ -435,7 +435,7 @@ func TestDaemonRoleServesTheAPI(t *testing.T) {
 		{"root", "GET", "/v1/openapi.json", "", "", 200, `"openapi"`},
 		{"gone", "GET", "/v1/summary", "", "", 200, ""}, // not revoked: the daemon role could not
 		// Schema 8: a retry policy (the next attempt, inserted by the
-		// trigger through the owner's sweeper_delegations_retry), a manual
+		// trigger through the owner's sweeper_insert_retries), a manual
 		// retry, a claim.
 		{"billing", "POST", "/v1/delegations", js, `{"delegation_id":"api-3","callee_id":"w","retry":{"max_attempts":2,"backoff_seconds":0.01,"on":["failed"]}}`, 201, `"api-3"`},
 		{"agent", "POST", "/v1/delegations/api-3/transitions", js, `{"to":"failed","error":"flaky"}`, 200, `"applied"`},
