@@ -31,10 +31,15 @@ GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon
 -- every backward move and any change to a terminal row, whoever writes.
 -- Still refused: DELETE, TRUNCATE, and UPDATE of the ids, the preview, the
 -- deadline, created_at and finished_at.
+-- Since schema 7 an insert also writes the progress, queue and start
+-- timeouts (and a retry the progress its next attempt inherits), and a
+-- heartbeat writes progress; progress_at and the rules' index keys are set
+-- by the BEFORE trigger (no privilege needed).
 GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-              heartbeat_timeout, attempt, retry_of)
+              heartbeat_timeout, attempt, retry_of,
+              progress_timeout, queue_timeout, start_timeout, progress)
     ON delegations TO sweeper_daemon;
-GRANT UPDATE (result_preview, error_detail, last_heartbeat) ON delegations TO sweeper_daemon;
+GRANT UPDATE (result_preview, error_detail, last_heartbeat, progress) ON delegations TO sweeper_daemon;
 
 -- Bearer tokens and console sign-ins are checked against api_tokens: read
 -- only. Tokens are created and revoked with `sweeper token` as the owner
