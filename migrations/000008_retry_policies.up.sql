@@ -153,7 +153,12 @@ $$;
 --     insert under a failed key) records "retry_of", "attempt" and
 --     "not_before"; one the policy made has the reason "retry_policy".
 -- The writer's detail (sweeper.detail) is kept; these keys are added to it.
--- A statement without a row in a policy builds nothing more.
+-- A statement without a row in a policy builds nothing more. The function
+-- sends the feed's notification itself when it appended events, as the
+-- hot path's later revision of version 6 does (its delegation_events_notify
+-- trigger is dropped there); while that trigger still exists the two
+-- notifications, same channel and payload in one transaction, are delivered
+-- as one.
 -- Last redefined by: migration 000008 (retry policies and claims).
 CREATE OR REPLACE FUNCTION sweeper_delegations_after() RETURNS trigger
     LANGUAGE plpgsql
@@ -163,6 +168,7 @@ DECLARE
     reason text;
     detail jsonb;
     retry_ids text[];
+    appended bigint;
 BEGIN
     -- 1. Which rows changed status? None: nothing to record.
     IF TG_OP = 'UPDATE' THEN
@@ -198,6 +204,10 @@ BEGIN
                     ELSE detail END,
                n.caller_id, n.callee_id
         FROM new_rows AS n;
+        GET DIAGNOSTICS appended = ROW_COUNT;
+        IF appended > 0 THEN
+            PERFORM pg_notify('sweeper_events', '');
+        END IF;
         RETURN NULL;
     END IF;
     INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
@@ -233,6 +243,10 @@ BEGIN
                                     THEN sweeper_stuck_detail(detail, c.progress, c.progress_at, c.last_heartbeat)
                                     ELSE detail END AS detail) AS r
     WHERE c.to_status IS DISTINCT FROM c.from_status;
+    GET DIAGNOSTICS appended = ROW_COUNT;
+    IF appended > 0 THEN
+        PERFORM pg_notify('sweeper_events', '');
+    END IF;
 
     -- 4. The next attempts of the rows the policy retries (a terminal row
     --    in new_rows has just become terminal: terminal rows are frozen).
