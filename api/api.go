@@ -208,6 +208,7 @@ func (h *Handler) routes() {
 		"/v1/delegations/{id}/retry":       {{"POST", h.retry}},
 		"/v1/delegations/{id}/attempts":    {{"GET", h.attempts}},
 		"/v1/heartbeats":                   {{"POST", h.heartbeats}},
+		"/v1/claims":                       {{"POST", h.claim}},
 		"/v1/events":                       {{"GET", h.feed}},
 		"/v1/summary":                      {{"GET", h.summary}},
 		"/v1/webhooks":                     {{"POST", h.createWebhook}, {"GET", h.listWebhooks}},

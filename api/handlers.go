@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -33,14 +34,69 @@ type InsertRequest struct {
 	// HeartbeatTimeoutSeconds is the delegation's own heartbeat timeout
 	// (1 s to 7 days); absent: the sweeper's global one.
 	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds"`
+	// ProgressTimeoutSeconds, QueueTimeoutSeconds and StartTimeoutSeconds
+	// are the delegation's own timeouts of the stalled, queue_timeout and
+	// start_timeout rules (1 s to 7 days); absent: the sweeper's global ones.
+	ProgressTimeoutSeconds *float64 `json:"progress_timeout_seconds"`
+	QueueTimeoutSeconds    *float64 `json:"queue_timeout_seconds"`
+	StartTimeoutSeconds    *float64 `json:"start_timeout_seconds"`
+	// Retry is the retry policy; absent: one attempt, no automatic retry.
+	Retry *RetryPolicy `json:"retry"`
 }
 
-// Delegation is a delegation as the API renders it: the ledger's fields and
+// RetryPolicy is a delegation's retry policy in the API's units (see
+// ledger.RetryPolicy). On input, absent fields take the defaults.
+type RetryPolicy struct {
+	MaxAttempts       int             `json:"max_attempts"`
+	BackoffSeconds    float64         `json:"backoff_seconds"`
+	BackoffMaxSeconds float64         `json:"backoff_max_seconds"`
+	On                []ledger.Status `json:"on"`
+}
+
+// ledgerPolicy reads a request's retry policy (the zero policy when
+// absent); the ledger validates it.
+func ledgerPolicy(p *RetryPolicy) (ledger.RetryPolicy, error) {
+	if p == nil {
+		return ledger.RetryPolicy{}, nil
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"retry.backoff_seconds", p.BackoffSeconds}, {"retry.backoff_max_seconds", p.BackoffMaxSeconds}} {
+		if f.v < 0 || math.IsNaN(f.v) || f.v > ledger.MaxRetryBackoffMax.Seconds() {
+			return ledger.RetryPolicy{}, errInvalidField(f.name, fmt.Sprintf("must be from 0.01 to %g seconds", ledger.MaxRetryBackoffMax.Seconds()))
+		}
+	}
+	if p.On != nil && len(p.On) == 0 {
+		return ledger.RetryPolicy{}, errInvalidField("retry.on", "is empty: list stuck, failed or both (absent: stuck)")
+	}
+	return ledger.RetryPolicy{
+		MaxAttempts: p.MaxAttempts,
+		Backoff:     time.Duration(p.BackoffSeconds * float64(time.Second)),
+		BackoffMax:  time.Duration(p.BackoffMaxSeconds * float64(time.Second)),
+		On:          p.On,
+	}, nil
+}
+
+// Delegation is a delegation as the API renders it: the ledger's fields,
 // its own heartbeat timeout in seconds, absent when it has none (the
-// sweeper's global timeout applies).
+// sweeper's global timeout applies), and its retry policy.
 type Delegation struct {
 	ledger.Delegation
-	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds,omitempty"`
+	HeartbeatTimeoutSeconds *float64    `json:"heartbeat_timeout_seconds,omitempty"`
+	ProgressTimeoutSeconds  *float64    `json:"progress_timeout_seconds,omitempty"`
+	QueueTimeoutSeconds     *float64    `json:"queue_timeout_seconds,omitempty"`
+	StartTimeoutSeconds     *float64    `json:"start_timeout_seconds,omitempty"`
+	Retry                   RetryPolicy `json:"retry"`
+}
+
+// secondsOf is d in seconds, nil when d is.
+func secondsOf(d *time.Duration) *float64 {
+	if d == nil {
+		return nil
+	}
+	s := d.Seconds()
+	return &s
 }
 
 // RenderDelegation is a delegation as GET /v1/delegations/{id} renders it
@@ -48,10 +104,18 @@ type Delegation struct {
 func RenderDelegation(d ledger.Delegation) Delegation { return apiDelegation(d) }
 
 func apiDelegation(d ledger.Delegation) Delegation {
-	out := Delegation{Delegation: d}
-	if d.HeartbeatTimeout != nil {
-		s := d.HeartbeatTimeout.Seconds()
-		out.HeartbeatTimeoutSeconds = &s
+	out := Delegation{Delegation: d,
+		HeartbeatTimeoutSeconds: secondsOf(d.HeartbeatTimeout),
+		ProgressTimeoutSeconds:  secondsOf(d.ProgressTimeout),
+		QueueTimeoutSeconds:     secondsOf(d.QueueTimeout),
+		StartTimeoutSeconds:     secondsOf(d.StartTimeout),
+		Retry: RetryPolicy{
+			MaxAttempts: d.MaxAttempts, BackoffSeconds: d.RetryBackoff.Seconds(),
+			BackoffMaxSeconds: d.RetryBackoffMax.Seconds(), On: d.RetryOn,
+		},
+	}
+	if out.Retry.On == nil {
+		out.Retry.On = []ledger.Status{}
 	}
 	return out
 }
@@ -102,6 +166,19 @@ func heartbeatTimeoutOf(seconds *float64) (time.Duration, error) {
 	return time.Duration(*seconds * float64(time.Second)), nil
 }
 
+// waitTimeoutOf reads one of progress_timeout_seconds, queue_timeout_seconds
+// and start_timeout_seconds (zero when absent).
+func waitTimeoutOf(field string, seconds *float64) (time.Duration, error) {
+	if seconds == nil {
+		return 0, nil
+	}
+	lo, hi := ledger.MinWaitTimeout.Seconds(), ledger.MaxWaitTimeout.Seconds()
+	if s := *seconds; !(s >= lo && s <= hi) {
+		return 0, errInvalidField(field, fmt.Sprintf("must be from %g to %g (1 s to 7 days)", lo, hi))
+	}
+	return time.Duration(*seconds * float64(time.Second)), nil
+}
+
 // InsertResponse answers POST /v1/delegations.
 type InsertResponse struct {
 	Outcome      string `json:"outcome"`
@@ -141,6 +218,18 @@ func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return err
 	}
 	if n.HeartbeatTimeout, err = heartbeatTimeoutOf(req.HeartbeatTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.ProgressTimeout, err = waitTimeoutOf("progress_timeout_seconds", req.ProgressTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.QueueTimeout, err = waitTimeoutOf("queue_timeout_seconds", req.QueueTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.StartTimeout, err = waitTimeoutOf("start_timeout_seconds", req.StartTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.Retry, err = ledgerPolicy(req.Retry); err != nil {
 		return err
 	}
 	res, err := h.ledger.Insert(r.Context(), n)
@@ -290,7 +379,7 @@ type ListResponse struct {
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	q, err := query(r, "caller_id", "callee_id", "status", "in_flight", "limit", "cursor")
+	q, err := query(r, "caller_id", "callee_id", "status", "in_flight", "exhausted", "limit", "cursor")
 	if err != nil {
 		return err
 	}
@@ -305,6 +394,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, p auth.Principal)
 		return errInvalidParam("cursor", "is not a cursor returned by a list")
 	}
 	if f.InFlight, err = boolParam(q, "in_flight"); err != nil {
+		return err
+	}
+	if f.Exhausted, err = boolParam(q, "exhausted"); err != nil {
 		return err
 	}
 	if f.Limit, err = intParam(q, "limit", 0, ledger.MaxListLimit); err != nil {
@@ -398,6 +490,7 @@ func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err != nil {
 		return err
 	}
+	h.metrics.countRetry(res, string(req.To))
 	switch res.Outcome {
 	case ledger.OutcomeApplied, ledger.OutcomeUnchanged:
 		writeJSON(w, http.StatusOK, TransitionResponse{Outcome: res.Outcome.String(), Status: res.Status})
@@ -411,9 +504,18 @@ func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Prin
 	return c
 }
 
-// HeartbeatsRequest is the body of POST /v1/heartbeats.
+// HeartbeatsRequest is the body of POST /v1/heartbeats: ids to beat, beats
+// with a progress each, or both (at most MaxBatch in all).
 type HeartbeatsRequest struct {
-	IDs []string `json:"ids"`
+	IDs   []string      `json:"ids"`
+	Beats []BeatRequest `json:"beats"`
+}
+
+// BeatRequest is one beat of HeartbeatsRequest.Beats.
+type BeatRequest struct {
+	ID string `json:"id"`
+	// Progress as in HeartbeatRequest.
+	Progress json.RawMessage `json:"progress"`
 }
 
 // HeartbeatsResponse lists the ids whose workers should stop: terminal,
@@ -430,21 +532,32 @@ func (h *Handler) heartbeats(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if len(req.IDs) > h.opts.MaxBatch {
-		return errInvalidField("ids", fmt.Sprintf("holds %d ids; at most %d per request", len(req.IDs), h.opts.MaxBatch))
+	if n := len(req.IDs) + len(req.Beats); n > h.opts.MaxBatch {
+		field := "ids"
+		if len(req.Beats) > 0 {
+			field = "beats"
+		}
+		return errInvalidField(field, fmt.Sprintf("holds %d beats; at most %d per request", n, h.opts.MaxBatch))
+	}
+	beats := make([]ledger.Beat, 0, len(req.IDs)+len(req.Beats))
+	for _, id := range req.IDs {
+		beats = append(beats, ledger.Beat{ID: id})
+	}
+	for _, b := range req.Beats {
+		beats = append(beats, ledger.Beat{ID: b.ID, Progress: b.Progress})
 	}
 	var notLive []string
 	var err error
 	if p.Role == auth.RoleWorker {
-		notLive, err = h.ledger.HeartbeatManyFor(r.Context(), p.ID, req.IDs)
+		notLive, err = h.ledger.HeartbeatBeatsFor(r.Context(), p.ID, beats)
 	} else {
-		notLive, err = h.ledger.HeartbeatMany(r.Context(), req.IDs)
+		notLive, err = h.ledger.HeartbeatBeats(r.Context(), beats)
 	}
 	if err != nil {
 		var fe *ledger.FieldError
 		if errors.As(err, &fe) {
-			if index, ok := strings.CutPrefix(fe.Field, "delegation_ids"); ok {
-				return errInvalidField("ids"+index, fe.Reason)
+			if field, ok := beatField(fe.Field, len(req.IDs)); ok {
+				return errInvalidField(field, fe.Reason)
 			}
 		}
 		return err
@@ -651,4 +764,76 @@ func durationParam(q url.Values, name string, limit time.Duration) (time.Duratio
 		return 0, errInvalidParam(name, fmt.Sprintf("must be from 0 to %s", limit))
 	}
 	return d, nil
+}
+
+// beatField names, in the request's terms, the field of beat i of the
+// ledger's call (the ids first, then the beats) that a *ledger.FieldError
+// names: delegation_ids[i] or beats[i].progress.
+func beatField(field string, ids int) (string, bool) {
+	var i int
+	var rest string
+	switch {
+	case strings.HasPrefix(field, "delegation_ids["):
+		if _, err := fmt.Sscanf(field, "delegation_ids[%d]", &i); err != nil {
+			return "", false
+		}
+		rest = ".id"
+	case strings.HasPrefix(field, "beats["):
+		if _, err := fmt.Sscanf(field, "beats[%d]", &i); err != nil {
+			return "", false
+		}
+		rest = ".progress"
+	default:
+		return "", false
+	}
+	if i < ids {
+		return fmt.Sprintf("ids[%d]", i), true
+	}
+	return fmt.Sprintf("beats[%d]%s", i-ids, rest), true
+}
+
+// ClaimRequest is the body of POST /v1/claims.
+type ClaimRequest struct {
+	// CalleeID defaults to a worker token's principal.
+	CalleeID string `json:"callee_id"`
+	// Limit is the most rows to claim (1 to ledger.MaxClaimLimit).
+	Limit int `json:"limit"`
+}
+
+// ClaimResponse answers POST /v1/claims: the delegations claimed, now
+// dispatched, the longest due first (none when nothing is due).
+type ClaimResponse struct {
+	Delegations []Delegation `json:"delegations"`
+}
+
+func (h *Handler) claim(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req ClaimRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	switch p.Role {
+	case auth.RoleWorker:
+		if req.CalleeID == "" {
+			req.CalleeID = p.ID
+		}
+		if req.CalleeID != p.ID {
+			return errForbidden("a worker token claims only for its own callee_id")
+		}
+	case auth.RoleAdmin:
+		if req.CalleeID == "" {
+			return errInvalidField("callee_id", "is required")
+		}
+	default:
+		return errForbidden("only worker and admin tokens claim delegations")
+	}
+	if req.Limit < 1 || req.Limit > ledger.MaxClaimLimit {
+		return errInvalidField("limit", fmt.Sprintf("must be from 1 to %d", ledger.MaxClaimLimit))
+	}
+	ds, err := h.ledger.ClaimBy(r.Context(), p.Actor(), req.CalleeID, req.Limit)
+	if err != nil {
+		return err
+	}
+	h.metrics.claimed.Add(float64(len(ds)))
+	writeJSON(w, http.StatusOK, ClaimResponse{Delegations: apiDelegations(ds)})
+	return nil
 }

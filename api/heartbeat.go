@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -22,6 +23,13 @@ var singleBeats = ledger.CoalescerConfig{
 	Flushers: 4,
 }
 
+// HeartbeatRequest is the optional body of POST /v1/delegations/{id}/heartbeat.
+type HeartbeatRequest struct {
+	// Progress, a JSON object of at most 8 KiB, replaces the delegation's
+	// progress; absent or null leaves it as it is.
+	Progress json.RawMessage `json:"progress"`
+}
+
 // HeartbeatResponse answers POST /v1/delegations/{id}/heartbeat.
 type HeartbeatResponse struct {
 	// Live is false once the delegation is terminal: the worker should stop.
@@ -29,12 +37,16 @@ type HeartbeatResponse struct {
 	// Status is the delegation's status as read just before the heartbeat
 	// (when Live, never terminal).
 	Status ledger.Status `json:"status"`
+	// Reason says why a stuck delegation was marked stuck (stalled,
+	// heartbeat_timeout, ...); absent otherwise.
+	Reason string `json:"reason,omitempty"`
 }
 
-// heartbeat records one heartbeat: a read of the delegation (it exists, the
-// principal sees it and may beat it: its worker or an admin), then the beat
-// through h.beats, shared with concurrent requests. The token was checked
-// from memory (auth.Cache) when recently seen.
+// heartbeat records one heartbeat, with the progress of its optional body: a
+// read of the delegation (it exists, the principal sees it and may beat it:
+// its worker or an admin), then the beat through h.beats, shared with
+// concurrent requests. The token was checked from memory (auth.Cache) when
+// recently seen. A bad progress is refused (422) before the beat.
 func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	ctx := r.Context()
 	d, err := h.visible(ctx, r, p)
@@ -44,22 +56,26 @@ func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if !p.CanHeartbeat(d) {
 		return errForbidden("only the delegation's worker (or an admin) heartbeats it")
 	}
+	var req HeartbeatRequest
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return err
+	}
 	if d.Status.Terminal() {
-		writeJSON(w, http.StatusOK, HeartbeatResponse{Live: false, Status: d.Status})
+		writeJSON(w, http.StatusOK, HeartbeatResponse{Live: false, Status: d.Status, Reason: d.StuckReason})
 		return nil
 	}
-	live, err := h.beats.Beat(ctx, d.DelegationID)
+	live, err := h.beats.BeatProgress(ctx, d.DelegationID, req.Progress)
 	if errors.Is(err, ledger.ErrCoalescerStopped) {
 		// The handler is stopping (or was never started): one statement of
 		// its own.
-		res, err := h.ledger.Heartbeat(ctx, d.DelegationID)
+		res, err := h.ledger.HeartbeatProgress(ctx, d.DelegationID, req.Progress)
 		if err != nil {
 			return err
 		}
 		if res.Status == "" {
 			return errNotFound
 		}
-		writeJSON(w, http.StatusOK, HeartbeatResponse{Live: res.Live, Status: res.Status})
+		writeJSON(w, http.StatusOK, HeartbeatResponse{Live: res.Live, Status: res.Status, Reason: res.Reason})
 		return nil
 	}
 	if err != nil {
@@ -77,6 +93,6 @@ func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, HeartbeatResponse{Live: false, Status: d.Status})
+	writeJSON(w, http.StatusOK, HeartbeatResponse{Live: false, Status: d.Status, Reason: d.StuckReason})
 	return nil
 }

@@ -64,6 +64,9 @@ func wrapDBError(action string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
+		case pgErr.ConstraintName == "delegations_progress_check":
+			return fmt.Errorf("%s: %w", action, &FieldError{Field: "progress",
+				Reason: fmt.Sprintf("must be a JSON object of at most %d bytes as stored (refused by the database)", MaxProgressBytes)})
 		case pgErr.Code == pgerrcode.UniqueViolation:
 			return fmt.Errorf("%s: %w: %s", action, ErrConflict, pgErr.Message)
 		case pgerrcode.IsDataException(pgErr.Code),

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +68,34 @@ type Delegation struct {
 	// the id of the attempt it retries ("" for the first).
 	Attempt int    `db:"attempt" json:"attempt"`
 	RetryOf string `db:"retry_of" json:"retry_of,omitempty"`
+	// Progress is the worker's latest progress report (a JSON object, nil
+	// when none), ProgressAt when it last changed (set too when the row
+	// entered in_progress), by the database clock.
+	Progress   json.RawMessage `db:"progress" json:"progress,omitempty"`
+	ProgressAt *time.Time      `db:"progress_at" json:"progress_at,omitempty"`
+	// ProgressTimeout, QueueTimeout and StartTimeout are the delegation's
+	// own timeouts of the stalled, queue_timeout and start_timeout rules;
+	// nil means the sweeper's global ones. Not in the JSON form, like
+	// HeartbeatTimeout.
+	ProgressTimeout *time.Duration `db:"progress_timeout" json:"-"`
+	QueueTimeout    *time.Duration `db:"queue_timeout" json:"-"`
+	StartTimeout    *time.Duration `db:"start_timeout" json:"-"`
+	// NotBefore, when set, is when a queued delegation becomes due (a
+	// retry's backoff): its queue wait counts from then. DispatchedAt is
+	// when it entered dispatched, by the database clock.
+	NotBefore    *time.Time `db:"not_before" json:"not_before,omitempty"`
+	DispatchedAt *time.Time `db:"dispatched_at" json:"dispatched_at,omitempty"`
+	// MaxAttempts, RetryBackoff, RetryBackoffMax and RetryOn are the retry
+	// policy (Policy). Not in the JSON form: the HTTP API renders them as
+	// one object in its own units.
+	MaxAttempts     int           `db:"max_attempts" json:"-"`
+	RetryBackoff    time.Duration `db:"retry_backoff" json:"-"`
+	RetryBackoffMax time.Duration `db:"retry_backoff_max" json:"-"`
+	RetryOn         []Status      `db:"retry_on" json:"-"`
+	// Exhausted is true on an attempt whose policy had retries
+	// (MaxAttempts > 1) and used them all: it ended in a status of RetryOn
+	// at attempt MaxAttempts or later.
+	Exhausted bool `db:"exhausted" json:"exhausted,omitempty"`
 }
 
 // Bounds of a delegation's own heartbeat timeout (NewDelegation.HeartbeatTimeout);
@@ -105,6 +132,19 @@ type NewDelegation struct {
 	// sweep marks it stuck when its last heartbeat is older than this, by
 	// the database clock. Zero means the sweeper's global timeout.
 	HeartbeatTimeout time.Duration
+	// ProgressTimeout, QueueTimeout and StartTimeout, when not zero, are
+	// this delegation's own timeouts (between MinWaitTimeout and
+	// MaxWaitTimeout) of the sweep's rules: in_progress without a change of
+	// progress for longer (reason stalled), queued longer (queue_timeout),
+	// dispatched longer without entering in_progress (start_timeout). Zero
+	// means the sweeper's global ones (sweep.progress_timeout, ...; off by
+	// default).
+	ProgressTimeout time.Duration
+	QueueTimeout    time.Duration
+	StartTimeout    time.Duration
+	// Retry is the retry policy, copied to every later attempt; the zero
+	// value retries nothing (MaxAttempts 1).
+	Retry RetryPolicy
 	// TraceParent, when set, is the W3C trace context of the request that
 	// asks for the delegation (a traceparent header:
 	// 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>), stored so
@@ -224,6 +264,17 @@ func (n *NewDelegation) validate() error {
 	if n.Timeout < 0 {
 		return &FieldError{Field: "timeout", Reason: "is negative"}
 	}
+	if err := n.Retry.withDefaults().validate(); err != nil {
+		return err
+	}
+	for _, t := range []struct {
+		field string
+		d     time.Duration
+	}{{"progress_timeout", n.ProgressTimeout}, {"queue_timeout", n.QueueTimeout}, {"start_timeout", n.StartTimeout}} {
+		if err := checkWaitTimeout(t.field, t.d); err != nil {
+			return err
+		}
+	}
 	return checkHeartbeatTimeout(n.HeartbeatTimeout)
 }
 
@@ -251,13 +302,15 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 		timeout = DefaultTimeout
 	}
 	preview := Truncate(n.TaskPreview, MaxTaskPreviewRunes)
+	policy := n.Retry.withDefaults()
 
 	// A conflicting insert inserts nothing; look up which row it met. If that
 	// row is gone by then (its writer rolled back), try again.
 	for range 3 {
 		args := []any{n.DelegationID, n.CallerID, n.CalleeID, preview,
 			status, n.IdempotencyKey, deadline, timeout.Seconds(), heartbeatTimeoutArg(n.HeartbeatTimeout),
-			retryableNames}
+			retryableNames, heartbeatTimeoutArg(n.ProgressTimeout), heartbeatTimeoutArg(n.QueueTimeout),
+			heartbeatTimeoutArg(n.StartTimeout), policy.MaxAttempts, policy.Backoff, policy.BackoffMax, StatusStrings(policy.On)}
 		sql := insertSQL
 		if n.TraceParent != "" {
 			sql, args = insertTracedSQL, append(args, n.TraceParent)
@@ -342,6 +395,12 @@ type StatusResult struct {
 	Outcome Outcome
 	// Status is the row's status after the call; empty when not found.
 	Status Status
+	// Retried is true when the change (applied) moved the row to a status
+	// in its retry policy's RetryOn with attempts left: the database
+	// inserted the next attempt in the same transaction. Exhausted is true
+	// when it did so with no attempt left.
+	Retried   bool
+	Exhausted bool
 }
 
 func (c *Change) validate() error {
@@ -387,15 +446,16 @@ func (l *Ledger) SetStatus(ctx context.Context, id string, to Status, c Change) 
 	br := l.db.SendBatch(ctx, batch)
 	_, err := br.Exec()
 	var got Status
+	var retried, exhausted bool
 	if err == nil {
-		err = br.QueryRow().Scan(&got)
+		err = br.QueryRow().Scan(&got, &retried, &exhausted)
 	}
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
 	}
 	switch {
 	case err == nil:
-		return StatusResult{Outcome: OutcomeApplied, Status: got}, nil
+		return StatusResult{Outcome: OutcomeApplied, Status: got, Retried: retried, Exhausted: exhausted}, nil
 	case !errors.Is(err, pgx.ErrNoRows):
 		return StatusResult{}, wrapDBError(fmt.Sprintf("setting delegation %q to %s", id, to), err)
 	}
@@ -420,65 +480,27 @@ type HeartbeatResult struct {
 	Live bool
 	// Status is the delegation's status; empty when it does not exist.
 	Status Status
+	// Reason is the delegation's stuck_reason when Status is stuck
+	// (heartbeat_timeout, deadline_exceeded, stalled, queue_timeout,
+	// start_timeout): why its worker should stop.
+	Reason string
 }
 
 // Heartbeat records that the delegation's worker is alive. Only non-terminal
 // rows are touched: on a terminal row it changes nothing and reports
-// Live == false with the final status, so a worker whose task was marked
-// stuck learns it here. A missing row is Live == false with an empty Status.
+// Live == false with the final status (and, when stuck, the reason), so a
+// worker whose task was marked stuck learns it here. A missing row is
+// Live == false with an empty Status. HeartbeatProgress also reports
+// progress.
 func (l *Ledger) Heartbeat(ctx context.Context, id string) (HeartbeatResult, error) {
-	if err := checkID("delegation_id", id); err != nil {
-		return HeartbeatResult{}, fmt.Errorf("heartbeat: %w", err)
-	}
-	var st Status
-	err := l.db.QueryRow(ctx, heartbeatSQL, id, nonTerminalNames).Scan(&st)
-	if err == nil {
-		return HeartbeatResult{Live: true, Status: st}, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return HeartbeatResult{}, wrapDBError(fmt.Sprintf("heartbeat of delegation %q", id), err)
-	}
-	err = l.db.QueryRow(ctx, selectStatusSQL, id).Scan(&st)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return HeartbeatResult{}, nil
-	}
-	if err != nil {
-		return HeartbeatResult{}, wrapDBError(fmt.Sprintf("reading status of delegation %q", id), err)
-	}
-	return HeartbeatResult{Live: false, Status: st}, nil
+	return l.HeartbeatProgress(ctx, id, nil)
 }
 
 // HeartbeatMany records a heartbeat for many delegations in one statement and
 // returns the ids among them that are not live (terminal or missing), sorted;
-// their workers should stop.
+// their workers should stop. HeartbeatBeats also reports progress.
 func (l *Ledger) HeartbeatMany(ctx context.Context, ids []string) (notLive []string, err error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	for i, id := range ids {
-		if err := checkID(fmt.Sprintf("delegation_ids[%d]", i), id); err != nil {
-			return nil, fmt.Errorf("heartbeat: %w", err)
-		}
-	}
-	// Sorted and unique: concurrent batches then lock rows in the same order.
-	sorted := slices.Clone(ids)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
-	rows, err := l.db.Query(ctx, heartbeatManySQL, sorted, nonTerminalNames)
-	if err != nil {
-		return nil, wrapDBError("heartbeat of many delegations", err)
-	}
-	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, wrapDBError("heartbeat of many delegations", err)
-	}
-	slices.Sort(live)
-	for _, id := range sorted {
-		if _, found := slices.BinarySearch(live, id); !found {
-			notLive = append(notLive, id)
-		}
-	}
-	return notLive, nil
+	return l.heartbeatBeats(ctx, "", beatsOf(ids))
 }
 
 // Get returns one delegation, or an error wrapping ErrNotFound.
@@ -510,6 +532,9 @@ type ListFilter struct {
 	// InFlight keeps only non-terminal rows; it needs CallerID (it reads
 	// the in-flight rows of one caller, idx_delegations_inflight_caller).
 	InFlight bool
+	// Exhausted keeps only attempts that exhausted their retry policy
+	// (idx_delegations_exhausted); it needs no other filter.
+	Exhausted bool
 }
 
 // Page sizes for List.
@@ -552,6 +577,10 @@ func (l *Ledger) List(ctx context.Context, f ListFilter) (Page, error) {
 
 	var rows pgx.Rows
 	switch {
+	case f.Exhausted && f.InFlight:
+		return Page{}, nil // an exhausted attempt is terminal
+	case f.Exhausted:
+		rows, err = l.db.Query(ctx, listExhaustedSQL, f.CallerID, f.CalleeID, f.Status, afterAt, afterID, limit+1)
 	case f.InFlight && f.Status.Terminal():
 		return Page{}, nil
 	case f.InFlight && f.CallerID != "":

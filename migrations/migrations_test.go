@@ -193,6 +193,15 @@ func TestSchemaShape(t *testing.T) {
 		// version 4 (attempts)
 		"heartbeat_timeout": "interval YES", "heartbeat_expires_at": "timestamp with time zone YES",
 		"attempt": "integer NO", "retry_of": "text YES",
+		// version 7 (progress and waiting states)
+		"progress": "jsonb YES", "progress_at": "timestamp with time zone YES",
+		"progress_timeout": "interval YES", "queue_timeout": "interval YES", "start_timeout": "interval YES",
+		"not_before": "timestamp with time zone YES", "dispatched_at": "timestamp with time zone YES",
+		"progress_minute": "timestamp with time zone YES", "progress_expires_at": "timestamp with time zone YES",
+		"queue_expires_at": "timestamp with time zone YES", "start_expires_at": "timestamp with time zone YES",
+		// version 8 (retry policies and claims)
+		"max_attempts":  "integer NO",
+		"retry_backoff": "interval NO", "retry_backoff_max": "interval NO", "retry_on": "ARRAY NO",
 		// version 9 (webhooks)
 		"traceparent": "text YES",
 	}
@@ -230,6 +239,13 @@ func TestSchemaShape(t *testing.T) {
 		"delegations_pkey":                       {"UNIQUE INDEX", "(delegation_id)"},
 		// version 5 (console indexes)
 		"idx_delegation_events_stuck": {"(tx_id, id) INCLUDE (at, reason, caller_id, callee_id)", "WHERE (to_status = 'stuck'::text)"},
+		// version 7: one partial index per new rule and kind of timeout
+		"idx_delegations_inflight_progress":     {"(progress_minute)", "WHERE ((status = 'in_progress'::text) AND (progress_timeout IS NULL))"},
+		"idx_delegations_inflight_progress_own": {"(progress_expires_at)", "WHERE ((status = 'in_progress'::text) AND (progress_timeout IS NOT NULL))"},
+		"idx_delegations_queued":                {"(COALESCE(not_before, created_at))", "WHERE ((status = 'queued'::text) AND (queue_timeout IS NULL))"},
+		"idx_delegations_queued_own":            {"(queue_expires_at)", "WHERE ((status = 'queued'::text) AND (queue_timeout IS NOT NULL))"},
+		"idx_delegations_dispatched":            {"(dispatched_at)", "WHERE ((status = 'dispatched'::text) AND (start_timeout IS NULL))"},
+		"idx_delegations_dispatched_own":        {"(start_expires_at)", "WHERE ((status = 'dispatched'::text) AND (start_timeout IS NOT NULL))"},
 		// version 9 (webhooks)
 		"idx_webhook_attempts_subscription": {"(subscription_id, id)"},
 	}
@@ -263,6 +279,8 @@ func TestSchemaShape(t *testing.T) {
 		"delegations_result_preview_check", "delegations_error_detail_check", "delegations_stuck_reason_check",
 		"delegations_in_progress_heartbeat_check",
 		"delegations_heartbeat_timeout_check", "delegations_attempt_check", "delegations_retry_of_check",
+		"delegations_progress_check", "delegations_progress_timeout_check", "delegations_queue_timeout_check",
+		"delegations_start_timeout_check",
 	} {
 		if checks[name] == "" {
 			t.Errorf("CHECK %s missing", name)

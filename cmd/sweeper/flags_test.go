@@ -81,7 +81,7 @@ func TestFlagMatrix(t *testing.T) {
 		{[]string{"migrate", "version"}, migrateFlags},
 		{[]string{"migrate", "force", "1"}, migrateFlags},
 		{[]string{"status"}, []string{"config", "output", "database-url", "database-max-conns", "database-pooler",
-			"database-query-exec-mode", "sweep-heartbeat-timeout"}},
+			"database-query-exec-mode", "sweep-heartbeat-timeout", "sweep-progress-timeout", "sweep-queue-timeout", "sweep-start-timeout"}},
 		{[]string{"config", "validate"}, append([]string{"config", "dry-run", "output"}, keyFlags...)},
 		{[]string{"token", "list"}, []string{"config", "output", "name", "role", "principal",
 			"database-url", "database-max-conns", "database-pooler", "database-query-exec-mode", "log-level", "log-format"}},
@@ -158,7 +158,8 @@ func TestConfigValidateJSON(t *testing.T) {
 	r := run(t, env, "config", "validate", "--output", "json", "--sweep-batch-size", "250")
 	const want = `{"valid":true,"config":{"database":{"url":"sweeper@db.internal:5433/app","max_conns":4,"pooler":"none",` +
 		`"query_exec_mode":"","migrate_url":"","listen_url":"","read_url":"","read_max_lag":"10s"},` +
-		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":250,"max_batches_per_run":100,` +
+		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","progress_timeout":"0s","queue_timeout":"0s","start_timeout":"0s",` +
+		`"batch_size":250,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
 		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +
 		`"max_batch":10000,"rate_limit":0,"rate_burst":0,"max_wait":"1m","read_header_timeout":"5s","read_timeout":"30s",` +

@@ -24,17 +24,29 @@ GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon
 -- served by the same process on the same DSN: POST /v1/delegations inserts
 -- exactly these columns (the others take their defaults; since schema 4 an
 -- insert also writes heartbeat_timeout, and attempt and retry_of when it
--- continues a failed or stuck idempotency key), transitions also
--- write the result and error, heartbeats touch last_heartbeat. Granted to
+-- continues a failed or stuck idempotency key; since schema 8 the retry
+-- policy, and not_before on a retry), claims and transitions also
+-- write the result and error, heartbeats touch last_heartbeat and progress. Granted to
 -- the daemon role even when api.listen is unset: one role for the one
 -- process, and each write still passes the guard trigger, which refuses
 -- every backward move and any change to a terminal row, whoever writes.
 -- Still refused: DELETE, TRUNCATE, and UPDATE of the ids, the preview, the
 -- deadline, created_at and finished_at.
+-- Since schema 7 an insert also writes the progress, queue and start
+-- timeouts (and a retry the progress its next attempt inherits), and a
+-- heartbeat writes progress; progress_at and the rules' index keys are set
+-- by the BEFORE trigger (no privilege needed).
 GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-              heartbeat_timeout, attempt, retry_of)
+              heartbeat_timeout, attempt, retry_of,
+              progress_timeout, queue_timeout, start_timeout, progress,
+              not_before, max_attempts, retry_backoff, retry_backoff_max, retry_on)
     ON delegations TO sweeper_daemon;
-GRANT UPDATE (result_preview, error_detail, last_heartbeat) ON delegations TO sweeper_daemon;
+-- The retry policy's next attempts (schema 8) are inserted by
+-- sweeper_insert_retries, a SECURITY DEFINER function owned by the schema
+-- owner that the audit calls for whichever role moved the rows: it copies
+-- columns no writer may set (progress, the wait timeouts). It acts only on
+-- rows their policy retries, so it needs no grant.
+GRANT UPDATE (result_preview, error_detail, last_heartbeat, progress) ON delegations TO sweeper_daemon;
 
 -- Bearer tokens and console sign-ins are checked against api_tokens: read
 -- only. Tokens are created and revoked with `sweeper token` as the owner

@@ -107,7 +107,7 @@ func TestPythonExampleAgainstTheDaemon(t *testing.T) {
 	// stuck and the heartbeat loop stops the worker.
 	start := time.Now()
 	code, out = runPy(60*time.Second, "worker.py", "--id", "py-stuck", "--callee", "agent-a", "--work-seconds", "50", "--timeout-seconds", "1")
-	if code != 3 || !strings.Contains(out, "py-stuck is stuck, stopping") {
+	if code != 3 || !strings.Contains(out, "py-stuck is stuck, stopping (reason deadline_exceeded)") {
 		t.Fatalf("stuck worker: exit %d\n%s", code, out)
 	}
 	t.Logf("stuck worker stopped %s after it started", time.Since(start).Round(time.Millisecond))
@@ -118,6 +118,11 @@ func TestPythonExampleAgainstTheDaemon(t *testing.T) {
 		dl, err := l.Get(ctx, id)
 		if err != nil || dl.Status != want {
 			t.Fatalf("%s: %+v, %v", id, dl, err)
+		}
+		// The worker reported progress with its heartbeats.
+		var progress struct{ Beats int }
+		if err := json.Unmarshal(dl.Progress, &progress); err != nil || progress.Beats < 1 || dl.ProgressAt == nil {
+			t.Fatalf("%s: progress %s at %v", id, dl.Progress, dl.ProgressAt)
 		}
 		evs, _ := l.Events(ctx, id)
 		if len(evs) != 3 || evs[0].Actor != "api:billing" || evs[1].Actor != "api:agent" {

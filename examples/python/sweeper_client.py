@@ -84,14 +84,23 @@ class Client:
         path = "/v1/delegations/%s/transitions" % urllib.parse.quote(delegation_id, safe="")
         return self._call("POST", path, body)[1]
 
-    def heartbeat(self, delegation_id):
-        """Returns {"live": bool, "status"}; live False means stop."""
+    def heartbeat(self, delegation_id, progress=None):
+        """Returns {"live": bool, "status", "reason"?}; live False means stop
+        (reason says why a stuck delegation was marked). progress, a dict of
+        at most 8 KiB as JSON, replaces the delegation's progress: a
+        delegation whose progress stops changing is marked stuck (stalled)
+        after its progress timeout, however often it heartbeats."""
         path = "/v1/delegations/%s/heartbeat" % urllib.parse.quote(delegation_id, safe="")
-        return self._call("POST", path)[1]
+        body = None if progress is None else {"progress": progress}
+        return self._call("POST", path, body)[1]
 
-    def heartbeats(self, ids):
-        """One statement for many delegations; returns the ids not live."""
-        return self._call("POST", "/v1/heartbeats", {"ids": list(ids)})[1]["not_live"]
+    def heartbeats(self, ids=(), beats=()):
+        """One statement for many delegations; returns the ids not live.
+        beats: (delegation_id, progress) pairs, to report progress too."""
+        body = {"ids": list(ids)}
+        if beats:
+            body["beats"] = [{"id": i, "progress": p} for i, p in beats]
+        return self._call("POST", "/v1/heartbeats", body)[1]["not_live"]
 
     def events(self, delegation_id):
         path = "/v1/delegations/%s/events" % urllib.parse.quote(delegation_id, safe="")

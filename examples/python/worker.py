@@ -1,5 +1,5 @@
 """An example worker: records a delegation (caller token), then works on it
-(worker token) with a heartbeat loop that stops as soon as the ledger says the
+(worker token) with a heartbeat loop, reporting progress, that stops as soon as the ledger says the
 delegation is no longer live (it was marked stuck, or finished elsewhere), and
 completes it when the work is done.
 
@@ -20,11 +20,16 @@ from sweeper_client import Client, Problem
 
 def heartbeat_loop(client, delegation_id, interval, stop, lost):
     """Heartbeat every interval until stop is set; set lost (and stop) when
-    the ledger answers live=false."""
+    the ledger answers live=false. Each beat reports the work's progress
+    (here a counter), so a progress timeout tells this loop, alive while the
+    work is wedged, from work that moves."""
+    beats = 0
     while not stop.wait(interval):
-        beat = client.heartbeat(delegation_id)
+        beats += 1
+        beat = client.heartbeat(delegation_id, progress={"beats": beats})
         if not beat["live"]:
-            print("heartbeat: %s is %s, stopping" % (delegation_id, beat["status"]), flush=True)
+            print("heartbeat: %s is %s, stopping (reason %s)" % (delegation_id, beat["status"], beat.get("reason", "none")),
+                  flush=True)
             lost.set()
             stop.set()
 

@@ -21,6 +21,8 @@ type Metrics struct {
 
 	runs        *prometheus.CounterVec
 	swept       *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	exhausted   *prometheus.CounterVec
 	batches     prometheus.Counter
 	duration    prometheus.Histogram
 	lastSuccess prometheus.Gauge
@@ -52,7 +54,15 @@ func NewMetrics() *Metrics {
 		}, []string{"result"}),
 		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sweeper_swept_total",
-			Help: "Delegations marked stuck, by reason (heartbeat_timeout or deadline_exceeded). Dry runs do not count.",
+			Help: "Delegations marked stuck, by reason (heartbeat_timeout, deadline_exceeded, stalled, queue_timeout, start_timeout). Dry runs do not count.",
+		}, []string{"reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_retries_scheduled_total",
+			Help: "Delegations the sweep marked stuck whose retry policy scheduled the next attempt, by reason.",
+		}, []string{"reason"}),
+		exhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_retries_exhausted_total",
+			Help: "Delegations the sweep marked stuck at the last attempt their retry policy allowed, by reason.",
 		}, []string{"reason"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sweeper_batches_total",
@@ -102,7 +112,7 @@ func NewMetrics() *Metrics {
 		ConstLabels: prometheus.Labels{"version": version.Version, "commit": version.Commit, "go_version": version.GoVersion},
 	})
 	buildInfo.Set(1)
-	m.Registry.MustRegister(m.runs, m.swept, m.batches, m.duration, m.lastSuccess,
+	m.Registry.MustRegister(m.runs, m.swept, m.retries, m.exhausted, m.batches, m.duration, m.lastSuccess,
 		m.inFlight, m.oldestAge, m.ready, buildInfo,
 		m.readQueries, m.replicaFallbacks, m.replicaLag, m.replicaInUse,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -113,8 +123,11 @@ func NewMetrics() *Metrics {
 	// Every labelled series exists from the start, at zero.
 	m.runs.WithLabelValues(ResultOK)
 	m.runs.WithLabelValues(ResultError)
-	m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout)
-	m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded)
+	for _, r := range sweep.Reasons {
+		m.swept.WithLabelValues(r)
+		m.retries.WithLabelValues(r)
+		m.exhausted.WithLabelValues(r)
+	}
 	m.readQueries.WithLabelValues(TargetReplica)
 	m.readQueries.WithLabelValues(TargetPrimary)
 	for _, r := range fallbackReasons {
@@ -162,8 +175,15 @@ func (m *Metrics) ObserveRun(res sweep.Result, err error) {
 	m.duration.Observe(res.Duration.Seconds())
 	m.batches.Add(float64(res.Batches))
 	if !res.DryRun {
-		m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout).Add(float64(res.SweptHeartbeatTimeout))
-		m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded).Add(float64(res.SweptDeadlineExceeded))
+		for r, n := range res.ByReason() {
+			m.swept.WithLabelValues(r).Add(float64(n))
+		}
+		for reason, n := range res.Retried {
+			m.retries.WithLabelValues(reason).Add(float64(n))
+		}
+		for reason, n := range res.Exhausted {
+			m.exhausted.WithLabelValues(reason).Add(float64(n))
+		}
 	}
 	if err != nil {
 		m.runs.WithLabelValues(ResultError).Inc()

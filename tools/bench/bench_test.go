@@ -174,10 +174,10 @@ func TestRunSmall(t *testing.T) {
 	if len(r.Problems) > 0 {
 		t.Fatalf("problems: %v", r.Problems)
 	}
-	if len(r.Sizes) != 2 || r.Sizes[1].Nothing.N != 5 || len(r.Sizes[1].Drains) != 1 || r.Sizes[1].Drains[0].Notified != 2000 {
+	if len(r.Sizes) != 2 || r.Sizes[1].Nothing.N != 5 || r.Sizes[1].NothingRules.N != 5 || len(r.Sizes[1].Drains) != 1 || r.Sizes[1].Drains[0].Notified != 2000 {
 		t.Fatalf("sizes: %+v", r.Sizes)
 	}
-	if len(r.Ingest) != 7 {
+	if len(r.Ingest) != 9 { // seven paths, and the two with progress (issue 20)
 		t.Fatalf("ingest: %+v", r.Ingest)
 	}
 	checkConsole(t, r)

@@ -361,10 +361,15 @@ func (fo *failover) run(t *testing.T, daemons []*proc, dsn string) {
 	var watchers sync.WaitGroup
 	promoted := make(chan struct{})
 	var mu sync.Mutex
+	// firstRead: every watcher has its first answer before the kill (under
+	// load a goroutine's first request could otherwise come after it).
+	var firstRead sync.WaitGroup
+	firstRead.Add(len(daemons))
 	for _, d := range daemons {
 		watchers.Go(func() {
 			var seen []string
 			after := false
+			first := true
 			deadline := time.Now().Add(2 * time.Minute)
 			for time.Now().Before(deadline) {
 				select {
@@ -376,6 +381,10 @@ func (fo *failover) run(t *testing.T, daemons []*proc, dsn string) {
 				s := fmt.Sprint(code)
 				if len(seen) == 0 || seen[len(seen)-1] != s {
 					seen = append(seen, s)
+				}
+				if first {
+					first = false
+					firstRead.Done()
 				}
 				if after && code == 200 {
 					break
@@ -389,6 +398,7 @@ func (fo *failover) run(t *testing.T, daemons []*proc, dsn string) {
 	}
 	// The watchers have read /readyz once (200: the storm runs) before the
 	// kill.
+	firstRead.Wait()
 	for _, d := range daemons {
 		if code := readyz(d); code != 200 {
 			t.Errorf("%s /readyz before the failover: %d", d.Name, code)
