@@ -92,46 +92,55 @@ CREATE OR REPLACE FUNCTION sweeper_delegations_after() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    actor  text;
-    reason text;
-    detail jsonb;
+    appended bigint;
 BEGIN
-    -- 1. Which rows changed status? None: nothing to record.
-    IF TG_OP = 'UPDATE' THEN
-        IF ARRAY(SELECT o.status FROM old_rows AS o) = ARRAY(SELECT n.status FROM new_rows AS n) THEN
-            RETURN NULL;
-        END IF;
-    ELSIF NOT EXISTS (SELECT FROM new_rows) THEN
-        RETURN NULL; -- an INSERT ... ON CONFLICT DO NOTHING that inserted nothing
+    -- 1. The rows whose status changed, with who changed them and why (the
+    --    settings are read once per statement), appended as audit events in
+    --    the statement's row order.
+    IF TG_OP = 'INSERT' THEN
+        WITH writer AS (
+            SELECT COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user) AS actor,
+                   NULLIF(current_setting('sweeper.reason', true), '') AS reason,
+                   NULLIF(current_setting('sweeper.detail', true), '')::jsonb AS detail
+        ), events AS (
+            INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
+                                           caller_id, callee_id)
+            SELECT n.delegation_id, NULL, n.status, COALESCE(w.reason, n.stuck_reason), w.actor, w.detail,
+                   n.caller_id, n.callee_id
+            FROM new_rows AS n CROSS JOIN writer AS w
+            RETURNING 1
+        )
+        SELECT count(*) INTO appended FROM events;
+    ELSE
+        WITH changed AS (
+            SELECT *
+            FROM unnest(ARRAY(SELECT o.status FROM old_rows AS o),
+                        ARRAY(SELECT n.delegation_id FROM new_rows AS n),
+                        ARRAY(SELECT n.status FROM new_rows AS n),
+                        ARRAY(SELECT n.stuck_reason FROM new_rows AS n),
+                        ARRAY(SELECT n.caller_id FROM new_rows AS n),
+                        ARRAY(SELECT n.callee_id FROM new_rows AS n))
+                 AS c(from_status, delegation_id, to_status, stuck_reason, caller_id, callee_id)
+            WHERE c.to_status IS DISTINCT FROM c.from_status
+        ), writer AS (
+            SELECT COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user) AS actor,
+                   NULLIF(current_setting('sweeper.reason', true), '') AS reason,
+                   NULLIF(current_setting('sweeper.detail', true), '')::jsonb AS detail
+            WHERE EXISTS (SELECT FROM changed)
+        ), events AS (
+            INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
+                                           caller_id, callee_id)
+            SELECT c.delegation_id, c.from_status, c.to_status, COALESCE(w.reason, c.stuck_reason), w.actor, w.detail,
+                   c.caller_id, c.callee_id
+            FROM changed AS c CROSS JOIN writer AS w
+            RETURNING 1
+        )
+        SELECT count(*) INTO appended FROM events;
     END IF;
 
-    -- 2. Who changed them, and why (read once per statement).
-    actor := COALESCE(NULLIF(current_setting('sweeper.actor', true), ''), 'db:' || current_user);
-    reason := NULLIF(current_setting('sweeper.reason', true), '');
-    detail := NULLIF(current_setting('sweeper.detail', true), '')::jsonb;
-
-    -- 3. The audit events, one per status change, in the statement's row
-    --    order. delegation_events_notify then sends one notification for
-    --    the INSERT, at commit.
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
-                                       caller_id, callee_id)
-        SELECT n.delegation_id, NULL, n.status, COALESCE(reason, n.stuck_reason), actor, detail,
-               n.caller_id, n.callee_id
-        FROM new_rows AS n;
-    ELSE
-        INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
-                                       caller_id, callee_id)
-        SELECT c.delegation_id, c.from_status, c.to_status, COALESCE(reason, c.stuck_reason), actor, detail,
-               c.caller_id, c.callee_id
-        FROM unnest(ARRAY(SELECT o.status FROM old_rows AS o),
-                    ARRAY(SELECT n.delegation_id FROM new_rows AS n),
-                    ARRAY(SELECT n.status FROM new_rows AS n),
-                    ARRAY(SELECT n.stuck_reason FROM new_rows AS n),
-                    ARRAY(SELECT n.caller_id FROM new_rows AS n),
-                    ARRAY(SELECT n.callee_id FROM new_rows AS n))
-             AS c(from_status, delegation_id, to_status, stuck_reason, caller_id, callee_id)
-        WHERE c.to_status IS DISTINCT FROM c.from_status;
+    -- 2. One notification for the feed's long polls, at commit.
+    IF appended > 0 THEN
+        PERFORM pg_notify('sweeper_events', '');
     END IF;
     RETURN NULL;
 END

@@ -304,8 +304,8 @@ BEGIN
 
     -- 3. The audit events, one per status change, in the statement's row
     --    order; a stuck one with the row's progress (sweeper_stuck_detail).
-    --    delegation_events_notify then sends one notification for the
-    --    INSERT, at commit.
+    --    Then one notification for the feed's long polls, at commit (version
+    --    6 dropped the delegation_events_notify trigger: the audit sends it).
     IF TG_OP = 'INSERT' THEN
         INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail,
                                        caller_id, callee_id)
@@ -336,6 +336,8 @@ BEGIN
                   progress, progress_at, last_heartbeat)
         WHERE c.to_status IS DISTINCT FROM c.from_status;
     END IF;
+    -- Step 1 returned when no status changed: events were appended.
+    PERFORM pg_notify('sweeper_events', '');
     RETURN NULL;
 END
 $$;
