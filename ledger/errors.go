@@ -61,15 +61,22 @@ func wrapDBError(action string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", action, err)
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == pgerrcode.UniqueViolation:
-			return fmt.Errorf("%s: %w: %s", action, ErrConflict, pgErr.Message)
-		case pgerrcode.IsDataException(pgErr.Code),
-			pgErr.Code == pgerrcode.CheckViolation,
-			pgErr.Code == pgerrcode.NotNullViolation:
-			return fmt.Errorf("%s: %w: %s (%w)", action, ErrInvalid, pgErr.Message, err)
+	// Any driver's error with a SQLSTATE: pgx's *pgconn.PgError, lib/pq's
+	// *pq.Error (through NewSQL).
+	var stateErr interface{ SQLState() string }
+	if errors.As(err, &stateErr) {
+		msg := err.Error()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			msg = pgErr.Message
+		}
+		switch code := stateErr.SQLState(); {
+		case code == pgerrcode.UniqueViolation:
+			return fmt.Errorf("%s: %w: %s", action, ErrConflict, msg)
+		case pgerrcode.IsDataException(code),
+			code == pgerrcode.CheckViolation,
+			code == pgerrcode.NotNullViolation:
+			return fmt.Errorf("%s: %w: %s (%w)", action, ErrInvalid, msg, err)
 		}
 	}
 	return fmt.Errorf("%s: %w", action, err)
