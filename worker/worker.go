@@ -219,7 +219,7 @@ func (w *Worker) Run(ctx context.Context, id string, fn func(ctx context.Context
 
 	t := &Task{Delegation: d}
 	w.TestSignals.Started.Signal(id)
-	fnErr, panicked, pv := call(workCtx, t, fn)
+	panicked, pv, fnErr := call(workCtx, t, fn)
 	stop()
 	var nle *NotLiveError
 	switch {
@@ -240,13 +240,13 @@ func (w *Worker) Run(ctx context.Context, id string, fn func(ctx context.Context
 }
 
 // call runs fn, catching a panic.
-func call(ctx context.Context, t *Task, fn func(context.Context, *Task) error) (err error, panicked bool, v any) {
+func call(ctx context.Context, t *Task, fn func(context.Context, *Task) error) (panicked bool, v any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			panicked, v = true, p
 		}
 	}()
-	return fn(ctx, t), false, nil
+	return false, nil, fn(ctx, t)
 }
 
 // start moves id to in_progress and reads it.
