@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -33,6 +34,12 @@ type InsertRequest struct {
 	// HeartbeatTimeoutSeconds is the delegation's own heartbeat timeout
 	// (1 s to 7 days); absent: the sweeper's global one.
 	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds"`
+	// ProgressTimeoutSeconds, QueueTimeoutSeconds and StartTimeoutSeconds
+	// are the delegation's own timeouts of the stalled, queue_timeout and
+	// start_timeout rules (1 s to 7 days); absent: the sweeper's global ones.
+	ProgressTimeoutSeconds *float64 `json:"progress_timeout_seconds"`
+	QueueTimeoutSeconds    *float64 `json:"queue_timeout_seconds"`
+	StartTimeoutSeconds    *float64 `json:"start_timeout_seconds"`
 }
 
 // Delegation is a delegation as the API renders it: the ledger's fields and
@@ -41,15 +48,27 @@ type InsertRequest struct {
 type Delegation struct {
 	ledger.Delegation
 	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds,omitempty"`
+	ProgressTimeoutSeconds  *float64 `json:"progress_timeout_seconds,omitempty"`
+	QueueTimeoutSeconds     *float64 `json:"queue_timeout_seconds,omitempty"`
+	StartTimeoutSeconds     *float64 `json:"start_timeout_seconds,omitempty"`
+}
+
+// secondsOf is d in seconds, nil when d is.
+func secondsOf(d *time.Duration) *float64 {
+	if d == nil {
+		return nil
+	}
+	s := d.Seconds()
+	return &s
 }
 
 func apiDelegation(d ledger.Delegation) Delegation {
-	out := Delegation{Delegation: d}
-	if d.HeartbeatTimeout != nil {
-		s := d.HeartbeatTimeout.Seconds()
-		out.HeartbeatTimeoutSeconds = &s
+	return Delegation{Delegation: d,
+		HeartbeatTimeoutSeconds: secondsOf(d.HeartbeatTimeout),
+		ProgressTimeoutSeconds:  secondsOf(d.ProgressTimeout),
+		QueueTimeoutSeconds:     secondsOf(d.QueueTimeout),
+		StartTimeoutSeconds:     secondsOf(d.StartTimeout),
 	}
-	return out
 }
 
 func apiDelegations(ds []ledger.Delegation) []Delegation {
@@ -95,6 +114,19 @@ func heartbeatTimeoutOf(seconds *float64) (time.Duration, error) {
 	return time.Duration(*seconds * float64(time.Second)), nil
 }
 
+// waitTimeoutOf reads one of progress_timeout_seconds, queue_timeout_seconds
+// and start_timeout_seconds (zero when absent).
+func waitTimeoutOf(field string, seconds *float64) (time.Duration, error) {
+	if seconds == nil {
+		return 0, nil
+	}
+	lo, hi := ledger.MinWaitTimeout.Seconds(), ledger.MaxWaitTimeout.Seconds()
+	if s := *seconds; !(s >= lo && s <= hi) {
+		return 0, errInvalidField(field, fmt.Sprintf("must be from %g to %g (1 s to 7 days)", lo, hi))
+	}
+	return time.Duration(*seconds * float64(time.Second)), nil
+}
+
 // InsertResponse answers POST /v1/delegations.
 type InsertResponse struct {
 	Outcome      string `json:"outcome"`
@@ -125,6 +157,15 @@ func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return err
 	}
 	if n.HeartbeatTimeout, err = heartbeatTimeoutOf(req.HeartbeatTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.ProgressTimeout, err = waitTimeoutOf("progress_timeout_seconds", req.ProgressTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.QueueTimeout, err = waitTimeoutOf("queue_timeout_seconds", req.QueueTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.StartTimeout, err = waitTimeoutOf("start_timeout_seconds", req.StartTimeoutSeconds); err != nil {
 		return err
 	}
 	res, err := h.ledger.Insert(r.Context(), n)
@@ -378,11 +419,21 @@ func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Prin
 	return c
 }
 
+// HeartbeatRequest is the optional body of POST /v1/delegations/{id}/heartbeat.
+type HeartbeatRequest struct {
+	// Progress, a JSON object of at most 8 KiB, replaces the delegation's
+	// progress; absent or null leaves it as it is.
+	Progress json.RawMessage `json:"progress"`
+}
+
 // HeartbeatResponse answers POST /v1/delegations/{id}/heartbeat.
 type HeartbeatResponse struct {
 	// Live is false once the delegation is terminal: the worker should stop.
 	Live   bool          `json:"live"`
 	Status ledger.Status `json:"status"`
+	// Reason says why a stuck delegation was marked stuck (stalled,
+	// heartbeat_timeout, ...); absent otherwise.
+	Reason string `json:"reason,omitempty"`
 }
 
 func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -393,20 +444,33 @@ func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if !p.CanHeartbeat(d) {
 		return errForbidden("only the delegation's worker (or an admin) heartbeats it")
 	}
-	res, err := h.ledger.Heartbeat(r.Context(), d.DelegationID)
+	var req HeartbeatRequest
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return err
+	}
+	res, err := h.ledger.HeartbeatProgress(r.Context(), d.DelegationID, req.Progress)
 	if err != nil {
 		return err
 	}
 	if res.Status == "" {
 		return errNotFound
 	}
-	writeJSON(w, http.StatusOK, HeartbeatResponse{Live: res.Live, Status: res.Status})
+	writeJSON(w, http.StatusOK, HeartbeatResponse{Live: res.Live, Status: res.Status, Reason: res.Reason})
 	return nil
 }
 
-// HeartbeatsRequest is the body of POST /v1/heartbeats.
+// HeartbeatsRequest is the body of POST /v1/heartbeats: ids to beat, beats
+// with a progress each, or both (at most MaxBatch in all).
 type HeartbeatsRequest struct {
-	IDs []string `json:"ids"`
+	IDs   []string      `json:"ids"`
+	Beats []BeatRequest `json:"beats"`
+}
+
+// BeatRequest is one beat of HeartbeatsRequest.Beats.
+type BeatRequest struct {
+	ID string `json:"id"`
+	// Progress as in HeartbeatRequest.
+	Progress json.RawMessage `json:"progress"`
 }
 
 // HeartbeatsResponse lists the ids whose workers should stop: terminal,
@@ -423,21 +487,32 @@ func (h *Handler) heartbeats(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if len(req.IDs) > h.opts.MaxBatch {
-		return errInvalidField("ids", fmt.Sprintf("holds %d ids; at most %d per request", len(req.IDs), h.opts.MaxBatch))
+	if n := len(req.IDs) + len(req.Beats); n > h.opts.MaxBatch {
+		field := "ids"
+		if len(req.Beats) > 0 {
+			field = "beats"
+		}
+		return errInvalidField(field, fmt.Sprintf("holds %d beats; at most %d per request", n, h.opts.MaxBatch))
+	}
+	beats := make([]ledger.Beat, 0, len(req.IDs)+len(req.Beats))
+	for _, id := range req.IDs {
+		beats = append(beats, ledger.Beat{ID: id})
+	}
+	for _, b := range req.Beats {
+		beats = append(beats, ledger.Beat{ID: b.ID, Progress: b.Progress})
 	}
 	var notLive []string
 	var err error
 	if p.Role == auth.RoleWorker {
-		notLive, err = h.ledger.HeartbeatManyFor(r.Context(), p.ID, req.IDs)
+		notLive, err = h.ledger.HeartbeatBeatsFor(r.Context(), p.ID, beats)
 	} else {
-		notLive, err = h.ledger.HeartbeatMany(r.Context(), req.IDs)
+		notLive, err = h.ledger.HeartbeatBeats(r.Context(), beats)
 	}
 	if err != nil {
 		var fe *ledger.FieldError
 		if errors.As(err, &fe) {
-			if index, ok := strings.CutPrefix(fe.Field, "delegation_ids"); ok {
-				return errInvalidField("ids"+index, fe.Reason)
+			if field, ok := beatField(fe.Field, len(req.IDs)); ok {
+				return errInvalidField(field, fe.Reason)
 			}
 		}
 		return err
@@ -635,4 +710,30 @@ func durationParam(q url.Values, name string, limit time.Duration) (time.Duratio
 		return 0, errInvalidParam(name, fmt.Sprintf("must be from 0 to %s", limit))
 	}
 	return d, nil
+}
+
+// beatField names, in the request's terms, the field of beat i of the
+// ledger's call (the ids first, then the beats) that a *ledger.FieldError
+// names: delegation_ids[i] or beats[i].progress.
+func beatField(field string, ids int) (string, bool) {
+	var i int
+	var rest string
+	switch {
+	case strings.HasPrefix(field, "delegation_ids["):
+		if _, err := fmt.Sscanf(field, "delegation_ids[%d]", &i); err != nil {
+			return "", false
+		}
+		rest = ".id"
+	case strings.HasPrefix(field, "beats["):
+		if _, err := fmt.Sscanf(field, "beats[%d]", &i); err != nil {
+			return "", false
+		}
+		rest = ".progress"
+	default:
+		return "", false
+	}
+	if i < ids {
+		return fmt.Sprintf("ids[%d]", i), true
+	}
+	return fmt.Sprintf("beats[%d]%s", i-ids, rest), true
 }

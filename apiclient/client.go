@@ -275,11 +275,42 @@ func (c *Client) Heartbeat(ctx context.Context, id string) (HeartbeatResponse, e
 	return out, c.do(ctx, http.MethodPost, idPath(id, "/heartbeat"), nil, nil, &out)
 }
 
+// HeartbeatProgress is Heartbeat with a progress report, a value that
+// encodes as a JSON object (or json.RawMessage): it replaces the
+// delegation's progress; a delegation whose progress stops changing is
+// marked stuck (stalled) after its progress timeout.
+func (c *Client) HeartbeatProgress(ctx context.Context, id string, progress any) (HeartbeatResponse, error) {
+	raw, err := rawJSON(progress)
+	if err != nil {
+		return HeartbeatResponse{}, err
+	}
+	var out HeartbeatResponse
+	return out, c.do(ctx, http.MethodPost, idPath(id, "/heartbeat"), nil, HeartbeatRequest{Progress: raw}, &out)
+}
+
+func rawJSON(v any) (json.RawMessage, error) {
+	if raw, ok := v.(json.RawMessage); ok || v == nil {
+		return raw, nil
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("sweeper API: encoding the progress: %w", err)
+	}
+	return raw, nil
+}
+
 // Heartbeats records heartbeats of many delegations in one statement and
 // returns the ids that are not live.
 func (c *Client) Heartbeats(ctx context.Context, ids []string) ([]string, error) {
 	var out HeartbeatsResponse
 	err := c.do(ctx, http.MethodPost, "/v1/heartbeats", nil, HeartbeatsRequest{IDs: ids}, &out)
+	return out.NotLive, err
+}
+
+// Beats is Heartbeats with a progress report per delegation.
+func (c *Client) Beats(ctx context.Context, beats []Beat) ([]string, error) {
+	var out HeartbeatsResponse
+	err := c.do(ctx, http.MethodPost, "/v1/heartbeats", nil, HeartbeatsRequest{Beats: beats}, &out)
 	return out.NotLive, err
 }
 

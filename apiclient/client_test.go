@@ -112,6 +112,18 @@ func TestEveryEndpoint(t *testing.T) {
 	if hb, err := worker.Heartbeat(ctx, "d-1"); err != nil || !hb.Live || hb.Status != apiclient.StatusInProgress {
 		t.Fatalf("Heartbeat = %+v, %v", hb, err)
 	}
+	if hb, err := worker.HeartbeatProgress(ctx, "d-1", map[string]int{"step": 3}); err != nil || !hb.Live {
+		t.Fatalf("HeartbeatProgress = %+v, %v", hb, err)
+	}
+	if d, err := worker.Get(ctx, "d-1"); err != nil || string(d.Progress) != `{"step":3}` || d.ProgressAt == nil {
+		t.Fatalf("progress after a beat: %s at %v, %v", d.Progress, d.ProgressAt, err)
+	}
+	if nl, err := worker.Beats(ctx, []apiclient.Beat{{ID: "d-1", Progress: json.RawMessage(`{"step":4}`)}, {ID: "gone"}}); err != nil || !slices.Equal(nl, []string{"gone"}) {
+		t.Fatalf("Beats = %v, %v", nl, err)
+	}
+	if d, err := worker.Get(ctx, "d-1"); err != nil || string(d.Progress) != `{"step":4}` {
+		t.Fatalf("progress after Beats: %s, %v", d.Progress, err)
+	}
 	if tr, err := worker.Transition(ctx, "d-2", apiclient.TransitionRequest{To: apiclient.StatusFailed, Error: "no disk"}); err != nil || tr.Status != apiclient.StatusFailed {
 		t.Fatalf("Transition = %+v, %v", tr, err)
 	}
@@ -283,7 +295,8 @@ func TestTypesFollowTheOpenAPIDocument(t *testing.T) {
 		"ListResponse": apiclient.ListResponse{}, "TransitionRequest": apiclient.TransitionRequest{},
 		"TransitionResponse": apiclient.TransitionResponse{}, "HeartbeatResponse": apiclient.HeartbeatResponse{},
 		"HeartbeatsRequest": apiclient.HeartbeatsRequest{}, "HeartbeatsResponse": apiclient.HeartbeatsResponse{},
-		"EventsResponse": apiclient.EventsResponse{}, "AttemptsResponse": apiclient.AttemptsResponse{},
+		"HeartbeatRequest": apiclient.HeartbeatRequest{},
+		"EventsResponse":   apiclient.EventsResponse{}, "AttemptsResponse": apiclient.AttemptsResponse{},
 		"FeedResponse": apiclient.FeedResponse{}, "Counts": apiclient.Counts{}, "Summary": apiclient.Summary{},
 	}
 	for name, schema := range doc.Components.Schemas {

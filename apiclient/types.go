@@ -44,6 +44,19 @@ type Delegation struct {
 	// HeartbeatTimeoutSeconds is the delegation's own heartbeat timeout;
 	// nil means the sweeper's global one.
 	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds,omitempty"`
+	// Progress is the worker's latest progress report (a JSON object);
+	// ProgressAt when it last changed, or the row entered in_progress.
+	Progress   json.RawMessage `json:"progress,omitempty"`
+	ProgressAt *time.Time      `json:"progress_at,omitempty"`
+	// NotBefore: a queued delegation is not due before it (a retry's
+	// backoff). DispatchedAt is when it entered dispatched.
+	NotBefore    *time.Time `json:"not_before,omitempty"`
+	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
+	// The delegation's own progress, queue and start timeouts; nil means
+	// the sweeper's global ones.
+	ProgressTimeoutSeconds *float64 `json:"progress_timeout_seconds,omitempty"`
+	QueueTimeoutSeconds    *float64 `json:"queue_timeout_seconds,omitempty"`
+	StartTimeoutSeconds    *float64 `json:"start_timeout_seconds,omitempty"`
 }
 
 // Event is one status change of a delegation (schema Event).
@@ -74,6 +87,10 @@ type InsertRequest struct {
 	Deadline                *time.Time `json:"deadline,omitempty"`
 	TimeoutSeconds          float64    `json:"timeout_seconds,omitempty"`
 	HeartbeatTimeoutSeconds float64    `json:"heartbeat_timeout_seconds,omitempty"`
+	// The delegation's own progress (stalled), queue and start timeouts.
+	ProgressTimeoutSeconds float64 `json:"progress_timeout_seconds,omitempty"`
+	QueueTimeoutSeconds    float64 `json:"queue_timeout_seconds,omitempty"`
+	StartTimeoutSeconds    float64 `json:"start_timeout_seconds,omitempty"`
 }
 
 // InsertResponse says what Insert did (schema InsertResponse): Outcome is
@@ -139,16 +156,34 @@ type TransitionResponse struct {
 	Status  Status `json:"status"`
 }
 
+// HeartbeatRequest is the body of HeartbeatProgress (schema
+// HeartbeatRequest).
+type HeartbeatRequest struct {
+	// Progress replaces the delegation's progress (a JSON object).
+	Progress json.RawMessage `json:"progress,omitempty"`
+}
+
 // HeartbeatResponse answers Heartbeat (schema HeartbeatResponse): Live
 // false means the delegation is terminal and its worker should stop.
 type HeartbeatResponse struct {
 	Live   bool   `json:"live"`
 	Status Status `json:"status"`
+	// Reason says why a stuck delegation was marked stuck.
+	Reason string `json:"reason,omitempty"`
 }
 
-// HeartbeatsRequest is the body of Heartbeats (schema HeartbeatsRequest).
+// Beat is one heartbeat of Beats: a delegation and, optionally, its
+// progress (a JSON object).
+type Beat struct {
+	ID       string          `json:"id"`
+	Progress json.RawMessage `json:"progress,omitempty"`
+}
+
+// HeartbeatsRequest is the body of Heartbeats and Beats (schema
+// HeartbeatsRequest).
 type HeartbeatsRequest struct {
-	IDs []string `json:"ids"`
+	IDs   []string `json:"ids,omitempty"`
+	Beats []Beat   `json:"beats,omitempty"`
 }
 
 // HeartbeatsResponse lists the ids not live (schema HeartbeatsResponse).

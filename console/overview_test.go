@@ -339,3 +339,45 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 }
+
+// The new reasons of issue 20 are counted on the overview; a delegation's
+// progress and its age are on its detail page and in the list.
+func TestProgressAndWaitingReasonsShown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false)
+	ctx := context.Background()
+	for i := range 6 {
+		e.insert(fmt.Sprintf("w%d", i), "billing", "mailer", ledger.StatusInProgress, "")
+	}
+	if res, err := e.ledger.HeartbeatProgress(ctx, "w0", json.RawMessage(`{"step": "3 of 7", "cursor": "page-42"}`)); err != nil || !res.Live {
+		t.Fatalf("heartbeat: %+v, %v", res, err)
+	}
+	backdateStuck(t, e, sweep.ReasonStalled, 10*time.Minute, "w1", "w2")
+	backdateStuck(t, e, sweep.ReasonQueueTimeout, 10*time.Minute, "w3")
+	backdateStuck(t, e, sweep.ReasonStartTimeout, 3*time.Hour, "w4")
+
+	c := e.client()
+	body := c.get("/", bearer(e.tokens[auth.RoleReader])...).body
+	for id, want := range map[string]string{
+		"stuck-hour-stalled": "2", "stuck-hour-queue_timeout": "1", "stuck-hour-start_timeout": "0",
+		"stuck-day-stalled": "2", "stuck-day-queue_timeout": "1", "stuck-day-start_timeout": "1",
+	} {
+		if got := testid(t, body, id); got != want {
+			t.Errorf("%s = %s, want %s", id, got, want)
+		}
+	}
+	detail := c.get("/delegations/w0", bearer(e.tokens[auth.RoleReader])...).body
+	if got := testid(t, detail, "progress-age"); got != "just now" && !strings.HasSuffix(got, "s ago") {
+		t.Errorf("progress age %q", got)
+	}
+	if !strings.Contains(detail, `&#34;cursor&#34;: &#34;page-42&#34;`) || !strings.Contains(detail, "changed") {
+		t.Errorf("detail page lacks the progress: %s", detail)
+	}
+	list := c.get("/delegations?caller_id=billing", bearer(e.tokens[auth.RoleReader])...).body
+	if !strings.Contains(list, `&#34;step&#34;: &#34;3 of 7&#34;`) || !strings.Contains(list, ">Progress</th>") {
+		t.Errorf("list lacks the progress column")
+	}
+	if !strings.Contains(list, ">stalled</span>") {
+		t.Errorf("list lacks the stalled reason")
+	}
+}

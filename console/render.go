@@ -47,6 +47,8 @@ var funcs = template.FuncMap{
 		return false
 	},
 	"dpath": detailHref,
+	// progress is a delegation's progress report in a table cell.
+	"progress": func(b []byte) string { return visible(string(b), cellRunes) },
 	"json": func(b []byte) string {
 		if len(b) == 0 {
 			return ""

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/auth"
 	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/sweep"
 )
 
 // scope is what part of the ledger a principal reads: one caller's rows,
@@ -36,7 +37,8 @@ func scopeOf(p auth.Principal) scope {
 }
 
 // stuckReasons are the reasons the sweep gives, in display order.
-var stuckReasons = []string{"heartbeat_timeout", "deadline_exceeded"}
+var stuckReasons = []string{sweep.ReasonHeartbeatTimeout, sweep.ReasonDeadlineExceeded,
+	sweep.ReasonStalled, sweep.ReasonQueueTimeout, sweep.ReasonStartTimeout}
 
 // overview is what the overview page shows.
 type overview struct {

@@ -3,6 +3,7 @@ package ledger
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -101,12 +102,12 @@ func (ts *CoalescerTestSignals) Init(tb testsignal.TB) {
 
 // beatBatch is one future HeartbeatMany call and its waiters.
 type beatBatch struct {
-	ids   []string
-	seen  map[string]struct{}
-	due   bool          // MaxDelay has passed
-	timer *time.Timer   // makes the batch due
-	taken chan struct{} // closed when a flusher takes the batch
-	done  chan struct{} // closed when the result below is set
+	beats []Beat
+	seen  map[string]int // index in beats
+	due   bool           // MaxDelay has passed
+	timer *time.Timer    // makes the batch due
+	taken chan struct{}  // closed when a flusher takes the batch
+	done  chan struct{}  // closed when the result below is set
 
 	notLive []string // sorted, from HeartbeatMany
 	err     error
@@ -161,8 +162,25 @@ func (c *Coalescer) Start(ctx context.Context) error {
 // run, or when ctx is done (the beat may then still be recorded). An invalid
 // id is refused at once with a *FieldError.
 func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) {
+	return c.BeatProgress(ctx, id, nil)
+}
+
+// BeatProgress is Beat with a progress report (see Ledger.HeartbeatProgress;
+// nil leaves the stored progress as it is). Of several beats of one
+// delegation in a batch, the last one's progress is recorded. An invalid
+// progress is refused at once with a *FieldError, without joining a batch.
+func (c *Coalescer) BeatProgress(ctx context.Context, id string, progress json.RawMessage) (live bool, err error) {
 	if err := checkID("delegation_id", id); err != nil {
 		return false, fmt.Errorf("heartbeat: %w", err)
+	}
+	p, err := checkProgress("progress", progress)
+	if err != nil {
+		return false, fmt.Errorf("heartbeat: %w", err)
+	}
+	if p != nil {
+		progress = json.RawMessage(*p)
+	} else {
+		progress = nil
 	}
 	for {
 		c.mu.Lock()
@@ -174,7 +192,7 @@ func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) 
 		if b == nil {
 			b = c.newBatchLocked()
 		}
-		if _, dup := b.seen[id]; !dup && len(b.ids) >= c.cfg.MaxBatch {
+		if _, dup := b.seen[id]; !dup && len(b.beats) >= c.cfg.MaxBatch {
 			// Full and every flusher busy: wait until one takes it.
 			taken := b.taken
 			c.mu.Unlock()
@@ -185,10 +203,14 @@ func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) 
 				return false, ctx.Err()
 			}
 		}
-		if _, dup := b.seen[id]; !dup {
-			b.seen[id] = struct{}{}
-			b.ids = append(b.ids, id)
-			if len(b.ids) == c.cfg.MaxBatch {
+		if i, dup := b.seen[id]; dup {
+			if progress != nil {
+				b.beats[i].Progress = progress
+			}
+		} else {
+			b.seen[id] = len(b.beats)
+			b.beats = append(b.beats, Beat{ID: id, Progress: progress})
+			if len(b.beats) == c.cfg.MaxBatch {
 				c.wake()
 			}
 		}
@@ -212,8 +234,8 @@ func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) 
 // newBatchLocked starts the batch being gathered; c.mu is held.
 func (c *Coalescer) newBatchLocked() *beatBatch {
 	b := &beatBatch{
-		ids:   make([]string, 0, min(c.cfg.MaxBatch, 1024)),
-		seen:  make(map[string]struct{}, min(c.cfg.MaxBatch, 1024)),
+		beats: make([]Beat, 0, min(c.cfg.MaxBatch, 1024)),
+		seen:  make(map[string]int, min(c.cfg.MaxBatch, 1024)),
 		taken: make(chan struct{}),
 		done:  make(chan struct{}),
 	}
@@ -240,7 +262,7 @@ func (c *Coalescer) wake() {
 // takeLocked returns the current batch if it is full, due, or stopping; c.mu is held.
 func (c *Coalescer) takeLocked(stopping bool) *beatBatch {
 	b := c.cur
-	if b == nil || !(b.due || stopping || len(b.ids) >= c.cfg.MaxBatch) {
+	if b == nil || !(b.due || stopping || len(b.beats) >= c.cfg.MaxBatch) {
 		return nil
 	}
 	c.cur = nil
@@ -276,14 +298,14 @@ func (c *Coalescer) flusher(ctx context.Context) {
 func (c *Coalescer) flush(b *beatBatch) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
 	defer cancel()
-	b.notLive, b.err = c.l.HeartbeatMany(ctx, b.ids)
+	b.notLive, b.err = c.l.HeartbeatBeats(ctx, b.beats)
 	c.flushes.Add(1)
-	c.ids.Add(int64(len(b.ids)))
+	c.ids.Add(int64(len(b.beats)))
 	if b.err != nil {
 		c.errs.Add(1)
 	}
 	close(b.done)
-	c.TestSignals.Flushed.Signal(FlushOutcome{IDs: len(b.ids), Err: b.err})
+	c.TestSignals.Flushed.Signal(FlushOutcome{IDs: len(b.beats), Err: b.err})
 }
 
 // Stop flushes the batch being gathered, waits for every flush to end and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -65,12 +66,17 @@ func wrapDBError(action string, err error) error {
 	// *pq.Error (through NewSQL).
 	var stateErr interface{ SQLState() string }
 	if errors.As(err, &stateErr) {
-		msg := err.Error()
+		msg, constraint := err.Error(), ""
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) {
-			msg = pgErr.Message
+			msg, constraint = pgErr.Message, pgErr.ConstraintName
+		} else if strings.Contains(msg, `"delegations_progress_check"`) {
+			constraint = "delegations_progress_check"
 		}
 		switch code := stateErr.SQLState(); {
+		case constraint == "delegations_progress_check":
+			return fmt.Errorf("%s: %w", action, &FieldError{Field: "progress",
+				Reason: fmt.Sprintf("must be a JSON object of at most %d bytes as stored (refused by the database)", MaxProgressBytes)})
 		case code == pgerrcode.UniqueViolation:
 			return fmt.Errorf("%s: %w: %s", action, ErrConflict, msg)
 		case pgerrcode.IsDataException(code),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -250,35 +249,7 @@ func (l *Ledger) Summary(ctx context.Context, callerID string) (Summary, error) 
 // callee: ids of other callees' rows are reported not live, like missing
 // ones, and are not touched. It is what a worker may beat.
 func (l *Ledger) HeartbeatManyFor(ctx context.Context, calleeID string, ids []string) (notLive []string, err error) {
-	if err := checkID("callee_id", calleeID); err != nil {
-		return nil, fmt.Errorf("heartbeat: %w", err)
-	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	for i, id := range ids {
-		if err := checkID(fmt.Sprintf("delegation_ids[%d]", i), id); err != nil {
-			return nil, fmt.Errorf("heartbeat: %w", err)
-		}
-	}
-	sorted := slices.Clone(ids)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
-	rows, err := l.db.Query(ctx, heartbeatManyCalleeSQL, sorted, nonTerminalNames, calleeID)
-	if err != nil {
-		return nil, wrapDBError("heartbeat of many delegations", err)
-	}
-	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, wrapDBError("heartbeat of many delegations", err)
-	}
-	slices.Sort(live)
-	for _, id := range sorted {
-		if _, found := slices.BinarySearch(live, id); !found {
-			notLive = append(notLive, id)
-		}
-	}
-	return notLive, nil
+	return l.HeartbeatBeatsFor(ctx, calleeID, beatsOf(ids))
 }
 
 // EventsChannel is the channel on which the schema notifies, once per

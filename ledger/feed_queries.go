@@ -77,15 +77,6 @@ WHERE caller_id = $1 AND status IN ('queued', 'dispatched', 'in_progress')
 ORDER BY created_at DESC, delegation_id DESC
 LIMIT $5`
 
-// heartbeatManyCalleeSQL is heartbeatManySQL for one callee's rows ($3):
-// what a worker may beat.
-const heartbeatManyCalleeSQL = `
-UPDATE delegations AS d
-SET last_heartbeat = now(), updated_at = now()
-FROM unnest($1::text[]) AS beat(delegation_id)
-WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2) AND d.callee_id = $3
-RETURNING d.delegation_id`
-
 // listenEventsSQL subscribes the waiter's connection to the channel the
 // migration's delegation_events_notify trigger sends on.
 const listenEventsSQL = `LISTEN sweeper_events`

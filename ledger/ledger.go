@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +67,23 @@ type Delegation struct {
 	// the id of the attempt it retries ("" for the first).
 	Attempt int    `db:"attempt" json:"attempt"`
 	RetryOf string `db:"retry_of" json:"retry_of,omitempty"`
+	// Progress is the worker's latest progress report (a JSON object, nil
+	// when none), ProgressAt when it last changed (set too when the row
+	// entered in_progress), by the database clock.
+	Progress   json.RawMessage `db:"progress" json:"progress,omitempty"`
+	ProgressAt *time.Time      `db:"progress_at" json:"progress_at,omitempty"`
+	// ProgressTimeout, QueueTimeout and StartTimeout are the delegation's
+	// own timeouts of the stalled, queue_timeout and start_timeout rules;
+	// nil means the sweeper's global ones. Not in the JSON form, like
+	// HeartbeatTimeout.
+	ProgressTimeout *time.Duration `db:"progress_timeout" json:"-"`
+	QueueTimeout    *time.Duration `db:"queue_timeout" json:"-"`
+	StartTimeout    *time.Duration `db:"start_timeout" json:"-"`
+	// NotBefore, when set, is when a queued delegation becomes due (a
+	// retry's backoff): its queue wait counts from then. DispatchedAt is
+	// when it entered dispatched, by the database clock.
+	NotBefore    *time.Time `db:"not_before" json:"not_before,omitempty"`
+	DispatchedAt *time.Time `db:"dispatched_at" json:"dispatched_at,omitempty"`
 }
 
 // Bounds of a delegation's own heartbeat timeout (NewDelegation.HeartbeatTimeout);
@@ -104,6 +120,16 @@ type NewDelegation struct {
 	// sweep marks it stuck when its last heartbeat is older than this, by
 	// the database clock. Zero means the sweeper's global timeout.
 	HeartbeatTimeout time.Duration
+	// ProgressTimeout, QueueTimeout and StartTimeout, when not zero, are
+	// this delegation's own timeouts (between MinWaitTimeout and
+	// MaxWaitTimeout) of the sweep's rules: in_progress without a change of
+	// progress for longer (reason stalled), queued longer (queue_timeout),
+	// dispatched longer without entering in_progress (start_timeout). Zero
+	// means the sweeper's global ones (sweep.progress_timeout, ...; off by
+	// default).
+	ProgressTimeout time.Duration
+	QueueTimeout    time.Duration
+	StartTimeout    time.Duration
 }
 
 // InsertOutcome says what Insert did.
@@ -196,6 +222,14 @@ func (n *NewDelegation) validate() error {
 	if n.Timeout < 0 {
 		return &FieldError{Field: "timeout", Reason: "is negative"}
 	}
+	for _, t := range []struct {
+		field string
+		d     time.Duration
+	}{{"progress_timeout", n.ProgressTimeout}, {"queue_timeout", n.QueueTimeout}, {"start_timeout", n.StartTimeout}} {
+		if err := checkWaitTimeout(t.field, t.d); err != nil {
+			return err
+		}
+	}
 	return checkHeartbeatTimeout(n.HeartbeatTimeout)
 }
 
@@ -229,7 +263,8 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 	for range 3 {
 		id, attempt, retryOf, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
 			status, n.IdempotencyKey, deadline, timeout.Seconds(), heartbeatTimeoutArg(n.HeartbeatTimeout),
-			retryableNames)
+			retryableNames, heartbeatTimeoutArg(n.ProgressTimeout), heartbeatTimeoutArg(n.QueueTimeout),
+			heartbeatTimeoutArg(n.StartTimeout))
 		if err == nil {
 			outcome := Inserted
 			if retryOf != "" {
@@ -386,65 +421,27 @@ type HeartbeatResult struct {
 	Live bool
 	// Status is the delegation's status; empty when it does not exist.
 	Status Status
+	// Reason is the delegation's stuck_reason when Status is stuck
+	// (heartbeat_timeout, deadline_exceeded, stalled, queue_timeout,
+	// start_timeout): why its worker should stop.
+	Reason string
 }
 
 // Heartbeat records that the delegation's worker is alive. Only non-terminal
 // rows are touched: on a terminal row it changes nothing and reports
-// Live == false with the final status, so a worker whose task was marked
-// stuck learns it here. A missing row is Live == false with an empty Status.
+// Live == false with the final status (and, when stuck, the reason), so a
+// worker whose task was marked stuck learns it here. A missing row is
+// Live == false with an empty Status. HeartbeatProgress also reports
+// progress.
 func (l *Ledger) Heartbeat(ctx context.Context, id string) (HeartbeatResult, error) {
-	if err := checkID("delegation_id", id); err != nil {
-		return HeartbeatResult{}, fmt.Errorf("heartbeat: %w", err)
-	}
-	var st Status
-	err := l.db.QueryRow(ctx, heartbeatSQL, id, nonTerminalNames).Scan(&st)
-	if err == nil {
-		return HeartbeatResult{Live: true, Status: st}, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return HeartbeatResult{}, wrapDBError(fmt.Sprintf("heartbeat of delegation %q", id), err)
-	}
-	err = l.db.QueryRow(ctx, selectStatusSQL, id).Scan(&st)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return HeartbeatResult{}, nil
-	}
-	if err != nil {
-		return HeartbeatResult{}, wrapDBError(fmt.Sprintf("reading status of delegation %q", id), err)
-	}
-	return HeartbeatResult{Live: false, Status: st}, nil
+	return l.HeartbeatProgress(ctx, id, nil)
 }
 
 // HeartbeatMany records a heartbeat for many delegations in one statement and
 // returns the ids among them that are not live (terminal or missing), sorted;
-// their workers should stop.
+// their workers should stop. HeartbeatBeats also reports progress.
 func (l *Ledger) HeartbeatMany(ctx context.Context, ids []string) (notLive []string, err error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	for i, id := range ids {
-		if err := checkID(fmt.Sprintf("delegation_ids[%d]", i), id); err != nil {
-			return nil, fmt.Errorf("heartbeat: %w", err)
-		}
-	}
-	// Sorted and unique: concurrent batches then lock rows in the same order.
-	sorted := slices.Clone(ids)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
-	rows, err := l.db.Query(ctx, heartbeatManySQL, sorted, nonTerminalNames)
-	if err != nil {
-		return nil, wrapDBError("heartbeat of many delegations", err)
-	}
-	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, wrapDBError("heartbeat of many delegations", err)
-	}
-	slices.Sort(live)
-	for _, id := range sorted {
-		if _, found := slices.BinarySearch(live, id); !found {
-			notLive = append(notLive, id)
-		}
-	}
-	return notLive, nil
+	return l.heartbeatBeats(ctx, "", beatsOf(ids))
 }
 
 // Get returns one delegation, or an error wrapping ErrNotFound.

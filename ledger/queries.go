@@ -19,7 +19,9 @@ const delegationColumns = `
     COALESCE(stuck_reason, '') AS stuck_reason,
     created_at, updated_at,
     heartbeat_timeout, attempt,
-    COALESCE(retry_of, '') AS retry_of`
+    COALESCE(retry_of, '') AS retry_of,
+    progress, progress_at, progress_timeout, queue_timeout, start_timeout,
+    not_before, dispatched_at`
 
 // setWriterSQL names the writer for the audit trigger, for the rest of the
 // current transaction ($1 actor, $2 reason, $3 detail as JSON text).
@@ -31,7 +33,8 @@ SELECT set_config('sweeper.actor', $1, true),
 // insertSQL inserts a delegation; a conflicting id or (caller, key) inserts
 // nothing and returns no row. The deadline is $7 when given, else now() + $8
 // seconds by the database clock; $9 is the heartbeat timeout (NULL: the
-// sweeper's global one). With an idempotency key whose latest attempt
+// sweeper's global one), $11, $12, $13 the progress, queue and start
+// timeouts (likewise). With an idempotency key whose latest attempt
 // failed or got stuck ($10: those statuses), the row is that attempt's next
 // one (attempt n+1, retry_of its id); whose latest attempt is live or
 // completed, nothing is inserted. The key's attempts are read through
@@ -46,10 +49,11 @@ WITH prev AS (
 )
 INSERT INTO delegations
     (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-     heartbeat_timeout, attempt, retry_of)
+     heartbeat_timeout, attempt, retry_of, progress_timeout, queue_timeout, start_timeout)
 SELECT $1, $2, $3, $4, $5, NULLIF($6, ''),
        COALESCE($7::timestamptz, now() + make_interval(secs => $8::float8)),
-       $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id
+       $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id,
+       $11::interval, $12::interval, $13::interval
 FROM (SELECT) AS one LEFT JOIN prev ON true
 WHERE prev.delegation_id IS NULL OR prev.status = ANY($10)
 ON CONFLICT DO NOTHING
@@ -66,17 +70,21 @@ LIMIT 1`
 // of $2 (failed, stuck): new id $3, same caller, and the callee, task
 // preview and idempotency key of the previous attempt unless overridden
 // ($4, $5, $6: "" keeps; $7 true clears the key), deadline $8 or now() + $9
-// seconds, heartbeat timeout $10 (NULL keeps the previous attempt's). Of
+// seconds, heartbeat timeout $10 (NULL keeps the previous attempt's). The
+// next attempt also keeps the previous one's progress, queue and start
+// timeouts, and inherits its last progress (what it was doing when it
+// stopped: the next attempt can resume from it). Of
 // concurrent retries, one inserts: the others meet idx_delegations_retry_of
 // (or the primary key) and insert nothing.
 const retrySQL = `
 INSERT INTO delegations
     (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-     heartbeat_timeout, attempt, retry_of)
+     heartbeat_timeout, attempt, retry_of, progress_timeout, queue_timeout, start_timeout, progress)
 SELECT $3, p.caller_id, COALESCE(NULLIF($4, ''), p.callee_id), COALESCE(NULLIF($5, ''), p.task_preview),
        $11, CASE WHEN $7 THEN NULL ELSE COALESCE(NULLIF($6, ''), p.idempotency_key) END,
        COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)),
-       COALESCE($10::interval, p.heartbeat_timeout), p.attempt + 1, p.delegation_id
+       COALESCE($10::interval, p.heartbeat_timeout), p.attempt + 1, p.delegation_id,
+       p.progress_timeout, p.queue_timeout, p.start_timeout, p.progress
 FROM delegations AS p
 WHERE p.delegation_id = $1 AND p.status = ANY($2)
 ON CONFLICT DO NOTHING
@@ -133,22 +141,32 @@ RETURNING status`
 const selectStatusSQL = `
 SELECT status FROM delegations WHERE delegation_id = $1`
 
-// heartbeatSQL touches a live row ($2: the non-terminal statuses). It
-// changes no indexed column except through heartbeat_minute, which moves once
-// a minute, so most heartbeats are HOT updates (see the migration).
+// heartbeatSQL touches a live row ($2: the non-terminal statuses) and, when
+// $3 is not NULL, sets its progress (text, cast to jsonb here). It changes
+// no indexed column except through heartbeat_minute and progress_minute
+// (and the expiries of rows with their own timeouts), which move once a
+// bin, so most heartbeats are HOT updates (see the migrations). progress_at
+// is the database's: the bookkeeping trigger moves it when progress changes.
 const heartbeatSQL = `
 UPDATE delegations
-SET last_heartbeat = now(), updated_at = now()
+SET last_heartbeat = now(), updated_at = now(), progress = COALESCE($3::jsonb, progress)
 WHERE delegation_id = $1 AND status = ANY($2)
 RETURNING status`
 
-// heartbeatManySQL touches every live row among $1 in one statement.
+// heartbeatManySQL touches every live row among $1 in one statement, each
+// with its progress in $3 (text[], parallel to $1; NULL or a NULL element
+// leaves progress as it is), only rows of callee $4 when it is not empty.
 const heartbeatManySQL = `
 UPDATE delegations AS d
-SET last_heartbeat = now(), updated_at = now()
-FROM unnest($1::text[]) AS beat(delegation_id)
-WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2)
+SET last_heartbeat = now(), updated_at = now(), progress = COALESCE(beat.progress::jsonb, d.progress)
+FROM unnest($1::text[], $3::text[]) AS beat(delegation_id, progress)
+WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2) AND ($4 = '' OR d.callee_id = $4)
 RETURNING d.delegation_id`
+
+// selectStatusReasonSQL reads what a heartbeat on a row that is not live
+// answers: its status and, when stuck, why.
+const selectStatusReasonSQL = `
+SELECT status, COALESCE(stuck_reason, '') FROM delegations WHERE delegation_id = $1`
 
 const getSQL = `SELECT ` + delegationColumns + ` FROM delegations WHERE delegation_id = $1`
 

@@ -360,7 +360,8 @@ func sqlError(err error) error {
 }
 
 // sqlArgs converts the ledger's arguments into values every driver sends
-// as PostgreSQL text: []string as an array literal, a time.Duration (the
+// as PostgreSQL text: []string and []*string as an array literal (nil
+// elements NULL), a time.Duration (the
 // ledger passes them only to interval parameters) as microseconds, nil
 // pointers as NULL, named string types as string.
 func sqlArgs(args []any) []any {
@@ -376,7 +377,14 @@ func sqlArg(a any) any {
 	case nil:
 		return nil
 	case []string:
-		return textArray(v)
+		return textArray(len(v), func(i int) *string { return &v[i] })
+	case []*string:
+		return textArray(len(v), func(i int) *string { return v[i] })
+	case *string:
+		if v == nil {
+			return nil
+		}
+		return *v
 	case time.Duration:
 		return intervalText(v)
 	case *time.Duration:
@@ -400,16 +408,22 @@ func sqlArg(a any) any {
 	return a
 }
 
-// textArray is ss as a PostgreSQL array literal: {"a","b"}.
-func textArray(ss []string) string {
+// textArray is n strings as a PostgreSQL array literal, {"a","b",NULL}
+// (a nil element is NULL): the text a text[] or jsonb[] parameter parses.
+func textArray(n int, elem func(int) *string) string {
 	var b strings.Builder
 	b.WriteByte('{')
-	for i, s := range ss {
+	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
+		s := elem(i)
+		if s == nil {
+			b.WriteString("NULL")
+			continue
+		}
 		b.WriteByte('"')
-		for _, r := range s {
+		for _, r := range *s {
 			if r == '"' || r == '\\' {
 				b.WriteByte('\\')
 			}

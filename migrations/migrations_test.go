@@ -193,6 +193,12 @@ func TestSchemaShape(t *testing.T) {
 		// version 4 (attempts)
 		"heartbeat_timeout": "interval YES", "heartbeat_expires_at": "timestamp with time zone YES",
 		"attempt": "integer NO", "retry_of": "text YES",
+		// version 7 (progress and waiting states)
+		"progress": "jsonb YES", "progress_at": "timestamp with time zone YES",
+		"progress_timeout": "interval YES", "queue_timeout": "interval YES", "start_timeout": "interval YES",
+		"not_before": "timestamp with time zone YES", "dispatched_at": "timestamp with time zone YES",
+		"progress_minute": "timestamp with time zone YES", "progress_expires_at": "timestamp with time zone YES",
+		"queue_expires_at": "timestamp with time zone YES", "start_expires_at": "timestamp with time zone YES",
 	}
 	if len(cols) != len(wantCols) {
 		t.Errorf("delegations has %d columns, want %d: %v", len(cols), len(wantCols), cols)
@@ -228,6 +234,13 @@ func TestSchemaShape(t *testing.T) {
 		"delegations_pkey":                       {"UNIQUE INDEX", "(delegation_id)"},
 		// version 5 (console indexes)
 		"idx_delegation_events_stuck": {"(tx_id, id) INCLUDE (at, reason, caller_id, callee_id)", "WHERE (to_status = 'stuck'::text)"},
+		// version 7: one partial index per new rule and kind of timeout
+		"idx_delegations_inflight_progress":     {"(progress_minute)", "WHERE ((status = 'in_progress'::text) AND (progress_timeout IS NULL))"},
+		"idx_delegations_inflight_progress_own": {"(progress_expires_at)", "WHERE ((status = 'in_progress'::text) AND (progress_timeout IS NOT NULL))"},
+		"idx_delegations_queued":                {"(COALESCE(not_before, created_at))", "WHERE ((status = 'queued'::text) AND (queue_timeout IS NULL))"},
+		"idx_delegations_queued_own":            {"(queue_expires_at)", "WHERE ((status = 'queued'::text) AND (queue_timeout IS NOT NULL))"},
+		"idx_delegations_dispatched":            {"(dispatched_at)", "WHERE ((status = 'dispatched'::text) AND (start_timeout IS NULL))"},
+		"idx_delegations_dispatched_own":        {"(start_expires_at)", "WHERE ((status = 'dispatched'::text) AND (start_timeout IS NOT NULL))"},
 	}
 	for name, parts := range wantIdx {
 		def, ok := indexes[name]
@@ -259,6 +272,8 @@ func TestSchemaShape(t *testing.T) {
 		"delegations_result_preview_check", "delegations_error_detail_check", "delegations_stuck_reason_check",
 		"delegations_in_progress_heartbeat_check",
 		"delegations_heartbeat_timeout_check", "delegations_attempt_check", "delegations_retry_of_check",
+		"delegations_progress_check", "delegations_progress_timeout_check", "delegations_queue_timeout_check",
+		"delegations_start_timeout_check",
 	} {
 		if checks[name] == "" {
 			t.Errorf("CHECK %s missing", name)
@@ -272,7 +287,8 @@ func TestSchemaShape(t *testing.T) {
 	triggers := q(`SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal`)
 	for _, tg := range []string{"delegations_guard", "delegations_touch", "delegations_touch_insert", "delegations_audit_insert", "delegations_audit_update", "delegation_events_append_only",
 		"delegations_delete_guard", "delegations_delete_events", "delegations_no_truncate", "delegation_events_no_truncate",
-		"delegations_touch_expiry", "delegations_touch_insert_expiry"} {
+		"delegations_touch_expiry", "delegations_touch_insert_expiry",
+		"delegations_touch_progress", "delegations_touch_insert_progress"} {
 		if triggers[tg] == "" {
 			t.Errorf("trigger %s missing", tg)
 		}

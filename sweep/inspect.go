@@ -25,18 +25,30 @@ type Snapshot struct {
 	// OldestHeartbeatAgeSeconds is of rows on the global heartbeat timeout;
 	// nil when there are none.
 	OldestHeartbeatAgeSeconds *float64 `json:"oldest_heartbeat_age_seconds"`
-	// Rows a sweep would mark now, by reason (a row meeting both counts once,
-	// under the deadline); the heartbeat count includes rows with their own
-	// heartbeat timeout.
+	// Rows a sweep would mark now, by reason (a row meeting several rules
+	// counts once, under the first); the heartbeat count includes rows with
+	// their own heartbeat timeout.
 	EligibleHeartbeat int64 `json:"eligible_heartbeat_timeout"`
 	EligibleDeadline  int64 `json:"eligible_deadline_exceeded"`
+	// EligibleByReason has every reason, the two above included.
+	EligibleByReason map[string]int64 `json:"eligible_by_reason"`
 }
 
 // Inspect reads the ledger's counts by status (a full count: it reads the
 // whole table), the oldest heartbeat and the rows eligible now under
-// heartbeatTimeout.
+// heartbeatTimeout, the other global rules off (InspectConfig judges by
+// them too).
 func Inspect(ctx context.Context, pool *pgxpool.Pool, heartbeatTimeout time.Duration) (Snapshot, error) {
-	var snap Snapshot
+	return InspectConfig(ctx, pool, Config{HeartbeatTimeout: heartbeatTimeout})
+}
+
+// InspectConfig is Inspect under every global timeout of cfg (the others
+// of its fields do not matter).
+func InspectConfig(ctx context.Context, pool *pgxpool.Pool, cfg Config) (Snapshot, error) {
+	snap := Snapshot{EligibleByReason: map[string]int64{}}
+	for _, r := range Reasons {
+		snap.EligibleByReason[r] = 0
+	}
 	rows, err := pool.Query(ctx, countByStatusSQL)
 	if err != nil {
 		return snap, fmt.Errorf("counting delegations by status: %w", err)
@@ -62,15 +74,16 @@ func Inspect(ctx context.Context, pool *pgxpool.Pool, heartbeatTimeout time.Dura
 		return snap, fmt.Errorf("reading oldest heartbeat: %w", err)
 	}
 	for _, r := range rules {
+		if !r.on(&cfg) {
+			continue
+		}
 		var n int64
-		if err := pool.QueryRow(ctx, r.count, r.args(heartbeatTimeout, int64(math.MaxInt64))...).Scan(&n); err != nil {
+		if err := pool.QueryRow(ctx, r.count, r.countArgs(&cfg, math.MaxInt64)...).Scan(&n); err != nil {
 			return snap, fmt.Errorf("counting eligible delegations by %s: %w", r.name, err)
 		}
-		if r.reason == ReasonHeartbeatTimeout {
-			snap.EligibleHeartbeat += n
-		} else {
-			snap.EligibleDeadline += n
-		}
+		snap.EligibleByReason[r.reason] += n
 	}
+	snap.EligibleHeartbeat = snap.EligibleByReason[ReasonHeartbeatTimeout]
+	snap.EligibleDeadline = snap.EligibleByReason[ReasonDeadlineExceeded]
 	return snap, nil
 }

@@ -216,26 +216,74 @@ CASE WHEN own.minute < now() + interval '2 minutes'
                  LIMIT 256) AS earliest)
      ELSE own.minute END`
 
+// oldestProgressExpr is oldestHeartbeatExpr for the stalled rule: the
+// oldest progress_at of in_progress rows on the global progress timeout
+// ($2), from pr.minute, the oldest progress_minute in their index; exact
+// near the boundary, else a lower bound at most a minute early.
+const oldestProgressExpr = `
+CASE WHEN pr.minute < now() - make_interval(secs => $2) + interval '2 minutes'
+     THEN (SELECT CASE WHEN count(*) < 256 OR max(progress_minute) > pr.minute
+                       THEN min(progress_at) FILTER (WHERE progress_minute = pr.minute)
+                       ELSE pr.minute END
+           FROM (SELECT progress_minute, progress_at FROM delegations
+                 WHERE status = 'in_progress' AND progress_timeout IS NULL
+                   AND progress_minute >= pr.minute AND progress_minute < pr.minute + interval '2 minutes'
+                 ORDER BY progress_minute
+                 LIMIT 256) AS oldest)
+     ELSE pr.minute END`
+
+// ownProgressNextExpr is ownNextExpr for the stalled rule: the earliest
+// exact expiry (progress_at + progress_timeout) of rows with their own
+// progress timeout, from ownpr.minute.
+const ownProgressNextExpr = `
+CASE WHEN ownpr.minute < now() + interval '2 minutes'
+     THEN (SELECT CASE WHEN count(*) < 256 OR min(expiry) <= max(progress_expires_at)
+                       THEN min(expiry) ELSE ownpr.minute END
+           FROM (SELECT progress_expires_at,
+                        progress_at + make_interval(secs => EXTRACT(EPOCH FROM progress_timeout)::float8) AS expiry
+                 FROM delegations
+                 WHERE status = 'in_progress' AND progress_timeout IS NOT NULL
+                   AND progress_expires_at >= ownpr.minute
+                   AND progress_expires_at < ownpr.minute + interval '1 minute'
+                 ORDER BY progress_expires_at
+                 LIMIT 256) AS earliest)
+     ELSE ownpr.minute END`
+
 // gaugesSQL reads, after each run, the oldest heartbeat (of rows on the
-// global timeout) and when the next row of either kind, or the nearest
-// deadline, can become eligible ($1 global heartbeat timeout in seconds;
-// NULL when nothing is in flight), for the gauges and the adaptive
-// schedule, from the three partial indexes: a few index probes, whatever
-// the size of the ledger.
+// global timeout) and when the next row can become eligible under any rule,
+// or reach its deadline ($1 global heartbeat timeout, $2 progress, $3 queue,
+// $4 start timeout, in seconds, NULL when that global rule is off; NULL
+// when nothing is in flight), for the gauges and the adaptive schedule, from
+// the rules' partial indexes: a few index probes, whatever the size of the
+// ledger. The queue and start expiries are exact (their keys never move on
+// a heartbeat); the stalled ones are exact near the boundary, as the
+// heartbeat ones.
 const gaugesSQL = `
 SELECT COALESCE(EXTRACT(EPOCH FROM now() - oldest.hb), 0)::float8 AS oldest_heartbeat_age_seconds,
        LEAST(
            EXTRACT(EPOCH FROM oldest.hb + make_interval(secs => $1) - now()),
            EXTRACT(EPOCH FROM own.next - now()),
            EXTRACT(EPOCH FROM (SELECT min(deadline) FROM delegations
-                               WHERE status IN ('queued', 'dispatched', 'in_progress')) - now())
+                               WHERE status IN ('queued', 'dispatched', 'in_progress')) - now()),
+           EXTRACT(EPOCH FROM oldestpr.at + make_interval(secs => $2) - now()),
+           EXTRACT(EPOCH FROM ownpr.next - now()),
+           EXTRACT(EPOCH FROM (` + oldestQueuedSQL + `) + make_interval(secs => $3) - now()),
+           EXTRACT(EPOCH FROM (` + ownQueueExpirySQL + `) - now()),
+           EXTRACT(EPOCH FROM (` + oldestDispatchedSQL + `) + make_interval(secs => $4) - now()),
+           EXTRACT(EPOCH FROM (` + ownStartExpirySQL + `) - now())
        )::float8 AS next_eligible_in_seconds
 FROM (SELECT ` + oldestHeartbeatExpr + ` AS hb
       FROM (` + oldestMinuteSQL + `) AS hb(minute)
       OFFSET 0) AS oldest, -- OFFSET 0: computed once, not once per use of oldest.hb
      (SELECT ` + ownNextExpr + ` AS next
       FROM (` + ownExpirySQL + `) AS own(minute)
-      OFFSET 0) AS own`
+      OFFSET 0) AS own,
+     (SELECT CASE WHEN $2::float8 IS NOT NULL THEN ` + oldestProgressExpr + ` END AS at
+      FROM (` + oldestProgressMinuteSQL + `) AS pr(minute)
+      OFFSET 0) AS oldestpr,
+     (SELECT ` + ownProgressNextExpr + ` AS next
+      FROM (` + ownProgressExpirySQL + `) AS ownpr(minute)
+      OFFSET 0) AS ownpr`
 
 // countInFlightSQL counts the rows in flight for the in-flight gauge. It
 // reads every in-flight row (an index-only scan that must visit the heap
@@ -260,3 +308,222 @@ FROM delegations
 WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
   AND heartbeat_minute >= (` + oldestMinuteSQL + `)
   AND heartbeat_minute < (` + oldestMinuteSQL + `) + interval '1 minute'`
+
+// The rules of issue 20: stalled (in_progress, progress unchanged for
+// longer than progress_timeout), queue_timeout (queued longer than it,
+// since coalesce(not_before, created_at)) and start_timeout (dispatched
+// longer than it, since dispatched_at). Each has two statements, as the
+// heartbeat rule: rows on the sweeper's global timeout ($4 of the batch
+// statement, $2 of the count, in seconds; the rule is not run when the
+// global timeout is off) and rows with their own, each an index condition
+// on its own partial index, each bounded from below by the oldest key in
+// its index for the generic plan's sake (see above), each re-checked in the
+// UPDATE: a progress change, a move to in_progress or a completion that
+// commits first wins. The count statements leave rows an earlier rule marks
+// (deadline; for stalled, the heartbeat rule: $3 is the global heartbeat
+// timeout), so a dry run counts each row once, under the reason the sweep
+// would give it.
+
+// oldestProgressMinuteSQL is the oldest progress_minute in the index of
+// in_progress rows on the global progress timeout.
+const oldestProgressMinuteSQL = `SELECT min(progress_minute) FROM delegations
+    WHERE status = 'in_progress' AND progress_timeout IS NULL`
+
+// ownProgressExpirySQL is the earliest progress_expires_at of rows with their own progress timeout.
+const ownProgressExpirySQL = `SELECT min(progress_expires_at) FROM delegations
+    WHERE status = 'in_progress' AND progress_timeout IS NOT NULL`
+
+// oldestQueuedSQL is the oldest "queued since" of queued rows on the global queue timeout.
+const oldestQueuedSQL = `SELECT min(COALESCE(not_before, created_at)) FROM delegations
+    WHERE status = 'queued' AND queue_timeout IS NULL`
+
+// ownQueueExpirySQL is the earliest queue_expires_at of queued rows with their own queue timeout.
+const ownQueueExpirySQL = `SELECT min(queue_expires_at) FROM delegations
+    WHERE status = 'queued' AND queue_timeout IS NOT NULL`
+
+// oldestDispatchedSQL is the oldest dispatched_at of dispatched rows on the global start timeout.
+const oldestDispatchedSQL = `SELECT min(dispatched_at) FROM delegations
+    WHERE status = 'dispatched' AND start_timeout IS NULL`
+
+// ownStartExpirySQL is the earliest start_expires_at of dispatched rows with their own start timeout.
+const ownStartExpirySQL = `SELECT min(start_expires_at) FROM delegations
+    WHERE status = 'dispatched' AND start_timeout IS NOT NULL`
+
+// sweptReturning is what every sweep statement returns for sweptSQL.
+const sweptReturning = `
+    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
+)
+` + sweptSQL
+
+// sweepStalledSQL: in_progress rows on the global progress timeout whose
+// progress is older than $4 seconds. progress_minute is the index condition
+// (it moves once a minute, so progress changes are HOT updates),
+// progress_at the exact rule.
+const sweepStalledSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'stalled', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'in_progress' AND progress_timeout IS NULL
+              AND progress_minute >= (` + oldestProgressMinuteSQL + `)
+              AND progress_minute < now() - make_interval(secs => $4)
+              AND progress_at < now() - make_interval(secs => $4)
+            ORDER BY progress_minute
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = ANY($2) AND d.status = 'in_progress' AND d.progress_timeout IS NULL
+           AND d.progress_at < now() - make_interval(secs => $4)) IS TRUE` + sweptReturning
+
+// sweepStalledOwnSQL: in_progress rows with their own progress_timeout
+// whose progress is older than it. progress_expires_at (a lower bound, to
+// within its bin) is the index condition, the exact rule its filter.
+const sweepStalledOwnSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'stalled', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'in_progress' AND progress_timeout IS NOT NULL
+              AND progress_expires_at >= (` + ownProgressExpirySQL + `)
+              AND progress_expires_at < now()
+              AND now() - progress_at > progress_timeout
+            ORDER BY progress_expires_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = ANY($2) AND d.status = 'in_progress'
+           AND now() - d.progress_at > d.progress_timeout) IS TRUE` + sweptReturning
+
+// sweepQueuedSQL: queued rows on the global queue timeout, queued (or due,
+// after not_before) more than $4 seconds ago.
+const sweepQueuedSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'queue_timeout', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'queued' AND queue_timeout IS NULL
+              AND COALESCE(not_before, created_at) >= (` + oldestQueuedSQL + `)
+              AND COALESCE(not_before, created_at) < now() - make_interval(secs => $4)
+            ORDER BY COALESCE(not_before, created_at)
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = ANY($2) AND d.status = 'queued' AND d.queue_timeout IS NULL
+           AND COALESCE(d.not_before, d.created_at) < now() - make_interval(secs => $4)) IS TRUE` + sweptReturning
+
+// sweepQueuedOwnSQL: queued rows with their own queue_timeout, past it.
+const sweepQueuedOwnSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'queue_timeout', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'queued' AND queue_timeout IS NOT NULL
+              AND queue_expires_at >= (` + ownQueueExpirySQL + `)
+              AND queue_expires_at < now()
+            ORDER BY queue_expires_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = ANY($2) AND d.status = 'queued'
+           AND now() - COALESCE(d.not_before, d.created_at) > d.queue_timeout) IS TRUE` + sweptReturning
+
+// sweepDispatchedSQL: dispatched rows on the global start timeout,
+// dispatched more than $4 seconds ago.
+const sweepDispatchedSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'start_timeout', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'dispatched' AND start_timeout IS NULL
+              AND dispatched_at >= (` + oldestDispatchedSQL + `)
+              AND dispatched_at < now() - make_interval(secs => $4)
+            ORDER BY dispatched_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = ANY($2) AND d.status = 'dispatched' AND d.start_timeout IS NULL
+           AND d.dispatched_at < now() - make_interval(secs => $4)) IS TRUE` + sweptReturning
+
+// sweepDispatchedOwnSQL: dispatched rows with their own start_timeout, past it.
+const sweepDispatchedOwnSQL = `
+WITH swept AS (
+    UPDATE delegations AS d
+    SET status = 'stuck', stuck_reason = 'start_timeout', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE status = 'dispatched' AND start_timeout IS NOT NULL
+              AND start_expires_at >= (` + ownStartExpirySQL + `)
+              AND start_expires_at < now()
+            ORDER BY start_expires_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = ANY($2) AND d.status = 'dispatched'
+           AND now() - d.dispatched_at > d.start_timeout) IS TRUE` + sweptReturning
+
+// heartbeatLive is a condition true for an in_progress row that the
+// heartbeat rule does not mark (param: the global heartbeat timeout in
+// seconds): the stalled counts leave the others to it.
+func heartbeatLive(param string) string {
+	return `
+      AND NOT (CASE WHEN heartbeat_timeout IS NULL THEN last_heartbeat < now() - make_interval(secs => ` + param + `)
+                    ELSE now() - last_heartbeat > heartbeat_timeout END)`
+}
+
+// countStalledSQL: $1 limit, $2 the global progress timeout, $3 the global
+// heartbeat timeout (seconds).
+var countStalledSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'in_progress' AND progress_timeout IS NULL
+      AND progress_minute >= (` + oldestProgressMinuteSQL + `)
+      AND progress_minute < now() - make_interval(secs => $2)
+      AND progress_at < now() - make_interval(secs => $2)
+      AND deadline >= now()` + heartbeatLive("$3") + `
+    LIMIT $1) AS eligible`
+
+// countStalledOwnSQL: $1 limit, $2 the global heartbeat timeout (seconds).
+var countStalledOwnSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'in_progress' AND progress_timeout IS NOT NULL
+      AND progress_expires_at >= (` + ownProgressExpirySQL + `)
+      AND progress_expires_at < now()
+      AND now() - progress_at > progress_timeout
+      AND deadline >= now()` + heartbeatLive("$2") + `
+    LIMIT $1) AS eligible`
+
+const countQueuedSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'queued' AND queue_timeout IS NULL
+      AND COALESCE(not_before, created_at) >= (` + oldestQueuedSQL + `)
+      AND COALESCE(not_before, created_at) < now() - make_interval(secs => $2)
+      AND deadline >= now()
+    LIMIT $1) AS eligible`
+
+const countQueuedOwnSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'queued' AND queue_timeout IS NOT NULL
+      AND queue_expires_at >= (` + ownQueueExpirySQL + `)
+      AND queue_expires_at < now()
+      AND deadline >= now()
+    LIMIT $1) AS eligible`
+
+const countDispatchedSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'dispatched' AND start_timeout IS NULL
+      AND dispatched_at >= (` + oldestDispatchedSQL + `)
+      AND dispatched_at < now() - make_interval(secs => $2)
+      AND deadline >= now()
+    LIMIT $1) AS eligible`
+
+const countDispatchedOwnSQL = `
+SELECT count(*) FROM (
+    SELECT 1 FROM delegations
+    WHERE status = 'dispatched' AND start_timeout IS NOT NULL
+      AND start_expires_at >= (` + ownStartExpirySQL + `)
+      AND start_expires_at < now()
+      AND deadline >= now()
+    LIMIT $1) AS eligible`

@@ -131,9 +131,9 @@ func TestRulesAndBoundaries(t *testing.T) {
 	if res.OldestHeartbeatAge < 9*time.Minute || res.OldestHeartbeatAge > 11*time.Minute {
 		t.Errorf("oldest heartbeat age = %s, want about 10m", res.OldestHeartbeatAge)
 	}
-	// A second run finds nothing.
+	// A second run finds nothing, in its probe: no batch.
 	res, err = s.RunOnce(context.Background())
-	if err != nil || res.Swept != 0 || res.Batches != 3 {
+	if err != nil || res.Swept != 0 || res.Batches != 0 {
 		t.Fatalf("second run = %+v, %v", res, err)
 	}
 }
@@ -222,9 +222,10 @@ func TestDryRunCountsAndWritesNothing(t *testing.T) {
 		t.Fatalf("dry run %+v differs from real run %+v", got, want)
 	}
 	// Deadline: 13 rows in batches of 7 and 6; heartbeat: 30 rows in 7,7,7,7,2;
-	// own heartbeat timeouts: one empty batch.
-	if want.Swept != 43 || want.SweptDeadlineExceeded != 13 || want.Batches != 2+5+1 {
-		t.Fatalf("real run = %+v, want 43 swept (13 deadline) in 8 batches", want)
+	// own heartbeat timeouts: none eligible, so no batch (the run's probe
+	// found nothing for it).
+	if want.Swept != 43 || want.SweptDeadlineExceeded != 13 || want.Batches != 2+5 {
+		t.Fatalf("real run = %+v, want 43 swept (13 deadline) in 7 batches", want)
 	}
 }
 
@@ -238,9 +239,10 @@ func TestMaxBatchesPerRunBoundsWork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One (empty) deadline batch, then two heartbeat batches of 10.
-	if res.Swept != 20 || res.Batches != 3 || !res.More {
-		t.Fatalf("first run = %+v, want 20 swept in 3 batches with more left", res)
+	// No deadline batch (the probe found none eligible), three heartbeat
+	// batches of 10.
+	if res.Swept != 30 || res.Batches != 3 || !res.More {
+		t.Fatalf("first run = %+v, want 30 swept in 3 batches with more left", res)
 	}
 	for range 3 {
 		if _, err := s.RunOnce(context.Background()); err != nil {

@@ -46,7 +46,21 @@ const ScheduleAdaptive = "@adaptive"
 const (
 	ReasonHeartbeatTimeout = "heartbeat_timeout"
 	ReasonDeadlineExceeded = "deadline_exceeded"
+	// ReasonStalled: in_progress and heartbeating, but its progress has not
+	// changed for longer than its progress timeout.
+	ReasonStalled = "stalled"
+	// ReasonQueueTimeout: queued (since created, or since its not_before)
+	// for longer than its queue timeout.
+	ReasonQueueTimeout = "queue_timeout"
+	// ReasonStartTimeout: dispatched for longer than its start timeout
+	// without entering in_progress.
+	ReasonStartTimeout = "start_timeout"
 )
+
+// Reasons lists every reason, in the order the rules run (a row that meets
+// several is marked under the first).
+var Reasons = []string{ReasonDeadlineExceeded, ReasonHeartbeatTimeout, ReasonStalled,
+	ReasonStartTimeout, ReasonQueueTimeout}
 
 // Config configures a Sweeper. Zero values take the defaults above, except
 // NotifyChannel, where "" means no notifications.
@@ -55,6 +69,20 @@ type Config struct {
 	// than this (by the database clock) is stuck, unless the delegation has
 	// a heartbeat_timeout of its own, which then applies instead.
 	HeartbeatTimeout time.Duration
+	// ProgressTimeout: an in_progress delegation whose progress has not
+	// changed for longer than this (progress_at, by the database clock) is
+	// stuck with reason stalled, however often it heartbeats, unless it has
+	// a progress_timeout of its own. Zero turns the global rule off (rows
+	// with their own timeout are still judged by it).
+	ProgressTimeout time.Duration
+	// QueueTimeout: a queued delegation waiting longer than this (since
+	// created, or since its not_before) is stuck with reason queue_timeout,
+	// unless it has its own queue_timeout. Zero: off.
+	QueueTimeout time.Duration
+	// StartTimeout: a dispatched delegation that has not entered
+	// in_progress this long after it was dispatched is stuck with reason
+	// start_timeout, unless it has its own start_timeout. Zero: off.
+	StartTimeout time.Duration
 	// BatchSize bounds the rows claimed, updated and committed per transaction.
 	BatchSize int
 	// MaxBatchesPerRun bounds one run's work; what remains waits for the next run.
@@ -96,6 +124,11 @@ type Result struct {
 	// (ReasonHeartbeatTimeout, ReasonDeadlineExceeded).
 	SweptHeartbeatTimeout int
 	SweptDeadlineExceeded int
+	// SweptStalled, SweptQueueTimeout and SweptStartTimeout count the rules
+	// of ReasonStalled, ReasonQueueTimeout and ReasonStartTimeout.
+	SweptStalled      int
+	SweptQueueTimeout int
+	SweptStartTimeout int
 	// Batches is the number of batch transactions run.
 	Batches int
 	// More is true when the run stopped at MaxBatchesPerRun with rows left.
@@ -126,6 +159,23 @@ func (res *Result) add(reason string, n int) {
 		res.SweptDeadlineExceeded += n
 	case ReasonHeartbeatTimeout:
 		res.SweptHeartbeatTimeout += n
+	case ReasonStalled:
+		res.SweptStalled += n
+	case ReasonQueueTimeout:
+		res.SweptQueueTimeout += n
+	case ReasonStartTimeout:
+		res.SweptStartTimeout += n
+	}
+}
+
+// ByReason is Swept split by reason, every reason present (zeros too).
+func (res *Result) ByReason() map[string]int {
+	return map[string]int{
+		ReasonHeartbeatTimeout: res.SweptHeartbeatTimeout,
+		ReasonDeadlineExceeded: res.SweptDeadlineExceeded,
+		ReasonStalled:          res.SweptStalled,
+		ReasonQueueTimeout:     res.SweptQueueTimeout,
+		ReasonStartTimeout:     res.SweptStartTimeout,
 	}
 }
 
@@ -196,6 +246,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 	switch {
 	case cfg.HeartbeatTimeout < 0:
 		return nil, fmt.Errorf("sweep: heartbeat timeout must be positive, got %s", cfg.HeartbeatTimeout)
+	case cfg.ProgressTimeout < 0 || cfg.QueueTimeout < 0 || cfg.StartTimeout < 0:
+		return nil, fmt.Errorf("sweep: progress, queue and start timeouts must be positive or zero (off), got %s, %s, %s",
+			cfg.ProgressTimeout, cfg.QueueTimeout, cfg.StartTimeout)
 	case cfg.BatchSize < 0:
 		return nil, fmt.Errorf("sweep: batch size must be positive, got %d", cfg.BatchSize)
 	case cfg.MaxBatchesPerRun < 0:
@@ -219,45 +272,95 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sweeper, error) {
 // Config returns the sweeper's configuration with defaults filled in.
 func (s *Sweeper) Config() Config { return s.cfg }
 
-// rule is one of the sweep's rules and the statements that apply it. The
-// heartbeat rule is two: rows on the global timeout and rows with their own,
-// each an index condition on its own partial index.
+// rule is one of the sweep's rules and the statements that apply it. Each
+// rule but the deadline is two: rows on the sweeper's global timeout and
+// rows with their own, each an index condition on its own partial index.
 type rule struct {
 	name   string // names the rule in errors and tests
 	reason string
 	sweep  string // the batch statement
 	count  string // its dry-run twin
-	// withTimeout: the statements take the heartbeat timeout as their last
-	// parameter.
-	withTimeout bool
-	// ownTimeout: the rule judges rows by their own heartbeat_timeout.
-	ownTimeout bool
+	// setting names the rule's timeout in the audit detail
+	// (heartbeat_timeout, progress_timeout, ...); "" for the deadline.
+	setting string
+	// global, when set, is the rule's global timeout: the statements take
+	// it as their last parameter ($4 of sweep, $2 of count), and the rule is
+	// off while it is zero. Nil for rules judged by each row's own timeout.
+	global func(*Config) time.Duration
+	// countHeartbeat: the count statement also takes the global heartbeat
+	// timeout, after the rest (it leaves rows the heartbeat rule marks).
+	countHeartbeat bool
 }
 
-// rules run in this order; a row that meets both is marked by the first.
+func heartbeatTimeout(c *Config) time.Duration { return c.HeartbeatTimeout }
+func progressTimeout(c *Config) time.Duration  { return c.ProgressTimeout }
+func queueTimeout(c *Config) time.Duration     { return c.QueueTimeout }
+func startTimeout(c *Config) time.Duration     { return c.StartTimeout }
+
+// rules run in this order; a row that meets several is marked by the first:
+// the deadline, then dead (no heartbeat), then stalled (no progress), then
+// never started.
 var rules = []rule{
-	{"deadline", ReasonDeadlineExceeded, sweepDeadlineSQL, countDeadlineSQL, false, false},
-	{"global heartbeat timeout", ReasonHeartbeatTimeout, sweepHeartbeatSQL, countHeartbeatSQL, true, false},
-	{"own heartbeat timeout", ReasonHeartbeatTimeout, sweepOwnTimeoutSQL, countOwnTimeoutSQL, false, true},
+	{name: "deadline", reason: ReasonDeadlineExceeded, sweep: sweepDeadlineSQL, count: countDeadlineSQL},
+	{name: "global heartbeat timeout", reason: ReasonHeartbeatTimeout, sweep: sweepHeartbeatSQL, count: countHeartbeatSQL,
+		setting: "heartbeat_timeout", global: heartbeatTimeout},
+	{name: "own heartbeat timeout", reason: ReasonHeartbeatTimeout, sweep: sweepOwnTimeoutSQL, count: countOwnTimeoutSQL,
+		setting: "heartbeat_timeout"},
+	{name: "global progress timeout", reason: ReasonStalled, sweep: sweepStalledSQL, count: countStalledSQL,
+		setting: "progress_timeout", global: progressTimeout, countHeartbeat: true},
+	{name: "own progress timeout", reason: ReasonStalled, sweep: sweepStalledOwnSQL, count: countStalledOwnSQL,
+		setting: "progress_timeout", countHeartbeat: true},
+	{name: "global start timeout", reason: ReasonStartTimeout, sweep: sweepDispatchedSQL, count: countDispatchedSQL,
+		setting: "start_timeout", global: startTimeout},
+	{name: "own start timeout", reason: ReasonStartTimeout, sweep: sweepDispatchedOwnSQL, count: countDispatchedOwnSQL,
+		setting: "start_timeout"},
+	{name: "global queue timeout", reason: ReasonQueueTimeout, sweep: sweepQueuedSQL, count: countQueuedSQL,
+		setting: "queue_timeout", global: queueTimeout},
+	{name: "own queue timeout", reason: ReasonQueueTimeout, sweep: sweepQueuedOwnSQL, count: countQueuedOwnSQL,
+		setting: "queue_timeout"},
 }
+
+// on reports whether the rule runs under cfg: a global rule whose timeout
+// is zero is off.
+func (r rule) on(cfg *Config) bool { return r.global == nil || r.global(cfg) > 0 }
 
 // detail is the audit detail of the stuck events the rule writes: the
-// heartbeat timeout the daemon runs with, or, for rows judged by their own
-// timeout, {"heartbeat_timeout":"own"} (the row's heartbeat_timeout column
-// holds it; one detail serves a whole batch, so it cannot name each row's).
-func (r rule) detail(global time.Duration) string {
-	if r.ownTimeout {
-		return `{"heartbeat_timeout":"own"}`
+// global timeout the daemon runs with ({"progress_timeout_seconds":600}),
+// or, for rows judged by their own timeout, {"progress_timeout":"own"} (the
+// row's column holds it; one detail serves a whole batch, so it cannot name
+// each row's). The database adds each row's last progress and the ages of
+// its progress and heartbeat (see migration 7).
+func (r rule) detail(cfg *Config) string {
+	switch {
+	case r.setting == "":
+		// The deadline: the heartbeat timeout the daemon runs with, as
+		// before there were other rules.
+		b, _ := json.Marshal(map[string]any{"heartbeat_timeout_seconds": cfg.HeartbeatTimeout.Seconds()})
+		return string(b)
+	case r.global == nil:
+		return `{"` + r.setting + `":"own"}`
 	}
-	b, _ := json.Marshal(map[string]any{"heartbeat_timeout_seconds": global.Seconds()})
+	b, _ := json.Marshal(map[string]any{r.setting + "_seconds": r.global(cfg).Seconds()})
 	return string(b)
 }
 
-// args appends the heartbeat timeout to a statement's arguments when the
-// rule's statements take it.
-func (r rule) args(timeout time.Duration, args ...any) []any {
-	if r.withTimeout {
-		return append(args, timeout.Seconds())
+// sweepArgs are the batch statement's arguments.
+func (r rule) sweepArgs(cfg *Config) []any {
+	args := []any{cfg.BatchSize, stuckSources, cfg.NotifyChannel}
+	if r.global != nil {
+		args = append(args, r.global(cfg).Seconds())
+	}
+	return args
+}
+
+// countArgs are the count statement's arguments, counting up to limit rows.
+func (r rule) countArgs(cfg *Config, limit int64) []any {
+	args := []any{limit}
+	if r.global != nil {
+		args = append(args, r.global(cfg).Seconds())
+	}
+	if r.countHeartbeat {
+		args = append(args, cfg.HeartbeatTimeout.Seconds())
 	}
 	return args
 }
@@ -273,32 +376,74 @@ func (s *Sweeper) RunOnce(ctx context.Context) (Result, error) {
 	start := time.Now()
 	res := Result{DryRun: s.cfg.DryRun}
 	var err error
+	gaugesRead := false
 	if s.cfg.DryRun {
 		err = s.dryRun(ctx, &res)
 	} else {
-		err = s.sweep(ctx, &res)
+		gaugesRead, err = s.sweep(ctx, &res)
 	}
-	if err == nil {
+	if err == nil && !gaugesRead {
 		err = s.readGauges(ctx, &res)
 	}
 	res.Duration = time.Since(start)
 	return res, err
 }
 
-func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
+// sweep first asks, in one round trip, which rules have a row eligible now
+// (each rule's count statement, limited to one row, all in one batch, with
+// the gauges), then runs batches of only those rules. A run that finds
+// nothing, the usual one, is then one round trip of index probes however
+// many rules there are; a row that becomes eligible after the probe is found
+// by the next run. When nothing was marked, the gauges read with the probe
+// are the run's.
+func (s *Sweeper) sweep(ctx context.Context, res *Result) (gaugesRead bool, err error) {
+	active := make([]rule, 0, len(rules))
 	for _, r := range rules {
-		detail := r.detail(s.cfg.HeartbeatTimeout)
+		if r.on(&s.cfg) {
+			active = append(active, r)
+		}
+	}
+	batch := &pgx.Batch{}
+	for _, r := range active {
+		batch.Queue(r.count, r.countArgs(&s.cfg, 1)...)
+	}
+	batch.Queue(gaugesSQL, s.gaugeArgs()...)
+	br := s.pool.SendBatch(ctx, batch)
+	eligible := make([]bool, len(active))
+	for i, r := range active {
+		var n int
+		if err := br.QueryRow().Scan(&n); err != nil {
+			_ = br.Close()
+			return false, fmt.Errorf("probing eligible rows by %s: %w", r.name, err)
+		}
+		eligible[i] = n > 0
+	}
+	var ageSeconds float64
+	var nextSeconds *float64
+	if err := br.QueryRow().Scan(&ageSeconds, &nextSeconds); err != nil {
+		_ = br.Close()
+		return false, fmt.Errorf("reading in-flight figures: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return false, fmt.Errorf("probing eligible rows: %w", err)
+	}
+
+	for i, r := range active {
+		if !eligible[i] {
+			continue
+		}
+		detail := r.detail(&s.cfg)
 		for {
 			if res.Batches >= s.cfg.MaxBatchesPerRun {
 				res.More = true
-				return nil
+				return false, nil
 			}
 			if err := ctx.Err(); err != nil {
-				return err
+				return false, err
 			}
 			n, notified, err := s.runBatch(ctx, r, detail)
 			if err != nil {
-				return err
+				return false, err
 			}
 			res.Batches++
 			res.Notified += notified
@@ -308,7 +453,22 @@ func (s *Sweeper) sweep(ctx context.Context, res *Result) error {
 			}
 		}
 	}
-	return nil
+	if res.Swept > 0 {
+		return false, nil
+	}
+	return true, s.setGauges(ctx, res, ageSeconds, nextSeconds)
+}
+
+// gaugeArgs are gaugesSQL's arguments: the global timeouts in seconds, nil
+// for a rule that is off.
+func (s *Sweeper) gaugeArgs() []any {
+	opt := func(d time.Duration) any {
+		if d <= 0 {
+			return nil
+		}
+		return d.Seconds()
+	}
+	return []any{s.cfg.HeartbeatTimeout.Seconds(), opt(s.cfg.ProgressTimeout), opt(s.cfg.QueueTimeout), opt(s.cfg.StartTimeout)}
 }
 
 // runBatch claims, marks and audits up to BatchSize rows under one rule in one
@@ -321,7 +481,7 @@ func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, n
 	// transaction, committed at its end or rolled back on any error.
 	batch := &pgx.Batch{}
 	batch.Queue(setActorSQL, detail)
-	batch.Queue(r.sweep, r.args(s.cfg.HeartbeatTimeout, s.cfg.BatchSize, stuckSources, s.cfg.NotifyChannel)...)
+	batch.Queue(r.sweep, r.sweepArgs(&s.cfg)...)
 	br := s.pool.SendBatch(bctx, batch)
 	_, err = br.Exec()
 	if err == nil {
@@ -338,10 +498,13 @@ func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, n
 }
 
 func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {
-	limit := s.cfg.BatchSize * s.cfg.MaxBatchesPerRun
+	limit := int64(s.cfg.BatchSize) * int64(s.cfg.MaxBatchesPerRun)
 	for _, r := range rules {
+		if !r.on(&s.cfg) {
+			continue
+		}
 		var n int
-		if err := s.pool.QueryRow(ctx, r.count, r.args(s.cfg.HeartbeatTimeout, limit)...).Scan(&n); err != nil {
+		if err := s.pool.QueryRow(ctx, r.count, r.countArgs(&s.cfg, limit)...).Scan(&n); err != nil {
 			return fmt.Errorf("counting eligible rows by %s: %w", r.name, err)
 		}
 		res.add(r.reason, n)
@@ -352,10 +515,16 @@ func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {
 func (s *Sweeper) readGauges(ctx context.Context, res *Result) error {
 	var ageSeconds float64
 	var nextSeconds *float64
-	if err := s.pool.QueryRow(ctx, gaugesSQL, s.cfg.HeartbeatTimeout.Seconds()).Scan(
+	if err := s.pool.QueryRow(ctx, gaugesSQL, s.gaugeArgs()...).Scan(
 		&ageSeconds, &nextSeconds); err != nil {
 		return fmt.Errorf("reading in-flight figures: %w", err)
 	}
+	return s.setGauges(ctx, res, ageSeconds, nextSeconds)
+}
+
+// setGauges sets res's figures from gaugesSQL's answer, and the rows in
+// flight, recounted when due.
+func (s *Sweeper) setGauges(ctx context.Context, res *Result, ageSeconds float64, nextSeconds *float64) error {
 	s.countMu.Lock()
 	defer s.countMu.Unlock()
 	if s.countedAt.IsZero() || res.Swept > 0 || time.Since(s.countedAt) >= s.cfg.InFlightRecount {
@@ -474,6 +643,9 @@ func (s *Sweeper) logRun(res Result, err error) {
 		zap.Int("swept", res.Swept),
 		zap.Int("heartbeat_timeout", res.SweptHeartbeatTimeout),
 		zap.Int("deadline_exceeded", res.SweptDeadlineExceeded),
+		zap.Int("stalled", res.SweptStalled),
+		zap.Int("queue_timeout", res.SweptQueueTimeout),
+		zap.Int("start_timeout", res.SweptStartTimeout),
 		zap.Int("batches", res.Batches),
 		zap.Bool("more", res.More),
 		zap.Bool("dry_run", res.DryRun),

@@ -5,6 +5,7 @@
 // delegation is no longer live, and records the outcome:
 //
 //	err := worker.Run(ctx, l, "task-42", func(ctx context.Context, t *worker.Task) error {
+//		_ = t.Progress(map[string]any{"step": "render"}) // sent with the next heartbeat
 //		out, err := render(ctx, t.Delegation.TaskPreview) // honours ctx
 //		if err != nil {
 //			return err // recorded as failed, err's text as error_detail

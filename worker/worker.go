@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -152,8 +154,9 @@ type Task struct {
 	// Delegation is the row as it was when the work started (in_progress).
 	Delegation ledger.Delegation
 
-	mu     sync.Mutex
-	result string
+	mu       sync.Mutex
+	result   string
+	progress json.RawMessage // to send with the next beat; nil when sent
 }
 
 // ID is the delegation's id.
@@ -165,6 +168,39 @@ func (t *Task) SetResult(s string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.result = s
+}
+
+// Progress sets the progress that the next heartbeat reports: v encodes as
+// a JSON object (a json.RawMessage is taken as is) of at most
+// ledger.MaxProgressBytes. It replaces the delegation's progress; a
+// delegation whose progress stops changing for its progress timeout is
+// marked stuck (stalled) however often it heartbeats. A value that is not
+// a JSON object is refused here; one the ledger refuses (too large) is
+// logged by the heartbeat and not recorded.
+func (t *Task) Progress(v any) error {
+	raw, ok := v.(json.RawMessage)
+	if !ok {
+		var err error
+		if raw, err = json.Marshal(v); err != nil {
+			return fmt.Errorf("worker: progress: %w", err)
+		}
+	}
+	if trimmed := bytes.TrimSpace(raw); len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+		return fmt.Errorf("worker: progress must be a JSON object, got %.40q", raw)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.progress = raw
+	return nil
+}
+
+// takeProgress returns the progress not sent yet (nil when none).
+func (t *Task) takeProgress() json.RawMessage {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.progress
+	t.progress = nil
+	return p
 }
 
 func (t *Task) resultText() string {
@@ -211,13 +247,13 @@ func (w *Worker) Run(ctx context.Context, id string, fn func(ctx context.Context
 	// (ctx done) waits for it: a worker finishing its task is alive.
 	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
 	var beats sync.WaitGroup
-	beats.Go(func() { w.heartbeat(beatCtx, c, id, w.interval(d), cancel) })
+	t := &Task{Delegation: d}
+	beats.Go(func() { w.heartbeat(beatCtx, c, t, w.interval(d), cancel) })
 	stop := func() {
 		stopBeats()
 		beats.Wait()
 	}
 
-	t := &Task{Delegation: d}
 	w.TestSignals.Started.Signal(id)
 	panicked, pv, fnErr := call(workCtx, t, fn)
 	stop()
@@ -289,9 +325,11 @@ func (w *Worker) interval(d ledger.Delegation) time.Duration {
 	return max(timeout/3, time.Millisecond)
 }
 
-// heartbeat beats every interval until ctx ends; when the ledger answers
-// not live, it cancels the work with the reason and stops.
-func (w *Worker) heartbeat(ctx context.Context, c *ledger.Coalescer, id string, interval time.Duration, cancel context.CancelCauseFunc) {
+// heartbeat beats every interval, with the task's progress when it set one
+// since the last beat, until ctx ends; when the ledger answers not live, it
+// cancels the work with the reason and stops.
+func (w *Worker) heartbeat(ctx context.Context, c *ledger.Coalescer, t *Task, interval time.Duration, cancel context.CancelCauseFunc) {
+	id := t.ID()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -300,7 +338,7 @@ func (w *Worker) heartbeat(ctx context.Context, c *ledger.Coalescer, id string, 
 			return
 		case <-tick.C:
 		}
-		live, err := c.Beat(ctx, id)
+		live, err := c.BeatProgress(ctx, id, t.takeProgress())
 		if ctx.Err() != nil {
 			return
 		}

@@ -328,3 +328,30 @@ func TestIntervalIsAThirdOfTheTimeout(t *testing.T) {
 		t.Error("New(nil) accepted")
 	}
 }
+
+// TestProgressGoesWithTheNextBeat: Task.Progress is recorded by the next
+// heartbeat; a value that is not a JSON object is refused at once.
+func TestProgressGoesWithTheNextBeat(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.insert("p")
+	err := f.w.Run(context.Background(), "p", func(ctx context.Context, task *worker.Task) error {
+		if err := task.Progress([]int{1, 2}); err == nil {
+			t.Error("Progress accepted a JSON array")
+		}
+		if err := task.Progress(map[string]int{"page": 3}); err != nil {
+			return err
+		}
+		// Beats after the one that took the progress: it is recorded.
+		f.waitLiveBeat("p")
+		f.waitLiveBeat("p")
+		d := f.get("p")
+		if string(d.Progress) != `{"page": 3}` || d.ProgressAt == nil {
+			t.Errorf("progress %s at %v", d.Progress, d.ProgressAt)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

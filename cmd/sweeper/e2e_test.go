@@ -104,14 +104,14 @@ func TestOnceJSONSummaryAndExitCodes(t *testing.T) {
 		t.Fatalf("summary %q: %v", lines[0], err)
 	}
 	if sum.Swept != 3 || sum.ByReason["heartbeat_timeout"] != 2 || sum.ByReason["deadline_exceeded"] != 1 ||
-		sum.Batches != 3 || sum.Duration == nil || sum.DryRun == nil || *sum.DryRun {
+		sum.Batches != 2 || sum.Duration == nil || sum.DryRun == nil || *sum.DryRun {
 		t.Fatalf("summary = %s", lines[0])
 	}
-	if !strings.HasPrefix(lines[0], `{"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1},"batches":3,"duration_ms":`) {
+	if !strings.HasPrefix(lines[0], `{"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1,"stalled":0,"queue_timeout":0,"start_timeout":0},"batches":2,"duration_ms":`) {
 		t.Fatalf("summary does not follow the documented order: %s", lines[0])
 	}
 	// The dry run reported exactly what the real run then did.
-	if !strings.Contains(dry.Stdout, `"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1}`) || !strings.Contains(dry.Stdout, `"dry_run":true`) {
+	if !strings.Contains(dry.Stdout, `"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1,"stalled":0,"queue_timeout":0,"start_timeout":0}`) || !strings.Contains(dry.Stdout, `"dry_run":true`) {
 		t.Fatalf("dry run summary %s differs from the real run", dry.Stdout)
 	}
 	assertNoSecret(t, "--once", r)

@@ -56,7 +56,7 @@ func TestPgBouncerTransactionModeBinary(t *testing.T) {
 		}
 	}
 	once := run(t, env, "--once", "--output", "json")
-	if once.Code != 0 || !strings.HasPrefix(once.Stdout, `{"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1}`) {
+	if once.Code != 0 || !strings.HasPrefix(once.Stdout, `{"swept":3,"by_reason":{"heartbeat_timeout":2,"deadline_exceeded":1,"stalled":0,"queue_timeout":0,"start_timeout":0}`) {
 		t.Fatalf("--once: %s", once)
 	}
 	if again := run(t, env, "--once"); again.Code != 0 || !strings.Contains(again.Stdout, "marked 0 stuck") {

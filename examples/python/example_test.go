@@ -124,6 +124,11 @@ func TestPythonExampleAgainstTheDaemon(t *testing.T) {
 		if err != nil || dl.Status != want {
 			t.Fatalf("%s: %+v, %v", id, dl, err)
 		}
+		// The worker reported progress with its heartbeats.
+		var progress struct{ Beats int }
+		if err := json.Unmarshal(dl.Progress, &progress); err != nil || progress.Beats < 1 || dl.ProgressAt == nil {
+			t.Fatalf("%s: progress %s at %v", id, dl.Progress, dl.ProgressAt)
+		}
 		evs, _ := l.Events(ctx, id)
 		if len(evs) != 3 || evs[0].Actor != "api:billing" || evs[1].Actor != "api:agent" {
 			t.Fatalf("%s events: %+v", id, evs)

@@ -1,7 +1,8 @@
 """An example worker: records a delegation (caller token), then works on it
 (worker token) with the client's task helper, which heartbeats in a thread,
-stops the work as soon as the ledger says the delegation is no longer live
-(it was marked stuck, or finished elsewhere), and records the outcome.
+reports the work's progress with the beats, stops the work as soon as the
+ledger says the delegation is no longer live (it was marked stuck, or
+finished elsewhere), and records the outcome.
 
 Environment: SWEEPER_API (base URL), SWEEPER_CALLER_TOKEN, SWEEPER_WORKER_TOKEN.
 The client is clients/python (pip install ./clients/python).
@@ -14,6 +15,7 @@ Exit status: 0 completed, 3 stopped because the delegation was no longer live.
 import argparse
 import os
 import sys
+import time
 
 from sweeper_client import Client
 
@@ -36,9 +38,16 @@ def main():
     print("insert: %s %s" % (res.outcome, res.delegation_id), flush=True)
 
     with worker.task(args.id, heartbeat_interval=args.heartbeat_seconds) as t:
-        # The "work": wait until it is done, or until the ledger says stop.
-        if t.cancelled.wait(args.work_seconds):
-            print("heartbeat: %s, stopping" % t.reason, flush=True)
+        # The "work": steps of one heartbeat each, each reported as progress
+        # (so a progress timeout tells work that moves from work that is
+        # wedged), until it is done or the ledger says stop.
+        end, beats = time.monotonic() + args.work_seconds, 0
+        while time.monotonic() < end:
+            beats += 1
+            t.progress({"beats": beats})
+            if t.cancelled.wait(min(args.heartbeat_seconds, max(0.0, end - time.monotonic()))):
+                print("heartbeat: %s, stopping" % t.reason, flush=True)
+                break
         else:
             t.result = "done after %gs" % args.work_seconds
     print("outcome: %s" % t.outcome, flush=True)

@@ -63,12 +63,16 @@ type onceSummary struct {
 type byReason struct {
 	HeartbeatTimeout int `json:"heartbeat_timeout"`
 	DeadlineExceeded int `json:"deadline_exceeded"`
+	Stalled          int `json:"stalled"`
+	QueueTimeout     int `json:"queue_timeout"`
+	StartTimeout     int `json:"start_timeout"`
 }
 
 func summarize(res sweep.Result) onceSummary {
 	return onceSummary{
-		Swept:                     res.Swept,
-		ByReason:                  byReason{HeartbeatTimeout: res.SweptHeartbeatTimeout, DeadlineExceeded: res.SweptDeadlineExceeded},
+		Swept: res.Swept,
+		ByReason: byReason{HeartbeatTimeout: res.SweptHeartbeatTimeout, DeadlineExceeded: res.SweptDeadlineExceeded,
+			Stalled: res.SweptStalled, QueueTimeout: res.SweptQueueTimeout, StartTimeout: res.SweptStartTimeout},
 		Batches:                   res.Batches,
 		DurationMS:                res.Duration.Milliseconds(),
 		DryRun:                    res.DryRun,
@@ -85,8 +89,9 @@ func summaryLine(res sweep.Result) string {
 	if res.DryRun {
 		verb = "would mark"
 	}
-	s := fmt.Sprintf("%s %d stuck (heartbeat_timeout %d, deadline_exceeded %d) in %d batches, %s; %d in flight, oldest heartbeat %s",
-		verb, res.Swept, res.SweptHeartbeatTimeout, res.SweptDeadlineExceeded, res.Batches,
+	s := fmt.Sprintf("%s %d stuck (heartbeat_timeout %d, deadline_exceeded %d, stalled %d, queue_timeout %d, start_timeout %d) in %d batches, %s; %d in flight, oldest heartbeat %s",
+		verb, res.Swept, res.SweptHeartbeatTimeout, res.SweptDeadlineExceeded,
+		res.SweptStalled, res.SweptQueueTimeout, res.SweptStartTimeout, res.Batches,
 		res.Duration.Round(time.Millisecond), res.InFlight, res.OldestHeartbeatAge.Round(time.Second))
 	if res.More {
 		s += "; more remain for the next run (max_batches_per_run reached)"
@@ -234,7 +239,7 @@ func (inv *invocation) runStatus(ctx context.Context) error {
 	if p := st.Problem(); p != "" {
 		return errors.New(p)
 	}
-	snap, err := sweep.Inspect(ctx, pool, cfg.Sweep.HeartbeatTimeout)
+	snap, err := sweep.InspectConfig(ctx, pool, daemon.SweepConfig(cfg, nil))
 	if err != nil {
 		return daemon.ExplainPooler(err)
 	}
@@ -251,8 +256,14 @@ func (inv *invocation) runStatus(ctx context.Context) error {
 	fmt.Fprintf(tw, "total\t%d\n", snap.Total)
 	_ = tw.Flush()
 	fmt.Fprintf(inv.stdout, "\noldest in_progress heartbeat: %s\n", formatAge(snap.OldestHeartbeatAgeSeconds))
-	fmt.Fprintf(inv.stdout, "eligible now (heartbeat timeout %s): %d (heartbeat_timeout %d, deadline_exceeded %d)\n",
-		cfg.Sweep.HeartbeatTimeout, snap.EligibleHeartbeat+snap.EligibleDeadline, snap.EligibleHeartbeat, snap.EligibleDeadline)
+	var total int64
+	for _, n := range snap.EligibleByReason {
+		total += n
+	}
+	fmt.Fprintf(inv.stdout, "eligible now (heartbeat timeout %s): %d (heartbeat_timeout %d, deadline_exceeded %d, stalled %d, queue_timeout %d, start_timeout %d)\n",
+		cfg.Sweep.HeartbeatTimeout, total, snap.EligibleHeartbeat, snap.EligibleDeadline,
+		snap.EligibleByReason[sweep.ReasonStalled], snap.EligibleByReason[sweep.ReasonQueueTimeout],
+		snap.EligibleByReason[sweep.ReasonStartTimeout])
 	return nil
 }
 

@@ -58,7 +58,8 @@ var (
 		// Everything but what only the long-running process reads: it
 		// neither schedules, serves HTTP nor waits out a grace period.
 		keys: []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode", "database.migrate_url",
-			"sweep.heartbeat_timeout", "sweep.batch_size", "sweep.max_batches_per_run",
+			"sweep.heartbeat_timeout", "sweep.progress_timeout", "sweep.queue_timeout", "sweep.start_timeout",
+			"sweep.batch_size", "sweep.max_batches_per_run",
 			"sweep.notify_channel", "sweep.dry_run", "migrate.auto", "log.level", "log.format"},
 		run: noArgs("sweeper --once", (*invocation).runOnce),
 	}
@@ -71,8 +72,9 @@ var (
 	cmdStatus = &command{
 		name:    "sweeper status",
 		options: []string{flagConfig, flagOutput},
-		keys:    []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode", "sweep.heartbeat_timeout"},
-		run:     noArgs("status", (*invocation).runStatus),
+		keys: []string{"database.url", "database.max_conns", "database.pooler", "database.query_exec_mode",
+			"sweep.heartbeat_timeout", "sweep.progress_timeout", "sweep.queue_timeout", "sweep.start_timeout"},
+		run: noArgs("status", (*invocation).runStatus),
 	}
 	cmdConfigValidate = &command{
 		name:    "sweeper config validate",

@@ -79,6 +79,16 @@ type SweepConfig struct {
 	// HeartbeatTimeout (sweep.heartbeat_timeout): an in_progress delegation
 	// whose last heartbeat is older than this is stuck.
 	HeartbeatTimeout time.Duration
+	// ProgressTimeout (sweep.progress_timeout): an in_progress delegation
+	// whose progress has not changed for longer than this is stuck
+	// (stalled); 0 turns the global rule off.
+	ProgressTimeout time.Duration
+	// QueueTimeout (sweep.queue_timeout): a delegation queued longer than
+	// this is stuck (queue_timeout); 0: off.
+	QueueTimeout time.Duration
+	// StartTimeout (sweep.start_timeout): a delegation dispatched longer
+	// than this without entering in_progress is stuck (start_timeout); 0: off.
+	StartTimeout time.Duration
 	// BatchSize (sweep.batch_size) is how many rows one batch transaction
 	// claims at most.
 	BatchSize int

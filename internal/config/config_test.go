@@ -421,6 +421,10 @@ func TestLoadErrors(t *testing.T) {
 			wantKey: "sweep.heartbeat_timeout", want: []string{`must be at least 1s, got "-5m"`}},
 		{name: "sub-second heartbeat timeout", file: "sweep:\n  heartbeat_timeout: 500ms\n",
 			wantKey: "sweep.heartbeat_timeout", want: []string{"must be at least 1s"}},
+		{name: "sub-second progress timeout", file: "sweep:\n  progress_timeout: 500ms\n",
+			wantKey: "sweep.progress_timeout", want: []string{"must be 0 (off) or at least 1s"}},
+		{name: "negative queue timeout", file: "sweep:\n  queue_timeout: -1m\n",
+			wantKey: "sweep.queue_timeout", want: []string{"must be 0 (off) or at least 1s"}},
 		{name: "zero shutdown grace", file: "shutdown_grace: 0s\n",
 			wantKey: "shutdown_grace", want: []string{"must be more than 0"}},
 		{name: "zero batch", file: "sweep:\n  batch_size: 0\n",
@@ -663,7 +667,7 @@ func TestPrintingShowsTheDSNWithoutPassword(t *testing.T) {
 
 	wantString := `database.url="sweeper@db:5432/sweeper" database.max_conns=4 database.pooler="none" ` +
 		`database.query_exec_mode="" database.migrate_url="" database.listen_url="" database.read_url="" database.read_max_lag=10s ` +
-		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
+		`sweep.schedule="@every 30s" sweep.heartbeat_timeout=10m sweep.progress_timeout=0s sweep.queue_timeout=0s sweep.start_timeout=0s sweep.batch_size=1000 sweep.max_batches_per_run=100 ` +
 		`sweep.notify_channel="delegation_stuck" sweep.dry_run=false migrate.auto=false http.listen=":9090" ` +
 		`api.listen="" api.tls_cert_file="" api.tls_key_file="" api.client_ca_file="" api.max_body_bytes=1048576 ` +
 		`api.max_batch=10000 api.rate_limit=0 api.rate_burst=0 api.max_wait=1m api.read_header_timeout=5s ` +
@@ -721,7 +725,7 @@ func TestConfigJSON(t *testing.T) {
 	c.Sweep.HeartbeatTimeout = 90 * time.Second
 	const want = `{"database":{"url":"sweeper@db:5432/app","max_conns":4,"pooler":"none","query_exec_mode":"",` +
 		`"migrate_url":"","listen_url":"","read_url":"","read_max_lag":"10s"},` +
-		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","batch_size":1000,"max_batches_per_run":100,` +
+		`"sweep":{"schedule":"@every 30s","heartbeat_timeout":"1m30s","progress_timeout":"0s","queue_timeout":"0s","start_timeout":"0s","batch_size":1000,"max_batches_per_run":100,` +
 		`"notify_channel":"delegation_stuck","dry_run":false},"migrate":{"auto":false},"http":{"listen":":9090"},` +
 		`"api":{"listen":"","tls_cert_file":"","tls_key_file":"","client_ca_file":"","max_body_bytes":1048576,` +
 		`"max_batch":10000,"rate_limit":0,"rate_burst":0,"max_wait":"1m","read_header_timeout":"5s","read_timeout":"30s",` +
@@ -780,8 +784,8 @@ func mustJSON(t *testing.T, v any) []byte {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 39 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers, 6 of retention and 2 of replica reads", len(ks))
+	if len(ks) != 42 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers, 6 of retention, 2 of replica reads and 3 of progress and waiting states", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
 		"database.url":              {"SWEEPER_DATABASE_URL", "database-url"},
@@ -794,6 +798,9 @@ func TestKeys(t *testing.T) {
 		"database.read_max_lag":     {"SWEEPER_DATABASE_READ_MAX_LAG", "database-read-max-lag"},
 		"sweep.schedule":            {"SWEEPER_SWEEP_SCHEDULE", "sweep-schedule"},
 		"sweep.heartbeat_timeout":   {"SWEEPER_SWEEP_HEARTBEAT_TIMEOUT", "sweep-heartbeat-timeout"},
+		"sweep.progress_timeout":    {"SWEEPER_SWEEP_PROGRESS_TIMEOUT", "sweep-progress-timeout"},
+		"sweep.queue_timeout":       {"SWEEPER_SWEEP_QUEUE_TIMEOUT", "sweep-queue-timeout"},
+		"sweep.start_timeout":       {"SWEEPER_SWEEP_START_TIMEOUT", "sweep-start-timeout"},
 		"sweep.batch_size":          {"SWEEPER_SWEEP_BATCH_SIZE", "sweep-batch-size"},
 		"sweep.max_batches_per_run": {"SWEEPER_SWEEP_MAX_BATCHES_PER_RUN", "sweep-max-batches-per-run"},
 		"sweep.notify_channel":      {"SWEEPER_SWEEP_NOTIFY_CHANNEL", "sweep-notify-channel"},

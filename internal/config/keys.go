@@ -75,6 +75,19 @@ var keys = []key{
 	newKey("sweep.heartbeat_timeout", func(c *Config) *time.Duration { return &c.Sweep.HeartbeatTimeout },
 		sweep.HeartbeatTimeoutDefault, durationText, durationAtLeast(time.Second),
 		"An in_progress delegation whose last heartbeat is older than this is marked stuck (at least 1s)."),
+	newKey("sweep.progress_timeout", func(c *Config) *time.Duration { return &c.Sweep.ProgressTimeout },
+		0, durationText, durationZeroOrAtLeast(time.Second),
+		"An in_progress delegation whose progress (reported with its heartbeats) has not changed for longer "+
+			"than this is marked stuck with reason stalled, however often it heartbeats (0 = off, else at least "+
+			"1s). A delegation's own progress_timeout_seconds applies instead."),
+	newKey("sweep.queue_timeout", func(c *Config) *time.Duration { return &c.Sweep.QueueTimeout },
+		0, durationText, durationZeroOrAtLeast(time.Second),
+		"A delegation queued longer than this (since created, or since its not_before) is marked stuck with "+
+			"reason queue_timeout (0 = off, else at least 1s). A delegation's own queue_timeout_seconds applies instead."),
+	newKey("sweep.start_timeout", func(c *Config) *time.Duration { return &c.Sweep.StartTimeout },
+		0, durationText, durationZeroOrAtLeast(time.Second),
+		"A delegation dispatched longer than this without entering in_progress is marked stuck with reason "+
+			"start_timeout (0 = off, else at least 1s). A delegation's own start_timeout_seconds applies instead."),
 	newKey("sweep.batch_size", func(c *Config) *int { return &c.Sweep.BatchSize },
 		sweep.BatchSizeDefault, intText, intBetween(1, 100000),
 		"Rows claimed and marked per batch, 1 to 100000; each batch is one transaction."),
@@ -459,6 +472,16 @@ func intBetween(lo, hi int) func(int) string {
 }
 
 // durationAtLeast accepts v >= lo; lo of 1ns reads "more than 0".
+// durationZeroOrAtLeast accepts 0 (off) or a duration of at least lo.
+func durationZeroOrAtLeast(lo time.Duration) func(time.Duration) string {
+	return func(v time.Duration) string {
+		if v == 0 || v >= lo {
+			return ""
+		}
+		return "must be 0 (off) or at least " + formatDuration(lo)
+	}
+}
+
 func durationAtLeast(lo time.Duration) func(time.Duration) string {
 	return func(v time.Duration) string {
 		switch {

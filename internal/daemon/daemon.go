@@ -104,6 +104,9 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, lo
 func SweepConfig(cfg config.Config, log *zap.Logger) sweep.Config {
 	return sweep.Config{
 		HeartbeatTimeout: cfg.Sweep.HeartbeatTimeout,
+		ProgressTimeout:  cfg.Sweep.ProgressTimeout,
+		QueueTimeout:     cfg.Sweep.QueueTimeout,
+		StartTimeout:     cfg.Sweep.StartTimeout,
 		BatchSize:        cfg.Sweep.BatchSize,
 		MaxBatchesPerRun: cfg.Sweep.MaxBatchesPerRun,
 		NotifyChannel:    cfg.Sweep.NotifyChannel,

@@ -49,7 +49,7 @@ func NewMetrics() *Metrics {
 		}, []string{"result"}),
 		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sweeper_swept_total",
-			Help: "Delegations marked stuck, by reason (heartbeat_timeout or deadline_exceeded). Dry runs do not count.",
+			Help: "Delegations marked stuck, by reason (heartbeat_timeout, deadline_exceeded, stalled, queue_timeout, start_timeout). Dry runs do not count.",
 		}, []string{"reason"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sweeper_batches_total",
@@ -107,8 +107,9 @@ func NewMetrics() *Metrics {
 	// Every labelled series exists from the start, at zero.
 	m.runs.WithLabelValues(ResultOK)
 	m.runs.WithLabelValues(ResultError)
-	m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout)
-	m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded)
+	for _, r := range sweep.Reasons {
+		m.swept.WithLabelValues(r)
+	}
 	m.readQueries.WithLabelValues(TargetReplica)
 	m.readQueries.WithLabelValues(TargetPrimary)
 	for _, r := range fallbackReasons {
@@ -156,8 +157,9 @@ func (m *Metrics) ObserveRun(res sweep.Result, err error) {
 	m.duration.Observe(res.Duration.Seconds())
 	m.batches.Add(float64(res.Batches))
 	if !res.DryRun {
-		m.swept.WithLabelValues(sweep.ReasonHeartbeatTimeout).Add(float64(res.SweptHeartbeatTimeout))
-		m.swept.WithLabelValues(sweep.ReasonDeadlineExceeded).Add(float64(res.SweptDeadlineExceeded))
+		for r, n := range res.ByReason() {
+			m.swept.WithLabelValues(r).Add(float64(n))
+		}
 	}
 	if err != nil {
 		m.runs.WithLabelValues(ResultError).Inc()

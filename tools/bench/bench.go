@@ -82,6 +82,10 @@ type Config struct {
 	Steady SteadyConfig
 	// ConsoleOnly loads each size and measures only the console.
 	ConsoleOnly bool
+	// ProgressOnly loads each size and measures only issue 20's figures:
+	// nothing-eligible runs with the new rules on and off, and, at the last
+	// size, the heartbeat ingest with and without progress.
+	ProgressOnly bool
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -249,6 +253,9 @@ type SizeResult struct {
 	NothingRecount Dist            `json:"nothing_eligible_recount"`
 	Breakdown      []StatementTime `json:"nothing_eligible_breakdown,omitempty"`
 	FewEligible    Dist            `json:"few_eligible"`
+	// NothingRules is Nothing with the progress, queue and start rules on
+	// (RulesOn), every live row having reported a progress.
+	NothingRules Dist `json:"nothing_eligible_rules_on"`
 	Drains         []DrainResult   `json:"drains"`
 	BareDrains     []DrainResult   `json:"bare_drains"`
 	// TriggerDrains are bare UPDATE drains with the table's triggers on.
@@ -395,6 +402,9 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	}
 	defer keep.Stop()
 
+	if cfg.ProgressOnly {
+		return measureProgressOnly(ctx, cfg, db, keep, &sr, last, r)
+	}
 	if cfg.APIOnly {
 		if !last {
 			return nil
@@ -427,6 +437,9 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	}
 	if err := measureSweeps(ctx, cfg, db, &sr); err != nil {
 		r.problem(cfg, "sweeps at %d rows: %v", n, err)
+	}
+	if err := measureNothingRules(ctx, cfg, db, &sr); err != nil {
+		r.problem(cfg, "sweeps with the new rules on at %d rows: %v", n, err)
 	}
 	prune := func() {
 		if cfg.PruneRounds > 0 {

@@ -52,6 +52,9 @@ func measureIngest(ctx context.Context, cfg Config, db *ledgerDB) ([]IngestRow, 
 			confs = append(confs, conf{path, w})
 		}
 	}
+	for _, path := range []string{PathManyProgressSame, PathManyProgress} {
+		confs = append(confs, conf{path, IngestWriters[len(IngestWriters)-1]})
+	}
 	for _, c := range confs {
 		row, err := runIngest(ctx, cfg, db, c.path, c.writers)
 		if err != nil {
@@ -342,6 +345,39 @@ func runPhase(ctx context.Context, db *ledgerDB, st *ingestState, d time.Duratio
 				}
 			})
 		}
+	case PathManyProgressSame, PathManyProgress:
+		for w := range writers {
+			wg.Go(func() {
+				var local []time.Duration
+				defer func() { record(local) }()
+				beatsOf := make([]ledger.Beat, min(1000, len(st.orders[w])))
+				var seq int64
+				for !done() {
+					seq++
+					for i := range beatsOf {
+						id := advance(w)
+						p := progressOf(id, 1)
+						if st.path == PathManyProgress {
+							p = progressOf(id, seq)
+						}
+						beatsOf[i] = ledger.Beat{ID: id, Progress: p}
+					}
+					t := time.Now()
+					notLive, err := l.HeartbeatBeats(ctx, beatsOf)
+					if err != nil {
+						fail(err)
+						return
+					}
+					if len(notLive) > 0 {
+						fail(fmt.Errorf("%d live rows reported not live", len(notLive)))
+						return
+					}
+					local = append(local, time.Since(t))
+					beats.Add(int64(len(beatsOf)))
+				}
+			})
+		}
+		res.batch = float64(min(1000, len(st.orders[0])))
 	case PathMany, PathManyNewMinute:
 		for w := range writers {
 			wg.Go(func() {

@@ -79,6 +79,7 @@ func (r *Results) Targets() []Target {
 		add(fmt.Sprintf("EXPLAIN plan test at %s rows", count(p.Rows)), "no sequential scan", true, p.Passed, passFail(p.Passed))
 	}
 	r.consoleTargets(add)
+	r.progressTargets(add)
 	return append(out, r.retentionTargets()...)
 }
 

@@ -10,7 +10,7 @@ import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._models import (
     Delegation, DelegationPage, Event, FeedPage, HeartbeatResult, InsertResult,
@@ -162,7 +162,10 @@ class Client:
                task_preview: Optional[str] = None, idempotency_key: Optional[str] = None,
                status: Optional[str] = None, deadline: Optional[datetime.datetime] = None,
                timeout_seconds: Optional[float] = None,
-               heartbeat_timeout_seconds: Optional[float] = None) -> InsertResult:
+               heartbeat_timeout_seconds: Optional[float] = None,
+               progress_timeout_seconds: Optional[float] = None,
+               queue_timeout_seconds: Optional[float] = None,
+               start_timeout_seconds: Optional[float] = None) -> InsertResult:
         """Record a delegation (POST /v1/delegations). A replay of the same id
         answers already_exists; a caller's idempotency key answers
         duplicate_key with the existing id, or retried (a next attempt)."""
@@ -170,7 +173,10 @@ class Client:
         for k, v in (("caller_id", caller_id), ("task_preview", task_preview),
                      ("idempotency_key", idempotency_key), ("status", status),
                      ("timeout_seconds", timeout_seconds),
-                     ("heartbeat_timeout_seconds", heartbeat_timeout_seconds)):
+                     ("heartbeat_timeout_seconds", heartbeat_timeout_seconds),
+                     ("progress_timeout_seconds", progress_timeout_seconds),
+                     ("queue_timeout_seconds", queue_timeout_seconds),
+                     ("start_timeout_seconds", start_timeout_seconds)):
             if v is not None:
                 body[k] = v
         if deadline is not None:
@@ -210,14 +216,23 @@ class Client:
         return TransitionResult.from_json(
             self._call("POST", "/v1/delegations/%s/transitions" % _quote(delegation_id), body))
 
-    def heartbeat(self, delegation_id: str) -> HeartbeatResult:
-        """Record that the worker is alive; live False means stop."""
+    def heartbeat(self, delegation_id: str, progress: Optional[Dict[str, Any]] = None) -> HeartbeatResult:
+        """Record that the worker is alive; live False means stop. progress,
+        a dict of at most 8 KiB as JSON, replaces the delegation's progress:
+        one whose progress stops changing is marked stuck (stalled) after
+        its progress timeout, however often it heartbeats."""
+        body = None if progress is None else {"progress": progress}
         return HeartbeatResult.from_json(
-            self._call("POST", "/v1/delegations/%s/heartbeat" % _quote(delegation_id)))
+            self._call("POST", "/v1/delegations/%s/heartbeat" % _quote(delegation_id), body))
 
-    def heartbeats(self, ids: List[str]) -> List[str]:
-        """Heartbeat many delegations in one statement; returns the ids not live."""
-        return self._call("POST", "/v1/heartbeats", {"ids": list(ids)})["not_live"]
+    def heartbeats(self, ids: Iterable[str] = (), beats: Iterable[Tuple[str, Dict[str, Any]]] = ()) -> List[str]:
+        """Heartbeat many delegations in one statement; returns the ids not
+        live. beats: (delegation_id, progress) pairs, to report progress too."""
+        body: Dict[str, Any] = {"ids": list(ids)}
+        beats = [{"id": i, "progress": p} for i, p in beats]
+        if beats:
+            body["beats"] = beats
+        return self._call("POST", "/v1/heartbeats", body)["not_live"]
 
     def events(self, delegation_id: str) -> List[Event]:
         """The audit log of one delegation, oldest first."""
@@ -294,9 +309,10 @@ class Task:
     """Works on one delegation the way the ledger expects a worker to::
 
         with client.task("task-42") as t:
-            for chunk in work(t.delegation.task_preview):
+            for i, chunk in enumerate(work(t.delegation.task_preview)):
                 if t.cancelled.is_set():   # stuck, failed or completed elsewhere
                     break
+                t.progress({"chunk": i})   # sent with the next heartbeat
                 ...
             t.result = "invoice.pdf"
 
@@ -327,6 +343,8 @@ class Task:
         self._on_beat = on_beat
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._progress: Optional[Dict[str, Any]] = None
 
     def __enter__(self) -> "Task":
         try:
@@ -348,6 +366,21 @@ class Task:
                                         name="sweeper-heartbeat-" + self.delegation_id, daemon=True)
         self._thread.start()
         return self
+
+    def progress(self, progress: Dict[str, Any]) -> None:
+        """Sets the progress the next heartbeat reports (a dict, at most
+        8 KiB as JSON): it replaces the delegation's progress. A delegation
+        whose progress stops changing for its progress timeout is marked
+        stuck (stalled), however often it heartbeats."""
+        if not isinstance(progress, dict):
+            raise TypeError("progress must be a dict (a JSON object), got %s" % type(progress).__name__)
+        with self._lock:
+            self._progress = progress
+
+    def _take_progress(self) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            p, self._progress = self._progress, None
+            return p
 
     def _read(self) -> Optional[Delegation]:
         try:
@@ -372,7 +405,7 @@ class Task:
     def _beat(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                beat = self.client.heartbeat(self.delegation_id)
+                beat = self.client.heartbeat(self.delegation_id, progress=self._take_progress())
             except ProblemError as p:
                 if p.status == 404:
                     self._not_live(None)

@@ -75,11 +75,21 @@ class Delegation:
     attempt: int = 1
     retry_of: str = ""
     heartbeat_timeout_seconds: Optional[float] = None
+    #: The worker's latest progress report, and when it last changed.
+    progress: Optional[Dict[str, Any]] = None
+    progress_at: Optional[datetime.datetime] = None
+    #: A queued delegation is not due before not_before (a retry's backoff).
+    not_before: Optional[datetime.datetime] = None
+    dispatched_at: Optional[datetime.datetime] = None
+    progress_timeout_seconds: Optional[float] = None
+    queue_timeout_seconds: Optional[float] = None
+    start_timeout_seconds: Optional[float] = None
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Delegation":
-        return _build(cls, d, times=("deadline", "created_at", "updated_at", "last_heartbeat"))
+        return _build(cls, d, times=("deadline", "created_at", "updated_at", "last_heartbeat",
+                                     "progress_at", "not_before", "dispatched_at"))
 
     @property
     def terminal(self) -> bool:
@@ -132,9 +142,11 @@ class TransitionResult:
 
 @dataclasses.dataclass
 class HeartbeatResult:
-    """live is False when the delegation is terminal: its worker should stop."""
+    """live is False when the delegation is terminal: its worker should
+    stop; reason says why a stuck one was marked stuck."""
     live: bool
     status: str
+    reason: str = ""
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod

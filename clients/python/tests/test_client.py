@@ -111,6 +111,10 @@ class ClientTest(unittest.TestCase):
         self.worker.transition(done, "failed", error="no disk")
         nope = uid("nope")
         self.assertEqual(sorted(self.worker.heartbeats([id_, done, nope])), sorted([done, nope]))
+        self.assertEqual(self.worker.heartbeats(beats=[(id_, {"step": 2}), (done, {"step": 9})]), [done])
+        self.assertEqual(self.reader.get(id_).progress, {"step": 2})
+        self.assertTrue(self.worker.heartbeat(id_, progress={"step": 3}).live)
+        self.assertEqual(self.reader.get(id_).progress, {"step": 3})
         self.assertFalse(self.worker.heartbeat(done).live)
 
         r = self.caller.retry(done, reason="try again")
@@ -146,8 +150,14 @@ class ClientTest(unittest.TestCase):
         with self.worker.task(id_, heartbeat_interval=0.02, on_beat=on_beat) as t:
             self.assertEqual(t.delegation.status, "in_progress")
             before = self.reader.get(id_).last_heartbeat
-            wait_live(2)
+            with self.assertRaises(TypeError):
+                t.progress(["not", "an", "object"])
+            t.progress({"page": 3})
+            wait_live(2)  # the beat after the one that took the progress
             self.assertFalse(t.cancelled.is_set())
+            d = self.reader.get(id_)
+            self.assertEqual(d.progress, {"page": 3})
+            self.assertIsNotNone(d.progress_at)
             t.result = "invoice.pdf"
         self.assertEqual(t.outcome, "completed")
         d = self.reader.get(id_)
@@ -172,6 +182,17 @@ class ClientTest(unittest.TestCase):
         self.assertEqual((t.outcome, t.status), ("not_live", "stuck"))
         self.assertIn("was marked stuck (deadline_exceeded)", t.reason)
         self.assertEqual(self.reader.get(id_).status, "stuck")
+        hb = self.worker.heartbeat(id_)
+        self.assertEqual((hb.live, hb.status, hb.reason), (False, "stuck", "deadline_exceeded"))
+
+    def test_task_cancelled_when_its_progress_stalls(self):
+        # Heartbeats without progress: the stalled rule marks it stuck.
+        id_ = self.insert(progress_timeout_seconds=1)
+        self.assertEqual(self.reader.get(id_).progress_timeout_seconds, 1)
+        with self.worker.task(id_, heartbeat_interval=0.05) as t:
+            self.assertTrue(t.cancelled.wait(WAIT), "not cancelled within %ds" % WAIT)
+        self.assertEqual((t.outcome, t.status), ("not_live", "stuck"))
+        self.assertIn("was marked stuck (stalled)", t.reason)
 
     def test_task_cancelled_when_failed_by_its_caller(self):
         id_ = self.insert()

@@ -53,6 +53,7 @@ func run() error {
 		consoleN   = flag.Int("console-requests", bench.ConsoleRequestsDefault, "timed requests of each console page, per role and size")
 		consolePl  = flag.Bool("console-plans", true, "check the console's statement plans on the ledger of the last size")
 		consoleOn  = flag.Bool("console-only", false, "load each size and measure only the console (and its plans)")
+		progressOn = flag.Bool("progress-only", false, "load each size and measure only issue 20's figures (sweeps with the new rules on, heartbeats with progress)")
 		out        = flag.String("out", "docs/benchmarks.md", "the report")
 		imgDir     = flag.String("img", "docs/benchmarks", "directory of the charts and results.json")
 		renderOnly = flag.Bool("render", false, "only render the report and charts again from <img>/results.json")
@@ -100,7 +101,7 @@ func run() error {
 		SweepRuns: *sweepRuns, DrainRounds: *drains, IngestDuration: *ingest, IngestRows: *ingestRows,
 		CronDetectWindow: *cronWin, AdaptiveDetectWindow: *adaptWin,
 		APIRate: *apiRate, APIDuration: *apiDur, FeedEvents: *feedEvents, APIOnly: *apiOnly,
-		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN, ConsoleOnly: *consoleOn,
+		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN, ConsoleOnly: *consoleOn, ProgressOnly: *progressOn,
 		PruneBacklog: *pruneBack, PruneRounds: *pruneRuns,
 		Steady: bench.SteadyConfig{Days: *stDays, PerDay: *stPerDay, LongRunning: *stLong},
 	}
