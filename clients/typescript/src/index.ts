@@ -8,6 +8,7 @@
  * import { Client } from "@tasksweeper/sweeper-client";
  * const worker = new Client("http://127.0.0.1:8080", token);
  * await worker.runTask("task-42", async (task) => {
+ *   task.progress({ step: "render" }); // sent with the next heartbeat
  *   await render(task.delegation.task_preview, { signal: task.signal }); // aborted when no longer live
  *   task.result = "invoice.pdf"; // completed on return, failed on a throw
  * });
@@ -32,6 +33,8 @@ export type ListResponse = Schemas["ListResponse"];
 export type TransitionRequest = Schemas["TransitionRequest"];
 export type TransitionResponse = Schemas["TransitionResponse"];
 export type HeartbeatResponse = Schemas["HeartbeatResponse"];
+export type HeartbeatRequest = Schemas["HeartbeatRequest"];
+export type HeartbeatsRequest = Schemas["HeartbeatsRequest"];
 export type FeedResponse = Schemas["FeedResponse"];
 export type Summary = Schemas["Summary"];
 export type ListQuery = NonNullable<operations["listDelegations"]["parameters"]["query"]>;
@@ -244,14 +247,25 @@ export class Client {
     return this.request("POST", `/v1/delegations/${enc(id)}/transitions`, req);
   }
 
-  /** Records that the worker is alive; live false means stop. */
-  heartbeat(id: string): Promise<HeartbeatResponse> {
-    return this.request("POST", `/v1/delegations/${enc(id)}/heartbeat`);
+  /**
+   * Records that the worker is alive; live false means stop (`reason` says
+   * why a stuck one was marked). `progress`, an object of at most 8 KiB as
+   * JSON, replaces the delegation's progress: one whose progress stops
+   * changing is marked stuck (stalled) after its progress timeout.
+   */
+  heartbeat(id: string, progress?: Record<string, unknown>): Promise<HeartbeatResponse> {
+    const body: HeartbeatRequest | undefined = progress === undefined ? undefined : { progress };
+    return this.request("POST", `/v1/delegations/${enc(id)}/heartbeat`, body);
   }
 
-  /** Heartbeats many delegations in one statement; resolves with the ids not live. */
-  async heartbeats(ids: string[]): Promise<string[]> {
-    const r = await this.request<Schemas["HeartbeatsResponse"]>("POST", "/v1/heartbeats", { ids });
+  /**
+   * Heartbeats many delegations in one statement, with a progress each in
+   * `beats`; resolves with the ids not live.
+   */
+  async heartbeats(ids: string[], beats?: HeartbeatsRequest["beats"]): Promise<string[]> {
+    const body: HeartbeatsRequest = { ids };
+    if (beats?.length) body.beats = beats;
+    const r = await this.request<Schemas["HeartbeatsResponse"]>("POST", "/v1/heartbeats", body);
     return r.not_live;
   }
 
@@ -363,6 +377,7 @@ export class Task {
   /** After the work: "completed", "failed" or "not_live". */
   outcome?: "completed" | "failed" | "not_live";
   #controller = new AbortController();
+  #progress?: Record<string, unknown>;
   #timer?: ReturnType<typeof setTimeout>;
   #stopped = false;
   #beating?: Promise<void>;
@@ -373,6 +388,19 @@ export class Task {
     readonly opts: TaskOptions = {},
   ) {
     this.signal = this.#controller.signal;
+  }
+
+  /**
+   * Sets the progress the next heartbeat reports (an object of at most
+   * 8 KiB as JSON): it replaces the delegation's progress. A delegation
+   * whose progress stops changing for its progress timeout is marked stuck
+   * (stalled), however often it heartbeats.
+   */
+  progress(progress: Record<string, unknown>): void {
+    if (progress === null || typeof progress !== "object" || Array.isArray(progress)) {
+      throw new TypeError("progress must be an object");
+    }
+    this.#progress = progress;
   }
 
   /** Why the work was stopped, when it was. */
@@ -407,7 +435,9 @@ export class Task {
     const interval = this.opts.heartbeatIntervalMs ?? Math.max(1, (timeout * 1000) / 3);
     const beat = async () => {
       try {
-        const b = await this.client.heartbeat(this.id);
+        const progress = this.#progress;
+        this.#progress = undefined;
+        const b = await this.client.heartbeat(this.id, progress);
         this.opts.onBeat?.(b);
         if (!b.live) {
           this.#controller.abort(await this.#notLive(b.status));

@@ -74,7 +74,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Record that the worker is alive; live=false means stop */
+        /** Record that the worker is alive, optionally with its progress; live=false means stop */
         post: operations["heartbeat"];
         delete?: never;
         options?: never;
@@ -244,7 +244,7 @@ export interface components {
             /** Format: date-time */
             deadline: string;
             /** @enum {string} */
-            stuck_reason?: "heartbeat_timeout" | "deadline_exceeded";
+            stuck_reason?: "heartbeat_timeout" | "deadline_exceeded" | "stalled" | "queue_timeout" | "start_timeout";
             /** Format: date-time */
             created_at: string;
             /** Format: date-time */
@@ -253,6 +253,29 @@ export interface components {
             retry_of?: string;
             /** @description the delegation's own heartbeat timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.heartbeat_timeout */
             heartbeat_timeout_seconds?: number;
+            /** @description the worker's latest progress report (a JSON object of at most 8 KiB, as it sent it with a heartbeat); absent when none */
+            progress?: Record<string, unknown>;
+            /**
+             * Format: date-time
+             * @description when progress last changed, or the row entered in_progress, by the database clock
+             */
+            progress_at?: string;
+            /**
+             * Format: date-time
+             * @description a queued delegation is not due before this (a retry's backoff); its queue wait counts from then
+             */
+            not_before?: string;
+            /**
+             * Format: date-time
+             * @description when the delegation entered dispatched, by the database clock
+             */
+            dispatched_at?: string;
+            /** @description the delegation's own progress timeout (stalled rule) in seconds (1 s to 7 days); absent: the sweeper's global sweep.progress_timeout (off by default) */
+            progress_timeout_seconds?: number;
+            /** @description the delegation's own queue timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.queue_timeout (off by default) */
+            queue_timeout_seconds?: number;
+            /** @description the delegation's own start timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.start_timeout (off by default) */
+            start_timeout_seconds?: number;
         };
         Event: {
             id: number;
@@ -281,6 +304,12 @@ export interface components {
             timeout_seconds?: number;
             /** @description the delegation's own heartbeat timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.heartbeat_timeout */
             heartbeat_timeout_seconds?: number;
+            /** @description the delegation's own progress timeout (stalled rule) in seconds (1 s to 7 days); absent: the sweeper's global sweep.progress_timeout (off by default) */
+            progress_timeout_seconds?: number;
+            /** @description the delegation's own queue timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.queue_timeout (off by default) */
+            queue_timeout_seconds?: number;
+            /** @description the delegation's own start timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.start_timeout (off by default) */
+            start_timeout_seconds?: number;
         };
         InsertResponse: {
             /** @enum {string} */
@@ -330,9 +359,20 @@ export interface components {
         HeartbeatResponse: {
             live: boolean;
             status: components["schemas"]["Status"];
+            /**
+             * @description why a stuck delegation was marked stuck; absent unless status is stuck
+             * @enum {string}
+             */
+            reason?: "heartbeat_timeout" | "deadline_exceeded" | "stalled" | "queue_timeout" | "start_timeout";
         };
+        /** @description ids, beats with a progress each, or both; at most the server's batch limit in all */
         HeartbeatsRequest: {
-            ids: string[];
+            ids?: string[];
+            beats?: {
+                id: string;
+                /** @description as for a single heartbeat */
+                progress?: Record<string, unknown> | null;
+            }[];
         };
         HeartbeatsResponse: {
             not_live: string[];
@@ -361,6 +401,10 @@ export interface components {
                 in_flight: number;
                 by_status: components["schemas"]["Counts"];
             }[];
+        };
+        HeartbeatRequest: {
+            /** @description a JSON object of at most 8 KiB (as PostgreSQL prints it) that replaces the delegation's progress; absent or null leaves it as it is. progress_at moves only when the value changes. */
+            progress?: Record<string, unknown> | null;
         };
     };
     responses: {
@@ -647,7 +691,11 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["HeartbeatRequest"];
+            };
+        };
         responses: {
             /** @description Recorded, or terminal */
             200: {
@@ -663,6 +711,8 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             405: components["responses"]["MethodNotAllowed"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Invalid"];
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
@@ -908,7 +958,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": Record<string, unknown>;
                 };
             };
             400: components["responses"]["BadRequest"];

@@ -99,6 +99,10 @@ describe("against the daemon", { skip: API ? false : "SWEEPER_API is not set: ru
     await worker.transition(done, { to: "failed", error: "no disk" });
     const nope = uid("nope");
     assert.deepEqual((await worker.heartbeats([id, done, nope])).sort(), [done, nope].sort());
+    assert.deepEqual(await worker.heartbeats([], [{ id, progress: { step: 2 } }, { id: done, progress: { step: 9 } }]), [done]);
+    assert.deepEqual((await reader.get(id)).progress, { step: 2 });
+    assert.equal((await worker.heartbeat(id, { step: 3 })).live, true);
+    assert.deepEqual((await reader.get(id)).progress, { step: 3 });
     const r = await caller.retry(done, { reason: "try again" });
     assert.deepEqual(r, { outcome: "created", delegation_id: done + "#2", attempt: 2 });
     assert.equal((await caller.retry(done)).outcome, "already_retried");
@@ -116,8 +120,13 @@ describe("against the daemon", { skip: API ? false : "SWEEPER_API is not set: ru
       async (t) => {
         assert.equal(t.delegation.status, "in_progress");
         before.at = (await reader.get(id)).last_heartbeat;
-        await w.done;
+        assert.throws(() => t.progress([1, 2]), TypeError);
+        t.progress({ page: 3 });
+        await w.done; // the beat after the one that took the progress
         assert.equal(t.signal.aborted, false);
+        const d = await reader.get(id);
+        assert.deepEqual(d.progress, { page: 3 });
+        assert.ok(d.progress_at);
         t.result = "invoice.pdf";
       },
       { heartbeatIntervalMs: 20, onBeat: (b) => { if (b.live) live++; w.poke(); } },
@@ -153,6 +162,21 @@ describe("against the daemon", { skip: API ? false : "SWEEPER_API is not set: ru
     assert.equal(task.reason.status, "stuck");
     assert.match(task.reason.message, /was marked stuck \(deadline_exceeded\)/);
     assert.equal((await reader.get(id)).status, "stuck");
+    assert.deepEqual(await worker.heartbeat(id), { live: false, status: "stuck", reason: "deadline_exceeded" });
+  });
+
+  test("the signal aborts when the progress stalls", async () => {
+    const id = await insert({ progress_timeout_seconds: 1 });
+    const task = await worker.runTask(
+      id,
+      (t) => new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("not aborted within 60s")), WAIT_MS);
+        t.signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); });
+      }),
+      { heartbeatIntervalMs: 50 },
+    );
+    assert.equal(task.outcome, "not_live");
+    assert.match(task.reason.message, /was marked stuck \(stalled\)/);
   });
 
   test("the signal aborts when the caller fails the task", async () => {
