@@ -166,6 +166,7 @@ func (h *Handler) routes() {
 		"/v1/delegations/{id}/retry":       {{"POST", h.retry}},
 		"/v1/delegations/{id}/attempts":    {{"GET", h.attempts}},
 		"/v1/heartbeats":                   {{"POST", h.heartbeats}},
+		"/v1/claims":                       {{"POST", h.claim}},
 		"/v1/events":                       {{"GET", h.feed}},
 		"/v1/summary":                      {{"GET", h.summary}},
 		"/v1/openapi.json":                 {{"GET", h.openapi}},

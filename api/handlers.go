@@ -40,17 +40,54 @@ type InsertRequest struct {
 	ProgressTimeoutSeconds *float64 `json:"progress_timeout_seconds"`
 	QueueTimeoutSeconds    *float64 `json:"queue_timeout_seconds"`
 	StartTimeoutSeconds    *float64 `json:"start_timeout_seconds"`
+	// Retry is the retry policy; absent: one attempt, no automatic retry.
+	Retry *RetryPolicy `json:"retry"`
 }
 
-// Delegation is a delegation as the API renders it: the ledger's fields and
+// RetryPolicy is a delegation's retry policy in the API's units (see
+// ledger.RetryPolicy). On input, absent fields take the defaults.
+type RetryPolicy struct {
+	MaxAttempts       int             `json:"max_attempts"`
+	BackoffSeconds    float64         `json:"backoff_seconds"`
+	BackoffMaxSeconds float64         `json:"backoff_max_seconds"`
+	On                []ledger.Status `json:"on"`
+}
+
+// ledgerPolicy reads a request's retry policy (the zero policy when
+// absent); the ledger validates it.
+func ledgerPolicy(p *RetryPolicy) (ledger.RetryPolicy, error) {
+	if p == nil {
+		return ledger.RetryPolicy{}, nil
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"retry.backoff_seconds", p.BackoffSeconds}, {"retry.backoff_max_seconds", p.BackoffMaxSeconds}} {
+		if f.v < 0 || math.IsNaN(f.v) || f.v > ledger.MaxRetryBackoffMax.Seconds() {
+			return ledger.RetryPolicy{}, errInvalidField(f.name, fmt.Sprintf("must be from 0.01 to %g seconds", ledger.MaxRetryBackoffMax.Seconds()))
+		}
+	}
+	if p.On != nil && len(p.On) == 0 {
+		return ledger.RetryPolicy{}, errInvalidField("retry.on", "is empty: list stuck, failed or both (absent: stuck)")
+	}
+	return ledger.RetryPolicy{
+		MaxAttempts: p.MaxAttempts,
+		Backoff:     time.Duration(p.BackoffSeconds * float64(time.Second)),
+		BackoffMax:  time.Duration(p.BackoffMaxSeconds * float64(time.Second)),
+		On:          p.On,
+	}, nil
+}
+
+// Delegation is a delegation as the API renders it: the ledger's fields,
 // its own heartbeat timeout in seconds, absent when it has none (the
-// sweeper's global timeout applies).
+// sweeper's global timeout applies), and its retry policy.
 type Delegation struct {
 	ledger.Delegation
-	HeartbeatTimeoutSeconds *float64 `json:"heartbeat_timeout_seconds,omitempty"`
-	ProgressTimeoutSeconds  *float64 `json:"progress_timeout_seconds,omitempty"`
-	QueueTimeoutSeconds     *float64 `json:"queue_timeout_seconds,omitempty"`
-	StartTimeoutSeconds     *float64 `json:"start_timeout_seconds,omitempty"`
+	HeartbeatTimeoutSeconds *float64    `json:"heartbeat_timeout_seconds,omitempty"`
+	ProgressTimeoutSeconds  *float64    `json:"progress_timeout_seconds,omitempty"`
+	QueueTimeoutSeconds     *float64    `json:"queue_timeout_seconds,omitempty"`
+	StartTimeoutSeconds     *float64    `json:"start_timeout_seconds,omitempty"`
+	Retry                   RetryPolicy `json:"retry"`
 }
 
 // secondsOf is d in seconds, nil when d is.
@@ -63,12 +100,20 @@ func secondsOf(d *time.Duration) *float64 {
 }
 
 func apiDelegation(d ledger.Delegation) Delegation {
-	return Delegation{Delegation: d,
+	out := Delegation{Delegation: d,
 		HeartbeatTimeoutSeconds: secondsOf(d.HeartbeatTimeout),
 		ProgressTimeoutSeconds:  secondsOf(d.ProgressTimeout),
 		QueueTimeoutSeconds:     secondsOf(d.QueueTimeout),
 		StartTimeoutSeconds:     secondsOf(d.StartTimeout),
+		Retry: RetryPolicy{
+			MaxAttempts: d.MaxAttempts, BackoffSeconds: d.RetryBackoff.Seconds(),
+			BackoffMaxSeconds: d.RetryBackoffMax.Seconds(), On: d.RetryOn,
+		},
 	}
+	if out.Retry.On == nil {
+		out.Retry.On = []ledger.Status{}
+	}
+	return out
 }
 
 func apiDelegations(ds []ledger.Delegation) []Delegation {
@@ -166,6 +211,9 @@ func (h *Handler) insert(w http.ResponseWriter, r *http.Request, p auth.Principa
 		return err
 	}
 	if n.StartTimeout, err = waitTimeoutOf("start_timeout_seconds", req.StartTimeoutSeconds); err != nil {
+		return err
+	}
+	if n.Retry, err = ledgerPolicy(req.Retry); err != nil {
 		return err
 	}
 	res, err := h.ledger.Insert(r.Context(), n)
@@ -311,12 +359,15 @@ type ListResponse struct {
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	q, err := query(r, "caller_id", "callee_id", "status", "in_flight", "limit", "cursor")
+	q, err := query(r, "caller_id", "callee_id", "status", "in_flight", "exhausted", "limit", "cursor")
 	if err != nil {
 		return err
 	}
 	f := ledger.ListFilter{CallerID: q.Get("caller_id"), CalleeID: q.Get("callee_id"), Status: ledger.Status(q.Get("status")), Cursor: q.Get("cursor")}
 	if f.InFlight, err = boolParam(q, "in_flight"); err != nil {
+		return err
+	}
+	if f.Exhausted, err = boolParam(q, "exhausted"); err != nil {
 		return err
 	}
 	if f.Limit, err = intParam(q, "limit", 0, ledger.MaxListLimit); err != nil {
@@ -406,6 +457,7 @@ func (h *Handler) transition(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err != nil {
 		return err
 	}
+	h.metrics.countRetry(res, string(req.To))
 	switch res.Outcome {
 	case ledger.OutcomeApplied, ledger.OutcomeUnchanged:
 		writeJSON(w, http.StatusOK, TransitionResponse{Outcome: res.Outcome.String(), Status: res.Status})
@@ -736,4 +788,50 @@ func beatField(field string, ids int) (string, bool) {
 		return fmt.Sprintf("ids[%d]", i), true
 	}
 	return fmt.Sprintf("beats[%d]%s", i-ids, rest), true
+}
+
+// ClaimRequest is the body of POST /v1/claims.
+type ClaimRequest struct {
+	// CalleeID defaults to a worker token's principal.
+	CalleeID string `json:"callee_id"`
+	// Limit is the most rows to claim (1 to ledger.MaxClaimLimit).
+	Limit int `json:"limit"`
+}
+
+// ClaimResponse answers POST /v1/claims: the delegations claimed, now
+// dispatched, the longest due first (none when nothing is due).
+type ClaimResponse struct {
+	Delegations []Delegation `json:"delegations"`
+}
+
+func (h *Handler) claim(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req ClaimRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	switch p.Role {
+	case auth.RoleWorker:
+		if req.CalleeID == "" {
+			req.CalleeID = p.ID
+		}
+		if req.CalleeID != p.ID {
+			return errForbidden("a worker token claims only for its own callee_id")
+		}
+	case auth.RoleAdmin:
+		if req.CalleeID == "" {
+			return errInvalidField("callee_id", "is required")
+		}
+	default:
+		return errForbidden("only worker and admin tokens claim delegations")
+	}
+	if req.Limit < 1 || req.Limit > ledger.MaxClaimLimit {
+		return errInvalidField("limit", fmt.Sprintf("must be from 1 to %d", ledger.MaxClaimLimit))
+	}
+	ds, err := h.ledger.ClaimBy(r.Context(), p.Actor(), req.CalleeID, req.Limit)
+	if err != nil {
+		return err
+	}
+	h.metrics.claimed.Add(float64(len(ds)))
+	writeJSON(w, http.StatusOK, ClaimResponse{Delegations: apiDelegations(ds)})
+	return nil
 }

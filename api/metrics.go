@@ -2,6 +2,8 @@ package api
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tasksweeper/sweeper/ledger"
 )
 
 // metrics are the API's Prometheus collectors.
@@ -11,6 +13,23 @@ type metrics struct {
 	authRejects prometheus.Counter
 	rateLimited prometheus.Counter
 	longPolls   prometheus.Gauge
+	// retries and exhausted count the transitions made over the API that
+	// scheduled the next attempt under the row's retry policy, or found
+	// none left, by the status moved to.
+	retries   *prometheus.CounterVec
+	exhausted *prometheus.CounterVec
+	claimed   prometheus.Counter
+}
+
+// countRetry counts what a transition did under the row's retry policy;
+// reason is the status it moved to.
+func (m *metrics) countRetry(res ledger.StatusResult, reason string) {
+	switch {
+	case res.Retried:
+		m.retries.WithLabelValues(reason).Inc()
+	case res.Exhausted:
+		m.exhausted.WithLabelValues(reason).Inc()
+	}
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,9 +55,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sweeper_api_feed_waiting",
 			Help: "Feed long polls waiting for an event.",
 		}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_api_retries_scheduled_total",
+			Help: "Transitions over the API that scheduled the next attempt under the delegation's retry policy, by the status moved to.",
+		}, []string{"reason"}),
+		exhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_api_retries_exhausted_total",
+			Help: "Transitions over the API that ended the last attempt a retry policy allowed, by the status moved to.",
+		}, []string{"reason"}),
+		claimed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sweeper_api_claimed_total",
+			Help: "Delegations moved to dispatched by POST /v1/claims.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.latency, m.authRejects, m.rateLimited, m.longPolls} {
+		for _, c := range []prometheus.Collector{m.requests, m.latency, m.authRejects, m.rateLimited, m.longPolls,
+			m.retries, m.exhausted, m.claimed} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

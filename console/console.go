@@ -57,6 +57,9 @@ type Config struct {
 	// QueryTimeout bounds the database work of one page;
 	// QueryTimeoutDefault when 0.
 	QueryTimeout time.Duration
+	// BulkTimeout bounds the database work of one bulk action (finding and
+	// writing up to ledger.MaxBulk rows); BulkTimeoutDefault when 0.
+	BulkTimeout time.Duration
 	// Waiter wakes the live page's streams; when nil the console starts
 	// its own on the first stream (one more connection) and Close stops it.
 	// A daemon that serves the API passes the API's.
@@ -117,6 +120,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	cfg.HeartbeatTimeout = cmp.Or(cfg.HeartbeatTimeout, HeartbeatTimeoutDefault)
 	cfg.SessionTTL = cmp.Or(cfg.SessionTTL, SessionTTLDefault)
 	cfg.QueryTimeout = cmp.Or(cfg.QueryTimeout, QueryTimeoutDefault)
+	cfg.BulkTimeout = cmp.Or(cfg.BulkTimeout, BulkTimeoutDefault)
 	if cfg.Tokens == nil {
 		cfg.Tokens = auth.NewStore(cfg.Pool)
 	}
@@ -178,6 +182,9 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET /delegations", h.authed(h.listPage))
 	h.mux.HandleFunc("GET /delegations/{id}", h.authed(h.detailPage))
 	h.mux.HandleFunc("POST /delegations/{id}/fail", h.authed(h.failAction))
+	h.mux.HandleFunc("POST /delegations/{id}/retry", h.authed(h.retryAction))
+	h.mux.HandleFunc("GET /bulk", h.authed(h.bulkConfirm))
+	h.mux.HandleFunc("POST /bulk", h.authed(h.bulkAct))
 	h.mux.HandleFunc("GET /live", h.authed(h.livePage))
 	h.mux.HandleFunc("GET /live/events", h.authed(h.liveEvents))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -471,6 +478,8 @@ type listData struct {
 	Errors   []string
 	// Form values as typed, for redisplay.
 	AfterValue, BeforeValue string
+	// BulkFail and BulkRetry are the bulk actions' pages for this filter.
+	BulkFail, BulkRetry string
 }
 
 // maxFilterBytes bounds a text filter.
@@ -574,6 +583,7 @@ func (h *Handler) listPage(w http.ResponseWriter, r *http.Request, u who) {
 		return
 	}
 	d.Rows, d.Next = pg.Rows, pg.Next
+	d.BulkFail, d.BulkRetry = bulkURL("fail", q), bulkURL("retry", q)
 	if pg.Next != "" {
 		nq := url.Values{}
 		for k, vs := range q {
@@ -596,6 +606,9 @@ type detailData struct {
 	Attempts []ledger.Delegation
 	Now      time.Time
 	Outcome  string
+	// Retryable is true when an admin may retry D now: it failed or got
+	// stuck and has no next attempt yet.
+	Retryable bool
 }
 
 // getVisible returns the delegation id if u may see it; a row out of scope
@@ -617,6 +630,9 @@ var outcomes = map[string]string{
 	"unchanged":         "It was already failed: nothing changed.",
 	"rejected_terminal": "It is already terminal: terminal rows never change, nothing was written.",
 	"not_found":         "The delegation no longer exists.",
+	"created":           "Retried: its next attempt is queued, due now.",
+	"already_retried":   "It already has a next attempt: nothing was written.",
+	"not_retryable":     "Only a failed or stuck delegation is retried: nothing was written.",
 }
 
 // visibleOrFail reads delegation id as u may see it; when it cannot, it
@@ -655,7 +671,9 @@ func (h *Handler) detailPage(w http.ResponseWriter, r *http.Request, u who) {
 		return
 	}
 	var attempts []ledger.Delegation
+	retried := false
 	for _, a := range chain {
+		retried = retried || a.RetryOf == d.DelegationID
 		if u.CanSee(a) {
 			attempts = append(attempts, a)
 		}
@@ -663,6 +681,7 @@ func (h *Handler) detailPage(w http.ResponseWriter, r *http.Request, u who) {
 	h.render(w, r, http.StatusOK, "detail", detailData{
 		page: page{Title: "Delegation " + visible(id, 40), Nav: "delegations", User: &u, Notice: outcomes[r.URL.Query().Get("outcome")]},
 		D:    d, Events: evs, Attempts: attempts, Now: h.cfg.Now(), Outcome: r.URL.Query().Get("outcome"),
+		Retryable: d.Status.Retryable() && !retried,
 	})
 }
 
@@ -691,16 +710,9 @@ func (h *Handler) failAction(w http.ResponseWriter, r *http.Request, u who) {
 		h.fail(w, r, http.StatusForbidden, "Only an admin token may act on delegations.")
 		return
 	}
-	reason := strings.TrimSpace(r.PostForm.Get("reason"))
-	switch {
-	case reason == "":
-		h.fail(w, r, http.StatusBadRequest, "reason is required: say why the delegation is marked failed.")
-		return
-	case !utf8.ValidString(reason) || strings.ContainsRune(reason, 0):
-		h.fail(w, r, http.StatusBadRequest, "reason is not valid text.")
-		return
-	case utf8.RuneCountInString(reason) > maxReasonRunes:
-		h.fail(w, r, http.StatusBadRequest, fmt.Sprintf("reason is longer than %d characters.", maxReasonRunes))
+	reason, msg := formReason(r.PostForm.Get("reason"))
+	if msg != "" {
+		h.fail(w, r, http.StatusBadRequest, msg)
 		return
 	}
 	res, err := h.ledger.SetStatus(ctx, d.DelegationID, ledger.StatusFailed, ledger.Change{
@@ -715,6 +727,52 @@ func (h *Handler) failAction(w http.ResponseWriter, r *http.Request, u who) {
 		outcome = ""
 	}
 	http.Redirect(w, r, "/delegations/"+url.PathEscape(d.DelegationID)+"?outcome="+outcome, http.StatusSeeOther)
+}
+
+// retryAction records the next attempt of a failed or stuck delegation now
+// (admin only), through the ledger's Retry: due at once, the same caller,
+// callee, task and policy, audited as console:<token name>.
+func (h *Handler) retryAction(w http.ResponseWriter, r *http.Request, u who) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		h.fail(w, r, http.StatusBadRequest, "The form could not be read.")
+		return
+	}
+	if !h.checkCSRF(w, r, u) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.QueryTimeout)
+	defer cancel()
+	d, ok := h.visibleOrFail(ctx, w, r, u, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	if !u.IsAdmin() {
+		h.fail(w, r, http.StatusForbidden, "Only an admin token may act on delegations.")
+		return
+	}
+	res, err := h.ledger.Retry(ctx, d.DelegationID, ledger.RetryOptions{Actor: u.Actor(), Reason: "retried in the console"})
+	var ce *ledger.ConflictError
+	if errors.As(err, &ce) {
+		h.fail(w, r, http.StatusConflict, "The next attempt could not be recorded: "+ce.Error())
+		return
+	}
+	if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	target := d.DelegationID
+	if res.Outcome == ledger.RetryCreated || res.Outcome == ledger.RetryAlreadyRetried {
+		target = res.DelegationID
+	}
+	http.Redirect(w, r, "/delegations/"+url.PathEscape(target)+"?outcome="+res.Outcome.String(), http.StatusSeeOther)
+}
+
+// asFieldError reports whether err is the user's (a *ledger.FieldError).
+func asFieldError(err error) (*ledger.FieldError, bool) {
+	var fe *ledger.FieldError
+	ok := errors.As(err, &fe)
+	return fe, ok
 }
 
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, code int, name string, data any) {

@@ -518,7 +518,7 @@ func TestDetailAttempts(t *testing.T) {
 	if _, err := e.ledger.Retry(ctx, "job#2", ledger.RetryOptions{DelegationID: "job-third", CalleeID: "crawler"}); err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile(`(?s)<tr[^>]*>\s*<td data-testid="attempt-n">(\d+)</td>\s*<td>(.*?)</td>\s*<td><span class="status s-(\w+)">`)
+	row := regexp.MustCompile(`(?s)<tr[^>]*>\s*<td data-testid="attempt-n">(\d+)</td>\s*<td>(.*?)</td>\s*<td[^>]*><span class="status s-(\w+)">`)
 	for _, c2 := range []struct {
 		page string
 		hdr  []string

@@ -136,6 +136,11 @@ func TestQueryPlans(t *testing.T) {
 		{"list caller in flight, any callee", listInFlightByCallerSQL, []any{busyCaller, inflight, "", maxTime, "", minTime, 51}, inFlightCaller},
 		{"list caller in progress", listInFlightByCallerSQL, []any{busyCaller, []string{"in_progress"}, busyCallee, maxTime, "", minTime, 51}, inFlightCaller},
 		{"list callee", listByCalleeSQL, []any{callee, all, maxTime, "", minTime, 51}, []string{"idx_delegations_callee"}},
+		{"retries since", retriesSinceSQL, []any{"", ""}, []string{"idx_delegations_retries"}},
+		{"retries since of a caller", retriesSinceSQL, []any{caller, ""}, []string{"idx_delegations_retries", "idx_delegations_caller"}},
+		{"exhausted since", exhaustedSinceSQL, []any{"", ""}, []string{"idx_delegations_exhausted"}},
+		{"exhausted since of a callee", exhaustedSinceSQL, []any{"", callee}, []string{"idx_delegations_exhausted"}},
+		{"not retried", notRetriedSQL, []any{[]string{"d95", "d96", "d195"}}, []string{"idx_delegations_retry_of"}},
 		{"list id prefix", listByIDPrefixSQL, []any{prefix, prefix + "\U0010FFFF", "", all, "", "", minTime, maxTime, 51}, []string{"delegations_pkey"}},
 	} {
 		for _, mode := range []string{"custom", "generic"} {

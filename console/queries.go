@@ -3,8 +3,8 @@ package console
 import "github.com/tasksweeper/sweeper/ledger"
 
 // Every SQL statement of the console, in one place. The console only reads
-// here; its one write (an admin marking a delegation failed) goes through
-// the ledger package.
+// here; its writes (an admin marking delegations failed or retrying them)
+// go through the ledger package.
 //
 // Each statement is served by an index whose size follows either the work in
 // flight (the partial indexes of migration 000001 and 000002) or the page
@@ -164,3 +164,29 @@ FROM delegation_events
 WHERE to_status = 'stuck' AND ($2 = '' OR caller_id = $2) AND ($3 = '' OR callee_id = $3)
 ORDER BY tx_id DESC, id DESC
 LIMIT $1`
+
+// retriesSinceSQL counts the later attempts (retries, by the policy or by
+// hand) created in the last hour and day, for one caller ($1) or callee
+// ($2) or everyone: a range of idx_delegations_retries, which holds later
+// attempts only.
+const retriesSinceSQL = `
+SELECT count(*) FILTER (WHERE created_at >= now() - interval '1 hour'), count(*)
+FROM delegations
+WHERE retry_of IS NOT NULL AND created_at >= now() - interval '1 day'
+  AND ($1 = '' OR caller_id = $1) AND ($2 = '' OR callee_id = $2)`
+
+// exhaustedSinceSQL counts the attempts that exhausted their retry policy
+// in the last hour and day, by the time they ended: a range of
+// idx_delegations_exhausted_finished, which holds those rows only.
+const exhaustedSinceSQL = `
+SELECT count(*) FILTER (WHERE finished_at >= now() - interval '1 hour'), count(*)
+FROM delegations
+WHERE ` + ledger.ExhaustedCondition + ` AND finished_at >= now() - interval '1 day'
+  AND ($1 = '' OR caller_id = $1) AND ($2 = '' OR callee_id = $2)`
+
+// notRetriedSQL keeps the ids of $1 that have no next attempt, each a probe
+// of idx_delegations_retry_of: what a bulk retry would act on.
+const notRetriedSQL = `
+SELECT id FROM unnest($1::text[]) AS id
+WHERE NOT EXISTS (SELECT 1 FROM delegations AS n WHERE n.retry_of = id)
+ORDER BY id`

@@ -47,6 +47,8 @@ var funcs = template.FuncMap{
 		return false
 	},
 	"dpath": detailHref,
+	"inc":   func(n int) int { return n + 1 },
+	"dur":   func(d time.Duration) string { return d.String() },
 	// progress is a delegation's progress report in a table cell.
 	"progress": func(b []byte) string { return visible(string(b), cellRunes) },
 	"json": func(b []byte) string {

@@ -60,6 +60,11 @@ type overview struct {
 	// earliest deadline); nil when nothing is in flight.
 	NextDue       *time.Time
 	NextDueReason string
+	// Retries counts the later attempts created (by a retry policy or by
+	// hand) and Exhausted the attempts that used the last retry their
+	// policy allowed, over the last hour and day.
+	RetriesHour, RetriesDay     int64
+	ExhaustedHour, ExhaustedDay int64
 }
 
 type statusCount struct {
@@ -76,8 +81,9 @@ type callerCount struct {
 // chartMinutes is the span of the overview's chart.
 const chartMinutes = 6 * 60
 
-// overview reads the overview of sc. Its three parts (the in-flight counts,
-// the oldest heartbeat and next deadline, the stuck counts of the last day)
+// overview reads the overview of sc. Its four parts (the in-flight counts,
+// the oldest heartbeat and next deadline, the stuck counts of the last day,
+// the retries and exhausted attempts of the last day)
 // are independent: they run at once, each on a connection of its own from
 // h.reads (a pool or a replica router, safe for concurrent use), so the page
 // costs its slowest part, not their sum. The first error cancels the others.
@@ -87,7 +93,7 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 	defer cancel()
 	var (
 		wg             sync.WaitGroup
-		errs           [3]error
+		errs           [4]error
 		counts         []inFlightRow
 		stuck          []stuckRow
 		stuckNow       time.Time
@@ -115,6 +121,15 @@ func (h *Handler) overview(ctx context.Context, sc scope) (overview, error) {
 	run(2, func() (err error) {
 		stuckNow, stuck, err = h.stuckOfDay(ctx, sc)
 		return err
+	})
+	run(3, func() error {
+		if err := h.reads.QueryRow(ctx, retriesSinceSQL, sc.CallerID, sc.CalleeID).Scan(&o.RetriesHour, &o.RetriesDay); err != nil {
+			return fmt.Errorf("counting retries: %w", err)
+		}
+		if err := h.reads.QueryRow(ctx, exhaustedSinceSQL, sc.CallerID, sc.CalleeID).Scan(&o.ExhaustedHour, &o.ExhaustedDay); err != nil {
+			return fmt.Errorf("counting exhausted attempts: %w", err)
+		}
+		return nil
 	})
 	wg.Wait()
 	// The part that failed cancelled the others: report its error, not
@@ -279,6 +294,9 @@ type listFilter struct {
 	IDPrefix      string
 	Cursor        string
 	Limit         int
+	// only, when not nil, narrows the statuses the filter asks for to these
+	// (a bulk action's: the statuses it acts on).
+	only []ledger.Status
 }
 
 // Page sizes of the delegations page.
@@ -323,6 +341,12 @@ func (h *Handler) list(ctx context.Context, sc scope, f listFilter) (listPage, e
 		statuses = []string{string(f.Status)}
 	case f.InFlight:
 		statuses = ledger.StatusStrings(ledger.NonTerminal())
+	}
+	if f.only != nil {
+		statuses = slices.DeleteFunc(statuses, func(st string) bool { return !slices.Contains(f.only, ledger.Status(st)) })
+		if len(statuses) == 0 {
+			return listPage{}, nil
+		}
 	}
 	after := minTime
 	if !f.CreatedAfter.IsZero() {

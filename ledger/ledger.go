@@ -84,6 +84,17 @@ type Delegation struct {
 	// when it entered dispatched, by the database clock.
 	NotBefore    *time.Time `db:"not_before" json:"not_before,omitempty"`
 	DispatchedAt *time.Time `db:"dispatched_at" json:"dispatched_at,omitempty"`
+	// MaxAttempts, RetryBackoff, RetryBackoffMax and RetryOn are the retry
+	// policy (Policy). Not in the JSON form: the HTTP API renders them as
+	// one object in its own units.
+	MaxAttempts     int           `db:"max_attempts" json:"-"`
+	RetryBackoff    time.Duration `db:"retry_backoff" json:"-"`
+	RetryBackoffMax time.Duration `db:"retry_backoff_max" json:"-"`
+	RetryOn         []Status      `db:"retry_on" json:"-"`
+	// Exhausted is true on an attempt whose policy had retries
+	// (MaxAttempts > 1) and used them all: it ended in a status of RetryOn
+	// at attempt MaxAttempts or later.
+	Exhausted bool `db:"exhausted" json:"exhausted,omitempty"`
 }
 
 // Bounds of a delegation's own heartbeat timeout (NewDelegation.HeartbeatTimeout);
@@ -130,6 +141,9 @@ type NewDelegation struct {
 	ProgressTimeout time.Duration
 	QueueTimeout    time.Duration
 	StartTimeout    time.Duration
+	// Retry is the retry policy, copied to every later attempt; the zero
+	// value retries nothing (MaxAttempts 1).
+	Retry RetryPolicy
 }
 
 // InsertOutcome says what Insert did.
@@ -222,6 +236,9 @@ func (n *NewDelegation) validate() error {
 	if n.Timeout < 0 {
 		return &FieldError{Field: "timeout", Reason: "is negative"}
 	}
+	if err := n.Retry.withDefaults().validate(); err != nil {
+		return err
+	}
 	for _, t := range []struct {
 		field string
 		d     time.Duration
@@ -257,6 +274,7 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 		timeout = DefaultTimeout
 	}
 	preview := Truncate(n.TaskPreview, MaxTaskPreviewRunes)
+	policy := n.Retry.withDefaults()
 
 	// A conflicting insert inserts nothing; look up which row it met. If that
 	// row is gone by then (its writer rolled back), try again.
@@ -264,7 +282,7 @@ func (l *Ledger) Insert(ctx context.Context, n NewDelegation) (InsertResult, err
 		id, attempt, retryOf, err := l.insertRow(ctx, n.Actor, n.DelegationID, n.CallerID, n.CalleeID, preview,
 			status, n.IdempotencyKey, deadline, timeout.Seconds(), heartbeatTimeoutArg(n.HeartbeatTimeout),
 			retryableNames, heartbeatTimeoutArg(n.ProgressTimeout), heartbeatTimeoutArg(n.QueueTimeout),
-			heartbeatTimeoutArg(n.StartTimeout))
+			heartbeatTimeoutArg(n.StartTimeout), policy.MaxAttempts, policy.Backoff, policy.BackoffMax, StatusStrings(policy.On))
 		if err == nil {
 			outcome := Inserted
 			if retryOf != "" {
@@ -343,6 +361,12 @@ type StatusResult struct {
 	Outcome Outcome
 	// Status is the row's status after the call; empty when not found.
 	Status Status
+	// Retried is true when the change (applied) moved the row to a status
+	// in its retry policy's RetryOn with attempts left: the database
+	// inserted the next attempt in the same transaction. Exhausted is true
+	// when it did so with no attempt left.
+	Retried   bool
+	Exhausted bool
 }
 
 func (c *Change) validate() error {
@@ -388,15 +412,16 @@ func (l *Ledger) SetStatus(ctx context.Context, id string, to Status, c Change) 
 	br := l.db.SendBatch(ctx, batch)
 	_, err := br.Exec()
 	var got Status
+	var retried, exhausted bool
 	if err == nil {
-		err = br.QueryRow().Scan(&got)
+		err = br.QueryRow().Scan(&got, &retried, &exhausted)
 	}
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
 	}
 	switch {
 	case err == nil:
-		return StatusResult{Outcome: OutcomeApplied, Status: got}, nil
+		return StatusResult{Outcome: OutcomeApplied, Status: got, Retried: retried, Exhausted: exhausted}, nil
 	case !errors.Is(err, pgx.ErrNoRows):
 		return StatusResult{}, wrapDBError(fmt.Sprintf("setting delegation %q to %s", id, to), err)
 	}
@@ -473,6 +498,9 @@ type ListFilter struct {
 	// InFlight keeps only non-terminal rows; it needs CallerID (it reads
 	// the in-flight rows of one caller, idx_delegations_inflight_caller).
 	InFlight bool
+	// Exhausted keeps only attempts that exhausted their retry policy
+	// (idx_delegations_exhausted); it needs no other filter.
+	Exhausted bool
 }
 
 // Page sizes for List.
@@ -515,6 +543,10 @@ func (l *Ledger) List(ctx context.Context, f ListFilter) (Page, error) {
 
 	var rows pgx.Rows
 	switch {
+	case f.Exhausted && f.InFlight:
+		return Page{}, nil // an exhausted attempt is terminal
+	case f.Exhausted:
+		rows, err = l.db.Query(ctx, listExhaustedSQL, f.CallerID, f.CalleeID, f.Status, afterAt, afterID, limit+1)
 	case f.InFlight && f.Status.Terminal():
 		return Page{}, nil
 	case f.InFlight && f.CallerID != "":

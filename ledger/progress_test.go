@@ -58,6 +58,20 @@ func TestProgressAtMovesOnlyWhenProgressChanges(t *testing.T) {
 	if plainAt != nil || reportedAt == nil {
 		t.Fatalf("after insert: progress_at %v without progress, %v with; want none and set", plainAt, reportedAt)
 	}
+	// A writer cannot forge the bookkeeping columns at insert either; own
+	// timeouts get their expiries.
+	exec(`INSERT INTO delegations (delegation_id, caller_id, callee_id, progress_at, dispatched_at, queue_timeout)
+		VALUES ('forged', 'c', 'w', '2001-01-01', '2001-01-01', interval '1 minute')`)
+	exec(`INSERT INTO delegations (delegation_id, caller_id, callee_id, status, start_timeout)
+		VALUES ('started', 'c', 'w', 'dispatched', interval '30 seconds')`)
+	var forgedOK bool
+	if err := pool.QueryRow(ctx, `SELECT
+		(SELECT progress_at IS NULL AND dispatched_at IS NULL AND queue_expires_at = created_at + interval '1 minute'
+		 FROM delegations WHERE delegation_id = 'forged')
+		AND (SELECT dispatched_at = created_at AND start_expires_at = created_at + interval '30 seconds' AND progress_at IS NULL
+		     FROM delegations WHERE delegation_id = 'started')`).Scan(&forgedOK); err != nil || !forgedOK {
+		t.Fatalf("bookkeeping columns at insert: %v, %v", forgedOK, err)
+	}
 
 	steps := []struct {
 		name  string

@@ -21,7 +21,17 @@ const delegationColumns = `
     heartbeat_timeout, attempt,
     COALESCE(retry_of, '') AS retry_of,
     progress, progress_at, progress_timeout, queue_timeout, start_timeout,
-    not_before, dispatched_at`
+    not_before, dispatched_at, max_attempts, retry_backoff, retry_backoff_max, retry_on,
+    ` + exhaustedExpr + ` AS exhausted`
+
+// ExhaustedCondition is true for an attempt whose retry policy had retries
+// and used them all: the predicate of idx_delegations_exhausted and
+// idx_delegations_exhausted_finished, for packages that count such rows with
+// queries of their own (the console), written as the indexes' predicate so
+// that the planner proves it.
+const ExhaustedCondition = exhaustedExpr
+
+const exhaustedExpr = `(status = ANY(retry_on) AND attempt >= max_attempts AND max_attempts > 1)`
 
 // setWriterSQL names the writer for the audit trigger, for the rest of the
 // current transaction ($1 actor, $2 reason, $3 detail as JSON text).
@@ -39,7 +49,8 @@ SELECT set_config('sweeper.actor', $1, true),
 // one (attempt n+1, retry_of its id); whose latest attempt is live or
 // completed, nothing is inserted. The key's attempts are read through
 // idx_delegations_idempotency_attempt; a concurrent insert of the same next
-// attempt meets its unique index, or that of retry_of.
+// attempt meets its unique index, or that of retry_of. $11 to $14 are the
+// retry policy (max_attempts, backoff, backoff max, retry_on).
 const insertSQL = `
 WITH prev AS (
     SELECT delegation_id, attempt, status FROM delegations
@@ -49,11 +60,13 @@ WITH prev AS (
 )
 INSERT INTO delegations
     (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-     heartbeat_timeout, attempt, retry_of, progress_timeout, queue_timeout, start_timeout)
+     heartbeat_timeout, attempt, retry_of, progress_timeout, queue_timeout, start_timeout,
+     max_attempts, retry_backoff, retry_backoff_max, retry_on)
 SELECT $1, $2, $3, $4, $5, NULLIF($6, ''),
        COALESCE($7::timestamptz, now() + make_interval(secs => $8::float8)),
        $9::interval, COALESCE(prev.attempt + 1, 1), prev.delegation_id,
-       $11::interval, $12::interval, $13::interval
+       $11::interval, $12::interval, $13::interval,
+       $14, $15::interval, $16::interval, $17::text[]
 FROM (SELECT) AS one LEFT JOIN prev ON true
 WHERE prev.delegation_id IS NULL OR prev.status = ANY($10)
 ON CONFLICT DO NOTHING
@@ -70,21 +83,23 @@ LIMIT 1`
 // of $2 (failed, stuck): new id $3, same caller, and the callee, task
 // preview and idempotency key of the previous attempt unless overridden
 // ($4, $5, $6: "" keeps; $7 true clears the key), deadline $8 or now() + $9
-// seconds, heartbeat timeout $10 (NULL keeps the previous attempt's). The
-// next attempt also keeps the previous one's progress, queue and start
-// timeouts, and inherits its last progress (what it was doing when it
-// stopped: the next attempt can resume from it). Of
-// concurrent retries, one inserts: the others meet idx_delegations_retry_of
-// (or the primary key) and insert nothing.
+// seconds, heartbeat timeout $10 (NULL keeps the previous attempt's), status
+// $11. The next attempt also keeps the previous one's progress, queue and
+// start timeouts and its retry policy, inherits its last progress (what it
+// was doing when it stopped: the next attempt can resume from it), and is
+// due now (not_before). Of concurrent retries, one inserts: the others meet
+// idx_delegations_retry_of (or the primary key) and insert nothing.
 const retrySQL = `
 INSERT INTO delegations
     (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-     heartbeat_timeout, attempt, retry_of, progress_timeout, queue_timeout, start_timeout, progress)
+     heartbeat_timeout, attempt, retry_of, progress_timeout, queue_timeout, start_timeout, progress,
+     not_before, max_attempts, retry_backoff, retry_backoff_max, retry_on)
 SELECT $3, p.caller_id, COALESCE(NULLIF($4, ''), p.callee_id), COALESCE(NULLIF($5, ''), p.task_preview),
        $11, CASE WHEN $7 THEN NULL ELSE COALESCE(NULLIF($6, ''), p.idempotency_key) END,
        COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)),
        COALESCE($10::interval, p.heartbeat_timeout), p.attempt + 1, p.delegation_id,
-       p.progress_timeout, p.queue_timeout, p.start_timeout, p.progress
+       p.progress_timeout, p.queue_timeout, p.start_timeout, p.progress,
+       now(), p.max_attempts, p.retry_backoff, p.retry_backoff_max, p.retry_on
 FROM delegations AS p
 WHERE p.delegation_id = $1 AND p.status = ANY($2)
 ON CONFLICT DO NOTHING
@@ -123,7 +138,9 @@ const selectCallerSQL = `
 SELECT caller_id FROM delegations WHERE delegation_id = $1`
 
 // setStatusSQL moves one row to $2 when its current status is one of $3 (the
-// statuses the transition table allows to move to $2). The WHERE clause is
+// statuses the transition table allows to move to $2), and says whether the
+// move scheduled the next attempt under the row's retry policy (the trigger
+// inserts it) or exhausted the policy. The WHERE clause is
 // the check: a row that changed concurrently is re-checked by PostgreSQL
 // after the other writer commits, so the first writer wins.
 //
@@ -136,7 +153,9 @@ SET status = $2,
     result_preview = COALESCE(NULLIF($4, ''), result_preview),
     error_detail = COALESCE(NULLIF($5, ''), error_detail)
 WHERE delegation_id = $1 AND status = ANY($3)
-RETURNING status`
+RETURNING status,
+    (status = ANY(retry_on) AND max_attempts > 1 AND attempt < max_attempts) AS retried,
+    ` + exhaustedExpr + ` AS exhausted`
 
 const selectStatusSQL = `
 SELECT status FROM delegations WHERE delegation_id = $1`
@@ -205,3 +224,86 @@ SELECT ` + eventColumns + `
 FROM delegation_events
 WHERE delegation_id = $1
 ORDER BY id`
+
+// listExhaustedSQL pages the attempts that exhausted their retry policy,
+// newest first, on idx_delegations_exhausted; $1, $2 and $3 narrow to one
+// caller, callee or status ("" for any).
+const listExhaustedSQL = `
+SELECT ` + delegationColumns + ` FROM delegations
+WHERE ` + exhaustedExpr + `
+  AND ($1 = '' OR caller_id = $1) AND ($2 = '' OR callee_id = $2) AND ($3 = '' OR status = $3)
+  AND (created_at, delegation_id) < ($4, $5)
+ORDER BY created_at DESC, delegation_id DESC
+LIMIT $6`
+
+// claimSQL moves up to $2 due queued rows of callee $1 to dispatched, the
+// longest due first, and returns them in that order. The claim reads
+// idx_delegations_queued_callee (queued rows only, by callee and the time
+// they are due: COALESCE(not_before, created_at), the index's expression,
+// written the same way), takes its rows with FOR UPDATE SKIP LOCKED, and the
+// UPDATE re-checks them (a row another writer moved first is left out).
+const claimSQL = `
+WITH claimed AS (
+    UPDATE delegations AS d
+    SET status = 'dispatched', updated_at = now()
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE callee_id = $1 AND status = 'queued'
+              AND COALESCE(not_before, created_at) <= now()
+            ORDER BY COALESCE(not_before, created_at)
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED))
+      AND (d.status = 'queued' AND COALESCE(d.not_before, d.created_at) <= now()) IS TRUE
+    RETURNING ` + delegationColumns + `
+)
+SELECT * FROM claimed
+ORDER BY COALESCE(not_before, created_at), delegation_id`
+
+// setStatusManySQL moves the rows of $1 (sorted ids) to $2 where their
+// status is one of $3, as setStatusSQL does one: rows are locked in id order
+// (so concurrent bulk writes do not deadlock), and the UPDATE re-checks
+// their status. It counts the rows moved, and those whose retry policy
+// scheduled the next attempt or had none left.
+const setStatusManySQL = `
+WITH moved AS (
+    UPDATE delegations AS d
+    SET status = $2,
+        updated_at = now(),
+        result_preview = COALESCE(NULLIF($4, ''), d.result_preview),
+        error_detail = COALESCE(NULLIF($5, ''), d.error_detail)
+    WHERE d.delegation_id = ANY(ARRAY(
+            SELECT delegation_id FROM delegations
+            WHERE delegation_id = ANY($1) AND status = ANY($3)
+            ORDER BY delegation_id
+            FOR UPDATE))
+      AND d.status = ANY($3)
+    RETURNING (d.status = ANY(d.retry_on) AND d.max_attempts > 1 AND d.attempt < d.max_attempts) AS retried,
+              ` + exhaustedExpr + ` AS exhausted
+)
+SELECT count(*), count(*) FILTER (WHERE retried), count(*) FILTER (WHERE exhausted) FROM moved`
+
+// retryManySQL inserts the next attempt of each row of $1 whose status is
+// one of $2 (failed, stuck) and that has none yet, as retrySQL does with no
+// override: id sweeper_next_attempt_id (rows whose id would be too long
+// are left out), deadline now() + $3 seconds, due now. A taken id or a
+// concurrent retry inserts nothing for that row. It counts the rows
+// inserted.
+const retryManySQL = `
+WITH inserted AS (
+    INSERT INTO delegations
+        (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
+         heartbeat_timeout, attempt, retry_of, not_before,
+         max_attempts, retry_backoff, retry_backoff_max, retry_on)
+    SELECT sweeper_next_attempt_id(p.delegation_id, p.attempt), p.caller_id, p.callee_id, p.task_preview,
+           'queued', p.idempotency_key, now() + make_interval(secs => $3::float8),
+           p.heartbeat_timeout, p.attempt + 1, p.delegation_id, now(),
+           p.max_attempts, p.retry_backoff, p.retry_backoff_max, p.retry_on
+    FROM delegations AS p
+    WHERE p.delegation_id = ANY($1) AND p.status = ANY($2)
+      AND sweeper_next_attempt_id(p.delegation_id, p.attempt) IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM delegations AS n WHERE n.retry_of = p.delegation_id)
+    ORDER BY p.delegation_id
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM inserted`

@@ -152,9 +152,17 @@ CREATE TRIGGER delegations_touch_progress
               sweeper_wait_expiry(NEW.dispatched_at, NEW.start_timeout))
     EXECUTE FUNCTION sweeper_delegations_progress();
 
+-- An insert calls the function only when it has something to set: a
+-- queued row without progress or own queue timeout (and nothing set by the
+-- writer in the bookkeeping columns) calls nothing.
 CREATE TRIGGER delegations_touch_insert_progress
     BEFORE INSERT ON delegations
     FOR EACH ROW
+    WHEN (NEW.progress IS NOT NULL OR NEW.status IN ('in_progress', 'dispatched')
+          OR NEW.queue_timeout IS NOT NULL
+          OR NEW.progress_at IS NOT NULL OR NEW.dispatched_at IS NOT NULL
+          OR NEW.progress_minute IS NOT NULL OR NEW.progress_expires_at IS NOT NULL
+          OR NEW.queue_expires_at IS NOT NULL OR NEW.start_expires_at IS NOT NULL)
     EXECUTE FUNCTION sweeper_delegations_progress();
 
 -- Rule "stalled", rows on the global progress_timeout (a parameter of the

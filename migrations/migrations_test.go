@@ -199,6 +199,9 @@ func TestSchemaShape(t *testing.T) {
 		"not_before": "timestamp with time zone YES", "dispatched_at": "timestamp with time zone YES",
 		"progress_minute": "timestamp with time zone YES", "progress_expires_at": "timestamp with time zone YES",
 		"queue_expires_at": "timestamp with time zone YES", "start_expires_at": "timestamp with time zone YES",
+		// version 8 (retry policies and claims)
+		"max_attempts":  "integer NO",
+		"retry_backoff": "interval NO", "retry_backoff_max": "interval NO", "retry_on": "ARRAY NO",
 	}
 	if len(cols) != len(wantCols) {
 		t.Errorf("delegations has %d columns, want %d: %v", len(cols), len(wantCols), cols)

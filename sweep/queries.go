@@ -40,10 +40,24 @@ package sweep
 // The sweep statements set updated_at = now() themselves, so the bookkeeping
 // trigger is not called for each marked row.
 
-// sweptSQL ends both sweep statements: it counts the rows marked and sends
-// one notification for each on channel $3 (an empty channel sends none).
+// sweptColumns is what every sweep statement returns of the rows it
+// marked, for sweptSQL.
+const sweptColumns = `d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat,
+        d.deadline, d.attempt,
+        (d.status = ANY(d.retry_on) AND d.max_attempts > 1 AND d.attempt < d.max_attempts) AS retried,
+        (d.status = ANY(d.retry_on) AND d.max_attempts > 1 AND d.attempt >= d.max_attempts) AS exhausted`
+
+// sweptSQL ends every sweep statement: it counts the rows marked, those
+// whose retry policy scheduled the next attempt and those that exhausted it,
+// and sends one notification for each on channel $3 (an empty channel sends
+// none). The retry policy (migration 000008) is counted from the rows: a row
+// moved to a status of its retry_on with attempts left had its next attempt
+// inserted by the audit trigger (retried); with none left, and a policy with
+// retries, it is exhausted.
 const sweptSQL = `
 SELECT count(*) AS swept,
+       count(*) FILTER (WHERE retried) AS retried,
+       count(*) FILTER (WHERE exhausted) AS exhausted,
        count(CASE WHEN $3 <> '' THEN pg_notify($3, json_build_object(
            'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
            'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline,
@@ -81,7 +95,7 @@ WITH swept AS (
             LIMIT $1
             FOR UPDATE SKIP LOCKED))
       AND (d.status = ANY($2) AND d.deadline < now()) IS TRUE
-    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
+    RETURNING ` + sweptColumns + `
 )
 ` + sweptSQL
 
@@ -106,7 +120,7 @@ WITH swept AS (
             FOR UPDATE SKIP LOCKED))
       AND (d.status = ANY($2) AND d.status = 'in_progress' AND d.heartbeat_timeout IS NULL
            AND d.last_heartbeat < now() - make_interval(secs => $4)) IS TRUE
-    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
+    RETURNING ` + sweptColumns + `
 )
 ` + sweptSQL
 
@@ -133,7 +147,7 @@ WITH swept AS (
             FOR UPDATE SKIP LOCKED))
       AND (d.status = ANY($2) AND d.status = 'in_progress'
            AND now() - d.last_heartbeat > d.heartbeat_timeout) IS TRUE
-    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
+    RETURNING ` + sweptColumns + `
 )
 ` + sweptSQL
 
@@ -351,7 +365,7 @@ const ownStartExpirySQL = `SELECT min(start_expires_at) FROM delegations
 
 // sweptReturning is what every sweep statement returns for sweptSQL.
 const sweptReturning = `
-    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
+    RETURNING ` + sweptColumns + `
 )
 ` + sweptSQL
 

@@ -129,6 +129,12 @@ type Result struct {
 	SweptStalled      int
 	SweptQueueTimeout int
 	SweptStartTimeout int
+	// Retried counts, by reason, the rows marked whose retry policy
+	// scheduled their next attempt (the database inserted it in the same
+	// transaction); Exhausted those whose policy had no attempt left. Nil
+	// when none.
+	Retried   map[string]int
+	Exhausted map[string]int
 	// Batches is the number of batch transactions run.
 	Batches int
 	// More is true when the run stopped at MaxBatchesPerRun with rows left.
@@ -441,13 +447,16 @@ func (s *Sweeper) sweep(ctx context.Context, res *Result) (gaugesRead bool, err 
 			if err := ctx.Err(); err != nil {
 				return false, err
 			}
-			n, notified, err := s.runBatch(ctx, r, detail)
+			out, err := s.runBatch(ctx, r, detail)
 			if err != nil {
 				return false, err
 			}
+			n := out.swept
 			res.Batches++
-			res.Notified += notified
+			res.Notified += out.notified
 			res.add(r.reason, n)
+			res.Retried = addCount(res.Retried, r.reason, out.retried)
+			res.Exhausted = addCount(res.Exhausted, r.reason, out.exhausted)
 			if n < s.cfg.BatchSize {
 				break
 			}
@@ -471,10 +480,27 @@ func (s *Sweeper) gaugeArgs() []any {
 	return []any{s.cfg.HeartbeatTimeout.Seconds(), opt(s.cfg.ProgressTimeout), opt(s.cfg.QueueTimeout), opt(s.cfg.StartTimeout)}
 }
 
+// addCount adds n to m[key], making m when needed; n == 0 leaves m as is.
+func addCount(m map[string]int, key string, n int) map[string]int {
+	if n == 0 {
+		return m
+	}
+	if m == nil {
+		m = map[string]int{}
+	}
+	m[key] += n
+	return m
+}
+
+// batchCounts is what one batch did.
+type batchCounts struct {
+	swept, retried, exhausted, notified int
+}
+
 // runBatch claims, marks and audits up to BatchSize rows under one rule in one
 // transaction. It runs to its end even when ctx is cancelled, within
 // BatchTimeout, so a shutdown never leaves a batch half done.
-func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, notified int, err error) {
+func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (out batchCounts, err error) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.BatchTimeout)
 	defer cancel()
 	// One round trip: the statements of a batch run in one implicit
@@ -485,16 +511,16 @@ func (s *Sweeper) runBatch(ctx context.Context, r rule, detail string) (swept, n
 	br := s.pool.SendBatch(bctx, batch)
 	_, err = br.Exec()
 	if err == nil {
-		err = br.QueryRow().Scan(&swept, &notified)
+		err = br.QueryRow().Scan(&out.swept, &out.retried, &out.exhausted, &out.notified)
 	}
 	if closeErr := br.Close(); err == nil {
 		err = closeErr
 	}
-	s.TestSignals.BatchDone.Signal(BatchOutcome{Reason: r.reason, Swept: swept, Err: err})
+	s.TestSignals.BatchDone.Signal(BatchOutcome{Reason: r.reason, Swept: out.swept, Err: err})
 	if err != nil {
-		return 0, 0, fmt.Errorf("sweeping by %s: %w", r.name, err)
+		return batchCounts{}, fmt.Errorf("sweeping by %s: %w", r.name, err)
 	}
-	return swept, notified, nil
+	return out, nil
 }
 
 func (s *Sweeper) dryRun(ctx context.Context, res *Result) error {

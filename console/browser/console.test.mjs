@@ -235,6 +235,69 @@ test("a reader has no action buttons and a forged POST is refused", async () => 
   assert.equal(await text("status"), "in_progress");
 });
 
+test("admin retries a failed delegation now; the detail shows the chain and the policy", async () => {
+  await signIn("admin");
+  await page.goto(url("/delegations/d-0001"));
+  assert.equal(await text("status"), "failed");
+  assert.match(await text("policy"), /none \(one attempt\)/);
+  const forged = await page.request.post(url("/delegations/d-0001/retry"), { form: {} });
+  assert.equal(forged.status(), 403, "no CSRF token: refused");
+  const before = (await counts()).retries_day || 0;
+  await page.getByRole("button", { name: "Retry now" }).click();
+  await page.waitForURL(/\/delegations\/d-0001%232\?outcome=created/);
+  assert.equal(await text("status"), "queued");
+  assert.equal(await text("attempt"), "2");
+  const outcomes = await page.getByTestId("attempt-outcome").allInnerTexts();
+  assert.equal(outcomes.length, 2, "the chain lists both attempts");
+  assert.match(outcomes[0], /failed[\s\S]*worker crashed/);
+  assert.match(outcomes[1], /queued/);
+  const last = page.locator("[data-testid=timeline] li").last();
+  assert.match(await last.innerText(), /created as\s+queued[\s\S]*by console:ops-admin[\s\S]*retry_of/);
+  await page.screenshot({ path: join(shots, "detail-chain.png"), fullPage: true });
+  // The original no longer offers Retry now: it has a next attempt.
+  await page.goto(url("/delegations/d-0001"));
+  assert.equal(await page.getByTestId("retry-action").count(), 0);
+  await page.goto(url("/"));
+  assert.equal(Number(await text("retries-day")), before + 1, "the overview counts the retry");
+});
+
+test("admin marks every queued delegation of a callee failed: the exact count first, CSRF, audited", async () => {
+  await signIn("admin");
+  const want = (await counts())["queued_pdf-renderer"];
+  assert.ok(want > 0, "the seed has queued rows for pdf-renderer");
+  await page.goto(url("/delegations?callee_id=pdf-renderer&status=queued"));
+  await page.getByTestId("bulk-fail").click();
+  await page.waitForURL(/\/bulk\?/);
+  assert.equal(Number(await text("bulk-count")), want, "the confirmation counts exactly the rows it acts on");
+  await page.screenshot({ path: join(shots, "bulk-confirm.png"), fullPage: true });
+  const forged = await page.request.post(url("/bulk"), {
+    form: { action: "fail", callee_id: "pdf-renderer", status: "queued", reason: "forged" },
+  });
+  assert.equal(forged.status(), 403, "no CSRF token: refused");
+  assert.equal((await counts())["queued_pdf-renderer"], want, "the forged POST changed nothing");
+  await page.getByLabel("Reason").fill("pdf-renderer retired");
+  await page.getByRole("button", { name: `Mark failed ${want}` }).click();
+  await page.getByTestId("bulk-done").waitFor();
+  assert.equal(Number(await text("bulk-applied")), want);
+  assert.equal((await counts())["queued_pdf-renderer"] || 0, 0, "no queued row of pdf-renderer is left");
+  await page.goto(url("/delegations?callee_id=pdf-renderer&status=failed"));
+  await page.locator("[data-testid=delegations] tbody tr a").first().click();
+  const last = page.locator("[data-testid=timeline] li").last();
+  assert.match(await last.innerText(), /queued\s+→\s+failed[\s\S]*by console:ops-admin[\s\S]*pdf-renderer retired/);
+});
+
+test("a reader gets no bulk action and its forged bulk POST is refused", async () => {
+  await signIn("reader");
+  await page.goto(url("/delegations?callee_id=indexer"));
+  assert.equal(await page.getByTestId("bulk-actions").count(), 0);
+  const confirm = await page.goto(url("/bulk?action=fail&callee_id=indexer"));
+  assert.equal(confirm.status(), 403);
+  await page.goto(url("/"));
+  const csrf = await page.locator("form[action='/logout'] input[name=csrf]").inputValue();
+  const forged = await page.request.post(url("/bulk"), { form: { action: "fail", callee_id: "indexer", reason: "x", csrf } });
+  assert.equal(forged.status(), 403);
+});
+
 test("a caller sees only its own delegations", async () => {
   await signIn("caller");
   const own = await page.goto(url("/delegations/d-0000")); // caller billing

@@ -24,7 +24,8 @@ GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon
 -- served by the same process on the same DSN: POST /v1/delegations inserts
 -- exactly these columns (the others take their defaults; since schema 4 an
 -- insert also writes heartbeat_timeout, and attempt and retry_of when it
--- continues a failed or stuck idempotency key), transitions also
+-- continues a failed or stuck idempotency key; since schema 8 the retry
+-- policy, and not_before on a retry), claims and transitions also
 -- write the result and error, heartbeats touch last_heartbeat. Granted to
 -- the daemon role even when api.listen is unset: one role for the one
 -- process, and each write still passes the guard trigger, which refuses
@@ -32,8 +33,15 @@ GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon
 -- Still refused: DELETE, TRUNCATE, and UPDATE of the ids, the preview, the
 -- deadline, created_at and finished_at.
 GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
-              heartbeat_timeout, attempt, retry_of)
+              heartbeat_timeout, attempt, retry_of,
+              not_before, max_attempts, retry_backoff, retry_backoff_max, retry_on)
     ON delegations TO sweeper_daemon;
+-- The retry policy's next attempt (schema 8) is inserted by
+-- sweeper_schedule_retry, a SECURITY DEFINER function owned by the schema
+-- owner that the audit trigger calls for whichever role moved the row: it
+-- copies columns no writer may set (progress, the wait timeouts). It acts
+-- only on a row its policy retries, so it needs no grant beyond PUBLIC's
+-- EXECUTE.
 GRANT UPDATE (result_preview, error_detail, last_heartbeat) ON delegations TO sweeper_daemon;
 
 -- Bearer tokens and console sign-ins are checked against api_tokens: read

@@ -18,6 +18,8 @@ type Metrics struct {
 
 	runs        *prometheus.CounterVec
 	swept       *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	exhausted   *prometheus.CounterVec
 	batches     prometheus.Counter
 	duration    prometheus.Histogram
 	lastSuccess prometheus.Gauge
@@ -50,6 +52,14 @@ func NewMetrics() *Metrics {
 		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sweeper_swept_total",
 			Help: "Delegations marked stuck, by reason (heartbeat_timeout, deadline_exceeded, stalled, queue_timeout, start_timeout). Dry runs do not count.",
+		}, []string{"reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_retries_scheduled_total",
+			Help: "Delegations the sweep marked stuck whose retry policy scheduled the next attempt, by reason.",
+		}, []string{"reason"}),
+		exhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sweeper_retries_exhausted_total",
+			Help: "Delegations the sweep marked stuck at the last attempt their retry policy allowed, by reason.",
 		}, []string{"reason"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sweeper_batches_total",
@@ -99,7 +109,7 @@ func NewMetrics() *Metrics {
 		ConstLabels: prometheus.Labels{"version": version.Version, "commit": version.Commit, "go_version": version.GoVersion},
 	})
 	buildInfo.Set(1)
-	m.Registry.MustRegister(m.runs, m.swept, m.batches, m.duration, m.lastSuccess,
+	m.Registry.MustRegister(m.runs, m.swept, m.retries, m.exhausted, m.batches, m.duration, m.lastSuccess,
 		m.inFlight, m.oldestAge, m.ready, buildInfo,
 		m.readQueries, m.replicaFallbacks, m.replicaLag, m.replicaInUse,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -159,6 +169,12 @@ func (m *Metrics) ObserveRun(res sweep.Result, err error) {
 	if !res.DryRun {
 		for r, n := range res.ByReason() {
 			m.swept.WithLabelValues(r).Add(float64(n))
+		}
+		for reason, n := range res.Retried {
+			m.retries.WithLabelValues(reason).Add(float64(n))
+		}
+		for reason, n := range res.Exhausted {
+			m.exhausted.WithLabelValues(reason).Add(float64(n))
 		}
 	}
 	if err != nil {

@@ -118,8 +118,9 @@ func Run(ctx context.Context, out io.Writer, log *zap.Logger) error {
 				say("%s sweep failed: %v", stamp, err)
 				return
 			}
-			say("%s sweep: marked %d stuck (heartbeat_timeout %d, deadline_exceeded %d) in %d batches, %s; %d in flight",
-				stamp, res.Swept, res.SweptHeartbeatTimeout, res.SweptDeadlineExceeded, res.Batches,
+			say("%s sweep: marked %d stuck (heartbeat_timeout %d, deadline_exceeded %d, stalled %d, queue_timeout %d, start_timeout %d) in %d batches, %s; %d in flight",
+				stamp, res.Swept, res.SweptHeartbeatTimeout, res.SweptDeadlineExceeded,
+				res.SweptStalled, res.SweptQueueTimeout, res.SweptStartTimeout, res.Batches,
 				res.Duration.Round(time.Millisecond), res.InFlight)
 		},
 	})

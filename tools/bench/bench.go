@@ -255,9 +255,9 @@ type SizeResult struct {
 	FewEligible    Dist            `json:"few_eligible"`
 	// NothingRules is Nothing with the progress, queue and start rules on
 	// (RulesOn), every live row having reported a progress.
-	NothingRules Dist `json:"nothing_eligible_rules_on"`
-	Drains         []DrainResult   `json:"drains"`
-	BareDrains     []DrainResult   `json:"bare_drains"`
+	NothingRules Dist          `json:"nothing_eligible_rules_on"`
+	Drains       []DrainResult `json:"drains"`
+	BareDrains   []DrainResult `json:"bare_drains"`
 	// TriggerDrains are bare UPDATE drains with the table's triggers on.
 	TriggerDrains []DrainResult `json:"trigger_drains"`
 	// Console is the console's page times on the ledger as loaded.

@@ -238,7 +238,12 @@ func control(pool *pgxpool.Pool) http.Handler {
 			WHERE to_status = 'stuck' AND at > now() - interval '1 day' GROUP BY reason
 			UNION ALL
 			SELECT 'stuck_hour_' || reason, count(*) FROM delegation_events
-			WHERE to_status = 'stuck' AND at > now() - interval '1 hour' GROUP BY reason`)
+			WHERE to_status = 'stuck' AND at > now() - interval '1 hour' GROUP BY reason
+			UNION ALL
+			SELECT 'retries_day', count(*) FROM delegations
+			WHERE retry_of IS NOT NULL AND created_at > now() - interval '1 day'
+			UNION ALL
+			SELECT 'queued_' || callee_id, count(*) FROM delegations WHERE status = 'queued' GROUP BY callee_id`)
 		if err == nil {
 			var k string
 			var n int64
