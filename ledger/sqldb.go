@@ -304,7 +304,32 @@ func (r *sqlRows) Scan(dest ...any) error {
 			targets[i] = &b
 			fixups = append(fixups, func() error { *d = b; return nil })
 		default:
-			targets[i] = d
+			rv := reflect.ValueOf(d)
+			if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Slice || rv.Elem().Type().Elem().Kind() != reflect.String {
+				targets[i] = d
+				break
+			}
+			// A text[] column into a slice of strings (or of a named
+			// string type, []Status).
+			var s sql.NullString
+			targets[i] = &s
+			fixups = append(fixups, func() error {
+				slice := rv.Elem()
+				if !s.Valid {
+					slice.Set(reflect.Zero(slice.Type()))
+					return nil
+				}
+				elems, err := parseTextArray(s.String)
+				if err != nil {
+					return fmt.Errorf("column %s: %w", r.fields[i].Name, err)
+				}
+				out := reflect.MakeSlice(slice.Type(), len(elems), len(elems))
+				for j, e := range elems {
+					out.Index(j).SetString(e)
+				}
+				slice.Set(out)
+				return nil
+			})
 		}
 	}
 	if err := r.rows.Scan(targets...); err != nil {
@@ -433,6 +458,61 @@ func textArray(n int, elem func(int) *string) string {
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// parseTextArray reads a one-dimensional text array as PostgreSQL prints
+// it: {a,"b c","d\"e"}; a NULL element is refused (the ledger's arrays
+// have none).
+func parseTextArray(s string) ([]string, error) {
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
+		return nil, fmt.Errorf("array %q: not a one-dimensional array", s)
+	}
+	body := s[1 : len(s)-1]
+	out := []string{}
+	if body == "" {
+		return out, nil
+	}
+	for i := 0; i <= len(body); {
+		var b strings.Builder
+		if i < len(body) && body[i] == '"' {
+			i++
+			for ; i < len(body) && body[i] != '"'; i++ {
+				if body[i] == '\\' {
+					i++
+				}
+				if i < len(body) {
+					b.WriteByte(body[i])
+				}
+			}
+			if i >= len(body) {
+				return nil, fmt.Errorf("array %q: unterminated quote", s)
+			}
+			i++ // the closing quote
+		} else {
+			j := strings.IndexByte(body[i:], ',')
+			if j < 0 {
+				j = len(body) - i
+			}
+			elem := body[i : i+j]
+			if elem == "NULL" {
+				return nil, fmt.Errorf("array %q: NULL element", s)
+			}
+			if strings.ContainsAny(elem, "{}") {
+				return nil, fmt.Errorf("array %q: not a one-dimensional array", s)
+			}
+			b.WriteString(elem)
+			i += j
+		}
+		out = append(out, b.String())
+		if i >= len(body) {
+			break
+		}
+		if body[i] != ',' {
+			return nil, fmt.Errorf("array %q: expected a comma", s)
+		}
+		i++
+	}
+	return out, nil
 }
 
 // intervalText is d as PostgreSQL interval input, to the microsecond (the
