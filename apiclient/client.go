@@ -231,6 +231,9 @@ func (c *Client) List(ctx context.Context, q ListQuery) (ListResponse, error) {
 	if q.InFlight {
 		v.Set("in_flight", "true")
 	}
+	if q.Exhausted {
+		v.Set("exhausted", "true")
+	}
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
@@ -333,6 +336,15 @@ func (c *Client) Attempts(ctx context.Context, id string) ([]Delegation, error) 
 	var out AttemptsResponse
 	err := c.do(ctx, http.MethodGet, idPath(id, "/attempts"), nil, nil, &out)
 	return out.Attempts, err
+}
+
+// Claim moves up to limit due queued delegations of a callee to
+// dispatched and returns them, the longest due first; concurrent claimers
+// never get the same one. calleeID "" is a worker token's own callee.
+func (c *Client) Claim(ctx context.Context, calleeID string, limit int) ([]Delegation, error) {
+	var out ClaimResponse
+	err := c.do(ctx, http.MethodPost, "/v1/claims", nil, ClaimRequest{CalleeID: calleeID, Limit: limit}, &out)
+	return out.Delegations, err
 }
 
 // Summary counts what is in flight, of callerID or of every caller ("").

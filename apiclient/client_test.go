@@ -144,8 +144,43 @@ func TestEveryEndpoint(t *testing.T) {
 	if err != nil || len(chain) != 2 || chain[1].RetryOf != "d-2" {
 		t.Fatalf("Attempts = %+v, %v", chain, err)
 	}
+	// Claims and retry policies: a failed attempt of a policy with two
+	// attempts is retried by the database, due at once; a worker claims it.
+	if _, err := caller.Insert(ctx, apiclient.InsertRequest{DelegationID: "p-1", CalleeID: "agent-a",
+		Retry: &apiclient.RetryPolicy{MaxAttempts: 2, BackoffSeconds: 0.01, On: []apiclient.Status{apiclient.StatusFailed}}}); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := worker.Claim(ctx, "", 10)
+	if err != nil || len(claimed) != 4 || claimed[0].Status != apiclient.StatusDispatched {
+		t.Fatalf("Claim = %+v, %v", claimed, err)
+	}
+	if _, err := worker.Transition(ctx, "p-1", apiclient.TransitionRequest{To: apiclient.StatusFailed, Error: "boom"}); err != nil {
+		t.Fatal(err)
+	}
+	var next []apiclient.Delegation
+	for range 1000 { // the next attempt is due 10 ms (±10%) after the failure
+		if next, err = worker.Claim(ctx, "", 10); err != nil || len(next) > 0 {
+			break
+		}
+	}
+	if err != nil || len(next) != 1 || next[0].RetryOf != "p-1" || next[0].Retry == nil || next[0].Retry.MaxAttempts != 2 {
+		t.Fatalf("Claim of the next attempt = %+v, %v", next, err)
+	}
+	if _, err := worker.Transition(ctx, next[0].DelegationID, apiclient.TransitionRequest{To: apiclient.StatusFailed}); err != nil {
+		t.Fatal(err)
+	}
+	ex, err := caller.List(ctx, apiclient.ListQuery{CallerID: "billing", Exhausted: true})
+	if err != nil || len(ex.Delegations) != 1 || !ex.Delegations[0].Exhausted {
+		t.Fatalf("exhausted = %+v, %v", ex, err)
+	}
+	for _, id := range []string{"d-3", "d-4"} {
+		if _, err := worker.Transition(ctx, id, apiclient.TransitionRequest{To: apiclient.StatusCompleted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	sum, err := admin.Summary(ctx, "")
-	if err != nil || sum.InFlight != 4 || sum.ByStatus.Queued != 3 || sum.ByStatus.InProgress != 1 || len(sum.ByCaller) != 1 {
+	if err != nil || sum.InFlight != 2 || sum.ByStatus.Dispatched != 1 || sum.ByStatus.InProgress != 1 || len(sum.ByCaller) != 1 {
 		t.Fatalf("Summary = %+v, %v", sum, err)
 	}
 	doc, err := reader.OpenAPI(ctx)
@@ -295,7 +330,8 @@ func TestTypesFollowTheOpenAPIDocument(t *testing.T) {
 		"ListResponse": apiclient.ListResponse{}, "TransitionRequest": apiclient.TransitionRequest{},
 		"TransitionResponse": apiclient.TransitionResponse{}, "HeartbeatResponse": apiclient.HeartbeatResponse{},
 		"HeartbeatsRequest": apiclient.HeartbeatsRequest{}, "HeartbeatsResponse": apiclient.HeartbeatsResponse{},
-		"HeartbeatRequest": apiclient.HeartbeatRequest{},
+		"HeartbeatRequest": apiclient.HeartbeatRequest{}, "RetryPolicy": apiclient.RetryPolicy{},
+		"RetryPolicyInput": apiclient.RetryPolicy{}, "ClaimRequest": apiclient.ClaimRequest{}, "ClaimResponse": apiclient.ClaimResponse{},
 		"EventsResponse":   apiclient.EventsResponse{}, "AttemptsResponse": apiclient.AttemptsResponse{},
 		"FeedResponse": apiclient.FeedResponse{}, "Counts": apiclient.Counts{}, "Summary": apiclient.Summary{},
 	}

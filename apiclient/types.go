@@ -57,6 +57,22 @@ type Delegation struct {
 	ProgressTimeoutSeconds *float64 `json:"progress_timeout_seconds,omitempty"`
 	QueueTimeoutSeconds    *float64 `json:"queue_timeout_seconds,omitempty"`
 	StartTimeoutSeconds    *float64 `json:"start_timeout_seconds,omitempty"`
+	// Retry is the retry policy, copied to every attempt; Exhausted marks
+	// an attempt whose policy had retries and used them all.
+	Retry     *RetryPolicy `json:"retry,omitempty"`
+	Exhausted bool         `json:"exhausted,omitempty"`
+}
+
+// RetryPolicy says how a delegation retries itself (schema RetryPolicy,
+// and RetryPolicyInput where zero fields take the server's defaults): when
+// an attempt moves to a status in On and its attempt is below MaxAttempts,
+// the database inserts the next attempt, queued, due after
+// min(BackoffMaxSeconds, BackoffSeconds × 2^(n-1)) ±10%.
+type RetryPolicy struct {
+	MaxAttempts       int      `json:"max_attempts,omitempty"`
+	BackoffSeconds    float64  `json:"backoff_seconds,omitempty"`
+	BackoffMaxSeconds float64  `json:"backoff_max_seconds,omitempty"`
+	On                []Status `json:"on,omitempty"`
 }
 
 // Event is one status change of a delegation (schema Event).
@@ -91,6 +107,8 @@ type InsertRequest struct {
 	ProgressTimeoutSeconds float64 `json:"progress_timeout_seconds,omitempty"`
 	QueueTimeoutSeconds    float64 `json:"queue_timeout_seconds,omitempty"`
 	StartTimeoutSeconds    float64 `json:"start_timeout_seconds,omitempty"`
+	// Retry, when set, is the delegation's retry policy.
+	Retry *RetryPolicy `json:"retry,omitempty"`
 }
 
 // InsertResponse says what Insert did (schema InsertResponse): Outcome is
@@ -130,6 +148,8 @@ type ListQuery struct {
 	CalleeID string
 	Status   Status
 	InFlight bool
+	// Exhausted keeps the attempts whose retry policy used all its retries.
+	Exhausted bool
 	Limit    int
 	Cursor   string
 }
@@ -243,4 +263,16 @@ type Summary struct {
 	InFlight int64           `json:"in_flight"`
 	ByStatus Counts          `json:"by_status"`
 	ByCaller []CallerSummary `json:"by_caller"`
+}
+
+// ClaimRequest is the body of Claim (schema ClaimRequest).
+type ClaimRequest struct {
+	// CalleeID defaults to a worker token's principal.
+	CalleeID string `json:"callee_id,omitempty"`
+	Limit    int    `json:"limit"`
+}
+
+// ClaimResponse is what Claim took (schema ClaimResponse).
+type ClaimResponse struct {
+	Delegations []Delegation `json:"delegations"`
 }
