@@ -10,6 +10,9 @@
         ...                                 # stop when t.cancelled.is_set()
         t.result = "invoice.pdf"            # completed on a clean exit, failed on an exception
 
+    for d in worker.claim(10):              # due work of the worker's callee, now dispatched
+        ...
+
     for ev in reader.follow(after=cursor):  # the durable feed, resumable
         ...
 
@@ -20,14 +23,14 @@ retried after their Retry-After.
 from ._client import Client, NotLiveError, ProblemError, Task
 from ._models import (
     CallerSummary, Counts, Delegation, DelegationPage, Event, FeedPage, HeartbeatResult,
-    InsertResult, RetryResult, Summary, TransitionResult,
+    InsertResult, RetryPolicy, RetryResult, Summary, TransitionResult,
 )
 from ._version import __version__
 from ._webhook import WebhookVerificationError, sign_webhook, verify_webhook
 
 __all__ = [
     "Client", "ProblemError", "NotLiveError", "Task",
-    "Delegation", "Event", "InsertResult", "TransitionResult", "HeartbeatResult", "RetryResult",
+    "RetryPolicy", "Delegation", "Event", "InsertResult", "TransitionResult", "HeartbeatResult", "RetryResult",
     "DelegationPage", "FeedPage", "Counts", "CallerSummary", "Summary",
     "verify_webhook", "sign_webhook", "WebhookVerificationError", "__version__",
 ]

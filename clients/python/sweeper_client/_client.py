@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from ._models import (
     Delegation, DelegationPage, Event, FeedPage, HeartbeatResult, InsertResult,
-    RetryResult, Summary, TransitionResult, format_time,
+    RetryPolicy, RetryResult, Summary, TransitionResult, format_time,
 )
 from ._version import __version__
 
@@ -165,7 +165,8 @@ class Client:
                heartbeat_timeout_seconds: Optional[float] = None,
                progress_timeout_seconds: Optional[float] = None,
                queue_timeout_seconds: Optional[float] = None,
-               start_timeout_seconds: Optional[float] = None) -> InsertResult:
+               start_timeout_seconds: Optional[float] = None,
+               retry: Union[None, RetryPolicy, Dict[str, Any]] = None) -> InsertResult:
         """Record a delegation (POST /v1/delegations). A replay of the same id
         answers already_exists; a caller's idempotency key answers
         duplicate_key with the existing id, or retried (a next attempt)."""
@@ -181,6 +182,8 @@ class Client:
                 body[k] = v
         if deadline is not None:
             body["deadline"] = format_time(deadline)
+        if retry is not None:
+            body["retry"] = retry.to_json() if isinstance(retry, RetryPolicy) else retry
         return InsertResult.from_json(self._call("POST", "/v1/delegations", body))
 
     def get(self, delegation_id: str) -> Delegation:
@@ -189,11 +192,14 @@ class Client:
 
     def list(self, caller_id: Optional[str] = None, callee_id: Optional[str] = None,
              status: Optional[str] = None, in_flight: Optional[bool] = None,
-             limit: Optional[int] = None, cursor: Optional[str] = None) -> DelegationPage:
-        """One page of delegations, newest first (GET /v1/delegations)."""
+             limit: Optional[int] = None, cursor: Optional[str] = None,
+             exhausted: Optional[bool] = None) -> DelegationPage:
+        """One page of delegations, newest first (GET /v1/delegations);
+        exhausted=True keeps the attempts whose retry policy used all its
+        retries."""
         return DelegationPage.from_json(self._call("GET", "/v1/delegations", query={
             "caller_id": caller_id, "callee_id": callee_id, "status": status,
-            "in_flight": in_flight, "limit": limit, "cursor": cursor}))
+            "in_flight": in_flight, "limit": limit, "cursor": cursor, "exhausted": exhausted}))
 
     def list_all(self, **filters: Any) -> Iterator[Delegation]:
         """Every delegation that list(**filters) pages through."""
@@ -264,6 +270,16 @@ class Client:
         """The attempt chain the delegation belongs to, first attempt first."""
         out = self._call("GET", "/v1/delegations/%s/attempts" % _quote(delegation_id))
         return [Delegation.from_json(d) for d in out["attempts"]]
+
+    def claim(self, limit: int, callee_id: Optional[str] = None) -> List[Delegation]:
+        """Move up to limit due queued delegations of a callee (a worker
+        token's own by default) to dispatched and return them, the longest
+        due first (POST /v1/claims); concurrent claimers never get the same
+        one."""
+        body: Dict[str, Any] = {"limit": limit}
+        if callee_id is not None:
+            body["callee_id"] = callee_id
+        return [Delegation.from_json(d) for d in self._call("POST", "/v1/claims", body)["delegations"]]
 
     def summary(self, caller_id: Optional[str] = None) -> Summary:
         """What is in flight, per status and per caller."""

@@ -10,7 +10,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 __all__ = [
-    "Delegation", "Event", "InsertResult", "TransitionResult", "HeartbeatResult",
+    "RetryPolicy", "Delegation", "Event", "InsertResult", "TransitionResult", "HeartbeatResult",
     "RetryResult", "DelegationPage", "FeedPage", "Counts", "CallerSummary", "Summary",
 ]
 
@@ -57,6 +57,27 @@ def _build(cls, data: Dict[str, Any], times=(), nested=None):
 
 
 @dataclasses.dataclass
+class RetryPolicy:
+    """How a delegation retries itself: when an attempt moves to a status in
+    ``on`` and its attempt is below ``max_attempts``, the database inserts
+    the next attempt, queued, due after min(backoff_max_seconds,
+    backoff_seconds * 2^(n-1)) +-10%. None fields take the server's
+    defaults (1 attempt, 30 s, 1 h, ["stuck"])."""
+    max_attempts: Optional[int] = None
+    backoff_seconds: Optional[float] = None
+    backoff_max_seconds: Optional[float] = None
+    on: Optional[List[str]] = None
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "RetryPolicy":
+        return _build(cls, d)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "extra"}
+
+
+@dataclasses.dataclass
 class Delegation:
     """One delegation (a row of the ledger)."""
     delegation_id: str
@@ -84,12 +105,17 @@ class Delegation:
     progress_timeout_seconds: Optional[float] = None
     queue_timeout_seconds: Optional[float] = None
     start_timeout_seconds: Optional[float] = None
+    #: The retry policy, copied to every attempt; exhausted marks an
+    #: attempt whose policy had retries and used them all.
+    retry: Optional[RetryPolicy] = None
+    exhausted: bool = False
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Delegation":
         return _build(cls, d, times=("deadline", "created_at", "updated_at", "last_heartbeat",
-                                     "progress_at", "not_before", "dispatched_at"))
+                                     "progress_at", "not_before", "dispatched_at"),
+                      nested={"retry": RetryPolicy.from_json})
 
     @property
     def terminal(self) -> bool:

@@ -127,6 +127,32 @@ class ClientTest(unittest.TestCase):
             self.caller.retry(id_)
         self.assertEqual((cm.exception.status, cm.exception.outcome), (409, "not_retryable"))
 
+    def test_claims_and_retry_policies(self):
+        # A dedicated callee: other tests' queued rows stay out of the claims.
+        admin = self.admin
+        callee = uid("claimer")
+        policy = sweeper_client.RetryPolicy(max_attempts=2, backoff_seconds=0.01, on=["failed"])
+        id_ = uid("pol")
+        admin.insert(id_, caller_id="billing", callee_id=callee, retry=policy)
+        d = admin.get(id_)
+        self.assertEqual((d.retry.max_attempts, d.retry.on), (2, ["failed"]))
+        claimed = admin.claim(10, callee_id=callee)
+        self.assertEqual([(c.delegation_id, c.status) for c in claimed], [(id_, "dispatched")])
+        self.assertEqual(admin.claim(10, callee_id=callee), [])
+        admin.transition(id_, "failed", error="boom")
+        nxt = []
+        for _ in range(1000):  # due 10 ms (+-10%) after the failure
+            nxt = admin.claim(10, callee_id=callee)
+            if nxt:
+                break
+        self.assertEqual([(n.retry_of, n.attempt) for n in nxt], [(id_, 2)])
+        admin.transition(nxt[0].delegation_id, "failed")
+        ex = admin.list(callee_id=callee, exhausted=True)
+        self.assertEqual([(x.delegation_id, x.exhausted) for x in ex.delegations], [(nxt[0].delegation_id, True)])
+        with self.assertRaises(ProblemError) as cm:
+            self.worker.claim(1, callee_id=callee)
+        self.assertEqual(cm.exception.status, 403)
+
     def beats(self):
         """An on_beat callback and a function that waits for the n-th live beat."""
         cond = threading.Condition()

@@ -37,6 +37,8 @@ export type HeartbeatRequest = Schemas["HeartbeatRequest"];
 export type HeartbeatsRequest = Schemas["HeartbeatsRequest"];
 export type FeedResponse = Schemas["FeedResponse"];
 export type Summary = Schemas["Summary"];
+export type RetryPolicy = Schemas["RetryPolicy"];
+export type RetryPolicyInput = Schemas["RetryPolicyInput"];
 export type ListQuery = NonNullable<operations["listDelegations"]["parameters"]["query"]>;
 export type FeedQuery = NonNullable<operations["feed"]["parameters"]["query"]>;
 
@@ -284,6 +286,18 @@ export class Client {
   async attempts(id: string): Promise<Delegation[]> {
     const r = await this.request<Schemas["AttemptsResponse"]>("GET", `/v1/delegations/${enc(id)}/attempts`);
     return r.attempts;
+  }
+
+  /**
+   * Moves up to `limit` due queued delegations of a callee (a worker
+   * token's own when `calleeId` is absent) to dispatched and resolves with
+   * them, the longest due first; concurrent claimers never get the same one.
+   */
+  async claim(limit: number, calleeId?: string): Promise<Delegation[]> {
+    const body: Schemas["ClaimRequest"] = { limit };
+    if (calleeId !== undefined) body.callee_id = calleeId;
+    const r = await this.request<Schemas["ClaimResponse"]>("POST", "/v1/claims", body);
+    return r.delegations;
   }
 
   /** What is in flight, per status and per caller. */

@@ -162,6 +162,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/claims": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Claim due queued delegations of a callee (pull workers)
+         * @description Moves up to limit queued delegations of callee_id whose not_before (else created_at) has passed to dispatched, the longest due first, with FOR UPDATE SKIP LOCKED: concurrent claimers never get the same row. Worker tokens claim for their own callee_id, admin tokens for any.
+         */
+        post: operations["claimDelegations"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events": {
         parameters: {
             query?: never;
@@ -276,6 +296,9 @@ export interface components {
             queue_timeout_seconds?: number;
             /** @description the delegation's own start timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.start_timeout (off by default) */
             start_timeout_seconds?: number;
+            /** @description present (true) on an attempt whose retry policy had retries and used them all */
+            exhausted?: boolean;
+            retry: components["schemas"]["RetryPolicy"];
         };
         Event: {
             id: number;
@@ -310,6 +333,7 @@ export interface components {
             queue_timeout_seconds?: number;
             /** @description the delegation's own start timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.start_timeout (off by default) */
             start_timeout_seconds?: number;
+            retry?: components["schemas"]["RetryPolicyInput"];
         };
         InsertResponse: {
             /** @enum {string} */
@@ -405,6 +429,30 @@ export interface components {
         HeartbeatRequest: {
             /** @description a JSON object of at most 8 KiB (as PostgreSQL prints it) that replaces the delegation's progress; absent or null leaves it as it is. progress_at moves only when the value changes. */
             progress?: Record<string, unknown> | null;
+        };
+        /** @description The retry policy, copied to every attempt. When an attempt moves to a status in on (by any writer) and its attempt is below max_attempts, the database inserts the next attempt, queued, due after min(backoff_max_seconds, backoff_seconds * 2^(n-1)) +-10%. */
+        RetryPolicy: {
+            /** @description attempts of the chain, the first included; 1: no automatic retry */
+            max_attempts: number;
+            backoff_seconds: number;
+            backoff_max_seconds: number;
+            on: ("stuck" | "failed")[];
+        };
+        /** @description A retry policy; absent fields take the defaults: max_attempts 1, backoff_seconds 30, backoff_max_seconds 3600 (or backoff_seconds if larger), on [stuck]. */
+        RetryPolicyInput: {
+            max_attempts?: number;
+            backoff_seconds?: number;
+            backoff_max_seconds?: number;
+            on?: ("stuck" | "failed")[];
+        };
+        ClaimRequest: {
+            /** @description defaults to a worker token's principal; required for an admin token */
+            callee_id?: string;
+            limit: number;
+        };
+        ClaimResponse: {
+            /** @description the delegations claimed, now dispatched, the longest due first */
+            delegations: components["schemas"]["Delegation"][];
         };
     };
     responses: {
@@ -537,6 +585,8 @@ export interface operations {
                 status?: "queued" | "dispatched" | "in_progress" | "completed" | "failed" | "stuck";
                 /** @description only non-terminal rows (needs caller_id) */
                 in_flight?: "true" | "false";
+                /** @description only attempts that exhausted their retry policy */
+                exhausted?: "true" | "false";
                 /** @description page size, default 50 */
                 limit?: number;
                 /** @description next_cursor of the previous page */
@@ -859,6 +909,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HeartbeatsResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            405: components["responses"]["MethodNotAllowed"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    claimDelegations: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ClaimRequest"];
+            };
+        };
+        responses: {
+            /** @description The delegations claimed (none when nothing is due) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClaimResponse"];
                 };
             };
             400: components["responses"]["BadRequest"];

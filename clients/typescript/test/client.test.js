@@ -110,6 +110,24 @@ describe("against the daemon", { skip: API ? false : "SWEEPER_API is not set: ru
     assert.deepEqual(chain.map((a) => [a.delegation_id, a.attempt]), [[done, 1], [done + "#2", 2]]);
   });
 
+  test("claims and retry policies", async () => {
+    const callee = uid("claimer"); // a callee of its own: other tests' rows stay out
+    const id = uid("pol");
+    await admin.insert({ delegation_id: id, caller_id: "billing", callee_id: callee, retry: { max_attempts: 2, backoff_seconds: 0.01, on: ["failed"] } });
+    const d = await admin.get(id);
+    assert.deepEqual([d.retry.max_attempts, d.retry.on], [2, ["failed"]]);
+    assert.deepEqual((await admin.claim(10, callee)).map((c) => [c.delegation_id, c.status]), [[id, "dispatched"]]);
+    assert.deepEqual(await admin.claim(10, callee), []);
+    await admin.transition(id, { to: "failed", error: "boom" });
+    let next = [];
+    for (let i = 0; i < 1000 && next.length === 0; i++) next = await admin.claim(10, callee); // due 10 ms (±10%) later
+    assert.deepEqual(next.map((n) => [n.retry_of, n.attempt]), [[id, 2]]);
+    await admin.transition(next[0].delegation_id, { to: "failed" });
+    const ex = await admin.list({ callee_id: callee, exhausted: true });
+    assert.deepEqual(ex.delegations.map((x) => [x.delegation_id, x.exhausted]), [[next[0].delegation_id, true]]);
+    await assert.rejects(worker.claim(1, callee), (e) => e.status === 403);
+  });
+
   test("runTask completes with its result", async () => {
     const id = await insert();
     let live = 0;
