@@ -2,11 +2,14 @@ package worker_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	_ "github.com/lib/pq" // database/sql driver "postgres"
 
 	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/ledger"
@@ -353,5 +356,46 @@ func TestProgressGoesWithTheNextBeat(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunOverDatabaseSQL: the same Run on a ledger over database/sql
+// (lib/pq): heartbeats (through a Coalescer on that ledger), progress and
+// the outcome.
+func TestRunOverDatabaseSQL(t *testing.T) {
+	t.Parallel()
+	db := testdb.New(t)
+	sqlDB, err := sql.Open("postgres", db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.Close()
+	l := ledger.NewSQL(sqlDB)
+	w, err := worker.New(l, worker.Config{HeartbeatInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.TestSignals.Init(t)
+	if _, err := l.Insert(context.Background(), ledger.NewDelegation{DelegationID: "sql", CallerID: "c", CalleeID: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Run(context.Background(), "sql", func(ctx context.Context, task *worker.Task) error {
+		if err := task.Progress(map[string]string{"at": "start"}); err != nil {
+			return err
+		}
+		for n := 0; n < 2; {
+			if b := w.TestSignals.Beat.Wait(); b.Live && b.Err == nil {
+				n++
+			}
+		}
+		task.SetResult("over lib/pq")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ledger.New(db.Pool).Get(context.Background(), "sql")
+	if err != nil || d.Status != ledger.StatusCompleted || d.ResultPreview != "over lib/pq" || string(d.Progress) != `{"at": "start"}` {
+		t.Fatalf("after Run over lib/pq: %+v, %v", d, err)
 	}
 }
