@@ -332,7 +332,7 @@ func TestTypesFollowTheOpenAPIDocument(t *testing.T) {
 		"HeartbeatsRequest": apiclient.HeartbeatsRequest{}, "HeartbeatsResponse": apiclient.HeartbeatsResponse{},
 		"HeartbeatRequest": apiclient.HeartbeatRequest{}, "RetryPolicy": apiclient.RetryPolicy{},
 		"RetryPolicyInput": apiclient.RetryPolicy{}, "ClaimRequest": apiclient.ClaimRequest{}, "ClaimResponse": apiclient.ClaimResponse{},
-		"EventsResponse":   apiclient.EventsResponse{}, "AttemptsResponse": apiclient.AttemptsResponse{},
+		"EventsResponse": apiclient.EventsResponse{}, "AttemptsResponse": apiclient.AttemptsResponse{},
 		"FeedResponse": apiclient.FeedResponse{}, "Counts": apiclient.Counts{}, "Summary": apiclient.Summary{},
 	}
 	for name, schema := range doc.Components.Schemas {

@@ -150,8 +150,8 @@ type ListQuery struct {
 	InFlight bool
 	// Exhausted keeps the attempts whose retry policy used all its retries.
 	Exhausted bool
-	Limit    int
-	Cursor   string
+	Limit     int
+	Cursor    string
 }
 
 // ListResponse is one page of List, newest first (schema ListResponse).
