@@ -4,6 +4,7 @@ package python_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -52,8 +53,20 @@ func install(t *testing.T, py string) string {
 	return target
 }
 
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
 func TestPythonClientAgainstTheDaemon(t *testing.T) {
-	py := clienttest.LookPath(t, "python3", "apt-get install python3 python3-pip")
+	// SWEEPER_TEST_PYTHON picks another interpreter (the client supports
+	// Python 3.9 and later), e.g. SWEEPER_TEST_PYTHON=python3.9.
+	py := clienttest.LookPath(t, cmp.Or(os.Getenv("SWEEPER_TEST_PYTHON"), "python3"), "apt-get install python3 python3-pip")
+	t.Logf("interpreter: %s", strings.TrimSpace(run(t, py, "--version")))
 	site := install(t, py)
 	env := clienttest.Start(t, binary)
 	limited := clienttest.StartOn(t, binary, env.DB, env.Tokens, "SWEEPER_API_RATE_LIMIT=1", "SWEEPER_API_RATE_BURST=1")
