@@ -157,7 +157,9 @@ func (p *Pool) run(ctx context.Context, w *Worker) {
 		running = map[string]bool{}
 		tasks   sync.WaitGroup
 	)
-	ended := make(chan struct{}, p.cfg.Concurrency)
+	// ended wakes the loop when a task ends; one pending wake-up is enough
+	// (the loop then reads how many slots are free).
+	ended := make(chan struct{}, 1)
 	for {
 		mu.Lock()
 		free := p.cfg.Concurrency - len(running)
@@ -187,7 +189,10 @@ func (p *Pool) run(ctx context.Context, w *Worker) {
 					delete(running, id)
 					mu.Unlock()
 					p.TestSignals.Done.Signal(TaskDone{DelegationID: id, Err: err})
-					ended <- struct{}{}
+					select {
+					case ended <- struct{}{}:
+					default:
+					}
 				})
 			}
 		}
