@@ -68,6 +68,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Delegations moved to dispatched by POST /v1/claims.",
 		}),
 	}
+	// Every reason's series exists from the start (at 0).
+	for _, st := range ledger.RetryableStatuses() {
+		m.retries.WithLabelValues(string(st))
+		m.exhausted.WithLabelValues(string(st))
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.requests, m.latency, m.authRejects, m.rateLimited, m.longPolls,
 			m.retries, m.exhausted, m.claimed} {

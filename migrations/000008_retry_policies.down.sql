@@ -34,7 +34,10 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION sweeper_schedule_retry(text);
+DROP TRIGGER delegations_retry ON delegations;
+DROP FUNCTION sweeper_delegations_retry();
+DROP FUNCTION sweeper_retry_due(text, integer, interval, interval);
+DROP FUNCTION sweeper_retry_id(text, integer);
 DROP FUNCTION sweeper_next_attempt_id(text, integer);
 DROP INDEX idx_delegations_retries;
 DROP INDEX idx_delegations_exhausted_finished;

@@ -24,9 +24,10 @@ GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon
 -- served by the same process on the same DSN: POST /v1/delegations inserts
 -- exactly these columns (the others take their defaults; since schema 4 an
 -- insert also writes heartbeat_timeout, and attempt and retry_of when it
--- continues a failed or stuck idempotency key; since schema 8 the retry
+-- continues a failed or stuck idempotency key; since schema 7 the wait
+-- timeouts, and a retry's inherited progress; since schema 8 the retry
 -- policy, and not_before on a retry), claims and transitions also
--- write the result and error, heartbeats touch last_heartbeat. Granted to
+-- write the result and error, heartbeats touch last_heartbeat and progress. Granted to
 -- the daemon role even when api.listen is unset: one role for the one
 -- process, and each write still passes the guard trigger, which refuses
 -- every backward move and any change to a terminal row, whoever writes.
@@ -34,15 +35,15 @@ GRANT UPDATE (status, stuck_reason, updated_at) ON delegations TO sweeper_daemon
 -- deadline, created_at and finished_at.
 GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempotency_key, deadline,
               heartbeat_timeout, attempt, retry_of,
+              progress_timeout, queue_timeout, start_timeout, progress,
               not_before, max_attempts, retry_backoff, retry_backoff_max, retry_on)
     ON delegations TO sweeper_daemon;
--- The retry policy's next attempt (schema 8) is inserted by
--- sweeper_schedule_retry, a SECURITY DEFINER function owned by the schema
--- owner that the audit trigger calls for whichever role moved the row: it
--- copies columns no writer may set (progress, the wait timeouts). It acts
--- only on a row its policy retries, so it needs no grant beyond PUBLIC's
--- EXECUTE.
-GRANT UPDATE (result_preview, error_detail, last_heartbeat) ON delegations TO sweeper_daemon;
+-- The retry policy's next attempts (schema 8) are inserted by
+-- sweeper_delegations_retry, a SECURITY DEFINER trigger function owned by
+-- the schema owner that runs for whichever role moved the rows: it copies
+-- columns no writer may set (progress, the wait timeouts). It acts only on
+-- rows their policy retries, so it needs no grant.
+GRANT UPDATE (result_preview, error_detail, last_heartbeat, progress) ON delegations TO sweeper_daemon;
 
 -- Bearer tokens and console sign-ins are checked against api_tokens: read
 -- only. Tokens are created and revoked with `sweeper token` as the owner

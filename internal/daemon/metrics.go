@@ -119,6 +119,8 @@ func NewMetrics() *Metrics {
 	m.runs.WithLabelValues(ResultError)
 	for _, r := range sweep.Reasons {
 		m.swept.WithLabelValues(r)
+		m.retries.WithLabelValues(r)
+		m.exhausted.WithLabelValues(r)
 	}
 	m.readQueries.WithLabelValues(TargetReplica)
 	m.readQueries.WithLabelValues(TargetPrimary)

@@ -86,6 +86,10 @@ type Config struct {
 	// nothing-eligible runs with the new rules on and off, and, at the last
 	// size, the heartbeat ingest with and without progress.
 	ProgressOnly bool
+	// RecoveryOnly loads each size and measures only issue 21's figures
+	// (claim throughput, the cost of a stuck transition that schedules a
+	// retry) on the ledger of the last size.
+	RecoveryOnly bool
 	// Settings are PostgreSQL settings on top of ServerSettings.
 	Settings map[string]string
 	// Logf receives progress; nil discards it.
@@ -164,18 +168,20 @@ func or[T comparable](v, def T) T {
 
 // Results is everything one run measured; Render turns it into the report.
 type Results struct {
-	Started  time.Time     `json:"started"`
-	Elapsed  time.Duration `json:"elapsed"`
-	Command  string        `json:"command"`
-	Machine  Machine       `json:"machine"`
-	Config   ConfigInfo    `json:"config"`
-	Sizes    []SizeResult  `json:"sizes"`
-	Ingest   []IngestRow   `json:"ingest"`
-	Daemon   *DaemonResult `json:"daemon,omitempty"`
-	API      *APIResult    `json:"api,omitempty"`
-	Plan     *PlanResult   `json:"plan,omitempty"`
-	Steady   *SteadyResult `json:"steady,omitempty"`
-	Problems []string      `json:"problems,omitempty"`
+	Started time.Time     `json:"started"`
+	Elapsed time.Duration `json:"elapsed"`
+	Command string        `json:"command"`
+	Machine Machine       `json:"machine"`
+	Config  ConfigInfo    `json:"config"`
+	Sizes   []SizeResult  `json:"sizes"`
+	Ingest  []IngestRow   `json:"ingest"`
+	Daemon  *DaemonResult `json:"daemon,omitempty"`
+	API     *APIResult    `json:"api,omitempty"`
+	Plan    *PlanResult   `json:"plan,omitempty"`
+	Steady  *SteadyResult `json:"steady,omitempty"`
+	// Recovery is issue 21's figures, on the ledger of the last size.
+	Recovery *RecoveryResult `json:"recovery,omitempty"`
+	Problems []string        `json:"problems,omitempty"`
 
 	// ConsolePlan is the console's plan test on the ledger of the last
 	// size.
@@ -405,6 +411,16 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	if cfg.ProgressOnly {
 		return measureProgressOnly(ctx, cfg, db, keep, &sr, last, r)
 	}
+	if cfg.RecoveryOnly {
+		if last {
+			rec, err := measureRecovery(ctx, db)
+			if err != nil {
+				r.problem(cfg, "claims and retries at %d rows: %v", n, err)
+			}
+			r.Recovery = rec
+		}
+		return nil
+	}
 	if cfg.APIOnly {
 		if !last {
 			return nil
@@ -467,6 +483,11 @@ func measureSize(ctx context.Context, cfg Config, srv *server, n int, last bool,
 	// measured 88% HOT on the coalescer with 4 writers, 100% without them.
 	prune()
 	r.Sizes = append(r.Sizes, sr)
+	rec, err := measureRecovery(ctx, db)
+	if err != nil {
+		r.problem(cfg, "claims and retries at %d rows: %v", n, err)
+	}
+	r.Recovery = rec
 	if cfg.Binary != "" {
 		d, err := measureDaemon(ctx, cfg, db)
 		if err != nil {

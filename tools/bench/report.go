@@ -80,6 +80,7 @@ func (r *Results) Targets() []Target {
 	}
 	r.consoleTargets(add)
 	r.progressTargets(add)
+	r.recoveryTargets(add)
 	return append(out, r.retentionTargets()...)
 }
 

@@ -82,6 +82,12 @@ var documentedMetrics = map[string]bool{
 	"sweeper_api_auth_rejected_total":             true,
 	"sweeper_api_rate_limited_total":              true,
 	"sweeper_api_feed_waiting":                    true,
+	"sweeper_api_retries_scheduled_total":         true,
+	"sweeper_api_retries_exhausted_total":         true,
+	"sweeper_api_claimed_total":                   true,
+	// The retry policy's (issue 21), every reason's series from the start.
+	"sweeper_retries_scheduled_total": true,
+	"sweeper_retries_exhausted_total": true,
 	// Replica reads (internal/daemon/replica.go), always registered.
 	"sweeper_read_queries_total":           true,
 	"sweeper_read_replica_fallbacks_total": true,

@@ -2,6 +2,7 @@ package stress
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -31,6 +32,8 @@ import (
 //   - a monitor never saw two live attempts of one chain;
 //   - no attempt was claimed before its not_before (by the database clock);
 //   - no zombie was told live or could complete a frozen attempt;
+//   - every later attempt was claimed with the progress of the one it
+//     retries;
 //   - the ledger's invariants: one insert event and one terminal event per
 //     row, events only forward, every heartbeat-timeout mark judged
 //     correctly, every stuck event names its next attempt or says
@@ -90,6 +93,7 @@ func TestRetryStorm(t *testing.T) {
 
 	var (
 		claims, claimed, started, completions, zombies atomic.Int64
+		inherited                                      atomic.Int64
 		mu                                             sync.Mutex
 		problems                                       []string
 	)
@@ -134,20 +138,27 @@ func TestRetryStorm(t *testing.T) {
 	// One claimed attempt's life under its fate.
 	work := func(w *rand.Rand, d ledger.Delegation) {
 		id := d.DelegationID
+		if d.Attempt > 1 {
+			// A later attempt starts from the progress of the one it
+			// retries (frozen since it got stuck).
+			var same bool
+			if err := pool.QueryRow(stormCtx, `SELECT progress IS NOT DISTINCT FROM $2::jsonb FROM delegations WHERE delegation_id = $1`,
+				d.RetryOf, []byte(d.Progress)).Scan(&same); err == nil {
+				inherited.Add(1)
+				if !same {
+					problem("%s claimed with progress %s, not that of %s", id, d.Progress, d.RetryOf)
+				}
+			}
+		}
 		res, err := l.SetStatus(stormCtx, id, ledger.StatusInProgress, ledger.Change{Actor: "pull"})
 		if err != nil || res.Outcome != ledger.OutcomeApplied {
 			return // swept first (or the storm ends): the chain goes on without us
 		}
 		started.Add(1)
+		// A heartbeat with progress: what a next attempt inherits.
 		beat := func(step int) bool {
-			hb, err := l.Heartbeat(stormCtx, id)
-			if err != nil || !hb.Live {
-				return false
-			}
-			// The progress a next attempt inherits.
-			_, _ = pool.Exec(stormCtx, `UPDATE delegations SET progress = jsonb_build_object('step', $2::int)
-				WHERE delegation_id = $1 AND status = 'in_progress'`, id, step)
-			return true
+			hb, err := l.HeartbeatProgress(stormCtx, id, json.RawMessage(fmt.Sprintf(`{"step": %d}`, step)))
+			return err == nil && hb.Live
 		}
 		switch fate := w.IntN(100); {
 		case fate < 35: // completes
@@ -320,7 +331,7 @@ func TestRetryStorm(t *testing.T) {
 	}
 	figures := report.Figures{"chains": int64(len(chains)), "attempts": int64(total), "completed_chains": completedChains,
 		"exhausted_chains": exhaustedChains, "claims": claims.Load(), "claimed": claimed.Load(), "started": started.Load(),
-		"completions": completions.Load(), "zombies_refused": zombies.Load(), "monitor_checks": monitorRuns.Load(),
+		"completions": completions.Load(), "zombies_refused": zombies.Load(), "progress_inherited": inherited.Load(), "monitor_checks": monitorRuns.Load(),
 		"seconds": int64(elapsed.Seconds())}
 	for _, c := range checks {
 		var n int64

@@ -434,6 +434,14 @@ func TestDaemonRoleServesTheAPI(t *testing.T) {
 		{"root", "GET", "/v1/summary", "", "", 200, ""},
 		{"root", "GET", "/v1/openapi.json", "", "", 200, `"openapi"`},
 		{"gone", "GET", "/v1/summary", "", "", 200, ""}, // not revoked: the daemon role could not
+		// Schema 8: a retry policy (the next attempt, inserted by the
+		// trigger through the owner's sweeper_delegations_retry), a manual
+		// retry, a claim.
+		{"billing", "POST", "/v1/delegations", js, `{"delegation_id":"api-3","callee_id":"w","retry":{"max_attempts":2,"backoff_seconds":0.01,"on":["failed"]}}`, 201, `"api-3"`},
+		{"agent", "POST", "/v1/delegations/api-3/transitions", js, `{"to":"failed","error":"flaky"}`, 200, `"applied"`},
+		{"billing", "GET", "/v1/delegations/api-3%232", "", "", 200, `"retry_of":"api-3"`},
+		{"billing", "POST", "/v1/delegations/api-2/retry", js, `{}`, 201, `"api-2#2"`},
+		{"agent", "POST", "/v1/claims", js, `{"limit":10}`, 200, `"api-2#2"`},
 		// The console, Bearer-authenticated (no CSRF form needed).
 		{"root", "GET", "/", "", "", 200, ""},
 		{"root", "GET", "/delegations", "", "", 200, "api-2"},
@@ -441,6 +449,7 @@ func TestDaemonRoleServesTheAPI(t *testing.T) {
 		{"root", "GET", "/delegations/live", "", "", 200, "live"},
 		{"root", "GET", "/live", "", "", 200, ""},
 		{"root", "POST", "/delegations/live/fail", "application/x-www-form-urlencoded", "reason=operator", 303, ""},
+		{"root", "POST", "/bulk", "application/x-www-form-urlencoded", "action=retry&caller_id=billing&reason=operator", 200, "bulk-applied"},
 	} {
 		code, body := call(c.token, c.method, c.path, c.ctype, c.body)
 		if code != c.want || !strings.Contains(body, c.contains) {

@@ -54,6 +54,7 @@ func run() error {
 		consolePl  = flag.Bool("console-plans", true, "check the console's statement plans on the ledger of the last size")
 		consoleOn  = flag.Bool("console-only", false, "load each size and measure only the console (and its plans)")
 		progressOn = flag.Bool("progress-only", false, "load each size and measure only issue 20's figures (sweeps with the new rules on, heartbeats with progress)")
+		recoveryOn = flag.Bool("recovery-only", false, "load each size and measure only issue 21's figures (claim throughput, stuck transitions with and without a retry) at the last")
 		out        = flag.String("out", "docs/benchmarks.md", "the report")
 		imgDir     = flag.String("img", "docs/benchmarks", "directory of the charts and results.json")
 		renderOnly = flag.Bool("render", false, "only render the report and charts again from <img>/results.json")
@@ -101,7 +102,7 @@ func run() error {
 		SweepRuns: *sweepRuns, DrainRounds: *drains, IngestDuration: *ingest, IngestRows: *ingestRows,
 		CronDetectWindow: *cronWin, AdaptiveDetectWindow: *adaptWin,
 		APIRate: *apiRate, APIDuration: *apiDur, FeedEvents: *feedEvents, APIOnly: *apiOnly,
-		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN, ConsoleOnly: *consoleOn, ProgressOnly: *progressOn,
+		Binary: *binary, Logf: logf, ConsoleRequests: *consoleN, ConsoleOnly: *consoleOn, ProgressOnly: *progressOn, RecoveryOnly: *recoveryOn,
 		PruneBacklog: *pruneBack, PruneRounds: *pruneRuns,
 		Steady: bench.SteadyConfig{Days: *stDays, PerDay: *stPerDay, LongRunning: *stLong},
 	}
