@@ -40,6 +40,12 @@ func TestMain(m *testing.M) {
 // returns it for PYTHONPATH.
 func install(t *testing.T, py string) string {
 	t.Helper()
+	if err := exec.Command(py, "-m", "pip", "--version").Run(); err != nil {
+		if clienttest.Required() {
+			t.Fatalf("%s has no pip (apt-get install python3-pip): %v", py, err)
+		}
+		t.Skipf("%s has no pip (apt-get install python3-pip): %v", py, err)
+	}
 	target := t.TempDir()
 	cmd := exec.Command(py, "-m", "pip", "install", "--quiet", "--no-index", "--disable-pip-version-check",
 		"--no-cache-dir", "--target", target, ".")
