@@ -14,6 +14,16 @@
 //	...
 //	err = tx.Commit(ctx)
 //
+// A service on database/sql (github.com/lib/pq, pgx's stdlib, any
+// PostgreSQL driver) gets the same Ledger from NewSQL, over a *sql.DB, a
+// *sql.Conn or its own *sql.Tx:
+//
+//	tx, err := db.BeginTx(ctx, nil)
+//	...
+//	res, err := ledger.NewSQL(tx).Insert(ctx, ledger.NewDelegation{...})
+//	...
+//	err = tx.Commit()
+//
 // Status changes go through Transition, the lifecycle's one table: a move
 // that the table rejects changes nothing and is reported as an Outcome, not
 // an error. The database enforces the same rules with a trigger for writers

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -61,18 +62,27 @@ func wrapDBError(action string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", action, err)
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.ConstraintName == "delegations_progress_check":
+	// Any driver's error with a SQLSTATE: pgx's *pgconn.PgError, lib/pq's
+	// *pq.Error (through NewSQL).
+	var stateErr interface{ SQLState() string }
+	if errors.As(err, &stateErr) {
+		msg, constraint := err.Error(), ""
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			msg, constraint = pgErr.Message, pgErr.ConstraintName
+		} else if strings.Contains(msg, `"delegations_progress_check"`) {
+			constraint = "delegations_progress_check"
+		}
+		switch code := stateErr.SQLState(); {
+		case constraint == "delegations_progress_check":
 			return fmt.Errorf("%s: %w", action, &FieldError{Field: "progress",
 				Reason: fmt.Sprintf("must be a JSON object of at most %d bytes as stored (refused by the database)", MaxProgressBytes)})
-		case pgErr.Code == pgerrcode.UniqueViolation:
-			return fmt.Errorf("%s: %w: %s", action, ErrConflict, pgErr.Message)
-		case pgerrcode.IsDataException(pgErr.Code),
-			pgErr.Code == pgerrcode.CheckViolation,
-			pgErr.Code == pgerrcode.NotNullViolation:
-			return fmt.Errorf("%s: %w: %s (%w)", action, ErrInvalid, pgErr.Message, err)
+		case code == pgerrcode.UniqueViolation:
+			return fmt.Errorf("%s: %w: %s", action, ErrConflict, msg)
+		case pgerrcode.IsDataException(code),
+			code == pgerrcode.CheckViolation,
+			code == pgerrcode.NotNullViolation:
+			return fmt.Errorf("%s: %w: %s (%w)", action, ErrInvalid, msg, err)
 		}
 	}
 	return fmt.Errorf("%s: %w", action, err)

@@ -2,7 +2,9 @@ package ledger_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +18,23 @@ import (
 	"github.com/tasksweeper/sweeper/ledger"
 )
 
+// newLedger returns a ledger on a fresh database, and a pool on it for the
+// test's own checks. The ledger is over pgx, or over database/sql with the
+// driver named by envLedgerDriver (TestLedgerOverDatabaseSQL runs this
+// package's tests again with each).
 func newLedger(t *testing.T) (*ledger.Ledger, *pgxpool.Pool) {
 	t.Helper()
 	db := testdb.New(t)
-	return ledger.New(db.Pool), db.Pool
+	driver := os.Getenv(envLedgerDriver)
+	if driver == "" {
+		return ledger.New(db.Pool), db.Pool
+	}
+	sqlDB, err := sql.Open(driver, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	return ledger.NewSQL(sqlDB), db.Pool
 }
 
 func insert(t *testing.T, l *ledger.Ledger, id string, st ledger.Status) {

@@ -1,5 +1,5 @@
-// Package python_test runs the Python example client and worker against a
-// real daemon and PostgreSQL.
+// Package python_test runs the Python example worker and feed follower (on
+// the client of clients/python) against a real daemon and PostgreSQL.
 package python_test
 
 import (
@@ -50,6 +50,10 @@ func python(t *testing.T) string {
 
 func TestPythonExampleAgainstTheDaemon(t *testing.T) {
 	py := python(t)
+	clientDir, err := filepath.Abs("../../clients/python")
+	if err != nil {
+		t.Fatal(err)
+	}
 	db := testdb.New(t)
 	env := append(testbin.CleanEnv(), "SWEEPER_DATABASE_URL="+db.URL)
 	tokens := map[string]string{}
@@ -74,7 +78,8 @@ func TestPythonExampleAgainstTheDaemon(t *testing.T) {
 		t.Fatalf("no api_address:\n%s", d.Logs())
 	}
 	pyEnv := append(env, "SWEEPER_API=http://"+m[1], "SWEEPER_CALLER_TOKEN="+tokens["billing"],
-		"SWEEPER_WORKER_TOKEN="+tokens["agent"], "SWEEPER_TOKEN="+tokens["console"], "PYTHONDONTWRITEBYTECODE=1")
+		"SWEEPER_WORKER_TOKEN="+tokens["agent"], "SWEEPER_TOKEN="+tokens["console"], "PYTHONDONTWRITEBYTECODE=1",
+		"PYTHONPATH="+clientDir)
 	runPy := func(timeout time.Duration, args ...string) (int, string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -100,14 +105,14 @@ func TestPythonExampleAgainstTheDaemon(t *testing.T) {
 
 	// A worker that finishes: insert, heartbeats, complete.
 	code, out := runPy(60*time.Second, "worker.py", "--id", "py-ok", "--callee", "agent-a", "--work-seconds", "1")
-	if code != 0 || !strings.Contains(out, "insert: inserted py-ok") || !strings.Contains(out, "complete: applied") {
+	if code != 0 || !strings.Contains(out, "insert: inserted py-ok") || !strings.Contains(out, "outcome: completed") {
 		t.Fatalf("worker: exit %d\n%s", code, out)
 	}
 	// A worker whose delegation passes its deadline: the sweep marks it
 	// stuck and the heartbeat loop stops the worker.
 	start := time.Now()
 	code, out = runPy(60*time.Second, "worker.py", "--id", "py-stuck", "--callee", "agent-a", "--work-seconds", "50", "--timeout-seconds", "1")
-	if code != 3 || !strings.Contains(out, "py-stuck is stuck, stopping (reason deadline_exceeded)") {
+	if code != 3 || !strings.Contains(out, "'py-stuck' was marked stuck (deadline_exceeded), stopping") {
 		t.Fatalf("stuck worker: exit %d\n%s", code, out)
 	}
 	t.Logf("stuck worker stopped %s after it started", time.Since(start).Round(time.Millisecond))

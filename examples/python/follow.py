@@ -2,7 +2,7 @@
 last event id processed) is kept in a file, so a restart resumes without loss
 or repeats.
 
-Environment: SWEEPER_API, SWEEPER_TOKEN.
+Environment: SWEEPER_API, SWEEPER_TOKEN. The client is clients/python.
 
     python3 follow.py --cursor-file /tmp/cursor --to-status stuck
     python3 follow.py --max-events 10 --wait 5s   # stop after 10 events
@@ -32,11 +32,13 @@ def main():
             after = int(f.read().strip() or 0)
     n = 0
     for ev in client.follow(after=after, wait=args.wait, to_status=args.to_status, caller_id=args.caller_id):
-        print(json.dumps(ev, sort_keys=True), flush=True)
+        print(json.dumps({"id": ev.id, "delegation_id": ev.delegation_id, "from_status": ev.from_status,
+                          "to_status": ev.to_status, "actor": ev.actor, "at": ev.at.isoformat()},
+                         sort_keys=True), flush=True)
         if args.cursor_file:
             tmp = args.cursor_file + ".tmp"
             with open(tmp, "w") as f:
-                f.write(str(ev["id"]))
+                f.write(str(ev.id))
             os.replace(tmp, args.cursor_file)
         n += 1
         if args.max_events and n >= args.max_events:

@@ -1,9 +1,11 @@
 """An example worker: records a delegation (caller token), then works on it
-(worker token) with a heartbeat loop, reporting progress, that stops as soon as the ledger says the
-delegation is no longer live (it was marked stuck, or finished elsewhere), and
-completes it when the work is done.
+(worker token) with the client's task helper, which heartbeats in a thread,
+reports the work's progress with the beats, stops the work as soon as the
+ledger says the delegation is no longer live (it was marked stuck, or
+finished elsewhere), and records the outcome.
 
 Environment: SWEEPER_API (base URL), SWEEPER_CALLER_TOKEN, SWEEPER_WORKER_TOKEN.
+The client is clients/python (pip install ./clients/python).
 
     python3 worker.py --id task-42 --callee agent-a --work-seconds 2
 
@@ -13,25 +15,9 @@ Exit status: 0 completed, 3 stopped because the delegation was no longer live.
 import argparse
 import os
 import sys
-import threading
+import time
 
-from sweeper_client import Client, Problem
-
-
-def heartbeat_loop(client, delegation_id, interval, stop, lost):
-    """Heartbeat every interval until stop is set; set lost (and stop) when
-    the ledger answers live=false. Each beat reports the work's progress
-    (here a counter), so a progress timeout tells this loop, alive while the
-    work is wedged, from work that moves."""
-    beats = 0
-    while not stop.wait(interval):
-        beats += 1
-        beat = client.heartbeat(delegation_id, progress={"beats": beats})
-        if not beat["live"]:
-            print("heartbeat: %s is %s, stopping (reason %s)" % (delegation_id, beat["status"], beat.get("reason", "none")),
-                  flush=True)
-            lost.set()
-            stop.set()
+from sweeper_client import Client
 
 
 def main():
@@ -49,26 +35,23 @@ def main():
 
     res = caller.insert(args.id, callee_id=args.callee, task_preview="example task " + args.id,
                         timeout_seconds=args.timeout_seconds)
-    print("insert: %s %s" % (res["outcome"], res["delegation_id"]), flush=True)
-    worker.transition(args.id, "in_progress", reason="picked up")
+    print("insert: %s %s" % (res.outcome, res.delegation_id), flush=True)
 
-    stop, lost = threading.Event(), threading.Event()
-    beater = threading.Thread(target=heartbeat_loop,
-                              args=(worker, args.id, args.heartbeat_seconds, stop, lost), daemon=True)
-    beater.start()
-    # The "work": wait until it is done, or until the heartbeat loop says stop.
-    stop.wait(args.work_seconds)
-    stop.set()
-    beater.join()
-    if lost.is_set():
-        return 3
-    try:
-        out = worker.transition(args.id, "completed", result="done after %gs" % args.work_seconds)
-    except Problem as p:
-        print("complete refused: %s (%s)" % (p, p.outcome), flush=True)
-        return 3
-    print("complete: %s" % out["outcome"], flush=True)
-    return 0
+    with worker.task(args.id, heartbeat_interval=args.heartbeat_seconds) as t:
+        # The "work": steps of one heartbeat each, each reported as progress
+        # (so a progress timeout tells work that moves from work that is
+        # wedged), until it is done or the ledger says stop.
+        end, beats = time.monotonic() + args.work_seconds, 0
+        while time.monotonic() < end:
+            beats += 1
+            t.progress({"beats": beats})
+            if t.cancelled.wait(min(args.heartbeat_seconds, max(0.0, end - time.monotonic()))):
+                print("heartbeat: %s, stopping" % t.reason, flush=True)
+                break
+        else:
+            t.result = "done after %gs" % args.work_seconds
+    print("outcome: %s" % t.outcome, flush=True)
+    return 0 if t.outcome == "completed" else 3
 
 
 if __name__ == "__main__":

@@ -19,3 +19,9 @@ var GoVersion = runtime.Version()
 func String() string {
 	return "sweeper " + Version + " (commit " + Commit + ", " + GoVersion + ")"
 }
+
+// ClientVersion is the version of the API clients shipped with this
+// daemon (clients/python, clients/typescript): released together, their
+// version follows the daemon's minor version, and a test of each client
+// fails when its package version differs from this.
+const ClientVersion = "0.4.0"
