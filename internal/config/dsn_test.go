@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -84,16 +85,23 @@ func FuzzDisplayDSN(f *testing.F) {
 		}
 		// Each form escapes the password as a careful user would.
 		kvQuote := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
-		forms := []string{
-			(&url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: host, Path: "/" + db}).String(),
-			(&url.URL{Scheme: "postgresql", User: url.User(user), Host: host, Path: "/" + db,
-				RawQuery: url.Values{"sslmode": {"disable"}, "password": {password}}.Encode()}).String(),
-			"host='" + kvQuote.Replace(host) + "' user='" + kvQuote.Replace(user) +
-				"' password='" + kvQuote.Replace(password) + "' dbname='" + kvQuote.Replace(db) + "'",
+		forms := func(password string) []string {
+			return []string{
+				(&url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: host, Path: "/" + db}).String(),
+				(&url.URL{Scheme: "postgresql", User: url.User(user), Host: host, Path: "/" + db,
+					RawQuery: url.Values{"sslmode": {"disable"}, "password": {password}}.Encode()}).String(),
+				"host='" + kvQuote.Replace(host) + "' user='" + kvQuote.Replace(user) +
+					"' password='" + kvQuote.Replace(password) + "' dbname='" + kvQuote.Replace(db) + "'",
+			}
 		}
-		for _, dsn := range forms {
+		// The same DSNs with another password: what is displayed must not
+		// depend on the password. (The password may still be a substring of
+		// the display by chance: user 0000, password 000@ and "0000@host".)
+		others := forms("pw-" + strconv.Itoa(len(password)) + "-other")
+		for i, dsn := range forms(password) {
 			checkDisplayDSN(t, dsn)
-			if got := DisplayDSN(dsn); strings.Contains(got, password) && !strings.Contains(user+host+db, password) {
+			got := DisplayDSN(dsn)
+			if strings.Contains(got, password) && got != DisplayDSN(others[i]) {
 				t.Fatalf("DisplayDSN(%q) = %q shows the password %q", dsn, got, password)
 			}
 		}
@@ -142,9 +150,11 @@ func checkDisplayDSN(t *testing.T, dsn string) {
 	if !strings.HasPrefix(got, wantStart) || !strings.HasSuffix(got, "/"+pc.Database) {
 		t.Fatalf("DisplayDSN(%q) = %q, want %s.../%s", dsn, got, wantStart, pc.Database)
 	}
-	shown := pc.User + pc.Host + pc.Database
+	// What the display is made of, separators included: a password may be
+	// a substring of it by chance (user 0000, password 000@: "0000@db").
+	shown := wantStart + "/" + pc.Database
 	for _, fb := range pc.Fallbacks {
-		shown += fb.Host
+		shown += "," + joinHostPort(fb.Host, fb.Port)
 	}
 	if pw := pc.Password; len(pw) >= 4 && strings.Contains(got, pw) && !strings.Contains(shown, pw) {
 		t.Fatalf("DisplayDSN(%q) = %q shows the password %q", dsn, got, pw)
