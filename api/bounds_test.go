@@ -57,8 +57,11 @@ var boundsBase = map[string]func(e *env, i int) boundsReq{
 	"retryDelegation": func(e *env, i int) boundsReq {
 		return boundsReq{token: "admin", id: e.boundsRow(i, ledger.StatusFailed), body: map[string]any{}}
 	},
-	"heartbeats": func(e *env, i int) boundsReq {
-		return boundsReq{token: "admin", body: map[string]any{"ids": []any{e.boundsRow(i, ledger.StatusInProgress)}}}
+	// ids and beats share api.max_batch: the base sends neither, so that
+	// each is probed at its bound alone.
+	"heartbeats": func(e *env, i int) boundsReq { return boundsReq{token: "admin", body: map[string]any{}} },
+	"claimDelegations": func(e *env, i int) boundsReq {
+		return boundsReq{token: "admin", body: map[string]any{"callee_id": "agent-a", "limit": 1}}
 	},
 	"feed":    func(e *env, i int) boundsReq { return boundsReq{token: "admin", query: map[string]any{}} },
 	"summary": func(e *env, i int) boundsReq { return boundsReq{token: "admin", query: map[string]any{}} },
@@ -321,8 +324,11 @@ func schemaCases(t *testing.T, in, name string, s *openapi3.Schema) []boundCase 
 				out := make([]any, n)
 				for j := range out {
 					out[j] = fmt.Sprintf("item-%d", j)
-					if len(items.Enum) > 0 { // members, each once up to the enum's size
+					switch {
+					case len(items.Enum) > 0: // members, each once up to the enum's size
 						out[j] = items.Enum[j%len(items.Enum)]
+					case items.Type.Is("object"):
+						out[j] = minimalObject(t, items, j)
 					}
 				}
 				return out
@@ -339,6 +345,29 @@ func schemaCases(t *testing.T, in, name string, s *openapi3.Schema) []boundCase 
 		}
 	}
 	return cs
+}
+
+// minimalObject is a valid value of the object schema s with only its
+// required properties: strings item-<j> (unique within an array), nested
+// objects built the same way. A required property of another type fails
+// the test, which must then learn to build it.
+func minimalObject(t *testing.T, s *openapi3.Schema, j int) map[string]any {
+	t.Helper()
+	out := map[string]any{}
+	for _, name := range s.Required {
+		p := s.Properties[name].Value
+		switch {
+		case len(p.Enum) > 0:
+			out[name] = p.Enum[0]
+		case p.Type.Is("string") && p.Format == "" && p.MinLength <= 8:
+			out[name] = fmt.Sprintf("item-%d", j)
+		case p.Type.Is("object"):
+			out[name] = minimalObject(t, p, j)
+		default:
+			t.Fatalf("minimalObject: no value for the required property %q (%v)", name, p.Type)
+		}
+	}
+	return out
 }
 
 // boundsSend sends base with the value of case c set to v.

@@ -15,7 +15,8 @@ import (
 var OpenAPIDocument []byte
 
 // documentFor is the document this handler serves: OpenAPIDocument with the
-// configured limits (api.max_batch) in place of the defaults it states.
+// configured limits (api.max_batch, which bounds ids and beats of POST
+// /v1/heartbeats together) in place of the defaults it states.
 func documentFor(opts Options) ([]byte, error) {
 	if opts.MaxBatch == MaxBatchDefault {
 		return OpenAPIDocument, nil
@@ -26,6 +27,7 @@ func documentFor(opts Options) ([]byte, error) {
 	}
 	for _, at := range [][]string{
 		{"components", "schemas", "HeartbeatsRequest", "properties", "ids"},
+		{"components", "schemas", "HeartbeatsRequest", "properties", "beats"},
 		{"components", "schemas", "HeartbeatsResponse", "properties", "not_live"},
 	} {
 		node := doc
