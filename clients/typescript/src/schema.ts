@@ -11,10 +11,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Delegations newest first, keyset paginated; needs caller_id, callee_id or status (callers and workers are narrowed to their own) */
+        /**
+         * Delegations newest first, keyset paginated; needs caller_id, callee_id or status (callers and workers are narrowed to their own)
+         * @description Newest first, one page at a time: pass next_cursor as cursor for the next page. Needs caller_id, callee_id or status; caller and worker tokens are narrowed to their own rows. Every filter reads an index, so a page costs the same on any table size.
+         */
         get: operations["listDelegations"];
         put?: never;
-        /** Record a delegation (idempotent) */
+        /**
+         * Record a delegation (idempotent)
+         * @description Records a delegation from a caller to a callee. Idempotent twice over: the same delegation_id again answers 200 already_exists, and an idempotency_key already used by the caller answers 200 duplicate_key with the existing delegation_id (or 201 retried when that key's latest attempt failed or got stuck). Caller tokens insert with their own caller_id; admin tokens with any.
+         */
         post: operations["insertDelegation"];
         delete?: never;
         options?: never;
@@ -27,12 +33,15 @@ export interface paths {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
-        /** One delegation */
+        /**
+         * One delegation
+         * @description The delegation, with its attempt number and, when it has its own, its heartbeat timeout. 404 when it is missing or outside the token's scope (the two are not told apart).
+         */
         get: operations["getDelegation"];
         put?: never;
         post?: never;
@@ -47,14 +56,17 @@ export interface paths {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
         get?: never;
         put?: never;
-        /** Move a delegation forward */
+        /**
+         * Move a delegation forward
+         * @description Moves a delegation forward in its lifecycle (queued, dispatched, in_progress, then completed, failed or stuck). A replay of the current status answers 200 unchanged; a backward move or a change of a terminal delegation answers 409 with outcome and current_status. Workers move their own delegations; callers may only cancel theirs (to failed).
+         */
         post: operations["transition"];
         delete?: never;
         options?: never;
@@ -67,14 +79,17 @@ export interface paths {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
         get?: never;
         put?: never;
-        /** Record that the worker is alive, optionally with its progress; live=false means stop */
+        /**
+         * Record that the worker is alive, optionally with its progress; live=false means stop
+         * @description Tells the ledger the delegation's worker is alive, so the sweeper does not mark it stuck, optionally with its progress (a JSON object of at most 8 KiB; progress_at moves when it changes). live=false means the delegation is terminal (completed, failed, or marked stuck, with the reason): stop working on it.
+         */
         post: operations["heartbeat"];
         delete?: never;
         options?: never;
@@ -87,12 +102,15 @@ export interface paths {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
-        /** The audit log of one delegation */
+        /**
+         * The audit log of one delegation
+         * @description Every status change of the delegation, oldest first, with who made it and why.
+         */
         get: operations["delegationEvents"];
         put?: never;
         post?: never;
@@ -107,8 +125,8 @@ export interface paths {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
@@ -130,12 +148,15 @@ export interface paths {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
-        /** The attempt chain a delegation belongs to */
+        /**
+         * The attempt chain a delegation belongs to
+         * @description The attempt chain the delegation belongs to (first attempt first), narrowed to the attempts the token may see.
+         */
         get: operations["delegationAttempts"];
         put?: never;
         post?: never;
@@ -154,7 +175,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Heartbeat many delegations in one statement */
+        /**
+         * Heartbeat many delegations in one statement
+         * @description Heartbeats up to api.max_batch delegations in one statement; answers the ids whose workers should stop (terminal, missing, or another callee's for a worker token).
+         */
         post: operations["heartbeats"];
         delete?: never;
         options?: never;
@@ -189,7 +213,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The durable feed: events after a cursor, long-polled with wait */
+        /**
+         * The durable feed: events after a cursor, long-polled with wait
+         * @description Events after a cursor in commit order: restart from the last id you processed and you miss nothing and see nothing twice. wait makes it a long poll that answers as soon as a matching event commits. pending=true says matching events wait for an older transaction to end.
+         */
         get: operations["feed"];
         put?: never;
         post?: never;
@@ -206,7 +233,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** In flight per caller and per status */
+        /**
+         * In flight per caller and per status
+         * @description In-flight delegations (queued, dispatched, in_progress) in total, per status and per caller, counted from the in-flight partial index. Caller tokens see their own; worker tokens are refused.
+         */
         get: operations["summary"];
         put?: never;
         post?: never;
@@ -223,8 +253,131 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** This document */
+        /**
+         * This document
+         * @description This OpenAPI document, stating the api.max_batch configured on this server (api/openapi.json states the default).
+         */
         get: operations["openapi"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List webhook subscriptions
+         * @description Admin tokens only (others get 403). The oldest 10000, oldest first (sweeper webhook list lists every one); never their secrets.
+         */
+        get: operations["listWebhooks"];
+        put?: never;
+        /**
+         * Subscribe an endpoint to the ledger's events
+         * @description Admin tokens only (others get 403). The subscription receives the events committed from now on, signed with its secret (Standard Webhooks). The secret is in this answer only: store it now.
+         */
+        post: operations["createWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Read one webhook subscription
+         * @description Admin tokens only (others get 403). Its state, cursor and failure record; never its secret. A malformed id is refused with 422 invalid-field, an unknown one with 404.
+         */
+        get: operations["getWebhook"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a webhook subscription
+         * @description Admin tokens only (others get 403). With its attempts log; a delivery in flight ends at the next lease renewal. A malformed id is refused with 422 invalid-field, an unknown one with 404.
+         */
+        delete: operations["deleteWebhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Give a subscription a new signing secret
+         * @description Admin tokens only (others get 403). The answer carries the new secret, shown this once. The previous secret also signs every delivery for 24 hours (rotation_ends_at): webhook-signature then holds two v1 signatures, and a receiver may switch to the new secret at any moment within that window. A second rotation within it drops the oldest secret. A malformed id is refused with 422 invalid-field, an unknown one with 404.
+         */
+        post: operations["rotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resume a paused or disabled subscription
+         * @description Admin tokens only (others get 403). Delivery starts again from the subscription's cursor: the event that kept failing comes first. No body. A malformed id is refused with 422 invalid-field, an unknown one with 404.
+         */
+        post: operations["resumeWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{id}/attempts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * The newest delivery attempts of a subscription
+         * @description Admin tokens only (others get 403). Newest first, at most 50, each with its status code, latency, outcome and at most 1 KiB of the response body. A malformed id is refused with 422 invalid-field, an unknown one with 404.
+         */
+        get: operations["webhookAttempts"];
         put?: never;
         post?: never;
         delete?: never;
@@ -242,54 +395,46 @@ export interface components {
         Problem: {
             type: string;
             title: string;
+            /** Format: int32 */
             status: number;
+            /** @description what was wrong, for a person; at most 2000 characters */
             detail?: string;
+            /** @description the request's path; at most 2048 characters */
             instance?: string;
+            /** @description the invalid input: a body field (ids[3] for an array element) or a query parameter; at most 255 characters */
             field?: string;
             /** @enum {string} */
             outcome?: "rejected_terminal" | "rejected_backward" | "not_retryable";
             current_status?: components["schemas"]["Status"];
         };
         Delegation: {
-            delegation_id: string;
-            caller_id: string;
-            callee_id: string;
+            delegation_id: components["schemas"]["DelegationId"];
+            caller_id: components["schemas"]["DelegationId"];
+            callee_id: components["schemas"]["DelegationId"];
             task_preview: string;
             result_preview?: string;
             error_detail?: string;
             status: components["schemas"]["Status"];
-            idempotency_key?: string;
-            /** Format: date-time */
-            last_heartbeat?: string;
-            /** Format: date-time */
-            deadline: string;
+            idempotency_key?: components["schemas"]["DelegationId"];
+            last_heartbeat?: components["schemas"]["DateTime"];
+            deadline: components["schemas"]["DateTime"];
             /** @enum {string} */
             stuck_reason?: "heartbeat_timeout" | "deadline_exceeded" | "stalled" | "queue_timeout" | "start_timeout";
-            /** Format: date-time */
-            created_at: string;
-            /** Format: date-time */
-            updated_at: string;
+            created_at: components["schemas"]["DateTime"];
+            updated_at: components["schemas"]["DateTime"];
+            /** Format: int32 */
             attempt?: number;
-            retry_of?: string;
+            retry_of?: components["schemas"]["DelegationId"];
             /** @description the delegation's own heartbeat timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.heartbeat_timeout */
             heartbeat_timeout_seconds?: number;
             /** @description the worker's latest progress report (a JSON object of at most 8 KiB, as it sent it with a heartbeat); absent when none */
             progress?: Record<string, unknown>;
-            /**
-             * Format: date-time
-             * @description when progress last changed, or the row entered in_progress, by the database clock
-             */
-            progress_at?: string;
-            /**
-             * Format: date-time
-             * @description a queued delegation is not due before this (a retry's backoff); its queue wait counts from then
-             */
-            not_before?: string;
-            /**
-             * Format: date-time
-             * @description when the delegation entered dispatched, by the database clock
-             */
-            dispatched_at?: string;
+            /** @description when progress last changed, or the row entered in_progress, by the database clock */
+            progress_at?: components["schemas"]["DateTime"];
+            /** @description a queued delegation is not due before this (a retry's backoff); its queue wait counts from then */
+            not_before?: components["schemas"]["DateTime"];
+            /** @description when the delegation entered dispatched, by the database clock */
+            dispatched_at?: components["schemas"]["DateTime"];
             /** @description the delegation's own progress timeout (stalled rule) in seconds (1 s to 7 days); absent: the sweeper's global sweep.progress_timeout (off by default) */
             progress_timeout_seconds?: number;
             /** @description the delegation's own queue timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.queue_timeout (off by default) */
@@ -301,29 +446,31 @@ export interface components {
             retry: components["schemas"]["RetryPolicy"];
         };
         Event: {
-            id: number;
-            delegation_id: string;
+            id: components["schemas"]["EventId"];
+            delegation_id: components["schemas"]["DelegationId"];
             from_status?: components["schemas"]["Status"];
             to_status: components["schemas"]["Status"];
+            /** @description at most 2000 characters (a longer one written by another client is shown cut, ending with …) */
             reason?: string;
+            /** @description who wrote the change: api:<token name>, console:<token name>, sweeper, ...; at most 255 characters (a longer one is shown cut) */
             actor: string;
-            /** Format: date-time */
-            at: string;
+            at: components["schemas"]["DateTime"];
             detail?: unknown;
-            caller_id: string;
-            callee_id: string;
+            caller_id: components["schemas"]["DelegationId"];
+            callee_id: components["schemas"]["DelegationId"];
         };
         InsertRequest: {
-            delegation_id: string;
+            delegation_id: components["schemas"]["DelegationId"];
             /** @description defaults to a caller token's principal */
-            caller_id?: string;
-            callee_id: string;
-            task_preview?: string;
-            idempotency_key?: string;
+            caller_id?: components["schemas"]["OptionalId"];
+            callee_id: components["schemas"]["DelegationId"];
+            task_preview?: components["schemas"]["InputText"];
+            /** @description empty or absent: none */
+            idempotency_key?: components["schemas"]["OptionalId"];
             /** @enum {string} */
             status?: "queued" | "dispatched" | "in_progress";
-            /** Format: date-time */
-            deadline?: string;
+            deadline?: components["schemas"]["DateTime"];
+            /** @description the deadline in seconds from now (at most 366 days); set deadline or timeout_seconds, not both */
             timeout_seconds?: number;
             /** @description the delegation's own heartbeat timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.heartbeat_timeout */
             heartbeat_timeout_seconds?: number;
@@ -338,31 +485,34 @@ export interface components {
         InsertResponse: {
             /** @enum {string} */
             outcome: "inserted" | "already_exists" | "duplicate_key" | "retried";
-            delegation_id: string;
+            delegation_id: components["schemas"]["DelegationId"];
         };
         RetryRequest: {
-            /** @description the next attempt's id; derived (<id>#<n>) when absent */
-            delegation_id?: string;
-            callee_id?: string;
-            task_preview?: string;
-            idempotency_key?: string;
+            /** @description the next attempt's id; derived (<id>#<n>) when absent or empty */
+            delegation_id?: components["schemas"]["OptionalId"];
+            /** @description absent or empty: the retried attempt's */
+            callee_id?: components["schemas"]["OptionalId"];
+            task_preview?: components["schemas"]["InputText"];
+            /** @description absent or empty: the retried attempt's (see clear_idempotency_key) */
+            idempotency_key?: components["schemas"]["OptionalId"];
             /** @description record the next attempt without an idempotency key */
             clear_idempotency_key?: boolean;
             /** @enum {string} */
             status?: "queued" | "dispatched" | "in_progress";
-            /** Format: date-time */
-            deadline?: string;
+            deadline?: components["schemas"]["DateTime"];
+            /** @description the deadline in seconds from now (at most 366 days); set deadline or timeout_seconds, not both */
             timeout_seconds?: number;
             /** @description the delegation's own heartbeat timeout in seconds (1 s to 7 days); absent: the sweeper's global sweep.heartbeat_timeout */
             heartbeat_timeout_seconds?: number;
-            /** @description recorded in the new attempt's audit event */
-            reason?: string;
+            /** @description recorded in the new attempt's audit event; at most 2000 characters */
+            reason?: components["schemas"]["Reason"];
         };
         RetryResponse: {
             /** @enum {string} */
             outcome: "created" | "already_retried";
             /** @description the next attempt's id */
-            delegation_id: string;
+            delegation_id: components["schemas"]["DelegationId"];
+            /** Format: int32 */
             attempt: number;
         };
         ListResponse: {
@@ -371,9 +521,11 @@ export interface components {
         };
         TransitionRequest: {
             to: components["schemas"]["Status"];
-            result?: string;
-            error?: string;
-            reason?: string;
+            /** @description stored as result_preview (truncated to 2000 characters) */
+            result?: components["schemas"]["InputText"];
+            /** @description stored as error_detail (truncated to 8000 characters) */
+            error?: components["schemas"]["InputText"];
+            reason?: components["schemas"]["Reason"];
         };
         TransitionResponse: {
             /** @enum {string} */
@@ -391,40 +543,193 @@ export interface components {
         };
         /** @description ids, beats with a progress each, or both; at most the server's batch limit in all */
         HeartbeatsRequest: {
-            ids?: string[];
+            /** @description at most api.max_batch ids (10000 by default; the served document states the configured value) */
+            ids?: components["schemas"]["DelegationId"][];
+            /** @description heartbeats with a progress each; ids and beats together at most api.max_batch */
             beats?: {
-                id: string;
-                /** @description as for a single heartbeat */
+                id: components["schemas"]["DelegationId"];
+                /** @description as for a single heartbeat: a JSON object of at most 8 KiB */
                 progress?: Record<string, unknown> | null;
             }[];
         };
         HeartbeatsResponse: {
-            not_live: string[];
+            /** @description a subset of the request's ids */
+            not_live: components["schemas"]["DelegationId"][];
         };
         EventsResponse: {
+            /** @description oldest first; at most 1000 (the lifecycle writes a handful per delegation) */
             events: components["schemas"]["Event"][];
         };
         AttemptsResponse: {
+            /** @description first attempt first; at most the first 1000 attempts of the chain */
             attempts: components["schemas"]["Delegation"][];
         };
         FeedResponse: {
             events: components["schemas"]["Event"][];
+            /** Format: int64 */
             next_after: number;
             pending: boolean;
         };
         Counts: {
-            queued: number;
-            dispatched: number;
-            in_progress: number;
+            queued: components["schemas"]["Count"];
+            dispatched: components["schemas"]["Count"];
+            in_progress: components["schemas"]["Count"];
         };
         Summary: {
-            in_flight: number;
+            in_flight: components["schemas"]["Count"];
             by_status: components["schemas"]["Counts"];
+            /** @description in caller_id order; at most 10000 callers (ask for one with caller_id beyond that) */
             by_caller: {
-                caller_id: string;
-                in_flight: number;
+                caller_id: components["schemas"]["DelegationId"];
+                in_flight: components["schemas"]["Count"];
                 by_status: components["schemas"]["Counts"];
             }[];
+        };
+        /** @description An identifier (delegation_id, caller_id, callee_id): 1 to 255 bytes of UTF-8, no control characters, not blank */
+        DelegationId: string;
+        /** @description An identifier that may be left empty (empty means absent): at most 255 bytes of UTF-8, no control characters */
+        OptionalId: string;
+        /** @description Free text, at most 65536 characters, no NUL; stored truncated to its column's limit (2000 characters for previews, 8000 for error details) ending with … */
+        InputText: string;
+        /** @description Why, recorded in the audit event: at most 2000 characters, no NUL */
+        Reason: string;
+        /**
+         * Format: date-time
+         * @description An RFC 3339 time, e.g. 2026-12-01T18:00:00Z (at most 35 characters)
+         */
+        DateTime: string;
+        /** Format: int64 */
+        Count: number;
+        /**
+         * Format: int64
+         * @description delegation_events.id: orders every change
+         */
+        EventId: number;
+        /** @description A webhook subscription's id: wh_ and 24 lower-case hex digits */
+        WebhookId: string;
+        /**
+         * Format: uri
+         * @description The destination: 10 to 2048 bytes, https:// (http:// with webhooks.allow_http) in lower case, a host, no user name or password, no fragment, no space or control character; an IP literal in a private, loopback, link-local or metadata range only with webhooks.allow_private_networks
+         */
+        WebhookUrl: string;
+        WebhookRequest: {
+            url: components["schemas"]["WebhookUrl"];
+            /** @description Statuses whose events to send (the type is delegation.<status>), each at most once; empty or absent: all */
+            events?: ("queued" | "dispatched" | "in_progress" | "completed" | "failed" | "stuck")[];
+            /** @description Only this caller's delegations; empty or absent: every caller's */
+            caller_id?: components["schemas"]["OptionalId"];
+            /** @description Only this callee's delegations; empty or absent: every callee's */
+            callee_id?: components["schemas"]["OptionalId"];
+        };
+        /** @description A webhook subscription as listed: never its secret. */
+        WebhookSubscription: {
+            id: components["schemas"]["WebhookId"];
+            /** @description The destination */
+            url: components["schemas"]["WebhookUrl"];
+            /** @description Statuses whose events it receives; empty: all */
+            events: ("queued" | "dispatched" | "in_progress" | "completed" | "failed" | "stuck")[];
+            /** @description Only this caller's delegations (absent: every caller's) */
+            caller_id?: components["schemas"]["DelegationId"];
+            /** @description Only this callee's delegations (absent: every callee's) */
+            callee_id?: components["schemas"]["DelegationId"];
+            /**
+             * @description paused: its head event failed for webhooks.max_retry_age; disabled: the endpoint answered 410
+             * @enum {string}
+             */
+            state: "active" | "paused" | "disabled";
+            /** @description Why it is paused or disabled */
+            state_reason?: string;
+            /**
+             * Format: int64
+             * @description The id of the last event delivered or passed over
+             */
+            cursor: number;
+            /**
+             * Format: int32
+             * @description Consecutive failed attempts of the head event
+             */
+            failed_attempts: number;
+            failing_since?: components["schemas"]["DateTime"];
+            next_attempt_at?: components["schemas"]["DateTime"];
+            last_delivery_at?: components["schemas"]["DateTime"];
+            /** @description While a rotation lasts: when the previous secret stops signing */
+            rotation_ends_at?: components["schemas"]["DateTime"];
+            /** @description The replica delivering it */
+            lease_owner?: string;
+            created_at: components["schemas"]["DateTime"];
+            updated_at: components["schemas"]["DateTime"];
+        };
+        /** @description A webhook subscription with its signing secret, shown in this answer only. */
+        WebhookSecret: {
+            id: components["schemas"]["WebhookId"];
+            /** @description The destination */
+            url: components["schemas"]["WebhookUrl"];
+            /** @description Statuses whose events it receives; empty: all */
+            events: ("queued" | "dispatched" | "in_progress" | "completed" | "failed" | "stuck")[];
+            /** @description Only this caller's delegations (absent: every caller's) */
+            caller_id?: components["schemas"]["DelegationId"];
+            /** @description Only this callee's delegations (absent: every callee's) */
+            callee_id?: components["schemas"]["DelegationId"];
+            /**
+             * @description paused: its head event failed for webhooks.max_retry_age; disabled: the endpoint answered 410
+             * @enum {string}
+             */
+            state: "active" | "paused" | "disabled";
+            /** @description Why it is paused or disabled */
+            state_reason?: string;
+            /**
+             * Format: int64
+             * @description The id of the last event delivered or passed over
+             */
+            cursor: number;
+            /**
+             * Format: int32
+             * @description Consecutive failed attempts of the head event
+             */
+            failed_attempts: number;
+            failing_since?: components["schemas"]["DateTime"];
+            next_attempt_at?: components["schemas"]["DateTime"];
+            last_delivery_at?: components["schemas"]["DateTime"];
+            /** @description While a rotation lasts: when the previous secret stops signing */
+            rotation_ends_at?: components["schemas"]["DateTime"];
+            /** @description The replica delivering it */
+            lease_owner?: string;
+            created_at: components["schemas"]["DateTime"];
+            updated_at: components["schemas"]["DateTime"];
+            /** @description whsec_ and the standard base64 (with padding) of the HMAC-SHA256 key (32 random bytes) */
+            secret: string;
+        };
+        WebhooksResponse: {
+            /** @description The oldest 10000 subscriptions, oldest first (sweeper webhook list lists every one) */
+            subscriptions: components["schemas"]["WebhookSubscription"][];
+        };
+        WebhookAttempt: {
+            /** Format: int64 */
+            id: number;
+            /**
+             * Format: int64
+             * @description The event delivered (delegation_events.id)
+             */
+            event_id: number;
+            /** @description The webhook-id header sent: evt_ and the event's id */
+            webhook_id: string;
+            at: components["schemas"]["DateTime"];
+            /**
+             * Format: int32
+             * @description The endpoint's status; absent when no answer came
+             */
+            status_code?: number;
+            /** Format: int32 */
+            latency_ms: number;
+            /** @enum {string} */
+            outcome: "delivered" | "failed" | "gone" | "refused";
+            /** @description Why the attempt failed, at most 1 KiB */
+            error?: string;
+            /** @description At most 1 KiB of the response body (invalid UTF-8 replaced) */
+            response?: string;
+        };
+        WebhookAttemptsResponse: {
+            attempts: components["schemas"]["WebhookAttempt"][];
         };
         HeartbeatRequest: {
             /** @description a JSON object of at most 8 KiB (as PostgreSQL prints it) that replaces the delegation's progress; absent or null leaves it as it is. progress_at moves only when the value changes. */
@@ -432,7 +737,10 @@ export interface components {
         };
         /** @description The retry policy, copied to every attempt. When an attempt moves to a status in on (by any writer) and its attempt is below max_attempts, the database inserts the next attempt, queued, due after min(backoff_max_seconds, backoff_seconds * 2^(n-1)) +-10%. */
         RetryPolicy: {
-            /** @description attempts of the chain, the first included; 1: no automatic retry */
+            /**
+             * Format: int32
+             * @description attempts of the chain, the first included; 1: no automatic retry
+             */
             max_attempts: number;
             backoff_seconds: number;
             backoff_max_seconds: number;
@@ -440,6 +748,7 @@ export interface components {
         };
         /** @description A retry policy; absent fields take the defaults: max_attempts 1, backoff_seconds 30, backoff_max_seconds 3600 (or backoff_seconds if larger), on [stuck]. */
         RetryPolicyInput: {
+            /** Format: int32 */
             max_attempts?: number;
             backoff_seconds?: number;
             backoff_max_seconds?: number;
@@ -447,7 +756,11 @@ export interface components {
         };
         ClaimRequest: {
             /** @description defaults to a worker token's principal; required for an admin token */
-            callee_id?: string;
+            callee_id?: components["schemas"]["DelegationId"];
+            /**
+             * Format: int32
+             * @description the most delegations to claim
+             */
             limit: number;
         };
         ClaimResponse: {
@@ -459,6 +772,8 @@ export interface components {
         /** @description Malformed JSON, unknown field or bad query parameter (field names it) */
         BadRequest: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -468,6 +783,8 @@ export interface components {
         /** @description Missing, invalid or revoked token */
         Unauthenticated: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -477,6 +794,8 @@ export interface components {
         /** @description The token's role or principal does not allow this */
         Forbidden: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -486,6 +805,8 @@ export interface components {
         /** @description Missing, or not visible to this token */
         NotFound: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -495,6 +816,8 @@ export interface components {
         /** @description Method not allowed (see Allow) */
         MethodNotAllowed: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -504,6 +827,8 @@ export interface components {
         /** @description Refused transition (outcome rejected_terminal or rejected_backward) or conflicting insert */
         Conflict: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -513,6 +838,8 @@ export interface components {
         /** @description Body over api.max_body_bytes */
         TooLarge: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -522,6 +849,8 @@ export interface components {
         /** @description Content-Type is not application/json */
         UnsupportedMediaType: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -531,6 +860,8 @@ export interface components {
         /** @description A field is invalid (field names it) */
         Invalid: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -540,7 +871,9 @@ export interface components {
         /** @description Over the token's rate limit */
         RateLimited: {
             headers: {
-                "Retry-After"?: string;
+                "Retry-After": components["headers"]["RetryAfter"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -550,6 +883,8 @@ export interface components {
         /** @description Server failure (cause logged, never sent) */
         Internal: {
             headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -559,7 +894,9 @@ export interface components {
         /** @description Database unavailable */
         Unavailable: {
             headers: {
-                "Retry-After"?: string;
+                "Retry-After": components["headers"]["RetryAfter"];
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                 [name: string]: unknown;
             };
             content: {
@@ -567,9 +904,31 @@ export interface components {
             };
         };
     };
-    parameters: never;
+    parameters: {
+        /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+        DelegationId: string;
+        /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+        WebhookId: components["schemas"]["WebhookId"];
+    };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /**
+         * @description The token's rate-limit state (IETF draft-ietf-httpapi-ratelimit-headers): r is the requests it may make now, t the seconds until its bucket is full again. Sent on every answer to an authenticated request when api.rate_limit is set; absent when it is 0 (unlimited) or the token was not recognised.
+         * @example "token";r=19;t=1
+         */
+        RateLimit: string;
+        /**
+         * @description The token's quota policy (IETF draft-ietf-httpapi-ratelimit-headers): a bucket of q requests (api.rate_burst) that refills in w seconds (q / api.rate_limit, rounded up). Sent with RateLimit.
+         * @example "token";q=20;w=1
+         */
+        RateLimitPolicy: string;
+        /** @description Seconds to wait before asking again */
+        RetryAfter: number;
+        /** @description /v1/delegations/{the new delegation's id, percent-encoded} */
+        Location: string;
+        /** @description /v1/webhooks/{the new subscription's id} */
+        WebhookLocation: string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -587,7 +946,7 @@ export interface operations {
                 in_flight?: "true" | "false";
                 /** @description only attempts that exhausted their retry policy */
                 exhausted?: "true" | "false";
-                /** @description page size, default 50 */
+                /** @description page size, default 50; 0 means the default */
                 limit?: number;
                 /** @description next_cursor of the previous page */
                 cursor?: string;
@@ -601,6 +960,8 @@ export interface operations {
             /** @description A page */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -632,6 +993,8 @@ export interface operations {
             /** @description Already recorded: outcome already_exists or duplicate_key */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -641,7 +1004,9 @@ export interface operations {
             /** @description Inserted */
             201: {
                 headers: {
-                    Location?: string;
+                    Location: components["headers"]["Location"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -666,8 +1031,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
@@ -676,6 +1041,8 @@ export interface operations {
             /** @description The delegation */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -697,8 +1064,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
@@ -711,6 +1078,8 @@ export interface operations {
             /** @description applied or unchanged */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -736,8 +1105,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
@@ -750,6 +1119,8 @@ export interface operations {
             /** @description Recorded, or terminal */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -774,8 +1145,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
@@ -784,6 +1155,8 @@ export interface operations {
             /** @description Events, oldest first */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -805,8 +1178,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
@@ -819,6 +1192,8 @@ export interface operations {
             /** @description The delegation already has a next attempt (outcome already_retried): nothing written; delegation_id and attempt are that attempt's */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -828,8 +1203,9 @@ export interface operations {
             /** @description The next attempt was created (outcome created); Location names it */
             201: {
                 headers: {
-                    /** @description /v1/delegations/{next attempt's id} */
-                    Location?: string;
+                    Location: components["headers"]["Location"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -844,6 +1220,8 @@ export interface operations {
             /** @description Not retryable (outcome not_retryable, current_status: the delegation is live or completed), or the next attempt's delegation_id or idempotency key is taken */
             409: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -863,8 +1241,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description delegation_id */
-                id: string;
+                /** @description delegation_id: 1 to 255 bytes of UTF-8, no control characters, not blank */
+                id: components["parameters"]["DelegationId"];
             };
             cookie?: never;
         };
@@ -873,6 +1251,8 @@ export interface operations {
             /** @description Attempts, first attempt first, narrowed to those the token may see */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -905,6 +1285,8 @@ export interface operations {
             /** @description The ids whose workers should stop */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -939,6 +1321,8 @@ export interface operations {
             /** @description The delegations claimed (none when nothing is due) */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -962,7 +1346,7 @@ export interface operations {
             query?: {
                 /** @description id of the last event processed; 0 from the start */
                 after?: number;
-                /** @description page size, default 100 */
+                /** @description page size, default 100; 0 means the default */
                 limit?: number;
                 /** @description only events to this status */
                 to_status?: "queued" | "dispatched" | "in_progress" | "completed" | "failed" | "stuck";
@@ -970,7 +1354,7 @@ export interface operations {
                 caller_id?: string;
                 /** @description only this callee's */
                 callee_id?: string;
-                /** @description long poll: 30s, or whole seconds; at most api max wait */
+                /** @description long poll: whole seconds (30) or a duration (30s, 1m, 1m30s); at most api.max_wait (1m by default; the served document states it) */
                 wait?: string;
             };
             header?: never;
@@ -982,6 +1366,8 @@ export interface operations {
             /** @description Events in feed order */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1012,6 +1398,8 @@ export interface operations {
             /** @description Counts */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1039,6 +1427,8 @@ export interface operations {
             /** @description OpenAPI 3.1 */
             200: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1048,6 +1438,243 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthenticated"];
             405: components["responses"]["MethodNotAllowed"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listWebhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every subscription */
+            200: {
+                headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhooksResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            405: components["responses"]["MethodNotAllowed"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    createWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookRequest"];
+            };
+        };
+        responses: {
+            /** @description Created; the answer carries the signing secret, shown this once */
+            201: {
+                headers: {
+                    Location: components["headers"]["WebhookLocation"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            405: components["responses"]["MethodNotAllowed"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The subscription */
+            200: {
+                headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSubscription"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            405: components["responses"]["MethodNotAllowed"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    deleteWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            405: components["responses"]["MethodNotAllowed"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The subscription and its new secret */
+            200: {
+                headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            405: components["responses"]["MethodNotAllowed"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    resumeWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The subscription, active */
+            200: {
+                headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSubscription"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            405: components["responses"]["MethodNotAllowed"];
+            422: components["responses"]["Invalid"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    webhookAttempts: {
+        parameters: {
+            query?: {
+                /** @description How many (1 to 50, default 50) */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The subscription's id: wh_ and 24 lower-case hex digits (anything else is refused with 422 invalid-field) */
+                id: components["parameters"]["WebhookId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The attempts */
+            200: {
+                headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookAttemptsResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            405: components["responses"]["MethodNotAllowed"];
+            422: components["responses"]["Invalid"];
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
