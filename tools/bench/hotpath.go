@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksweeper/sweeper/ledger"
+	"github.com/tasksweeper/sweeper/migrations"
 	"github.com/tasksweeper/sweeper/sweep"
 )
 
@@ -28,6 +29,20 @@ import (
 
 // hotPathPrevious is the schema version before the hot path migration.
 const hotPathPrevious = 5
+
+// hotPathLatestComparable is the last schema version whose build could run
+// the comparison: it drives both ledgers with this build's ledger and
+// sweeper, which read a version 5 ledger only up to schema 6 (version 7
+// added columns every heartbeat and sweep statement names). The figures of
+// that run are in docs/design.md, "The hot path"; measuring the current
+// schema against version 5 needs version 5's statements in the bench.
+const hotPathLatestComparable = 6
+
+// ErrHotPathNotComparable is RunHotPath's answer on a build whose ledger
+// no longer reads a version 5 ledger.
+var ErrHotPathNotComparable = fmt.Errorf("the hot path comparison drives a version %d ledger with this build's ledger and sweeper, "+
+	"which read it only up to schema %d (this build expects %d); its figures, measured at schema %d, are in docs/design.md, \"The hot path\"",
+	hotPathPrevious, hotPathLatestComparable, migrations.Latest, hotPathLatestComparable)
 
 // sameWorkDrainSQL is the drain's same-work limit: the sweep's heartbeat
 // claim and UPDATE, one audit event per row into delegation_events (with all
@@ -124,6 +139,9 @@ type SingleBeats struct {
 // RunHotPath measures the hot path (see above) at cfg.Sizes on a server of
 // its own.
 func RunHotPath(ctx context.Context, cfg Config, hp HotPathConfig) (*HotPathResults, error) {
+	if migrations.Latest > hotPathLatestComparable {
+		return nil, ErrHotPathNotComparable
+	}
 	cfg.fill()
 	if hp.Changes <= 0 {
 		hp.Changes = 2000
