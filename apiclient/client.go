@@ -347,6 +347,63 @@ func (c *Client) Claim(ctx context.Context, calleeID string, limit int) ([]Deleg
 	return out.Delegations, err
 }
 
+func webhookPath(id, suffix string) string { return "/v1/webhooks/" + url.PathEscape(id) + suffix }
+
+// CreateWebhook subscribes an endpoint to the ledger's events (admin
+// tokens only). The answer's Secret is shown this once: store it.
+func (c *Client) CreateWebhook(ctx context.Context, req WebhookRequest) (WebhookSecret, error) {
+	var out WebhookSecret
+	return out, c.do(ctx, http.MethodPost, "/v1/webhooks", nil, req, &out)
+}
+
+// ListWebhooks returns the oldest 10000 subscriptions, oldest first,
+// without their secrets (admin tokens only).
+func (c *Client) ListWebhooks(ctx context.Context) ([]WebhookSubscription, error) {
+	var out WebhooksResponse
+	err := c.do(ctx, http.MethodGet, "/v1/webhooks", nil, nil, &out)
+	return out.Subscriptions, err
+}
+
+// GetWebhook returns one subscription, without its secret (admin tokens
+// only); IsNotFound(err) when there is none.
+func (c *Client) GetWebhook(ctx context.Context, id string) (WebhookSubscription, error) {
+	var out WebhookSubscription
+	return out, c.do(ctx, http.MethodGet, webhookPath(id, ""), nil, nil, &out)
+}
+
+// DeleteWebhook deletes a subscription and its attempts (admin tokens
+// only); IsNotFound(err) when there is none.
+func (c *Client) DeleteWebhook(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, webhookPath(id, ""), nil, nil, nil)
+}
+
+// RotateWebhookSecret gives a subscription a new secret, returned this
+// once; deliveries are signed with both until RotationEndsAt (admin tokens
+// only).
+func (c *Client) RotateWebhookSecret(ctx context.Context, id string) (WebhookSecret, error) {
+	var out WebhookSecret
+	return out, c.do(ctx, http.MethodPost, webhookPath(id, "/rotate-secret"), nil, nil, &out)
+}
+
+// ResumeWebhook makes a paused or disabled subscription active again, from
+// its cursor (admin tokens only).
+func (c *Client) ResumeWebhook(ctx context.Context, id string) (WebhookSubscription, error) {
+	var out WebhookSubscription
+	return out, c.do(ctx, http.MethodPost, webhookPath(id, "/resume"), nil, nil, &out)
+}
+
+// WebhookAttempts returns a subscription's newest delivery attempts, newest
+// first: limit of them (1 to 50), or 50 when limit is 0 (admin tokens only).
+func (c *Client) WebhookAttempts(ctx context.Context, id string, limit int) ([]WebhookAttempt, error) {
+	v := url.Values{}
+	if limit != 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out WebhookAttemptsResponse
+	err := c.do(ctx, http.MethodGet, webhookPath(id, "/attempts"), v, nil, &out)
+	return out.Attempts, err
+}
+
 // Summary counts what is in flight, of callerID or of every caller ("").
 func (c *Client) Summary(ctx context.Context, callerID string) (Summary, error) {
 	v := url.Values{}

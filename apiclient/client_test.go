@@ -334,6 +334,9 @@ func TestTypesFollowTheOpenAPIDocument(t *testing.T) {
 		"RetryPolicyInput": apiclient.RetryPolicy{}, "ClaimRequest": apiclient.ClaimRequest{}, "ClaimResponse": apiclient.ClaimResponse{},
 		"EventsResponse": apiclient.EventsResponse{}, "AttemptsResponse": apiclient.AttemptsResponse{},
 		"FeedResponse": apiclient.FeedResponse{}, "Counts": apiclient.Counts{}, "Summary": apiclient.Summary{},
+		"WebhookRequest": apiclient.WebhookRequest{}, "WebhookSubscription": apiclient.WebhookSubscription{},
+		"WebhookSecret": apiclient.WebhookSecret{}, "WebhooksResponse": apiclient.WebhooksResponse{},
+		"WebhookAttempt": apiclient.WebhookAttempt{}, "WebhookAttemptsResponse": apiclient.WebhookAttemptsResponse{},
 	}
 	for name, schema := range doc.Components.Schemas {
 		v, ok := types[name]
@@ -347,17 +350,29 @@ func TestTypesFollowTheOpenAPIDocument(t *testing.T) {
 		for p := range schema.Properties {
 			want = append(want, p)
 		}
-		rt := reflect.TypeOf(v)
-		for i := range rt.NumField() {
-			tag, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-			got = append(got, tag)
-		}
+		got = jsonNames(reflect.TypeOf(v))
 		sort.Strings(want)
 		sort.Strings(got)
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: fields %v, schema properties %v", name, got, want)
 		}
 	}
+}
+
+// jsonNames lists the JSON names of the fields of struct type rt, those of
+// embedded structs included, as encoding/json reads them.
+func jsonNames(rt reflect.Type) []string {
+	var names []string
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if f.Anonymous && f.Tag.Get("json") == "" {
+			names = append(names, jsonNames(f.Type)...)
+			continue
+		}
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		names = append(names, tag)
+	}
+	return names
 }
 
 // TestLinksNoDriver: a service that talks to the API links the standard
@@ -372,5 +387,80 @@ func TestLinksNoDriver(t *testing.T) {
 		if dep != "github.com/tasksweeper/sweeper/apiclient" {
 			t.Errorf("apiclient depends on %s", dep)
 		}
+	}
+}
+
+// TestWebhooks: the admin methods of /v1/webhooks against the real API,
+// through strict clients (an answer with a field the types lack fails).
+func TestWebhooks(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, api.Options{})
+	ctx := context.Background()
+	admin, caller := s.clients["admin"], s.clients["billing"]
+
+	created, err := admin.CreateWebhook(ctx, apiclient.WebhookRequest{URL: "https://hooks.example.com/in",
+		Events: []apiclient.Status{apiclient.StatusStuck, apiclient.StatusFailed}, CallerID: "billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(created.ID, "wh_") || !strings.HasPrefix(created.Secret, "whsec_") || created.State != "active" ||
+		created.CallerID != "billing" || !slices.Equal(created.Events, []apiclient.Status{apiclient.StatusStuck, apiclient.StatusFailed}) {
+		t.Fatalf("CreateWebhook = %+v", created)
+	}
+	var pe *apiclient.ProblemError
+	if _, err := caller.CreateWebhook(ctx, apiclient.WebhookRequest{URL: "https://hooks.example.com/x"}); !errors.As(err, &pe) || pe.Status != 403 {
+		t.Fatalf("a caller token's CreateWebhook: %v, want 403", err)
+	}
+	if _, err := admin.CreateWebhook(ctx, apiclient.WebhookRequest{URL: "ftp://hooks.example.com/x"}); !errors.As(err, &pe) || pe.Slug() != "invalid-field" {
+		t.Fatalf("CreateWebhook of an ftp URL: %v, want invalid-field", err)
+	}
+
+	list, err := admin.ListWebhooks(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != created.ID || list[0].URL != created.URL {
+		t.Fatalf("ListWebhooks = %+v, %v", list, err)
+	}
+	got, err := admin.GetWebhook(ctx, created.ID)
+	if err != nil || got.ID != created.ID || got.Cursor != created.Cursor {
+		t.Fatalf("GetWebhook = %+v, %v", got, err)
+	}
+
+	rotated, err := admin.RotateWebhookSecret(ctx, created.ID)
+	if err != nil || rotated.Secret == created.Secret || !strings.HasPrefix(rotated.Secret, "whsec_") || rotated.RotationEndsAt == nil {
+		t.Fatalf("RotateWebhookSecret = %+v, %v", rotated, err)
+	}
+
+	if _, err := s.db.Pool.Exec(ctx, `UPDATE webhook_subscriptions SET state = 'paused', state_reason = 'test' WHERE id = $1`, created.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := admin.GetWebhook(ctx, created.ID); err != nil || got.State != "paused" || got.StateReason != "test" {
+		t.Fatalf("GetWebhook of a paused one = %+v, %v", got, err)
+	}
+	resumed, err := admin.ResumeWebhook(ctx, created.ID)
+	if err != nil || resumed.State != "active" {
+		t.Fatalf("ResumeWebhook = %+v, %v", resumed, err)
+	}
+
+	for i, outcome := range []string{"failed", "delivered"} {
+		if _, err := s.db.Pool.Exec(ctx, `INSERT INTO webhook_attempts (subscription_id, event_id, webhook_id, status_code, latency_ms, outcome)
+			VALUES ($1, $2, $3, 200, 12, $4)`, created.ID, int64(i+1), fmt.Sprintf("evt_%d", i+1), outcome); err != nil {
+			t.Fatal(err)
+		}
+	}
+	atts, err := admin.WebhookAttempts(ctx, created.ID, 0)
+	if err != nil || len(atts) != 2 || atts[0].Outcome != "delivered" || atts[0].WebhookID != "evt_2" || atts[0].StatusCode != 200 || atts[1].EventID != 1 {
+		t.Fatalf("WebhookAttempts = %+v, %v", atts, err)
+	}
+	if atts, err := admin.WebhookAttempts(ctx, created.ID, 1); err != nil || len(atts) != 1 || atts[0].EventID != 2 {
+		t.Fatalf("WebhookAttempts(limit 1) = %+v, %v", atts, err)
+	}
+
+	if err := admin.DeleteWebhook(ctx, created.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.GetWebhook(ctx, created.ID); !apiclient.IsNotFound(err) {
+		t.Fatalf("GetWebhook after DeleteWebhook: %v, want not found", err)
+	}
+	if err := admin.DeleteWebhook(ctx, created.ID); !apiclient.IsNotFound(err) {
+		t.Fatalf("DeleteWebhook twice: %v, want not found", err)
 	}
 }

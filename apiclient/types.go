@@ -276,3 +276,78 @@ type ClaimRequest struct {
 type ClaimResponse struct {
 	Delegations []Delegation `json:"delegations"`
 }
+
+// WebhookRequest is the body of CreateWebhook (schema WebhookRequest).
+type WebhookRequest struct {
+	// URL is the destination: https:// (http:// with webhooks.allow_http).
+	URL string `json:"url"`
+	// Events lists the statuses whose events to send; empty: all.
+	Events []Status `json:"events,omitempty"`
+	// CallerID and CalleeID, when set, keep only that caller's or callee's
+	// delegations.
+	CallerID string `json:"caller_id,omitempty"`
+	CalleeID string `json:"callee_id,omitempty"`
+}
+
+// WebhookSubscription is a webhook subscription as listed, never with its
+// secret (schema WebhookSubscription).
+type WebhookSubscription struct {
+	ID       string   `json:"id"`
+	URL      string   `json:"url"`
+	Events   []Status `json:"events"`
+	CallerID string   `json:"caller_id,omitempty"`
+	CalleeID string   `json:"callee_id,omitempty"`
+	// State is active, paused (its head event failed for
+	// webhooks.max_retry_age) or disabled (the endpoint answered 410).
+	State       string `json:"state"`
+	StateReason string `json:"state_reason,omitempty"`
+	// Cursor is the id of the last event delivered or passed over.
+	Cursor         int64      `json:"cursor"`
+	FailedAttempts int        `json:"failed_attempts"`
+	FailingSince   *time.Time `json:"failing_since,omitempty"`
+	NextAttemptAt  *time.Time `json:"next_attempt_at,omitempty"`
+	LastDeliveryAt *time.Time `json:"last_delivery_at,omitempty"`
+	// RotationEndsAt is, while a rotation lasts, when the previous secret
+	// stops signing.
+	RotationEndsAt *time.Time `json:"rotation_ends_at,omitempty"`
+	LeaseOwner     string     `json:"lease_owner,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+}
+
+// WebhookSecret is a subscription with its signing secret, which the API
+// shows only in the answer of CreateWebhook and RotateWebhookSecret
+// (schema WebhookSecret).
+type WebhookSecret struct {
+	WebhookSubscription
+	// Secret is whsec_ and the base64 of the HMAC-SHA256 key.
+	Secret string `json:"secret"`
+}
+
+// WebhooksResponse is what ListWebhooks reads (schema WebhooksResponse).
+type WebhooksResponse struct {
+	Subscriptions []WebhookSubscription `json:"subscriptions"`
+}
+
+// WebhookAttempt is one delivery attempt of a subscription (schema
+// WebhookAttempt).
+type WebhookAttempt struct {
+	ID int64 `json:"id"`
+	// EventID is the event delivered; WebhookID the webhook-id header sent.
+	EventID   int64     `json:"event_id"`
+	WebhookID string    `json:"webhook_id"`
+	At        time.Time `json:"at"`
+	// StatusCode is the endpoint's status; 0 when no answer came.
+	StatusCode int `json:"status_code,omitempty"`
+	LatencyMS  int `json:"latency_ms"`
+	// Outcome is delivered, failed, gone or refused.
+	Outcome  string `json:"outcome"`
+	Error    string `json:"error,omitempty"`
+	Response string `json:"response,omitempty"`
+}
+
+// WebhookAttemptsResponse is what WebhookAttempts reads (schema
+// WebhookAttemptsResponse).
+type WebhookAttemptsResponse struct {
+	Attempts []WebhookAttempt `json:"attempts"`
+}
