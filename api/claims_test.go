@@ -72,6 +72,12 @@ func TestClaimEndpoint(t *testing.T) {
 		{"billing", map[string]any{"callee_id": "agent-a", "limit": 10}, 403, ""},
 		{"reader", map[string]any{"callee_id": "agent-a", "limit": 10}, 403, ""},
 		{"admin", map[string]any{"limit": 10}, 422, "callee_id"},
+		// Present, callee_id is an identifier: empty is not absent, and it
+		// is judged before whose it is.
+		{"agent-a", map[string]any{"callee_id": "", "limit": 10}, 422, "callee_id"},
+		{"admin", map[string]any{"callee_id": "", "limit": 10}, 422, "callee_id"},
+		{"agent-a", map[string]any{"callee_id": strings.Repeat("a", 256), "limit": 10}, 422, "callee_id"},
+		{"agent-a", map[string]any{"callee_id": "agent\x01a", "limit": 10}, 422, "callee_id"},
 		{"agent-a", map[string]any{"limit": 0}, 422, "limit"},
 		{"agent-a", map[string]any{"limit": ledger.MaxClaimLimit + 1}, 422, "limit"},
 		{"agent-a", map[string]any{"limit": 1, "extra": true}, 400, ""},
@@ -242,16 +248,25 @@ func TestRetryPolicyOverHTTP(t *testing.T) {
 	}{
 		{map[string]any{"max_attempts": 0.5}, ""},
 		{map[string]any{"max_attempts": 101}, "retry.max_attempts"},
+		// A present 0 is below the documented minimum, not the default.
+		{map[string]any{"max_attempts": 0}, "retry.max_attempts"},
+		{map[string]any{"backoff_seconds": 0}, "retry.backoff_seconds"},
+		{map[string]any{"backoff_max_seconds": 0}, "retry.backoff_max_seconds"},
 		{map[string]any{"backoff_seconds": -1}, "retry.backoff_seconds"},
-		{map[string]any{"backoff_seconds": 0.001}, "retry.backoff"},
-		{map[string]any{"backoff_seconds": 60, "backoff_max_seconds": 30}, "retry.backoff_max"},
+		{map[string]any{"backoff_seconds": 0.001}, "retry.backoff_seconds"},
+		{map[string]any{"backoff_seconds": 604801}, "retry.backoff_seconds"},
+		{map[string]any{"backoff_max_seconds": 2592001}, "retry.backoff_max_seconds"},
+		{map[string]any{"backoff_seconds": 60, "backoff_max_seconds": 30}, "retry.backoff_max_seconds"},
+		{map[string]any{"backoff_max_seconds": 10}, "retry.backoff_max_seconds"}, // below the default backoff, 30 s
+		// Past on's maxItems (2) a member repeats.
+		{map[string]any{"on": []string{"stuck", "failed", "stuck"}}, "retry.on"},
 		{map[string]any{"on": []string{}}, "retry.on"},
 		{map[string]any{"on": []string{"completed"}}, "retry.on"},
 		{map[string]any{"unknown": 1}, ""},
 	} {
 		r := e.do("billing", "POST", "/v1/delegations", map[string]any{"delegation_id": "bad", "callee_id": "agent-a", "retry": c.policy})
-		if r.Code != 400 && r.Code != 422 {
-			t.Fatalf("policy %v: %d %s", c.policy, r.Code, r.Body)
+		if want := map[bool]int{true: 400, false: 422}[c.field == ""]; r.Code != want {
+			t.Fatalf("policy %v: %d %s, want %d", c.policy, r.Code, r.Body, want)
 		}
 		if c.field != "" && !containsAll(string(r.Body), c.field) {
 			t.Fatalf("policy %v: %s does not name %s", c.policy, r.Body, c.field)

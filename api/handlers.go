@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,7 +42,7 @@ type InsertRequest struct {
 	QueueTimeoutSeconds    *float64 `json:"queue_timeout_seconds"`
 	StartTimeoutSeconds    *float64 `json:"start_timeout_seconds"`
 	// Retry is the retry policy; absent: one attempt, no automatic retry.
-	Retry *RetryPolicy `json:"retry"`
+	Retry *RetryPolicyInput `json:"retry"`
 }
 
 // RetryPolicy is a delegation's retry policy in the API's units (see
@@ -53,29 +54,54 @@ type RetryPolicy struct {
 	On                []ledger.Status `json:"on"`
 }
 
-// ledgerPolicy reads a request's retry policy (the zero policy when
-// absent); the ledger validates it.
-func ledgerPolicy(p *RetryPolicy) (ledger.RetryPolicy, error) {
+// RetryPolicyInput is a request's retry policy: absent fields (nil) take
+// the ledger's defaults, present ones must be in the documented bounds (a
+// max_attempts or backoff of 0 is refused, not read as the default).
+type RetryPolicyInput struct {
+	MaxAttempts       *int            `json:"max_attempts"`
+	BackoffSeconds    *float64        `json:"backoff_seconds"`
+	BackoffMaxSeconds *float64        `json:"backoff_max_seconds"`
+	On                []ledger.Status `json:"on"`
+}
+
+// ledgerPolicy reads a request's retry policy (the zero policy, the
+// defaults, when absent); the ledger validates the rest (on's members).
+func ledgerPolicy(p *RetryPolicyInput) (ledger.RetryPolicy, error) {
 	if p == nil {
 		return ledger.RetryPolicy{}, nil
 	}
+	var out ledger.RetryPolicy
+	if p.MaxAttempts != nil {
+		if *p.MaxAttempts < 1 || *p.MaxAttempts > ledger.MaxMaxAttempts {
+			return out, errInvalidField("retry.max_attempts", fmt.Sprintf("must be from 1 to %d", ledger.MaxMaxAttempts))
+		}
+		out.MaxAttempts = *p.MaxAttempts
+	}
 	for _, f := range []struct {
 		name string
-		v    float64
-	}{{"retry.backoff_seconds", p.BackoffSeconds}, {"retry.backoff_max_seconds", p.BackoffMaxSeconds}} {
-		if f.v < 0 || math.IsNaN(f.v) || f.v > ledger.MaxRetryBackoffMax.Seconds() {
-			return ledger.RetryPolicy{}, errInvalidField(f.name, fmt.Sprintf("must be from 0.01 to %g seconds", ledger.MaxRetryBackoffMax.Seconds()))
+		v    *float64
+		max  time.Duration
+		to   *time.Duration
+	}{
+		{"retry.backoff_seconds", p.BackoffSeconds, ledger.MaxRetryBackoff, &out.Backoff},
+		{"retry.backoff_max_seconds", p.BackoffMaxSeconds, ledger.MaxRetryBackoffMax, &out.BackoffMax},
+	} {
+		if f.v == nil {
+			continue
 		}
+		if v := *f.v; math.IsNaN(v) || v < ledger.MinRetryBackoff.Seconds() || v > f.max.Seconds() {
+			return out, errInvalidField(f.name, fmt.Sprintf("must be from %g to %g seconds", ledger.MinRetryBackoff.Seconds(), f.max.Seconds()))
+		}
+		*f.to = time.Duration(*f.v * float64(time.Second))
+	}
+	if backoff := cmp.Or(out.Backoff, ledger.DefaultRetryBackoff); out.BackoffMax != 0 && out.BackoffMax < backoff {
+		return out, errInvalidField("retry.backoff_max_seconds", fmt.Sprintf("must be at least backoff_seconds (%g)", backoff.Seconds()))
 	}
 	if p.On != nil && len(p.On) == 0 {
-		return ledger.RetryPolicy{}, errInvalidField("retry.on", "is empty: list stuck, failed or both (absent: stuck)")
+		return out, errInvalidField("retry.on", "is empty: list stuck, failed or both (absent: stuck)")
 	}
-	return ledger.RetryPolicy{
-		MaxAttempts: p.MaxAttempts,
-		Backoff:     time.Duration(p.BackoffSeconds * float64(time.Second)),
-		BackoffMax:  time.Duration(p.BackoffMaxSeconds * float64(time.Second)),
-		On:          p.On,
-	}, nil
+	out.On = p.On
+	return out, nil
 }
 
 // Delegation is a delegation as the API renders it: the ledger's fields,
@@ -794,8 +820,9 @@ func beatField(field string, ids int) (string, bool) {
 
 // ClaimRequest is the body of POST /v1/claims.
 type ClaimRequest struct {
-	// CalleeID defaults to a worker token's principal.
-	CalleeID string `json:"callee_id"`
+	// CalleeID defaults (when absent) to a worker token's principal; an
+	// admin token must name one.
+	CalleeID *string `json:"callee_id"`
 	// Limit is the most rows to claim (1 to ledger.MaxClaimLimit).
 	Limit int `json:"limit"`
 }
@@ -811,16 +838,24 @@ func (h *Handler) claim(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	var callee string
+	if req.CalleeID != nil {
+		// Present, it is an identifier (an empty one is not absent).
+		if err := checkID("callee_id", *req.CalleeID); err != nil {
+			return err
+		}
+		callee = *req.CalleeID
+	}
 	switch p.Role {
 	case auth.RoleWorker:
-		if req.CalleeID == "" {
-			req.CalleeID = p.ID
+		if req.CalleeID == nil {
+			callee = p.ID
 		}
-		if req.CalleeID != p.ID {
+		if callee != p.ID {
 			return errForbidden("a worker token claims only for its own callee_id")
 		}
 	case auth.RoleAdmin:
-		if req.CalleeID == "" {
+		if req.CalleeID == nil {
 			return errInvalidField("callee_id", "is required")
 		}
 	default:
@@ -829,7 +864,7 @@ func (h *Handler) claim(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if req.Limit < 1 || req.Limit > ledger.MaxClaimLimit {
 		return errInvalidField("limit", fmt.Sprintf("must be from 1 to %d", ledger.MaxClaimLimit))
 	}
-	ds, err := h.ledger.ClaimBy(r.Context(), p.Actor(), req.CalleeID, req.Limit)
+	ds, err := h.ledger.ClaimBy(r.Context(), p.Actor(), callee, req.Limit)
 	if err != nil {
 		return err
 	}

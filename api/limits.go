@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/tasksweeper/sweeper/ledger"
@@ -98,6 +99,26 @@ func idParam(q url.Values, name string) (string, error) {
 		}
 	}
 	return v, nil
+}
+
+// checkID refuses a body identifier that the ledger would (empty, blank,
+// longer than ledger.MaxIDBytes, not UTF-8, a control character) with 422
+// naming field, for a handler that must judge it before calling the ledger.
+func checkID(field, v string) error {
+	switch {
+	case strings.TrimSpace(v) == "":
+		return errInvalidField(field, "is empty or blank")
+	case len(v) > ledger.MaxIDBytes:
+		return errInvalidField(field, fmt.Sprintf("is longer than %d bytes", ledger.MaxIDBytes))
+	case !utf8.ValidString(v):
+		return errInvalidField(field, "is not valid UTF-8")
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return errInvalidField(field, "contains a control character")
+		}
+	}
+	return nil
 }
 
 // apiEvents renders events with their free text cut to the documented

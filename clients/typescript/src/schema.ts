@@ -746,7 +746,7 @@ export interface components {
             backoff_max_seconds: number;
             on: ("stuck" | "failed")[];
         };
-        /** @description A retry policy; absent fields take the defaults: max_attempts 1, backoff_seconds 30, backoff_max_seconds 3600 (or backoff_seconds if larger), on [stuck]. */
+        /** @description A retry policy; absent fields take the defaults: max_attempts 1, backoff_seconds 30, backoff_max_seconds 3600 (or backoff_seconds if larger), on [stuck]. A present field must be within its bounds (0 is refused, not read as the default); backoff_max_seconds at least backoff_seconds. */
         RetryPolicyInput: {
             /** Format: int32 */
             max_attempts?: number;
@@ -755,7 +755,7 @@ export interface components {
             on?: ("stuck" | "failed")[];
         };
         ClaimRequest: {
-            /** @description defaults to a worker token's principal; required for an admin token */
+            /** @description absent: a worker token's principal; required for an admin token; present, an identifier (empty is refused) */
             callee_id?: components["schemas"]["DelegationId"];
             /**
              * Format: int32
