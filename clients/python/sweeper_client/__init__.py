@@ -23,7 +23,8 @@ retried after their Retry-After.
 from ._client import Client, NotLiveError, ProblemError, Task
 from ._models import (
     CallerSummary, Counts, Delegation, DelegationPage, Event, FeedPage, HeartbeatResult,
-    InsertResult, RetryPolicy, RetryResult, Summary, TransitionResult,
+    InsertResult, RetryPolicy, RetryResult, Summary, TransitionResult, WebhookAttempt,
+    WebhookSubscription,
 )
 from ._version import __version__
 from ._webhook import WebhookVerificationError, sign_webhook, verify_webhook
@@ -32,5 +33,6 @@ __all__ = [
     "Client", "ProblemError", "NotLiveError", "Task",
     "RetryPolicy", "Delegation", "Event", "InsertResult", "TransitionResult", "HeartbeatResult", "RetryResult",
     "DelegationPage", "FeedPage", "Counts", "CallerSummary", "Summary",
+    "WebhookSubscription", "WebhookAttempt",
     "verify_webhook", "sign_webhook", "WebhookVerificationError", "__version__",
 ]

@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from ._models import (
     Delegation, DelegationPage, Event, FeedPage, HeartbeatResult, InsertResult,
-    RetryPolicy, RetryResult, Summary, TransitionResult, format_time,
+    RetryPolicy, RetryResult, Summary, TransitionResult, WebhookAttempt, WebhookSubscription,
+    format_time,
 )
 from ._version import __version__
 
@@ -137,7 +138,8 @@ class Client:
             req = urllib.request.Request(url, data=data, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.load(resp)
+                    raw = resp.read()
+                    return json.loads(raw) if raw else None  # 204: no body
             except urllib.error.HTTPError as e:
                 with e:
                     raw = e.read()
@@ -288,6 +290,51 @@ class Client:
     def openapi(self) -> Dict[str, Any]:
         """The API's OpenAPI document."""
         return self._call("GET", "/v1/openapi.json")
+
+    # -- webhook subscriptions (admin tokens only) --------------------------
+
+    def create_webhook(self, url: str, events: Optional[Iterable[str]] = None,
+                       caller_id: Optional[str] = None,
+                       callee_id: Optional[str] = None) -> WebhookSubscription:
+        """Subscribe an endpoint to the ledger's events (POST /v1/webhooks).
+        The answer's ``secret`` is shown this once: store it."""
+        body: Dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = list(events)
+        for k, v in (("caller_id", caller_id), ("callee_id", callee_id)):
+            if v is not None:
+                body[k] = v
+        return WebhookSubscription.from_json(self._call("POST", "/v1/webhooks", body))
+
+    def webhooks(self) -> List[WebhookSubscription]:
+        """The oldest 10000 subscriptions, oldest first, without their
+        secrets (GET /v1/webhooks)."""
+        return [WebhookSubscription.from_json(x) for x in self._call("GET", "/v1/webhooks")["subscriptions"]]
+
+    def webhook(self, webhook_id: str) -> WebhookSubscription:
+        """One subscription, without its secret; 404 as ProblemError."""
+        return WebhookSubscription.from_json(self._call("GET", "/v1/webhooks/" + _quote(webhook_id)))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a subscription and its attempts; 404 as ProblemError."""
+        self._call("DELETE", "/v1/webhooks/" + _quote(webhook_id))
+
+    def rotate_webhook_secret(self, webhook_id: str) -> WebhookSubscription:
+        """A new secret, returned this once; deliveries are signed with both
+        until ``rotation_ends_at``."""
+        return WebhookSubscription.from_json(
+            self._call("POST", "/v1/webhooks/%s/rotate-secret" % _quote(webhook_id)))
+
+    def resume_webhook(self, webhook_id: str) -> WebhookSubscription:
+        """Make a paused or disabled subscription active again, from its
+        cursor."""
+        return WebhookSubscription.from_json(self._call("POST", "/v1/webhooks/%s/resume" % _quote(webhook_id)))
+
+    def webhook_attempts(self, webhook_id: str, limit: Optional[int] = None) -> List[WebhookAttempt]:
+        """A subscription's newest delivery attempts, newest first (at most
+        limit, 1 to 50; 50 by default)."""
+        out = self._call("GET", "/v1/webhooks/%s/attempts" % _quote(webhook_id), query={"limit": limit})
+        return [WebhookAttempt.from_json(x) for x in out["attempts"]]
 
     # -- the durable feed --------------------------------------------------
 

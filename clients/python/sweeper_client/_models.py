@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "RetryPolicy", "Delegation", "Event", "InsertResult", "TransitionResult", "HeartbeatResult",
     "RetryResult", "DelegationPage", "FeedPage", "Counts", "CallerSummary", "Summary",
+    "WebhookSubscription", "WebhookAttempt",
 ]
 
 _TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
@@ -259,3 +260,62 @@ class Summary:
             "by_status": Counts.from_json,
             "by_caller": lambda v: [CallerSummary.from_json(x) for x in v],
         })
+
+
+_WEBHOOK_TIMES = ("failing_since", "next_attempt_at", "last_delivery_at", "rotation_ends_at",
+                  "created_at", "updated_at")
+
+
+@dataclasses.dataclass
+class WebhookSubscription:
+    """A webhook subscription (schema WebhookSubscription). ``secret`` is
+    set only in the answers of create_webhook and rotate_webhook_secret
+    (schema WebhookSecret): store it then, the API never shows it again."""
+    id: str
+    url: str
+    events: List[str]
+    #: active, paused (its head event failed for webhooks.max_retry_age) or
+    #: disabled (the endpoint answered 410).
+    state: str
+    #: The id of the last event delivered or passed over.
+    cursor: int
+    failed_attempts: int
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    caller_id: str = ""
+    callee_id: str = ""
+    state_reason: str = ""
+    failing_since: Optional[datetime.datetime] = None
+    next_attempt_at: Optional[datetime.datetime] = None
+    last_delivery_at: Optional[datetime.datetime] = None
+    #: While a rotation lasts, when the previous secret stops signing.
+    rotation_ends_at: Optional[datetime.datetime] = None
+    lease_owner: str = ""
+    secret: str = dataclasses.field(default="", repr=False)
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "WebhookSubscription":
+        return _build(cls, d, times=_WEBHOOK_TIMES)
+
+
+@dataclasses.dataclass
+class WebhookAttempt:
+    """One delivery attempt of a subscription (schema WebhookAttempt)."""
+    id: int
+    #: The event delivered, and the webhook-id header sent (evt_<event_id>).
+    event_id: int
+    webhook_id: str
+    at: datetime.datetime
+    latency_ms: int
+    #: delivered, failed, gone or refused.
+    outcome: str
+    #: The endpoint's status; None when no answer came.
+    status_code: Optional[int] = None
+    error: str = ""
+    response: str = ""
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "WebhookAttempt":
+        return _build(cls, d, times=("at",))

@@ -169,6 +169,41 @@ class ClientTest(unittest.TestCase):
             self.assertTrue(ok, "no %d live heartbeats within %ds" % (n, WAIT))
         return on_beat, wait_live
 
+    def test_webhooks(self):
+        url = "https://hooks.example.com/" + uid("py")
+        created = self.admin.create_webhook(url, events=["stuck", "failed"], callee_id="agent-a")
+        self.assertIsInstance(created, sweeper_client.WebhookSubscription)
+        self.assertTrue(created.id.startswith("wh_"))
+        self.assertTrue(created.secret.startswith("whsec_"))
+        self.assertNotIn(created.secret, repr(created))
+        self.assertEqual((created.url, created.events, created.callee_id, created.state, created.extra),
+                         (url, ["stuck", "failed"], "agent-a", "active", {}))
+        self.assertIsInstance(created.created_at, datetime.datetime)
+        with self.assertRaises(ProblemError) as cm:
+            self.caller.create_webhook("https://hooks.example.com/x")
+        self.assertEqual(cm.exception.status, 403)
+        with self.assertRaises(ProblemError) as cm:
+            self.admin.create_webhook("ftp://hooks.example.com/x")
+        self.assertEqual((cm.exception.status, cm.exception.slug), (422, "invalid-field"))
+
+        listed = {w.id: w for w in self.admin.webhooks()}
+        self.assertEqual(listed[created.id].url, url)
+        self.assertEqual(listed[created.id].secret, "")
+        got = self.admin.webhook(created.id)
+        self.assertEqual((got.id, got.cursor, got.secret, got.extra), (created.id, created.cursor, "", {}))
+
+        rotated = self.admin.rotate_webhook_secret(created.id)
+        self.assertTrue(rotated.secret.startswith("whsec_"))
+        self.assertNotEqual(rotated.secret, created.secret)
+        self.assertIsInstance(rotated.rotation_ends_at, datetime.datetime)
+        self.assertEqual(self.admin.resume_webhook(created.id).state, "active")
+        self.assertEqual(self.admin.webhook_attempts(created.id, limit=5), [])
+
+        self.assertIsNone(self.admin.delete_webhook(created.id))
+        with self.assertRaises(ProblemError) as cm:
+            self.admin.webhook(created.id)
+        self.assertEqual(cm.exception.status, 404)
+
     def test_task_completes_with_its_result(self):
         id_ = self.insert()
         on_beat, wait_live = self.beats()
