@@ -39,6 +39,10 @@ export type FeedResponse = Schemas["FeedResponse"];
 export type Summary = Schemas["Summary"];
 export type RetryPolicy = Schemas["RetryPolicy"];
 export type RetryPolicyInput = Schemas["RetryPolicyInput"];
+export type WebhookRequest = Schemas["WebhookRequest"];
+export type WebhookSubscription = Schemas["WebhookSubscription"];
+export type WebhookSecret = Schemas["WebhookSecret"];
+export type WebhookAttempt = Schemas["WebhookAttempt"];
 export type ListQuery = NonNullable<operations["listDelegations"]["parameters"]["query"]>;
 export type FeedQuery = NonNullable<operations["feed"]["parameters"]["query"]>;
 
@@ -200,6 +204,7 @@ export class Client {
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: signal ? anySignal([signal, timeout]) : timeout,
       });
+      if (res.status === 204) return undefined as T;
       if (res.ok) return (await res.json()) as T;
       let problem: Partial<Problem>;
       try {
@@ -298,6 +303,49 @@ export class Client {
     if (calleeId !== undefined) body.callee_id = calleeId;
     const r = await this.request<Schemas["ClaimResponse"]>("POST", "/v1/claims", body);
     return r.delegations;
+  }
+
+  /**
+   * Subscribes an endpoint to the ledger's events (admin tokens only). The
+   * answer's `secret` is shown this once: store it.
+   */
+  createWebhook(req: WebhookRequest): Promise<WebhookSecret> {
+    return this.request("POST", "/v1/webhooks", req);
+  }
+
+  /** The oldest 10000 subscriptions, oldest first, without their secrets. */
+  async webhooks(): Promise<WebhookSubscription[]> {
+    const r = await this.request<Schemas["WebhooksResponse"]>("GET", "/v1/webhooks");
+    return r.subscriptions;
+  }
+
+  /** One subscription, without its secret; 404 as ProblemError. */
+  webhook(id: string): Promise<WebhookSubscription> {
+    return this.request("GET", `/v1/webhooks/${enc(id)}`);
+  }
+
+  /** Deletes a subscription and its attempts; 404 as ProblemError. */
+  async deleteWebhook(id: string): Promise<void> {
+    await this.request<void>("DELETE", `/v1/webhooks/${enc(id)}`);
+  }
+
+  /**
+   * A new secret, returned this once; deliveries are signed with both
+   * until `rotation_ends_at`.
+   */
+  rotateWebhookSecret(id: string): Promise<WebhookSecret> {
+    return this.request("POST", `/v1/webhooks/${enc(id)}/rotate-secret`);
+  }
+
+  /** Makes a paused or disabled subscription active again, from its cursor. */
+  resumeWebhook(id: string): Promise<WebhookSubscription> {
+    return this.request("POST", `/v1/webhooks/${enc(id)}/resume`);
+  }
+
+  /** A subscription's newest delivery attempts, newest first (`limit` 1 to 50, default 50). */
+  async webhookAttempts(id: string, limit?: number): Promise<WebhookAttempt[]> {
+    const r = await this.request<Schemas["WebhookAttemptsResponse"]>("GET", `/v1/webhooks/${enc(id)}/attempts` + query({ limit }));
+    return r.attempts;
   }
 
   /** What is in flight, per status and per caller. */

@@ -128,6 +128,41 @@ describe("against the daemon", { skip: API ? false : "SWEEPER_API is not set: ru
     await assert.rejects(worker.claim(1, callee), (e) => e.status === 403);
   });
 
+  test("webhook subscriptions", async () => {
+    const url = "https://hooks.example.com/" + uid("ts");
+    const created = await admin.createWebhook({ url, events: ["stuck", "failed"], callee_id: "agent-a" });
+    assert.match(created.id, /^wh_[0-9a-f]{24}$/);
+    assert.match(created.secret, /^whsec_/);
+    assert.deepEqual([created.url, created.events, created.callee_id, created.state], [url, ["stuck", "failed"], "agent-a", "active"]);
+    await assert.rejects(caller.createWebhook({ url: "https://hooks.example.com/x" }), (e) => {
+      assert.equal(e.status, 403);
+      return true;
+    });
+    await assert.rejects(admin.createWebhook({ url: "ftp://hooks.example.com/x" }), (e) => {
+      assert.deepEqual([e.status, e.slug, e.field], [422, "invalid-field", "url"]);
+      return true;
+    });
+
+    const listed = (await admin.webhooks()).find((w) => w.id === created.id);
+    assert.equal(listed.url, url);
+    assert.equal(listed.secret, undefined);
+    const got = await admin.webhook(created.id);
+    assert.deepEqual([got.id, got.cursor, got.secret], [created.id, created.cursor, undefined]);
+
+    const rotated = await admin.rotateWebhookSecret(created.id);
+    assert.match(rotated.secret, /^whsec_/);
+    assert.notEqual(rotated.secret, created.secret);
+    assert.ok(Date.parse(rotated.rotation_ends_at) > Date.now());
+    assert.equal((await admin.resumeWebhook(created.id)).state, "active");
+    assert.deepEqual(await admin.webhookAttempts(created.id, 5), []);
+
+    assert.equal(await admin.deleteWebhook(created.id), undefined);
+    await assert.rejects(admin.webhook(created.id), (e) => {
+      assert.equal(e.status, 404);
+      return true;
+    });
+  });
+
   test("runTask completes with its result", async () => {
     const id = await insert();
     let live = 0;
