@@ -352,13 +352,11 @@ func (d *Deliverer) observe(ctx context.Context) {
 	}
 }
 
-// leased is a subscription as its worker reads it: with what signs.
+// leased is a subscription as its worker reads it.
 type leased struct {
 	Subscription
-	CursorTx       string  `db:"cursor_tx"`
-	Secret         string  `db:"secret"`
-	PreviousSecret string  `db:"previous_secret"`
-	WaitSeconds    float64 `db:"wait_seconds"`
+	CursorTx    string  `db:"cursor_tx"`
+	WaitSeconds float64 `db:"wait_seconds"`
 }
 
 // errLeaseLost ends a worker whose lease another replica took or whose
@@ -424,9 +422,19 @@ func (d *Deliverer) step(ctx context.Context, id string, log *zap.Logger, change
 		}
 		return nil
 	}
-	secrets := []string{sub.Secret}
-	if sub.PreviousSecret != "" {
-		secrets = append(secrets, sub.PreviousSecret)
+	// The secrets are read after the page, not with the subscription: every
+	// event that committed after a rotation committed is then signed with the
+	// new secret too, so a receiver may switch to it at once.
+	var secret, previous string
+	if err := d.cfg.Pool.QueryRow(ctx, signingSecretsSQL, sub.ID).Scan(&secret, &previous); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errLeaseLost // deleted meanwhile
+		}
+		return fmt.Errorf("reading the signing secrets: %w", err)
+	}
+	secrets := []string{secret}
+	if previous != "" {
+		secrets = append(secrets, previous)
 	}
 	for i, ev := range page.Events {
 		if !sub.Matches(ev) {

@@ -78,15 +78,20 @@ const releaseLeasesSQL = `
 UPDATE webhook_subscriptions SET lease_owner = NULL, lease_expires_at = NULL
 WHERE lease_owner = $1`
 
-// leasedSubscriptionSQL reads a subscription $2 holds, with the secrets
-// that sign (the previous one while its rotation lasts) and the seconds to
+// leasedSubscriptionSQL reads a subscription $2 holds, with the seconds to
 // wait before the next attempt (0 when due).
 const leasedSubscriptionSQL = `
-SELECT ` + subscriptionColumns + `, cursor_tx, secret,
-       CASE WHEN previous_secret_expires_at > now() THEN previous_secret ELSE '' END AS previous_secret,
+SELECT ` + subscriptionColumns + `, cursor_tx,
        GREATEST(extract(epoch FROM next_attempt_at - now()), 0)::float8 AS wait_seconds
 FROM webhook_subscriptions
 WHERE id = $1 AND lease_owner = $2 AND lease_expires_at > now() AND state = 'active'`
+
+// signingSecretsSQL reads the secrets that sign subscription $1's
+// deliveries: the current one, and the previous one while its rotation
+// lasts (” after).
+const signingSecretsSQL = `
+SELECT secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret ELSE '' END
+FROM webhook_subscriptions WHERE id = $1`
 
 // advanceCursorSQL moves the cursor of $1 to event $3 of transaction $4
 // (after a 2xx, or past events that do not match), when $2 still holds the
