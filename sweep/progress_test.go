@@ -165,9 +165,21 @@ func TestWaitingRulesMarkExactlyTheRightRows(t *testing.T) {
 		}
 		notified[p.DelegationID] = p.Reason
 	}
-	page, err := ledger.New(db.Pool).Feed(ctx, ledger.FeedFilter{ToStatus: ledger.StatusStuck, Limit: 100})
-	if err != nil {
-		t.Fatal(err)
+	// The feed holds back events while an older transaction may still
+	// commit before them (Pending): other tests' transactions on the same
+	// server count, so ask again until every event is settled.
+	var page ledger.FeedPage
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if page, err = ledger.New(db.Pool).Feed(ctx, ledger.FeedFilter{ToStatus: ledger.StatusStuck, Limit: 100}); err != nil {
+			t.Fatal(err)
+		}
+		if !page.Pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the feed's stuck events did not settle within 10s")
+		}
+		time.Sleep(ledger.FeedSettleRetry)
 	}
 	fed := map[string]string{}
 	for _, ev := range page.Events {

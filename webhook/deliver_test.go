@@ -188,9 +188,21 @@ func TestDeliversEveryEventInOrderAtLeastOnce(t *testing.T) {
 			t.Fatalf("after the failure of %s came %s", g.header.Get("webhook-id"), got[i+1].header.Get("webhook-id"))
 		}
 	}
-	evs, err := l.Feed(context.Background(), ledger.FeedFilter{})
-	if err != nil {
-		t.Fatal(err)
+	// Other tests' transactions on the same server may hold the feed back
+	// (Pending): ask until every event is settled.
+	var evs ledger.FeedPage
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if evs, err = l.Feed(context.Background(), ledger.FeedFilter{}); err != nil {
+			t.Fatal(err)
+		}
+		if !evs.Pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the feed did not settle within 10s")
+		}
+		time.Sleep(ledger.FeedSettleRetry)
 	}
 	var want []string
 	for _, ev := range evs.Events[6:] {
