@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,23 +16,12 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/clienttest"
 	"github.com/tasksweeper/sweeper/internal/testbin"
-	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/internal/version"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := testbin.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := testdb.Main(m)
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.MainWithDB(m, &binary) }
 
 // install pip-installs the client offline (--no-index: nothing may be
 // downloaded, the build backend is in the tree) into a directory, and

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,23 +17,12 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/clienttest"
 	"github.com/tasksweeper/sweeper/internal/testbin"
-	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/internal/version"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := testbin.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := testdb.Main(m)
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.MainWithDB(m, &binary) }
 
 // tool is an executable of node_modules/.bin, installed by npm ci; without
 // them the test fails under SWEEPER_REQUIRE_DB=1 and skips otherwise.

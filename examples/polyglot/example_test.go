@@ -21,23 +21,12 @@ import (
 	"github.com/tasksweeper/sweeper/internal/auth"
 	"github.com/tasksweeper/sweeper/internal/clienttest"
 	"github.com/tasksweeper/sweeper/internal/testbin"
-	"github.com/tasksweeper/sweeper/internal/testdb"
 	"github.com/tasksweeper/sweeper/ledger"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := testbin.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := testdb.Main(m)
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.MainWithDB(m, &binary) }
 
 // n is the example's size in make test (the README runs 100).
 const n = 24

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,17 +23,7 @@ import (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := testbin.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := testdb.Main(m)
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.MainWithDB(m, &binary) }
 
 func python(t *testing.T) string {
 	t.Helper()

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tasksweeper/sweeper/internal/testdb"
 )
 
 // Package is the import path of the command under test.
@@ -291,4 +293,19 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// MainWithDB is a TestMain for tests that run the binary against a real
+// PostgreSQL: it builds the sweeper command into *binary, runs the tests
+// with testdb.Main, removes the binary and exits with the tests' code.
+func MainWithDB(m *testing.M, binary *string) {
+	bin, cleanup, err := Build()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*binary = bin
+	code := testdb.Main(m)
+	cleanup()
+	os.Exit(code)
 }
