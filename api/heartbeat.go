@@ -42,13 +42,35 @@ type HeartbeatResponse struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// heartbeat records one heartbeat, with the progress of its optional body: a
-// read of the delegation (it exists, the principal sees it and may beat it:
-// its worker or an admin), then the beat through h.beats, shared with
-// concurrent requests. The token was checked from memory (auth.Cache) when
-// recently seen. A bad progress is refused (422) before the beat.
+// heartbeat records one heartbeat, with the progress of its optional body.
+//
+// A worker's or an admin's beat goes straight to h.beats (shared with
+// concurrent requests), guarded in the statement by the worker's callee:
+// a live answer then costs no statement of its own, and a beat on another
+// callee's delegation writes nothing. Every other case (not live, another
+// role, a bad body, the Coalescer stopped) takes the path below, which reads
+// the delegation first and answers as if the fast path had not been tried:
+// 404 when the principal does not see it, 403 when it may not beat it, 400
+// or 422 for the body, live=false with the status when it is terminal. The
+// token was checked from memory (auth.Cache) when recently seen.
 func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	ctx := r.Context()
+	var req HeartbeatRequest
+	bodyErr := decodeOptionalJSON(r, &req)
+	if bodyErr == nil && (p.Role == auth.RoleWorker || p.Role == auth.RoleAdmin) {
+		callee := ""
+		if p.Role == auth.RoleWorker {
+			callee = p.ID
+		}
+		res, err := h.beats.BeatFor(ctx, callee, r.PathValue("id"), req.Progress)
+		if err == nil && res.Live {
+			writeJSON(w, http.StatusOK, HeartbeatResponse{Live: true, Status: res.Status})
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
 	d, err := h.visible(ctx, r, p)
 	if err != nil {
 		return err
@@ -56,9 +78,8 @@ func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if !p.CanHeartbeat(d) {
 		return errForbidden("only the delegation's worker (or an admin) heartbeats it")
 	}
-	var req HeartbeatRequest
-	if err := decodeOptionalJSON(r, &req); err != nil {
-		return err
+	if bodyErr != nil {
+		return bodyErr
 	}
 	if d.Status.Terminal() {
 		writeJSON(w, http.StatusOK, HeartbeatResponse{Live: false, Status: d.Status, Reason: d.StuckReason})

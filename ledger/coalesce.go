@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,15 +101,16 @@ func (ts *CoalescerTestSignals) Init(tb testsignal.TB) {
 
 // beatBatch is one future HeartbeatMany call and its waiters.
 type beatBatch struct {
-	beats []Beat
-	seen  map[string]int // index in beats
-	due   bool           // MaxDelay has passed
-	timer *time.Timer    // makes the batch due
-	taken chan struct{}  // closed when a flusher takes the batch
-	done  chan struct{}  // closed when the result below is set
+	beats   []Beat
+	callees []string       // each beat's guard (BeatFor), parallel to beats
+	seen    map[string]int // index in beats
+	due     bool           // MaxDelay has passed
+	timer   *time.Timer    // makes the batch due
+	taken   chan struct{}  // closed when a flusher takes the batch
+	done    chan struct{}  // closed when the result below is set
 
-	notLive []string // sorted, from HeartbeatMany
-	err     error
+	live map[string]Status // the live ids and their statuses
+	err  error
 }
 
 // NewCoalescer returns a Coalescer over l (whose DB should be a pool:
@@ -170,12 +170,30 @@ func (c *Coalescer) Beat(ctx context.Context, id string) (live bool, err error) 
 // delegation in a batch, the last one's progress is recorded. An invalid
 // progress is refused at once with a *FieldError, without joining a batch.
 func (c *Coalescer) BeatProgress(ctx context.Context, id string, progress json.RawMessage) (live bool, err error) {
+	res, err := c.BeatFor(ctx, "", id, progress)
+	return res.Live, err
+}
+
+// BeatFor is BeatProgress limited to the delegations of callee calleeID
+// (any when it is empty): a beat on another callee's delegation writes
+// nothing and is not live, as HeartbeatBeatsFor. A live beat's result
+// carries the delegation's status; a beat that is not live carries only
+// Live == false (the delegation is terminal, missing or another callee's:
+// the caller reads which when it needs to). The HTTP API sends a worker's
+// single heartbeats through it, so the authorization costs no statement of
+// its own.
+func (c *Coalescer) BeatFor(ctx context.Context, calleeID, id string, progress json.RawMessage) (HeartbeatResult, error) {
 	if err := checkID("delegation_id", id); err != nil {
-		return false, fmt.Errorf("heartbeat: %w", err)
+		return HeartbeatResult{}, fmt.Errorf("heartbeat: %w", err)
+	}
+	if calleeID != "" {
+		if err := checkID("callee_id", calleeID); err != nil {
+			return HeartbeatResult{}, fmt.Errorf("heartbeat: %w", err)
+		}
 	}
 	p, err := checkProgress("progress", progress)
 	if err != nil {
-		return false, fmt.Errorf("heartbeat: %w", err)
+		return HeartbeatResult{}, fmt.Errorf("heartbeat: %w", err)
 	}
 	if p != nil {
 		progress = json.RawMessage(*p)
@@ -186,30 +204,38 @@ func (c *Coalescer) BeatProgress(ctx context.Context, id string, progress json.R
 		c.mu.Lock()
 		if !c.running {
 			c.mu.Unlock()
-			return false, ErrCoalescerStopped
+			return HeartbeatResult{}, ErrCoalescerStopped
 		}
 		b := c.cur
 		if b == nil {
 			b = c.newBatchLocked()
 		}
-		if _, dup := b.seen[id]; !dup && len(b.beats) >= c.cfg.MaxBatch {
-			// Full and every flusher busy: wait until one takes it.
+		i, dup := b.seen[id]
+		// A full batch, or one that has this id under another guard (one
+		// id has one guard in a statement): wait until a flusher takes it
+		// and join the next one.
+		if (!dup && len(b.beats) >= c.cfg.MaxBatch) || (dup && b.callees[i] != calleeID) {
 			taken := b.taken
+			if dup {
+				b.due = true // do not wait MaxDelay for it
+				c.wake()
+			}
 			c.mu.Unlock()
 			select {
 			case <-taken:
 				continue
 			case <-ctx.Done():
-				return false, ctx.Err()
+				return HeartbeatResult{}, ctx.Err()
 			}
 		}
-		if i, dup := b.seen[id]; dup {
+		if dup {
 			if progress != nil {
 				b.beats[i].Progress = progress
 			}
 		} else {
 			b.seen[id] = len(b.beats)
 			b.beats = append(b.beats, Beat{ID: id, Progress: progress})
+			b.callees = append(b.callees, calleeID)
 			if len(b.beats) == c.cfg.MaxBatch {
 				c.wake()
 			}
@@ -221,12 +247,12 @@ func (c *Coalescer) BeatProgress(ctx context.Context, id string, progress json.R
 		select {
 		case <-b.done:
 			if b.err != nil {
-				return false, b.err
+				return HeartbeatResult{}, b.err
 			}
-			_, stopped := slices.BinarySearch(b.notLive, id)
-			return !stopped, nil
+			st, live := b.live[id]
+			return HeartbeatResult{Live: live, Status: st}, nil
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return HeartbeatResult{}, ctx.Err()
 		}
 	}
 }
@@ -234,10 +260,11 @@ func (c *Coalescer) BeatProgress(ctx context.Context, id string, progress json.R
 // newBatchLocked starts the batch being gathered; c.mu is held.
 func (c *Coalescer) newBatchLocked() *beatBatch {
 	b := &beatBatch{
-		beats: make([]Beat, 0, min(c.cfg.MaxBatch, 1024)),
-		seen:  make(map[string]int, min(c.cfg.MaxBatch, 1024)),
-		taken: make(chan struct{}),
-		done:  make(chan struct{}),
+		beats:   make([]Beat, 0, min(c.cfg.MaxBatch, 1024)),
+		callees: make([]string, 0, min(c.cfg.MaxBatch, 1024)),
+		seen:    make(map[string]int, min(c.cfg.MaxBatch, 1024)),
+		taken:   make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	b.timer = time.AfterFunc(c.cfg.MaxDelay, func() {
 		c.mu.Lock()
@@ -298,7 +325,7 @@ func (c *Coalescer) flusher(ctx context.Context) {
 func (c *Coalescer) flush(b *beatBatch) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.FlushTimeout)
 	defer cancel()
-	b.notLive, b.err = c.l.HeartbeatBeats(ctx, b.beats)
+	b.live, b.err = c.l.heartbeatGuarded(ctx, b.beats, func(i int) string { return b.callees[i] })
 	c.flushes.Add(1)
 	c.ids.Add(int64(len(b.beats)))
 	if b.err != nil {

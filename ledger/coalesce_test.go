@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -312,4 +313,63 @@ func lazyPool(t *testing.T) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// TestCoalescerBeatForGuardsByCallee: BeatFor records a beat only on its
+// callee's delegations, answers a live beat with the status, and keeps two
+// beats of one id under different guards in different statements, each
+// with its own answer: the other callee's beat writes nothing.
+func TestCoalescerBeatForGuardsByCallee(t *testing.T) {
+	t.Parallel()
+	l, pool := newLedger(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO delegations (delegation_id, caller_id, callee_id, status, last_heartbeat) VALUES
+		('guard-a', 'billing', 'agent-a', 'in_progress', now() - interval '1 hour'),
+		('guard-b', 'billing', 'agent-b', 'dispatched', now() - interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+	// Each id comes under three guards (agent-a, none, agent-b), and a
+	// statement holds an id under one guard: at least three statements.
+	c := startCoalescer(t, l, ledger.CoalescerConfig{MaxBatch: 4, MaxDelay: 20 * time.Millisecond, Flushers: 2}, nil)
+	type call struct{ callee, id string }
+	calls := []call{
+		{"agent-a", "guard-a"}, {"agent-a", "guard-b"}, {"", "guard-b"}, {"agent-b", "guard-b"},
+		{"agent-b", "guard-a"}, {"", "guard-a"}, {"agent-a", "guard-a"}, {"agent-b", "guard-b"},
+	}
+	want := []ledger.HeartbeatResult{
+		{Live: true, Status: ledger.StatusInProgress}, {}, {Live: true, Status: ledger.StatusDispatched},
+		{Live: true, Status: ledger.StatusDispatched}, {}, {Live: true, Status: ledger.StatusInProgress},
+		{Live: true, Status: ledger.StatusInProgress}, {Live: true, Status: ledger.StatusDispatched},
+	}
+	got := make([]ledger.HeartbeatResult, len(calls))
+	errs := make([]error, len(calls))
+	var wg sync.WaitGroup
+	for i, cl := range calls {
+		wg.Go(func() { got[i], errs[i] = c.BeatFor(ctx, cl.callee, cl.id, nil) })
+	}
+	wg.Wait()
+	for i := range calls {
+		if errs[i] != nil || got[i] != want[i] {
+			t.Errorf("BeatFor(%q, %q) = %+v, %v; want %+v", calls[i].callee, calls[i].id, got[i], errs[i], want[i])
+		}
+	}
+	if st := c.Stats(); st.Beats != int64(len(calls)) || st.Errors != 0 || st.Flushes < 3 {
+		t.Errorf("stats %+v: want %d beats in at least three statements, no errors", st, len(calls))
+	}
+
+	// Alone, a beat on another callee's row writes nothing.
+	if _, err := pool.Exec(ctx, `UPDATE delegations SET last_heartbeat = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	c2 := startCoalescer(t, l, ledger.CoalescerConfig{MaxBatch: 1, MaxDelay: time.Millisecond, Flushers: 1}, nil)
+	if res, err := c2.BeatFor(ctx, "agent-b", "guard-a", json.RawMessage(`{"step": 9}`)); err != nil || res.Live {
+		t.Fatalf("another callee's beat: %+v, %v", res, err)
+	}
+	if n := countRows(t, pool, `SELECT count(*) FROM delegations WHERE delegation_id = 'guard-a'
+		AND last_heartbeat < now() - interval '59 minutes' AND progress IS NULL`); n != 1 {
+		t.Fatal("another callee's beat was recorded")
+	}
+	if _, err := c2.BeatFor(ctx, "bad id\x00", "guard-a", nil); err == nil {
+		t.Fatal("an invalid callee id was accepted")
+	}
 }

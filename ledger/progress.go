@@ -175,15 +175,37 @@ func (l *Ledger) HeartbeatBeatsFor(ctx context.Context, calleeID string, beats [
 }
 
 // heartbeatBeats runs heartbeatManySQL for beats, limited to callee's rows
-// when callee is not empty.
+// when callee is not empty, and returns the ids that were not live.
 func (l *Ledger) heartbeatBeats(ctx context.Context, callee string, beats []Beat) (notLive []string, err error) {
+	live, err := l.heartbeatGuarded(ctx, beats, func(int) string { return callee })
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(beats))
+	for _, b := range beats {
+		if _, ok := live[b.ID]; !ok && !seen[b.ID] {
+			seen[b.ID] = true
+			notLive = append(notLive, b.ID)
+		}
+	}
+	slices.Sort(notLive)
+	return notLive, nil
+}
+
+// heartbeatGuarded runs heartbeatManySQL for beats, each limited to the
+// delegations of calleeOf(i) when that is not empty (a worker's beats:
+// the guard is in the statement, so a beat on another callee's delegation
+// writes nothing), and returns the live ids with their status. Of several
+// beats of one id, the last one with a progress wins, and the last one's
+// guard applies: callers give one id one guard (the Coalescer keeps a
+// beat with another guard for its next batch).
+func (l *Ledger) heartbeatGuarded(ctx context.Context, beats []Beat, calleeOf func(i int) string) (live map[string]Status, err error) {
 	if len(beats) == 0 {
 		return nil, nil
 	}
 	type beat struct {
-		id       string
-		progress *string
-		order    int
+		id, callee string
+		progress   *string
 	}
 	all := make([]beat, len(beats))
 	withProgress := false
@@ -196,12 +218,13 @@ func (l *Ledger) heartbeatBeats(ctx context.Context, callee string, beats []Beat
 			return nil, fmt.Errorf("heartbeat: %w", err)
 		}
 		withProgress = withProgress || p != nil
-		all[i] = beat{b.ID, p, i}
+		all[i] = beat{b.ID, calleeOf(i), p}
 	}
 	// Sorted and unique: concurrent batches then lock rows in the same
-	// order. Of one id's beats, the last one with a progress wins.
+	// order.
 	slices.SortStableFunc(all, func(a, b beat) int { return strings.Compare(a.id, b.id) })
 	ids := make([]string, 0, len(all))
+	callees := make([]string, 0, len(all))
 	var progress []*string
 	if withProgress {
 		progress = make([]*string, 0, len(all))
@@ -211,28 +234,30 @@ func (l *Ledger) heartbeatBeats(ctx context.Context, callee string, beats []Beat
 			if b.progress != nil && withProgress {
 				progress[len(progress)-1] = b.progress
 			}
+			callees[len(callees)-1] = b.callee
 			continue
 		}
 		ids = append(ids, b.id)
+		callees = append(callees, b.callee)
 		if withProgress {
 			progress = append(progress, b.progress)
 		}
 	}
-	rows, err := l.db.Query(ctx, heartbeatManySQL, ids, nonTerminalNames, progress, callee)
+	rows, err := l.db.Query(ctx, heartbeatManySQL, ids, nonTerminalNames, progress, callees)
 	if err != nil {
 		return nil, wrapDBError("heartbeat of many delegations", err)
 	}
-	live, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	live = make(map[string]Status, len(ids))
+	var id string
+	var st Status
+	_, err = pgx.ForEachRow(rows, []any{&id, &st}, func() error {
+		live[id] = st
+		return nil
+	})
 	if err != nil {
 		return nil, wrapDBError("heartbeat of many delegations", err)
 	}
-	slices.Sort(live)
-	for _, id := range ids {
-		if _, found := slices.BinarySearch(live, id); !found {
-			notLive = append(notLive, id)
-		}
-	}
-	return notLive, nil
+	return live, nil
 }
 
 // beatsOf is ids as Beats without progress.

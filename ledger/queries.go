@@ -184,13 +184,16 @@ RETURNING status`
 
 // heartbeatManySQL touches every live row among $1 in one statement, each
 // with its progress in $3 (text[], parallel to $1; NULL or a NULL element
-// leaves progress as it is), only rows of callee $4 when it is not empty.
+// leaves progress as it is) and only when it is a delegation of the callee
+// in $4 (text[], parallel to $1; ” for any callee). It returns the live
+// rows' ids and statuses (a heartbeat does not change the status).
 const heartbeatManySQL = `
 UPDATE delegations AS d
 SET last_heartbeat = now(), updated_at = now(), progress = COALESCE(beat.progress::jsonb, d.progress)
-FROM unnest($1::text[], $3::text[]) AS beat(delegation_id, progress)
-WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2) AND ($4 = '' OR d.callee_id = $4)
-RETURNING d.delegation_id`
+FROM unnest($1::text[], $3::text[], $4::text[]) AS beat(delegation_id, progress, callee_id)
+WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2)
+  AND (beat.callee_id = '' OR d.callee_id = beat.callee_id)
+RETURNING d.delegation_id, d.status`
 
 // selectStatusReasonSQL reads what a heartbeat on a row that is not live
 // answers: its status and, when stuck, why.
