@@ -154,7 +154,19 @@ WITH swept AS (
 // Dry run: the same rules, read only, up to $1 rows each (heartbeat: $2
 // timeout in seconds). A row that meets
 // both rules is counted once, under the deadline, as the real sweep (which
-// runs the deadline rule first) would mark it.
+// runs the deadline rule first) would mark it. With $1 = 1 each is the
+// run's probe: is anything eligible by this rule?
+//
+// Each count after the deadline's reads its rule's rows in a subquery
+// fenced with OFFSET 0 (candidate) and leaves the rows of the rules before
+// it (deadline >= now(), ...) outside the fence: the planner then has only
+// the rule's own conditions to choose an index by. Without the fence it
+// answered the stalled rule's probe through the deadline index on a ledger
+// of 5M rows with 50k in flight whose statistics predated their progress
+// (ANALYZE comes after 10% of the table changed, so for hours at that
+// size): the history's deadlines have passed, "deadline >= now()" looked
+// selective, and the probe read every row in flight (43 ms a run instead
+// of a few index pages).
 const countDeadlineSQL = `
 SELECT count(*) FROM (
     SELECT 1 FROM delegations
@@ -164,22 +176,26 @@ SELECT count(*) FROM (
 
 const countHeartbeatSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
-      AND heartbeat_minute >= (` + oldestMinuteSQL + `)
-      AND heartbeat_minute < now() - make_interval(secs => $2)
-      AND last_heartbeat < now() - make_interval(secs => $2)
-      AND deadline >= now()
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
+          AND heartbeat_minute >= (` + oldestMinuteSQL + `)
+          AND heartbeat_minute < now() - make_interval(secs => $2)
+          AND last_heartbeat < now() - make_interval(secs => $2)
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()
     LIMIT $1) AS eligible`
 
 const countOwnTimeoutSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'in_progress' AND heartbeat_timeout IS NOT NULL
-      AND heartbeat_expires_at >= (` + ownExpirySQL + `)
-      AND heartbeat_expires_at < now()
-      AND now() - last_heartbeat > heartbeat_timeout
-      AND deadline >= now()
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'in_progress' AND heartbeat_timeout IS NOT NULL
+          AND heartbeat_expires_at >= (` + ownExpirySQL + `)
+          AND heartbeat_expires_at < now()
+          AND now() - last_heartbeat > heartbeat_timeout
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()
     LIMIT $1) AS eligible`
 
 // oldestHeartbeatExpr is the oldest in_progress heartbeat of the rows on the
@@ -487,57 +503,69 @@ func heartbeatLive(param string) string {
 // heartbeat timeout (seconds).
 var countStalledSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'in_progress' AND progress_timeout IS NULL
-      AND progress_minute >= (` + oldestProgressMinuteSQL + `)
-      AND progress_minute < now() - make_interval(secs => $2)
-      AND progress_at < now() - make_interval(secs => $2)
-      AND deadline >= now()` + heartbeatLive("$3") + `
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'in_progress' AND progress_timeout IS NULL
+          AND progress_minute >= (` + oldestProgressMinuteSQL + `)
+          AND progress_minute < now() - make_interval(secs => $2)
+          AND progress_at < now() - make_interval(secs => $2)
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()` + heartbeatLive("$3") + `
     LIMIT $1) AS eligible`
 
 // countStalledOwnSQL: $1 limit, $2 the global heartbeat timeout (seconds).
 var countStalledOwnSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'in_progress' AND progress_timeout IS NOT NULL
-      AND progress_expires_at >= (` + ownProgressExpirySQL + `)
-      AND progress_expires_at < now()
-      AND now() - progress_at > progress_timeout
-      AND deadline >= now()` + heartbeatLive("$2") + `
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'in_progress' AND progress_timeout IS NOT NULL
+          AND progress_expires_at >= (` + ownProgressExpirySQL + `)
+          AND progress_expires_at < now()
+          AND now() - progress_at > progress_timeout
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()` + heartbeatLive("$2") + `
     LIMIT $1) AS eligible`
 
 const countQueuedSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'queued' AND queue_timeout IS NULL
-      AND COALESCE(not_before, created_at) >= (` + oldestQueuedSQL + `)
-      AND COALESCE(not_before, created_at) < now() - make_interval(secs => $2)
-      AND deadline >= now()
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'queued' AND queue_timeout IS NULL
+          AND COALESCE(not_before, created_at) >= (` + oldestQueuedSQL + `)
+          AND COALESCE(not_before, created_at) < now() - make_interval(secs => $2)
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()
     LIMIT $1) AS eligible`
 
 const countQueuedOwnSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'queued' AND queue_timeout IS NOT NULL
-      AND queue_expires_at >= (` + ownQueueExpirySQL + `)
-      AND queue_expires_at < now()
-      AND deadline >= now()
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'queued' AND queue_timeout IS NOT NULL
+          AND queue_expires_at >= (` + ownQueueExpirySQL + `)
+          AND queue_expires_at < now()
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()
     LIMIT $1) AS eligible`
 
 const countDispatchedSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'dispatched' AND start_timeout IS NULL
-      AND dispatched_at >= (` + oldestDispatchedSQL + `)
-      AND dispatched_at < now() - make_interval(secs => $2)
-      AND deadline >= now()
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'dispatched' AND start_timeout IS NULL
+          AND dispatched_at >= (` + oldestDispatchedSQL + `)
+          AND dispatched_at < now() - make_interval(secs => $2)
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()
     LIMIT $1) AS eligible`
 
 const countDispatchedOwnSQL = `
 SELECT count(*) FROM (
-    SELECT 1 FROM delegations
-    WHERE status = 'dispatched' AND start_timeout IS NOT NULL
-      AND start_expires_at >= (` + ownStartExpirySQL + `)
-      AND start_expires_at < now()
-      AND deadline >= now()
+    SELECT 1 FROM (
+        SELECT deadline, heartbeat_timeout, last_heartbeat FROM delegations
+        WHERE status = 'dispatched' AND start_timeout IS NOT NULL
+          AND start_expires_at >= (` + ownStartExpirySQL + `)
+          AND start_expires_at < now()
+        OFFSET 0) AS candidate
+    WHERE deadline >= now()
     LIMIT $1) AS eligible`
