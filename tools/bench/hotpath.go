@@ -96,6 +96,10 @@ type HotPathResults struct {
 	Problems []string      `json:"problems"`
 	Previous uint          `json:"previous_version"`
 	Latest   uint          `json:"latest_version"`
+	// Backlog is the rows of each drain; InFlight the live rows at every
+	// size (Config's).
+	Backlog  int           `json:"backlog"`
+	InFlight int           `json:"in_flight"`
 	Config   HotPathConfig `json:"config"`
 }
 
@@ -140,7 +144,8 @@ func RunHotPath(ctx context.Context, cfg Config, hp HotPathConfig) (*HotPathResu
 	if hp.Changes <= 0 {
 		hp.Changes = 2000
 	}
-	r := &HotPathResults{Started: time.Now().UTC(), Machine: describeMachine(), Previous: hotPathPrevious, Latest: migrations.Latest, Config: hp}
+	r := &HotPathResults{Started: time.Now().UTC(), Machine: describeMachine(), Previous: hotPathPrevious, Latest: migrations.Latest, Config: hp,
+		Backlog: cfg.Backlog, InFlight: cfg.InFlight}
 	r.Machine.LoadStart = loadAverage()
 	srv, err := startServer(ctx, cfg)
 	if err != nil {

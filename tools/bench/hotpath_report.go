@@ -171,7 +171,8 @@ func renderHotPath(w func(string, ...any), r *Results) {
 	w("version %d (the schema before migration 000006, none of the columns of 7 to 9), on the same server. The latest is driven by\n", hp.Previous)
 	w("this build's `sweep` and `ledger`; version %d by version %d's own statements (tools/bench/hotpath_v5.go, from commit 7ae4fde)\n", hp.Previous, hp.Previous)
 	w("through version %d's triggers (a row audit trigger, a notification trigger per event statement).\n\n", hp.Previous)
-	w("*Drain*: %s stale rows (added, then `VACUUM ANALYZE`) marked by one sweep run, batches of 1000, notifications to\n", count(r.Config.Backlog))
+	w("%s rows in flight at every size. *Drain*: %s stale rows (added, then `VACUUM ANALYZE`) marked by one sweep run, batches of 1000, notifications to\n",
+		count(hp.InFlight), count(hp.Backlog))
 	w("`delegation_stuck` with a listener attached, on each schema, and the *same-work limit* on the latest: the sweep's claim and\n")
 	w("UPDATE, one audit event per row and the notifications as one statement per batch, triggers off. Version %d, latest, limit, then\n", hp.Previous)
 	w("the reverse order (ABBA). *Server CPU* is the CPU time of every server process of the ledger's database during the drain\n")

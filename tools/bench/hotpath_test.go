@@ -35,7 +35,7 @@ func hotPathSample() *bench.HotPathResults {
 		return out
 	}
 	return &bench.HotPathResults{
-		Previous: 5, Latest: migrations.Latest,
+		Previous: 5, Latest: migrations.Latest, Backlog: 100_000, InFlight: 50_000,
 		Machine: bench.Machine{ServerKind: "local", LoadStart: []string{"1.00", "1.00", "1.00"}, LoadEnd: []string{"2.00", "1.00", "1.00"}},
 		Config:  bench.HotPathConfig{Rates: []int{1000, 2000}, Changes: 2000},
 		Sizes: []bench.HotPathSize{
@@ -139,6 +139,7 @@ func TestRenderHotPath(t *testing.T) {
 	md := bench.Render(r, "benchmarks")
 	for _, s := range []string{
 		"## The hot path against version 5 (issue 19)",
+		"50k rows in flight at every size. *Drain*: 100k stale rows",
 		"| 100k | 4.00k / 8.00k / 9.00k | 96.0 / 60.0 / 57.0 | 1.60× | 0.95 |",
 		"| 5M | ledger | 5 |",
 		"| 1000/s | 999/s | 2.00 ms |",
@@ -181,7 +182,7 @@ func TestRunHotPath(t *testing.T) {
 	if len(r.Problems) > 0 {
 		t.Fatalf("problems: %v", r.Problems)
 	}
-	if r.Previous != 5 || r.Latest != migrations.Latest || len(r.Sizes) != 1 {
+	if r.Previous != 5 || r.Latest != migrations.Latest || r.Backlog != 2000 || len(r.Sizes) != 1 {
 		t.Fatalf("versions %d, %d; sizes %+v", r.Previous, r.Latest, r.Sizes)
 	}
 	s := r.Sizes[0]
