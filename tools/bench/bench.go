@@ -1,7 +1,8 @@
 // Package bench measures sweeper on ledgers of several sizes, on a throwaway
 // PostgreSQL server, and renders what it measured as docs/benchmarks.md with
 // charts. `make bench` runs it through bench/cmd/sweeperbench; every figure
-// of the report comes from one run of Run.
+// of the report comes from one run of the command: Run, then RunHotPath
+// (the hot path against schema version 5, issue 19, hotpath.go).
 //
 // What it measures, at each ledger size, with the same rows in flight:
 //
@@ -181,6 +182,9 @@ type Results struct {
 	Steady  *SteadyResult `json:"steady,omitempty"`
 	// Recovery is issue 21's figures, on the ledger of the last size.
 	Recovery *RecoveryResult `json:"recovery,omitempty"`
+	// HotPath is issue 19's figures (RunHotPath, run after Run by the
+	// command, on a server of its own).
+	HotPath  *HotPathResults `json:"hot_path,omitempty"`
 	Problems []string        `json:"problems,omitempty"`
 
 	// ConsolePlan is the console's plan test on the ledger of the last

@@ -193,6 +193,20 @@ func TestRunSmall(t *testing.T) {
 	}
 }
 
+// buildSweeper builds the daemon into a directory of t's, in the product's
+// own module, as make build does.
+func buildSweeper(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sweeper")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/sweeper")
+	build.Dir = filepath.Join("..", "..")
+	build.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building sweeper: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // TestRunAPI runs the API measurements on a tiny ledger against the built
 // daemon: tokens from its CLI, every measurement completes and checks its
 // answers (rows live, 201 on insert, each event seen by every consumer).
@@ -201,14 +215,7 @@ func TestRunAPI(t *testing.T) {
 		t.Skip("builds the daemon and runs it on a server of its own")
 	}
 	t.Parallel()
-	// Built in the product's own module, as make build does.
-	bin := filepath.Join(t.TempDir(), "sweeper")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/sweeper")
-	build.Dir = filepath.Join("..", "..")
-	build.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building sweeper: %v\n%s", err, out)
-	}
+	bin := buildSweeper(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r, err := bench.Run(ctx, bench.Config{

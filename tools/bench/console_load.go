@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/tasksweeper/sweeper/ledger"
 )
 
 // What the loaded ledger holds besides the rows themselves, so that the
@@ -190,10 +188,9 @@ func (k *keeper) run(ctx context.Context) {
 // beat heartbeats the given rows in batches of 1000; a row reported not
 // live is an error (the bench's live rows must stay live).
 func (k *keeper) beat(ctx context.Context, sets ...[]string) error {
-	l := ledger.New(k.db.pool)
 	for _, ids := range sets {
 		for i := 0; i < len(ids); i += 1000 {
-			notLive, err := l.HeartbeatMany(ctx, ids[i:min(i+1000, len(ids))])
+			notLive, err := k.db.heartbeatMany(ctx, ids[i:min(i+1000, len(ids))])
 			if err != nil {
 				return err
 			}

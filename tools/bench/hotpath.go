@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasksweeper/sweeper/internal/pgserver"
 	"github.com/tasksweeper/sweeper/ledger"
 	"github.com/tasksweeper/sweeper/migrations"
 	"github.com/tasksweeper/sweeper/sweep"
@@ -18,31 +19,26 @@ import (
 
 // The hot path measurement (issue 19, RunHotPath): at each size, a ledger on
 // the latest schema and the same ledger on the schema before the hot path
-// migration, loaded in the same run on the same server, and:
+// migration (version 5, migrated only that far: none of the columns of 7 to
+// 9), loaded in the same run on the same server, and:
 //   - the sweep's drain of a backlog on both, against the same-work limit on
-//     the latest (sameWorkDrainSQL), in ABBA order;
+//     the latest (sameWorkDrainSQL), in ABBA order, each after VACUUM
+//     ANALYZE, batches of sweep.BatchSizeDefault, notifications on
+//     sweep.NotifyChannelDefault;
 //   - the cost of one status change through the ledger (what an API
 //     transition runs) and as a raw SQL UPDATE, on both, interleaved;
 //   - the nothing-eligible sweep on both;
 // and at the last size, the daemon's single heartbeats over HTTP at the
-// given rates (open loop) and the heartbeat ingest's HOT shares.
+// given rates (open loop) and the heartbeat ingest's HOT shares, on the
+// latest.
+//
+// The latest ledger is driven by this build's ledger and sweep packages;
+// the version 5 ledger by version 5's own statements (hotpath_v5.go), through
+// version 5's triggers (its row audit and its per-statement notification on
+// delegation_events), as the version 5 sweeper and API ran them.
 
 // hotPathPrevious is the schema version before the hot path migration.
 const hotPathPrevious = 5
-
-// hotPathLatestComparable is the last schema version whose build could run
-// the comparison: it drives both ledgers with this build's ledger and
-// sweeper, which read a version 5 ledger only up to schema 6 (version 7
-// added columns every heartbeat and sweep statement names). The figures of
-// that run are in docs/design.md, "The hot path"; measuring the current
-// schema against version 5 needs version 5's statements in the bench.
-const hotPathLatestComparable = 6
-
-// ErrHotPathNotComparable is RunHotPath's answer on a build whose ledger
-// no longer reads a version 5 ledger.
-var ErrHotPathNotComparable = fmt.Errorf("the hot path comparison drives a version %d ledger with this build's ledger and sweeper, "+
-	"which read it only up to schema %d (this build expects %d); its figures, measured at schema %d, are in docs/design.md, \"The hot path\"",
-	hotPathPrevious, hotPathLatestComparable, migrations.Latest, hotPathLatestComparable)
 
 // sameWorkDrainSQL is the drain's same-work limit: the sweep's heartbeat
 // claim and UPDATE, one audit event per row into delegation_events (with all
@@ -99,6 +95,11 @@ type HotPathResults struct {
 	Ingest   []IngestRow   `json:"ingest"`
 	Problems []string      `json:"problems"`
 	Previous uint          `json:"previous_version"`
+	Latest   uint          `json:"latest_version"`
+	// Backlog is the rows of each drain; InFlight the live rows at every
+	// size (Config's).
+	Backlog  int           `json:"backlog"`
+	InFlight int           `json:"in_flight"`
 	Config   HotPathConfig `json:"config"`
 }
 
@@ -139,14 +140,12 @@ type SingleBeats struct {
 // RunHotPath measures the hot path (see above) at cfg.Sizes on a server of
 // its own.
 func RunHotPath(ctx context.Context, cfg Config, hp HotPathConfig) (*HotPathResults, error) {
-	if migrations.Latest > hotPathLatestComparable {
-		return nil, ErrHotPathNotComparable
-	}
 	cfg.fill()
 	if hp.Changes <= 0 {
 		hp.Changes = 2000
 	}
-	r := &HotPathResults{Started: time.Now().UTC(), Machine: describeMachine(), Previous: hotPathPrevious, Config: hp}
+	r := &HotPathResults{Started: time.Now().UTC(), Machine: describeMachine(), Previous: hotPathPrevious, Latest: migrations.Latest, Config: hp,
+		Backlog: cfg.Backlog, InFlight: cfg.InFlight}
 	r.Machine.LoadStart = loadAverage()
 	srv, err := startServer(ctx, cfg)
 	if err != nil {
@@ -176,6 +175,9 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 		return fmt.Errorf("loading %d rows at version %d: %w", n, hotPathPrevious, err)
 	}
 	defer prev.drop(ctx)
+	if err := checkV5Ledger(ctx, prev); err != nil {
+		return err
+	}
 	cur, err := srv.loadLedger(ctx, cfg, n)
 	if err != nil {
 		return fmt.Errorf("loading %d rows: %w", n, err)
@@ -191,18 +193,26 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 		}
 		defer keepers[i].Stop()
 	}
-	sweepers := make([]*sweep.Sweeper, 2)
+	// The same sweep configuration on both: version 5's sweeper on the
+	// version 5 ledger, this build's on the latest.
+	sweepCfg := sweep.Config{
+		HeartbeatTimeout: benchTimeout,
+		BatchSize:        sweep.BatchSizeDefault,
+		MaxBatchesPerRun: cfg.Backlog/sweep.BatchSizeDefault + 10,
+		NotifyChannel:    sweep.NotifyChannelDefault,
+	}
+	sweepers := make([]sweepRunner, 2)
 	for i, db := range dbs {
 		pool, err := db.newPool(ctx, 4)
 		if err != nil {
 			return err
 		}
 		defer pool.Close()
-		if sweepers[i], err = sweep.New(pool, sweep.Config{
-			HeartbeatTimeout: benchTimeout,
-			MaxBatchesPerRun: cfg.Backlog/sweep.BatchSizeDefault + 10,
-			NotifyChannel:    sweep.NotifyChannelDefault,
-		}); err != nil {
+		if i == 0 {
+			sweepers[i] = newV5Sweeper(pool, sweepCfg)
+			continue
+		}
+		if sweepers[i], err = sweep.New(pool, sweepCfg); err != nil {
 			return err
 		}
 	}
@@ -329,14 +339,15 @@ func versionName(i int) string {
 	if i == 0 {
 		return fmt.Sprintf("version %d", hotPathPrevious)
 	}
-	return "latest"
+	return fmt.Sprintf("latest (version %d)", migrations.Latest)
 }
 
 // statusChanges times hp.Changes status changes per kind and schema: rows
 // inserted in_progress (triggers off), then each moved to completed in its
-// own transaction, through Ledger.SetStatus (what POST
-// /v1/delegations/{id}/transitions runs) or a raw UPDATE that sets only the
-// status (the BEFORE trigger then sets updated_at).
+// own transaction, through the ledger (what POST
+// /v1/delegations/{id}/transitions runs: this build's Ledger.SetStatus on
+// the latest, version 5's statements on version 5) or a raw UPDATE that sets
+// only the status (the BEFORE trigger then sets updated_at).
 func statusChanges(ctx context.Context, dbs []*ledgerDB, changes int, sr *HotPathSize) error {
 	kinds := []string{"ledger", "sql"}
 	lat := map[string][]time.Duration{}
@@ -363,6 +374,16 @@ func statusChanges(ctx context.Context, dbs []*ledgerDB, changes int, sr *HotPat
 					t0 := time.Now()
 					switch k {
 					case "ledger":
+						if v == 0 {
+							applied, err := v5SetStatus(ctx, db.pool, id, string(ledger.StatusCompleted), "api:bench")
+							if err != nil {
+								return err
+							}
+							if !applied {
+								return fmt.Errorf("%s: not applied at version %d", id, hotPathPrevious)
+							}
+							break
+						}
 						res, err := l.SetStatus(ctx, id, ledger.StatusCompleted, ledger.Change{Actor: "api:bench"})
 						if err != nil {
 							return err
@@ -396,7 +417,7 @@ func statusChanges(ctx context.Context, dbs []*ledgerDB, changes int, sr *HotPat
 			c := ChangeCost{Kind: k, Version: uint(hotPathPrevious), Latency: dist(ls), Mean: sum / time.Duration(max(len(ls), 1)),
 				ServerCPU: cpu[fmt.Sprint(v, k)] / time.Duration(max(len(ls), 1))}
 			if v == 1 {
-				c.Version = 0
+				c.Version = migrations.Latest
 			}
 			sr.Changes = append(sr.Changes, c)
 			dbs[v].srv.logf("%d rows, %s: status change (%s) mean %s p50 %s p99 %s, server CPU %s per change", dbs[v].rows, versionName(v), k,
@@ -549,10 +570,14 @@ func measureSingles(ctx context.Context, cfg Config, db *ledgerDB, rates []int) 
 type cpuTimes map[int]time.Duration
 
 // serverCPU reads the CPU time (user + system) of every server process
-// connected to db's database (backends, autovacuum workers), from /proc:
-// the server is local. On a server it cannot read, it is empty.
+// connected to db's database (backends, autovacuum workers), from /proc.
+// On a server it cannot read, it is empty: one that is not a local process
+// (in a container, pg_stat_activity's pids are the container's).
 func (db *ledgerDB) serverCPU(ctx context.Context) cpuTimes {
 	out := cpuTimes{}
+	if db.srv.kind != string(pgserver.KindLocal) {
+		return out
+	}
 	rows, err := db.srv.admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, db.name)
 	if err != nil {
 		return out

@@ -81,6 +81,7 @@ func (r *Results) Targets() []Target {
 	r.consoleTargets(add)
 	r.progressTargets(add)
 	r.recoveryTargets(add)
+	r.hotPathTargets(add)
 	return append(out, r.retentionTargets()...)
 }
 
@@ -289,6 +290,8 @@ func Render(r *Results, imgDir string) string {
 	}
 
 	renderConsole(w, r)
+
+	renderHotPath(w, r)
 
 	if p := r.Plan; p != nil {
 		w("## Plan regression\n\n")

@@ -84,6 +84,7 @@ type ledgerDB struct {
 	url      string
 	pool     *pgxpool.Pool // for the bench's own statements
 	rows     int
+	version  uint // the schema version it was migrated to; 0: the latest
 	loadTime time.Duration
 	seq      int       // numbers the batches of rows the bench adds
 	lis      *listener // the stuck notifications of the hot path drains (hotpath.go)
@@ -122,7 +123,7 @@ func (s *server) loadLedgerAt(ctx context.Context, cfg Config, n int, version ui
 	if _, err := s.admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
 		return nil, err
 	}
-	db := &ledgerDB{srv: s, name: name, url: dbURL(s.s.URL, name), rows: n}
+	db := &ledgerDB{srv: s, name: name, url: dbURL(s.s.URL, name), rows: n, version: version}
 	if err := migrateTo(ctx, db.url, version); err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tasksweeper/sweeper/ledger"
 	"github.com/tasksweeper/sweeper/sweep"
 )
 
@@ -246,12 +245,11 @@ func measureSweeps(ctx context.Context, cfg Config, db *ledgerDB, sr *SizeResult
 
 // beatAll heartbeats every live row once, in batches of 1000.
 func beatAll(ctx context.Context, db *ledgerDB, inFlight int) error {
-	l := ledger.New(db.pool)
 	ids := make([]string, 0, 1000)
 	for i := 1; i <= inFlight; i++ {
 		ids = append(ids, fmt.Sprintf("f%d", i))
 		if len(ids) == cap(ids) || i == inFlight {
-			notLive, err := l.HeartbeatMany(ctx, ids)
+			notLive, err := db.heartbeatMany(ctx, ids)
 			if err != nil {
 				return err
 			}
@@ -264,7 +262,13 @@ func beatAll(ctx context.Context, db *ledgerDB, inFlight int) error {
 	return nil
 }
 
-func sweepDrain(ctx context.Context, db *ledgerDB, sw *sweep.Sweeper, lis *listener) (DrainResult, error) {
+// sweepRunner runs one sweep: this build's sweep.Sweeper, or version 5's
+// (v5Sweeper) on a version 5 ledger.
+type sweepRunner interface {
+	RunOnce(ctx context.Context) (sweep.Result, error)
+}
+
+func sweepDrain(ctx context.Context, db *ledgerDB, sw sweepRunner, lis *listener) (DrainResult, error) {
 	events0, err := db.count(ctx, `SELECT count(*) FROM delegation_events WHERE to_status = 'stuck'`)
 	if err != nil {
 		return DrainResult{}, err

@@ -64,7 +64,8 @@ func run() error {
 		stPerDay   = flag.Int("steady-per-day", bench.SteadyPerDayDefault, "delegations inserted per simulated day")
 		stLong     = flag.Int("steady-long", bench.SteadyLongRunningDefault, "delegations in progress all the simulated month")
 		stOnly     = flag.Bool("steady-only", false, "run only the retention steady state")
-		hpOnly     = flag.Bool("hotpath-only", false, "run only the hot path measurement (drain against the previous schema and the same-work limit, status change costs, single HTTP heartbeats at -hotpath-rates) into -hotpath-out; docs untouched")
+		hpOn       = flag.Bool("hotpath", true, "after the suite, run the hot path measurement (issue 19: against schema version 5) at the same sizes into the report")
+		hpOnly     = flag.Bool("hotpath-only", false, "run only the hot path measurement (drain against schema version 5 and the same-work limit, status change costs, single HTTP heartbeats at -hotpath-rates) into -hotpath-out; docs untouched")
 		hpRates    = flag.String("hotpath-rates", "1000,2000", "request rates of the hot path's single heartbeats over HTTP")
 		hpOut      = flag.String("hotpath-out", "bin/hotpath.json", "the hot path measurement's results")
 		whOnly     = flag.Bool("webhooks-only", false, "measure only webhook deliveries (1 and 20 subscriptions) and print them as JSON")
@@ -119,12 +120,12 @@ func run() error {
 	if *pruneRuns == 0 {
 		cfg.PruneRounds = -1
 	}
+	hpRateList, err := parseInts(*hpRates)
+	if err != nil {
+		return fmt.Errorf("-hotpath-rates: %w", err)
+	}
 	if *hpOnly {
-		rates, err := parseInts(*hpRates)
-		if err != nil {
-			return fmt.Errorf("-hotpath-rates: %w", err)
-		}
-		return hotPath(ctx, cfg, bench.HotPathConfig{Rates: rates}, *hpOut)
+		return hotPath(ctx, cfg, bench.HotPathConfig{Rates: hpRateList}, *hpOut)
 	}
 	if *whOnly {
 		rounds, err := bench.RunWebhooks(ctx, cfg, bench.WebhookConfig{Subscriptions: []int{1, 20}, Backlog: *whBacklog, Rate: *whRate, Duration: *whDur})
@@ -151,6 +152,22 @@ func run() error {
 		logf("plan test at %d rows", *planRows)
 		r.Plan = planTest(ctx, *planRows)
 		logf("plan test: passed=%v in %s", r.Plan.Passed, r.Plan.Duration.Round(time.Second))
+	}
+	// The hot path (issue 19) after the suite, on a server of its own and
+	// ledgers of its own (the same rows on both schemas); not in the runs
+	// that measure one thing only.
+	if *hpOn && !*stOnly && !*apiOnly && !*consoleOn && !*progressOn && !*recoveryOn && ctx.Err() == nil {
+		logf("hot path against schema version 5 at %v rows", ss)
+		hp, err := bench.RunHotPath(ctx, cfg, bench.HotPathConfig{Rates: hpRateList})
+		if err != nil {
+			r.Problems = append(r.Problems, "hot path: "+err.Error())
+		}
+		if hp != nil {
+			for _, p := range hp.Problems {
+				r.Problems = append(r.Problems, "hot path: "+p)
+			}
+		}
+		r.HotPath = hp
 	}
 	if *stDays > 0 && ctx.Err() == nil {
 		logf("retention steady state: %d simulated days", *stDays)
