@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -352,9 +351,6 @@ func TestFailureMidPageHoldsTheCursorBeforeIt(t *testing.T) {
 		if a.WebhookID != webhook.WebhookID(a.EventID) {
 			t.Errorf("event %d came with webhook-id %s", a.EventID, a.WebhookID)
 		}
-	}
-	if i := slices.Index(ids, ahead[0]); i <= 5 {
-		t.Errorf("ahead starts at index %d", i)
 	}
 }
 
