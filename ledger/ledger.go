@@ -519,6 +519,43 @@ func (l *Ledger) Get(ctx context.Context, id string) (Delegation, error) {
 	return d, nil
 }
 
+// MaxGetMany is the most ids GetMany reads at once.
+const MaxGetMany = MaxListLimit
+
+// GetMany returns the delegations of ids that exist, by id, in one statement;
+// an id with no delegation (never inserted, deleted by the retention prune,
+// or one Insert would refuse) is absent from the map. Repeated ids are read
+// once. At most MaxGetMany ids, each valid UTF-8 without NUL. Unlike Get it
+// does not apply Insert's identifier rules: the ids of events (a webhook
+// page) are read back whatever a writer that bypassed this package stored.
+func (l *Ledger) GetMany(ctx context.Context, ids []string) (map[string]Delegation, error) {
+	if len(ids) > MaxGetMany {
+		return nil, fmt.Errorf("getting delegations: %w",
+			&FieldError{Field: "delegation_id", Reason: fmt.Sprintf("at most %d ids at once, got %d", MaxGetMany, len(ids))})
+	}
+	for _, id := range ids {
+		if err := checkText("delegation_id", id, false); err != nil {
+			return nil, fmt.Errorf("getting delegations: %w", err)
+		}
+	}
+	out := make(map[string]Delegation, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := l.db.Query(ctx, getManySQL, ids)
+	if err != nil {
+		return nil, wrapDBError("getting delegations", err)
+	}
+	ds, err := pgx.CollectRows(rows, pgx.RowToStructByName[Delegation])
+	if err != nil {
+		return nil, wrapDBError("getting delegations", err)
+	}
+	for _, d := range ds {
+		out[d.DelegationID] = d
+	}
+	return out, nil
+}
+
 // ListFilter selects delegations for List. At least one of CallerID, CalleeID
 // and Status is required (each is served by its own index).
 type ListFilter struct {

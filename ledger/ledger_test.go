@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -608,6 +609,54 @@ func TestInjectionLookingStringsStoredVerbatim(t *testing.T) {
 	}
 	if n := countRows(t, pool, `SELECT count(*) FROM delegations`); n != len(evil) {
 		t.Fatalf("%d rows", n)
+	}
+}
+
+// GetMany reads the delegations that exist, once each, as Get reads them;
+// a missing id is absent, even one Insert would refuse (a blank one, one
+// with a control character: a writer that bypassed the ledger may have
+// stored it); text PostgreSQL cannot hold, or too many ids, is refused.
+func TestGetMany(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	ctx := context.Background()
+	for _, id := range []string{"m-1", "m-2", "m-3"} {
+		if _, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: id, CallerID: "c", CalleeID: "w", TaskPreview: "task " + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.SetStatus(ctx, "m-2", ledger.StatusInProgress, ledger.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.GetMany(ctx, []string{"m-2", "nope", "m-1", "m-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("GetMany: %d delegations, want m-1 and m-2", len(got))
+	}
+	for _, id := range []string{"m-1", "m-2"} {
+		one, err := l.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got[id], one) {
+			t.Fatalf("GetMany[%s] = %+v\nGet = %+v", id, got[id], one)
+		}
+	}
+	if none, err := l.GetMany(ctx, nil); err != nil || len(none) != 0 {
+		t.Fatalf("GetMany(nil) = %v, %v", none, err)
+	}
+	if got, err := l.GetMany(ctx, []string{"m-1", " ", "tab\there"}); err != nil || len(got) != 1 {
+		t.Fatalf("GetMany with ids Insert refuses = %v, %v; want m-1 alone", got, err)
+	}
+	for _, bad := range []string{"nul\x00", "\xff"} {
+		if _, err := l.GetMany(ctx, []string{"m-1", bad}); !errors.Is(err, ledger.ErrInvalid) {
+			t.Fatalf("id %q: %v, want ErrInvalid", bad, err)
+		}
+	}
+	if _, err := l.GetMany(ctx, make([]string, ledger.MaxGetMany+1)); !errors.Is(err, ledger.ErrInvalid) {
+		t.Fatalf("too many ids: %v, want ErrInvalid", err)
 	}
 }
 

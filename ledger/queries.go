@@ -202,6 +202,10 @@ SELECT status, COALESCE(stuck_reason, '') FROM delegations WHERE delegation_id =
 
 const getSQL = `SELECT ` + delegationColumns + ` FROM delegations WHERE delegation_id = $1`
 
+// getManySQL reads the delegations of the ids $1 that exist, in one
+// statement (the primary key, an index scan per id).
+const getManySQL = `SELECT ` + delegationColumns + ` FROM delegations WHERE delegation_id = ANY($1::text[])`
+
 // The list queries page newest first with a keyset cursor ($3, $4): each is
 // served by its own index, idx_delegations_caller, _callee and _status.
 // $2 is an optional status filter (the empty string for any); listing by

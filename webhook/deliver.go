@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +21,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
@@ -44,6 +42,10 @@ const (
 	PollIntervalDefault    = time.Second
 	// PageSize is how many events a subscription reads from the feed at once.
 	PageSize = 100
+	// MaxInFlightDefault is how many deliveries of one subscription may be
+	// in flight at once by default (webhooks.max_in_flight); at most
+	// PageSize, since a page is delivered whole before the next is read.
+	MaxInFlightDefault = 16
 	// AttemptsKept is how many attempts of each subscription the log keeps.
 	AttemptsKept = 1000
 )
@@ -69,18 +71,24 @@ type Config struct {
 	// MaxRetryAge is how long the head event of a subscription may keep
 	// failing before the subscription is paused.
 	MaxRetryAge time.Duration
+	// MaxInFlight is how many deliveries of one subscription may be in
+	// flight at once, 1 to PageSize (MaxInFlightDefault when 0): events of
+	// different delegations go in parallel, those of one delegation one
+	// after the other, in feed order.
+	MaxInFlight int
 	// RetryMinBackoff and RetryMaxBackoff bound the wait before the next
 	// attempt: RetryMinBackoff doubled after each failure, at most
 	// RetryMaxBackoff, then drawn uniformly from its upper half (jitter).
 	RetryMinBackoff, RetryMaxBackoff time.Duration
 	// LeaseTTL is how long a replica's lease on a subscription lasts
 	// without renewal: a replica that dies is replaced within LeaseTTL +
-	// PollInterval. Renewed every PollInterval and after each delivery; it
-	// must be longer than Timeout + PollInterval.
+	// PollInterval. Renewed every PollInterval and whenever the cursor
+	// moves; it must be longer than Timeout + PollInterval.
 	LeaseTTL time.Duration
 	// PollInterval is how often leases are renewed and free subscriptions
-	// taken, and the longest a subscription waits to see a new event when
-	// no notification wakes it.
+	// taken, the longest a subscription waits to see a new event when no
+	// notification wakes it, and how often a page whose deliveries take
+	// longer records those answered so far.
 	PollInterval time.Duration
 	// AllowHTTP and AllowPrivateNetworks lift the https-only and the
 	// public-address rules (webhooks.allow_http,
@@ -108,13 +116,14 @@ type Outcome string
 
 // The outcomes of an attempt, as logged and counted.
 const (
-	OutcomeDelivered Outcome = "delivered" // 2xx: the cursor moved past the event
+	OutcomeDelivered Outcome = "delivered" // 2xx: the cursor moves past the event once those before it are delivered too
 	OutcomeFailed    Outcome = "failed"    // any other status, a timeout, a network error: retried
 	OutcomeGone      Outcome = "gone"      // 410: the subscription is disabled
 	OutcomeRefused   Outcome = "refused"   // the URL or address was refused: retried (the name may move)
 )
 
-// AttemptDone is the test signal of one attempt.
+// AttemptDone is the test signal of one attempt, sent once it is logged;
+// State is the subscription's state after the commit that logged it.
 type AttemptDone struct {
 	Subscription string
 	EventID      int64
@@ -124,7 +133,8 @@ type AttemptDone struct {
 
 // TestSignals are the Deliverer's test signals.
 type TestSignals struct {
-	// Attempt receives every attempt once logged.
+	// Attempt receives every attempt once logged, in the order they were
+	// answered.
 	Attempt testsignal.Signal[AttemptDone]
 	// Leases receives the subscriptions held after each lease round.
 	Leases testsignal.Signal[[]string]
@@ -143,7 +153,6 @@ type Deliverer struct {
 	cfg     Config
 	log     *zap.Logger
 	ledger  *ledger.Ledger
-	send    sender
 	metrics *Metrics
 	waiter  *ledger.Waiter
 	// TestSignals are off unless a test Inits them.
@@ -167,6 +176,10 @@ func New(cfg Config) (*Deliverer, error) {
 	cfg.RetryMaxBackoff = cmp.Or(cfg.RetryMaxBackoff, RetryMaxBackoffDefault)
 	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, LeaseTTLDefault)
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, PollIntervalDefault)
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, MaxInFlightDefault)
+	if cfg.MaxInFlight < 1 || cfg.MaxInFlight > PageSize {
+		return nil, fmt.Errorf("webhook: MaxInFlight (%d) must be between 1 and %d (a page's events)", cfg.MaxInFlight, PageSize)
+	}
 	if cfg.RetryMaxBackoff < cfg.RetryMinBackoff {
 		return nil, fmt.Errorf("webhook: RetryMaxBackoff (%s) is below RetryMinBackoff (%s)", cfg.RetryMaxBackoff, cfg.RetryMinBackoff)
 	}
@@ -206,11 +219,7 @@ func New(cfg Config) (*Deliverer, error) {
 		w = ledger.NewWaiter(cfg.Pool)
 	}
 	w.OnError = func(err error) { log.Warn("webhook feed listener lost its connection; reconnecting", zap.Error(err)) }
-	return &Deliverer{
-		cfg: cfg, log: log, ledger: ledger.New(cfg.Pool), metrics: m, waiter: w,
-		send: sender{client: newClient(cfg.Timeout, cfg.AllowPrivateNetworks, cfg.Resolver),
-			allowHTTP: cfg.AllowHTTP, allowPrivate: cfg.AllowPrivateNetworks},
-	}, nil
+	return &Deliverer{cfg: cfg, log: log, ledger: ledger.New(cfg.Pool), metrics: m, waiter: w}, nil
 }
 
 // Owner is the name of this replica in leases.
@@ -234,9 +243,10 @@ func (d *Deliverer) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends deliveries (one in flight is cut off: it is delivered again,
-// with the same webhook-id, by whoever holds the lease next), releases the
-// leases and waits for the work to end.
+// Stop ends deliveries, releases the leases and waits for the work to end.
+// Deliveries in flight are cut off: they are delivered again, with the same
+// webhook-id, by whoever holds the lease next; those already answered are
+// recorded first (within 5 seconds).
 func (d *Deliverer) Stop() {
 	d.Base.Stop()
 	d.waiter.Stop()
@@ -375,105 +385,6 @@ func (d *Deliverer) load(ctx context.Context, id string) (leased, error) {
 	return s, err
 }
 
-// work delivers one subscription until ctx ends or the lease is lost.
-func (d *Deliverer) work(ctx context.Context, id string) {
-	log := d.log.With(zap.String("subscription", id))
-	for ctx.Err() == nil {
-		changed := d.waiter.Changed()
-		err := d.step(ctx, id, log, changed)
-		if errors.Is(err, errLeaseLost) {
-			return
-		}
-		if err != nil && ctx.Err() == nil {
-			log.Warn("webhook delivery loop", zap.Error(err))
-			sleep(ctx, d.cfg.PollInterval)
-		}
-	}
-}
-
-// step reads one page of the subscription's feed and delivers it, or
-// waits for the next attempt or event.
-func (d *Deliverer) step(ctx context.Context, id string, log *zap.Logger, changed <-chan struct{}) error {
-	sub, err := d.load(ctx, id)
-	if err != nil {
-		return err
-	}
-	if sub.WaitSeconds > 0 {
-		sleep(ctx, min(time.Duration(sub.WaitSeconds*float64(time.Second)), d.cfg.PollInterval))
-		return nil
-	}
-	page, err := d.ledger.Feed(ctx, ledger.FeedFilter{
-		After: sub.Cursor, AfterTx: sub.CursorTx, CallerID: sub.CallerID, CalleeID: sub.CalleeID, Limit: PageSize,
-	})
-	if err != nil {
-		return err
-	}
-	if len(page.Events) == 0 {
-		wait := d.cfg.PollInterval
-		if page.Pending {
-			wait = ledger.FeedSettleRetry
-		}
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-		case <-changed:
-		case <-t.C:
-		}
-		return nil
-	}
-	// The secrets are read after the page, not with the subscription: every
-	// event that committed after a rotation committed is then signed with the
-	// new secret too, so a receiver may switch to it at once.
-	var secret, previous string
-	if err := d.cfg.Pool.QueryRow(ctx, signingSecretsSQL, sub.ID).Scan(&secret, &previous); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errLeaseLost // deleted meanwhile
-		}
-		return fmt.Errorf("reading the signing secrets: %w", err)
-	}
-	secrets := []string{secret}
-	if previous != "" {
-		secrets = append(secrets, previous)
-	}
-	for i, ev := range page.Events {
-		if !sub.Matches(ev) {
-			continue
-		}
-		tx := ""
-		if i == len(page.Events)-1 {
-			tx = page.LastTx
-		}
-		// A 2xx moves the cursor past ev (in deliver, with the attempt's
-		// log line, in one transaction).
-		out, err := d.deliver(ctx, &sub, secrets, ev, tx, log)
-		if err != nil {
-			return err
-		}
-		if out != OutcomeDelivered {
-			return nil // the retry is scheduled; read the subscription again
-		}
-	}
-	// Past the page, including the events that did not match.
-	return d.advance(ctx, &sub, page.Events[len(page.Events)-1].ID, page.LastTx)
-}
-
-// advance moves the cursor past events that do not match, to event id of
-// transaction tx.
-func (d *Deliverer) advance(ctx context.Context, sub *leased, id int64, tx string) error {
-	if id == sub.Cursor {
-		return nil
-	}
-	if err := d.cfg.Pool.QueryRow(ctx, advanceCursorSQL, sub.ID, d.cfg.Owner, id, tx, false, d.cfg.LeaseTTL).Scan(&sub.CursorTx); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errLeaseLost
-		}
-		return err
-	}
-	sub.Cursor = id
-	return nil
-}
-
 // Payload is the body of a delivery.
 type Payload struct {
 	// Type is "delegation." and the status the event moved to.
@@ -490,119 +401,11 @@ type Payload struct {
 // replicas, so receivers drop duplicates by it.
 func WebhookID(eventID int64) string { return "evt_" + strconv.FormatInt(eventID, 10) }
 
-func (d *Deliverer) payload(ctx context.Context, ev ledger.Event) ([]byte, error) {
-	var p Payload
-	p.Type = "delegation." + string(ev.ToStatus)
-	p.Timestamp = ev.At.UTC()
-	p.Data.Event = ev
-	del, err := d.ledger.Get(ctx, ev.DelegationID)
-	switch {
-	case errors.Is(err, ledger.ErrNotFound):
-		p.Data.Delegation = nil // pruned since: the event alone
-	case err != nil:
-		return nil, err
-	case d.cfg.Render != nil:
-		p.Data.Delegation = d.cfg.Render(del)
-	default:
-		p.Data.Delegation = del
-	}
-	return json.Marshal(p)
-}
-
-// deliver makes one attempt at ev and records it; a non-2xx schedules the
-// retry (or pauses, or disables) before it returns.
-func (d *Deliverer) deliver(ctx context.Context, sub *leased, secrets []string, ev ledger.Event, tx string, log *zap.Logger) (Outcome, error) {
-	body, err := d.payload(ctx, ev)
-	if err != nil {
-		return "", err
-	}
-	wid := WebhookID(ev.ID)
-	ctx, span := d.startSpan(ctx, sub, ev)
-	defer span.End()
-	res := d.send.post(ctx, sub.URL, wid, secrets, body)
-	span.SetAttributes(attribute.String("webhook.outcome", string(res.outcome)))
-	if res.status != 0 {
-		span.SetAttributes(attribute.Int("http.response.status_code", res.status))
-	}
-	if res.outcome != OutcomeDelivered {
-		span.SetStatus(codes.Error, truncate(res.summary(), 200))
-	}
-	if ctx.Err() != nil {
-		return "", ctx.Err() // stopping: not the endpoint's failure
-	}
-	d.metrics.observe(sub.ID, res)
-	var code any
-	if res.status != 0 {
-		code = res.status
-	}
-	if res.outcome == OutcomeDelivered {
-		// The attempt's log line and the cursor's move, in one round trip
-		// and one (implicit) transaction: one commit per delivery.
-		b := &pgx.Batch{}
-		b.Queue(insertAttemptSQL, sub.ID, ev.ID, wid, code, res.latency.Milliseconds(), string(res.outcome), res.err, res.response)
-		b.Queue(advanceCursorSQL, sub.ID, d.cfg.Owner, ev.ID, tx, true, d.cfg.LeaseTTL)
-		br := d.cfg.Pool.SendBatch(ctx, b)
-		_, err := br.Exec()
-		if err == nil {
-			err = br.QueryRow().Scan(&sub.CursorTx)
-		}
-		if closeErr := br.Close(); err == nil {
-			err = closeErr
-		}
-		if errors.Is(err, pgx.ErrNoRows) {
-			return "", errLeaseLost
-		}
-		if err != nil {
-			return "", err
-		}
-		sub.Cursor = ev.ID
-	} else if _, err := d.cfg.Pool.Exec(ctx, insertAttemptSQL, sub.ID, ev.ID, wid, code, res.latency.Milliseconds(),
-		string(res.outcome), res.err, res.response); err != nil {
-		return "", err
-	}
-	if rand.N(100) == 0 { // now and then, not on every delivery
-		if _, err := d.cfg.Pool.Exec(ctx, trimAttemptsSQL, sub.ID, AttemptsKept); err != nil {
-			return "", err
-		}
-	}
-	state := Active
-	switch res.outcome {
-	case OutcomeDelivered:
-	case OutcomeGone:
-		state = Disabled
-		if _, err := d.cfg.Pool.Exec(ctx, disableSQL, sub.ID, d.cfg.Owner, "the endpoint answered 410 Gone"); err != nil {
-			return "", err
-		}
-		log.Warn("webhook subscription disabled: the endpoint answered 410 Gone", zap.Int64("event_id", ev.ID))
-	default:
-		backoff := d.backoff(sub.FailedAttempts + 1)
-		reason := fmt.Sprintf("paused after failing for %s (webhooks.max_retry_age); last error: %s", d.cfg.MaxRetryAge, res.summary())
-		var st string
-		var n int
-		if err := d.cfg.Pool.QueryRow(ctx, failedAttemptSQL, sub.ID, d.cfg.Owner, backoff, d.cfg.MaxRetryAge, truncate(reason, 1024)).Scan(&st, &n); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return "", errLeaseLost
-			}
-			return "", err
-		}
-		state = State(st)
-		if state == Paused {
-			log.Warn("webhook subscription paused: its head event kept failing for webhooks.max_retry_age",
-				zap.Int64("event_id", ev.ID), zap.Int("failed_attempts", n), zap.String("last_error", res.summary()))
-		} else {
-			log.Info("webhook delivery failed; retrying", zap.Int64("event_id", ev.ID), zap.Int("failed_attempts", n),
-				zap.Duration("retry_in", backoff), zap.String("error", res.summary()))
-		}
-	}
-	d.TestSignals.Attempt.Signal(AttemptDone{Subscription: sub.ID, EventID: ev.ID, Outcome: res.outcome, State: state})
-	return res.outcome, nil
-}
-
 // startSpan starts the span of one delivery: a child of the span that
 // inserted the delegation (its stored traceparent), so the caller's trace
 // shows what became of its delegation. Without Config.Tracing the span is
 // a no-op and no query is made.
-func (d *Deliverer) startSpan(ctx context.Context, sub *leased, ev ledger.Event) (context.Context, trace.Span) {
+func (d *Deliverer) startSpan(ctx context.Context, subID string, ev ledger.Event) (context.Context, trace.Span) {
 	if !d.cfg.Tracing {
 		return ctx, trace.SpanFromContext(context.Background())
 	}
@@ -612,7 +415,7 @@ func (d *Deliverer) startSpan(ctx context.Context, sub *leased, ev ledger.Event)
 		parent = telemetry.ContextFromTraceParent(ctx, tp)
 	}
 	return telemetry.Tracer().Start(parent, "webhook delivery "+string(ev.ToStatus), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("webhook.subscription", sub.ID), attribute.String("webhook.id", WebhookID(ev.ID)),
+		trace.WithAttributes(attribute.String("webhook.subscription", subID), attribute.String("webhook.id", WebhookID(ev.ID)),
 			attribute.String("webhook.type", "delegation."+string(ev.ToStatus)), attribute.String("delegation.id", ev.DelegationID),
 			attribute.Int64("webhook.event_id", ev.ID), attribute.String("http.request.method", http.MethodPost)))
 }

@@ -153,8 +153,10 @@ var errRedirect = errors.New("redirect not followed")
 
 // newClient is the HTTP client of deliveries: no proxy (a proxy would dial
 // for us, past the address check), no redirects, the address check at dial
-// time unless allowPrivate, a timeout per delivery.
-func newClient(timeout time.Duration, allowPrivate bool, resolver *net.Resolver) *http.Client {
+// time unless allowPrivate, a timeout per delivery, and up to conns idle
+// connections kept per host (as many as the deliveries it makes at once,
+// so that none is dialled again for the next page).
+func newClient(timeout time.Duration, allowPrivate bool, resolver *net.Resolver, conns int) *http.Client {
 	d := &net.Dialer{Timeout: min(timeout, 10*time.Second), KeepAlive: 30 * time.Second, Resolver: resolver}
 	if !allowPrivate {
 		d.Control = controlAddress
@@ -163,8 +165,8 @@ func newClient(timeout time.Duration, allowPrivate bool, resolver *net.Resolver)
 		Proxy:                  nil,
 		DialContext:            d.DialContext,
 		ForceAttemptHTTP2:      true,
-		MaxIdleConns:           100,
-		MaxIdleConnsPerHost:    4,
+		MaxIdleConns:           max(100, conns),
+		MaxIdleConnsPerHost:    conns,
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    min(timeout, 10*time.Second),
 		ResponseHeaderTimeout:  timeout,

@@ -87,7 +87,7 @@ func TestDialRefusesPrivateAddressesOfNames(t *testing.T) {
 		"nat64.test":      {netip.MustParseAddr("64:ff9b::a9fe:a9fe")},
 	}
 	resolver := dnsServer(t, names)
-	refusing := newClient(2*time.Second, false, resolver)
+	refusing := newClient(2*time.Second, false, resolver, MaxInFlightDefault)
 	for name, addrs := range names {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -104,7 +104,7 @@ func TestDialRefusesPrivateAddressesOfNames(t *testing.T) {
 	}
 	t.Run("allowed", func(t *testing.T) {
 		t.Parallel()
-		allowing := newClient(2*time.Second, true, resolver)
+		allowing := newClient(2*time.Second, true, resolver, MaxInFlightDefault)
 		resp, err := allowing.Get("http://loopback.test:" + port + "/")
 		if err != nil {
 			t.Fatalf("with private networks allowed: %v", err)

@@ -94,8 +94,9 @@ SELECT secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret
 FROM webhook_subscriptions WHERE id = $1`
 
 // advanceCursorSQL moves the cursor of $1 to event $3 of transaction $4
-// (after a 2xx, or past events that do not match), when $2 still holds the
-// lease, and clears the failure record; $5 says whether an event was
+// (the end of a page's delivered prefix: events answered 2xx and events
+// that do not match), when $2 still holds the lease, renews the lease for
+// $6 and clears the failure record; $5 says whether an event was
 // delivered. An empty $4 is read from the event (or, if the prune deleted
 // it meanwhile, the cursor keeps its transaction: events of later
 // transactions may then come again, never be skipped).
@@ -129,10 +130,19 @@ UPDATE webhook_subscriptions
 SET state = 'disabled', state_reason = $3, updated_at = now()
 WHERE id = $1 AND lease_owner = $2`
 
-// insertAttemptSQL logs one attempt.
-const insertAttemptSQL = `
-INSERT INTO webhook_attempts (subscription_id, event_id, webhook_id, status_code, latency_ms, outcome, error, response)
-VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), NULLIF($8, ''))`
+// insertAttemptsSQL logs attempts of subscription $1, one row per element
+// of the arrays, in their order: $2 the event ids, $3 the webhook-ids, $4
+// how long ago each attempt ended, in microseconds (its at is the
+// database clock's now less that), $5 the status codes (0: no answer), $6
+// the latencies in ms, $7 the outcomes, $8 the errors and $9 the responses
+// (empty: none).
+const insertAttemptsSQL = `
+INSERT INTO webhook_attempts (subscription_id, event_id, webhook_id, at, status_code, latency_ms, outcome, error, response)
+SELECT $1, a.event_id, a.webhook_id, now() - a.age_us * interval '1 microsecond', NULLIF(a.status_code, 0),
+       a.latency_ms, a.outcome, NULLIF(a.error, ''), NULLIF(a.response, '')
+FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::text[], $8::text[], $9::text[])
+     WITH ORDINALITY AS a (event_id, webhook_id, age_us, status_code, latency_ms, outcome, error, response, n)
+ORDER BY a.n`
 
 // trimAttemptsSQL keeps the newest $2 attempts of $1.
 const trimAttemptsSQL = `

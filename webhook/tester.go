@@ -26,6 +26,10 @@ type TesterConfig struct {
 	Resolver *net.Resolver
 }
 
+// testerConns is how many idle connections a Tester keeps per host: test
+// deliveries go one at a time, at a person's pace.
+const testerConns = 4
+
 // Tester sends test deliveries (the console's "send test event"): signed
 // as real ones, of type webhook.test, with a webhook-id of their own
 // (test_ and random hex), through the same address checks. They are logged
@@ -41,7 +45,7 @@ func NewTester(db ledger.DB, cfg TesterConfig) *Tester {
 	if timeout <= 0 {
 		timeout = TimeoutDefault
 	}
-	return &Tester{db: db, send: sender{client: newClient(timeout, cfg.AllowPrivateNetworks, cfg.Resolver),
+	return &Tester{db: db, send: sender{client: newClient(timeout, cfg.AllowPrivateNetworks, cfg.Resolver, testerConns),
 		allowHTTP: cfg.AllowHTTP, allowPrivate: cfg.AllowPrivateNetworks}}
 }
 

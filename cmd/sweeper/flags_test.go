@@ -166,7 +166,7 @@ func TestConfigValidateJSON(t *testing.T) {
 		`"write_timeout":"1m30s","idle_timeout":"2m","max_header_bytes":16384},"log":{"level":"info","format":"json"},` +
 		`"retention":{"completed":"30d","failed":"90d","stuck":"90d","schedule":"@every 1h","batch_size":1000,"archive_dir":""},` +
 		`"webhooks":{"enabled":true,"timeout":"10s","max_retry_age":"3d","retry_min_backoff":"5s","retry_max_backoff":"1h",` +
-		`"lease_ttl":"30s","poll_interval":"1s","allow_http":false,"allow_private_networks":false},` +
+		`"lease_ttl":"30s","poll_interval":"1s","max_in_flight":16,"allow_http":false,"allow_private_networks":false},` +
 		`"shutdown_grace":"30s"}}` + "\n"
 	if r.Code != 0 || r.Stdout != want {
 		t.Fatalf("config validate --output json:\n%s\nwant stdout\n%s", r, want)

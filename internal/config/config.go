@@ -175,6 +175,9 @@ type WebhooksConfig struct {
 	LeaseTTL time.Duration
 	// PollInterval (webhooks.poll_interval) is how often leases are renewed.
 	PollInterval time.Duration
+	// MaxInFlight (webhooks.max_in_flight) is how many deliveries of one
+	// subscription may be in flight at once.
+	MaxInFlight int
 	// AllowHTTP (webhooks.allow_http) accepts http:// destinations.
 	AllowHTTP bool
 	// AllowPrivateNetworks (webhooks.allow_private_networks) lifts the

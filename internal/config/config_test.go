@@ -90,7 +90,8 @@ func TestDefault(t *testing.T) {
 		Retention: RetentionConfig{Completed: 30 * 24 * time.Hour, Failed: 90 * 24 * time.Hour,
 			Stuck: 90 * 24 * time.Hour, Schedule: "@every 1h", BatchSize: 1000},
 		Webhooks: WebhooksConfig{Enabled: true, Timeout: 10 * time.Second, MaxRetryAge: 72 * time.Hour,
-			RetryMinBackoff: 5 * time.Second, RetryMaxBackoff: time.Hour, LeaseTTL: 30 * time.Second, PollInterval: time.Second},
+			RetryMinBackoff: 5 * time.Second, RetryMaxBackoff: time.Hour, LeaseTTL: 30 * time.Second, PollInterval: time.Second,
+			MaxInFlight: 16},
 		ShutdownGrace: 30 * time.Second,
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
@@ -678,7 +679,7 @@ func TestPrintingShowsTheDSNWithoutPassword(t *testing.T) {
 		`log.level="info" log.format="json" retention.completed=30d retention.failed=90d retention.stuck=90d ` +
 		`retention.schedule="@every 1h" retention.batch_size=1000 retention.archive_dir="" ` +
 		`webhooks.enabled=true webhooks.timeout=10s webhooks.max_retry_age=3d webhooks.retry_min_backoff=5s ` +
-		`webhooks.retry_max_backoff=1h webhooks.lease_ttl=30s webhooks.poll_interval=1s webhooks.allow_http=false ` +
+		`webhooks.retry_max_backoff=1h webhooks.lease_ttl=30s webhooks.poll_interval=1s webhooks.max_in_flight=16 webhooks.allow_http=false ` +
 		`webhooks.allow_private_networks=false shutdown_grace=30s`
 	if got := c.String(); got != wantString {
 		t.Fatalf("String() =\n%s\nwant\n%s", got, wantString)
@@ -738,7 +739,7 @@ func TestConfigJSON(t *testing.T) {
 		`"write_timeout":"1m30s","idle_timeout":"2m","max_header_bytes":16384},"log":{"level":"info","format":"json"},` +
 		`"retention":{"completed":"30d","failed":"90d","stuck":"90d","schedule":"@every 1h","batch_size":1000,"archive_dir":""},` +
 		`"webhooks":{"enabled":true,"timeout":"10s","max_retry_age":"3d","retry_min_backoff":"5s","retry_max_backoff":"1h",` +
-		`"lease_ttl":"30s","poll_interval":"1s","allow_http":false,"allow_private_networks":false},` +
+		`"lease_ttl":"30s","poll_interval":"1s","max_in_flight":16,"allow_http":false,"allow_private_networks":false},` +
 		`"shutdown_grace":"30s"}`
 	if got := string(mustJSON(t, c)); got != want {
 		t.Fatalf("json.Marshal(Config) =\n%s\nwant\n%s", got, want)
@@ -792,8 +793,8 @@ func mustJSON(t *testing.T, v any) []byte {
 func TestKeys(t *testing.T) {
 	t.Parallel()
 	ks := Keys()
-	if len(ks) != 51 {
-		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers, 6 of retention, 2 of replica reads, 3 of progress and waiting states and 9 of webhooks", len(ks))
+	if len(ks) != 52 {
+		t.Fatalf("Keys() has %d keys, want the 13 of the design, the 14 of the API, the 4 of poolers, 6 of retention, 2 of replica reads, 3 of progress and waiting states and 10 of webhooks", len(ks))
 	}
 	want := map[string][2]string{ // path -> env, flag
 		"database.url":                    {"SWEEPER_DATABASE_URL", "database-url"},
@@ -805,6 +806,7 @@ func TestKeys(t *testing.T) {
 		"webhooks.retry_max_backoff":      {"SWEEPER_WEBHOOKS_RETRY_MAX_BACKOFF", "webhooks-retry-max-backoff"},
 		"webhooks.lease_ttl":              {"SWEEPER_WEBHOOKS_LEASE_TTL", "webhooks-lease-ttl"},
 		"webhooks.poll_interval":          {"SWEEPER_WEBHOOKS_POLL_INTERVAL", "webhooks-poll-interval"},
+		"webhooks.max_in_flight":          {"SWEEPER_WEBHOOKS_MAX_IN_FLIGHT", "webhooks-max-in-flight"},
 		"webhooks.allow_http":             {"SWEEPER_WEBHOOKS_ALLOW_HTTP", "webhooks-allow-http"},
 		"webhooks.max_retry_age":          {"SWEEPER_WEBHOOKS_MAX_RETRY_AGE", "webhooks-max-retry-age"},
 		"webhooks.allow_private_networks": {"SWEEPER_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", "webhooks-allow-private-networks"},
@@ -978,6 +980,8 @@ func TestWebhooksKeysCheckedTogether(t *testing.T) {
 		{[]string{"SWEEPER_WEBHOOKS_TIMEOUT=30s", "SWEEPER_WEBHOOKS_LEASE_TTL=30s"}, "webhooks.lease_ttl"},
 		{[]string{"SWEEPER_WEBHOOKS_TIMEOUT=10m"}, "webhooks.timeout"},
 		{[]string{"SWEEPER_WEBHOOKS_MAX_RETRY_AGE=0s"}, "webhooks.max_retry_age"},
+		{[]string{"SWEEPER_WEBHOOKS_MAX_IN_FLIGHT=0"}, "webhooks.max_in_flight"},
+		{[]string{"SWEEPER_WEBHOOKS_MAX_IN_FLIGHT=101"}, "webhooks.max_in_flight"},
 	} {
 		_, err := Load("", c.env, nil)
 		var ce *Error
@@ -985,8 +989,8 @@ func TestWebhooksKeysCheckedTogether(t *testing.T) {
 			t.Errorf("%v: want an error naming %s, got %v", c.env, c.want, err)
 		}
 	}
-	cfg, err := Load("", []string{"SWEEPER_WEBHOOKS_MAX_RETRY_AGE=3d", "SWEEPER_WEBHOOKS_ALLOW_HTTP=true"}, nil)
-	if err != nil || cfg.Webhooks.MaxRetryAge != 72*time.Hour || !cfg.Webhooks.AllowHTTP {
+	cfg, err := Load("", []string{"SWEEPER_WEBHOOKS_MAX_RETRY_AGE=3d", "SWEEPER_WEBHOOKS_ALLOW_HTTP=true", "SWEEPER_WEBHOOKS_MAX_IN_FLIGHT=100"}, nil)
+	if err != nil || cfg.Webhooks.MaxRetryAge != 72*time.Hour || !cfg.Webhooks.AllowHTTP || cfg.Webhooks.MaxInFlight != 100 {
 		t.Fatalf("%+v, %v", cfg.Webhooks, err)
 	}
 }

@@ -211,7 +211,13 @@ var keys = []key{
 			"webhooks.lease_ttl + webhooks.poll_interval. Longer than webhooks.timeout + webhooks.poll_interval."),
 	newKey("webhooks.poll_interval", func(c *Config) *time.Duration { return &c.Webhooks.PollInterval },
 		webhook.PollIntervalDefault, durationText, durationBetween(10*time.Millisecond, time.Minute),
-		"How often leases are renewed and free subscriptions taken (10ms to 1m); new events wake deliveries at once."),
+		"How often leases are renewed and free subscriptions taken (10ms to 1m); new events wake deliveries at once. "+
+			"A page whose deliveries take longer records what was delivered this often."),
+	newKey("webhooks.max_in_flight", func(c *Config) *int { return &c.Webhooks.MaxInFlight },
+		webhook.MaxInFlightDefault, intText, intBetween(1, webhook.PageSize),
+		fmt.Sprintf("Deliveries of one subscription in flight at once (1 to %d, the events of a page): events of "+
+			"different delegations go in parallel, those of one delegation one after the other, in feed order. "+
+			"1 delivers every event in feed order.", webhook.PageSize)),
 	newKey("webhooks.allow_http", func(c *Config) *bool { return &c.Webhooks.AllowHTTP },
 		false, boolText, nil,
 		"Accept http:// destinations; when false only https:// ones are created and delivered to."),

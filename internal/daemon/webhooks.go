@@ -22,7 +22,7 @@ func WebhookConfig(cfg config.Config, pool *pgxpool.Pool, log *zap.Logger) webho
 		Pool: pool, Logger: log,
 		Timeout: w.Timeout, MaxRetryAge: w.MaxRetryAge,
 		RetryMinBackoff: w.RetryMinBackoff, RetryMaxBackoff: w.RetryMaxBackoff,
-		LeaseTTL: w.LeaseTTL, PollInterval: w.PollInterval,
+		LeaseTTL: w.LeaseTTL, PollInterval: w.PollInterval, MaxInFlight: w.MaxInFlight,
 		AllowHTTP: w.AllowHTTP, AllowPrivateNetworks: w.AllowPrivateNetworks,
 		Render:  func(d ledger.Delegation) any { return api.RenderDelegation(d) },
 		Tracing: telemetry.Enabled(os.Getenv),
