@@ -4,13 +4,14 @@
 --
 -- Version 8 named each next attempt twice: the terminal event's detail
 -- called sweeper_retry_id (PL/pgSQL, which called sweeper_next_attempt_id,
--- a SQL function that was never inlined because its body had a FROM
--- clause, and probed the primary key) and sweeper_retry_due, and read the
--- row's existing next attempt with two subqueries; then
--- sweeper_insert_retries did it all again for the INSERT (and a NOT EXISTS
--- on retry_of). Measured at 100k rows, that was a third of what a retry
--- added to a stuck transition (docs/design.md, "Retry policies and
--- claims", the table of costs). Here:
+-- a SQL function that was never inlined: its body had a FROM clause and a
+-- stable operator, text || integer; and probed the primary key) and
+-- sweeper_retry_due, and read the row's existing next attempt with two
+-- subqueries; then sweeper_insert_retries did it all again for the INSERT
+-- (and a NOT EXISTS on retry_of). Measured at 100k rows, that was 35-50 us
+-- of the 110-125 us of backend CPU a retry added to a stuck transition,
+-- per row (docs/design.md, "Retry policies and claims", the table of
+-- costs). Here:
 --   * sweeper_next_attempt_id is one expression, so PostgreSQL inlines it
 --     (same result: ledger.NextAttemptID's twin, tested equal);
 --   * sweeper_delegations_after computes each retried row's next attempt
