@@ -153,9 +153,19 @@ func addTarget(p *plot.Plot, name string, xys plotter.XYs) error {
 // logTicks labels a log axis at 1, 2 and 5 times powers of ten.
 type logTicks struct{ label func(float64) string }
 
+//
+// A range that does not start above zero (a zero figure on the axis: a
+// measurement that did not run) gets no ticks below hi/1e6: from 0, the
+// powers of ten would never grow (0 * 10 is 0) and the loop never end.
 func (t logTicks) Ticks(lo, hi float64) []plot.Tick {
 	var ts []plot.Tick
-	for p := math.Pow(10, math.Floor(math.Log10(lo))); p <= hi; p *= 10 {
+	if !(hi > 0) || math.IsInf(hi, 0) {
+		return nil
+	}
+	if !(lo > 0) {
+		lo = hi / 1e6
+	}
+	for p := math.Pow(10, math.Floor(math.Log10(lo))); p > 0 && p <= hi; p *= 10 {
 		for _, m := range []float64{1, 2, 5} {
 			if v := p * m; v >= lo && v <= hi {
 				ts = append(ts, plot.Tick{Value: v, Label: t.label(v)})
