@@ -54,21 +54,35 @@ func sweepChart(r *Results, path string) error {
 	p.X.Tick.Marker = sizeTicks(r)
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = logTicks{label: func(v float64) string { return fmt.Sprintf("%g", v) }}
-	var nothing, nothing95, recount, few plotter.XYs
-	for _, s := range r.Sizes {
-		x := float64(s.Rows)
-		nothing = append(nothing, plotter.XY{X: x, Y: msOf(s.Nothing.P50)})
-		nothing95 = append(nothing95, plotter.XY{X: x, Y: msOf(s.Nothing.P95)})
-		recount = append(recount, plotter.XY{X: x, Y: msOf(s.NothingRecount.P50)})
-		few = append(few, plotter.XY{X: x, Y: msOf(s.FewEligible.P50)})
+	series := []struct {
+		name string
+		of   func(SizeResult) Dist
+	}{
+		{"nothing eligible, p50", func(s SizeResult) Dist { return s.Nothing }},
+		{"nothing eligible, p95", func(s SizeResult) Dist { return s.Nothing }},
+		{"nothing eligible, the once-a-minute run that recounts, p50", func(s SizeResult) Dist { return s.NothingRecount }},
+		{fmt.Sprintf("%s eligible, p50", count(r.Config.Eligible)), func(s SizeResult) Dist { return s.FewEligible }},
+	}
+	// A log scale has no zero: a figure that was not measured (a
+	// -progress-only run has no few-eligible runs) is left out.
+	var args []any
+	for i, sr := range series {
+		var xy plotter.XYs
+		for _, s := range r.Sizes {
+			d := sr.of(s).P50
+			if i == 1 {
+				d = sr.of(s).P95
+			}
+			if d > 0 {
+				xy = append(xy, plotter.XY{X: float64(s.Rows), Y: msOf(d)})
+			}
+		}
+		if len(xy) > 0 {
+			args = append(args, sr.name, xy)
+		}
 	}
 	target := plotter.XYs{{X: float64(r.Sizes[0].Rows), Y: 5}, {X: float64(r.Sizes[len(r.Sizes)-1].Rows), Y: 5}}
-	if err := plotutil.AddLinePoints(p,
-		"nothing eligible, p50", nothing,
-		"nothing eligible, p95", nothing95,
-		"nothing eligible, the once-a-minute run that recounts, p50", recount,
-		fmt.Sprintf("%s eligible, p50", count(r.Config.Eligible)), few,
-	); err != nil {
+	if err := plotutil.AddLinePoints(p, args...); err != nil {
 		return err
 	}
 	if err := addTarget(p, "target for nothing eligible: 5 ms", target); err != nil {

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // TestLogTicksEnd: a log axis whose range starts at zero (a figure that was
@@ -24,5 +25,18 @@ func TestLogTicksEnd(t *testing.T) {
 	}
 	if ts := lt.Ticks(0.5, 2000); len(ts) != 12 {
 		t.Errorf("Ticks(0.5, 2000) = %d ticks, want 12 (1, 2, 5 times 1 to 1000, and 0.5)", len(ts))
+	}
+}
+
+// TestChartsOfAPartialRun: the charts of a run that measured only some
+// figures (a -progress-only run: no few-eligible runs, no drains) are
+// written; before, a zero on the sweep chart's log scale panicked after
+// the run's last measurement.
+func TestChartsOfAPartialRun(t *testing.T) {
+	r := &Results{Config: ConfigInfo{InFlight: 50_000, Eligible: 1000, Backlog: 100_000}}
+	r.Sizes = []SizeResult{{Rows: 100_000, Nothing: Dist{N: 5, P50: 800 * time.Microsecond, P95: time.Millisecond}}}
+	r.Ingest = []IngestRow{{Path: PathManyProgress, Writers: 4, BeatsPerSec: 50_000}}
+	if err := Charts(r, t.TempDir()); err != nil {
+		t.Fatal(err)
 	}
 }
