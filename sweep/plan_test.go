@@ -536,3 +536,73 @@ func removedByFilter(node map[string]any) int {
 	}
 	return total
 }
+
+// TestProbesRunGenericPlans: a run's probe batch runs the prepared
+// statements' generic plans (genericPlansSQL), with every rule on and with
+// the new rules off (NULL arguments, for which PostgreSQL's auto mode kept
+// choosing custom plans and planned the gauges again on every run), and the
+// setting ends with the batch: the connection is back to auto after it.
+func TestProbesRunGenericPlans(t *testing.T) {
+	db := testdb.New(t)
+	ctx := context.Background()
+	if err := loadQuietLedger(ctx, db.Pool, 20_000); err != nil {
+		t.Fatal(err)
+	}
+	for _, rulesOn := range []bool{false, true} {
+		cfg, err := pgxpool.ParseConfig(db.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = 1 // every run and the checks below on one session
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := Config{HeartbeatTimeout: HeartbeatTimeoutDefault, NotifyChannel: NotifyChannelDefault}
+		if rulesOn {
+			sc.ProgressTimeout, sc.QueueTimeout, sc.StartTimeout = 10*time.Minute, time.Hour, 10*time.Minute
+		}
+		s, err := New(pool, sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const runs = 8
+		for range runs {
+			res, err := s.RunOnce(ctx)
+			if err != nil || res.Swept != 0 {
+				t.Fatalf("rules on %v: run swept %d (%v), want a nothing-eligible run", rulesOn, res.Swept, err)
+			}
+		}
+		var mode string
+		if err := pool.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "auto" {
+			t.Fatalf("rules on %v: plan_cache_mode after a run is %q (%v), want auto", rulesOn, mode, err)
+		}
+		rows, err := pool.Query(ctx, `SELECT left(regexp_replace(statement, '\s+', ' ', 'g'), 60), generic_plans, custom_plans
+			FROM pg_prepared_statements WHERE generic_plans + custom_plans >= $1 AND statement LIKE '%delegations%'`, runs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for rows.Next() {
+			var stmt string
+			var generic, custom int64
+			if err := rows.Scan(&stmt, &generic, &custom); err != nil {
+				t.Fatal(err)
+			}
+			n++
+			t.Logf("rules on %v: %s…: %d generic, %d custom", rulesOn, stmt, generic, custom)
+			if custom != 0 || generic != runs {
+				t.Errorf("rules on %v: %s…: %d generic and %d custom plans in %d runs; want only generic ones", rulesOn, stmt, generic, custom, runs)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		// The probes of the rules that are on (those of the delegations' own
+		// timeouts always are) and the gauges.
+		if want := map[bool]int{false: 7, true: 10}[rulesOn]; n != want {
+			t.Errorf("rules on %v: %d statements ran in every run, want %d (the probes and the gauges)", rulesOn, n, want)
+		}
+		pool.Close()
+	}
+}

@@ -423,11 +423,16 @@ func (s *Sweeper) sweep(ctx context.Context, res *Result) (gaugesRead bool, err 
 		}
 	}
 	batch := &pgx.Batch{}
+	batch.Queue(genericPlansSQL)
 	for _, r := range active {
 		batch.Queue(r.count, r.countArgs(&s.cfg, 1)...)
 	}
 	batch.Queue(gaugesSQL, s.gaugeArgs()...)
 	br := s.pool.SendBatch(ctx, batch)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return false, fmt.Errorf("probing eligible rows: %w", err)
+	}
 	eligible := make([]bool, len(active))
 	for i, r := range active {
 		var n int
