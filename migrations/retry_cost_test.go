@@ -52,21 +52,13 @@ var retryScenarioSQL = []string{
 // to the transaction's now().
 func retryScenario(t *testing.T, pool *pgxpool.Pool) string {
 	t.Helper()
-	return scenario(t, pool, retryScenarioSQL)
-}
-
-// scenario runs stmts in a transaction it rolls back and returns what they
-// wrote: the events in order and the rows created, times relative to the
-// transaction's now().
-func scenario(t *testing.T, pool *pgxpool.Pool, stmts []string) string {
-	t.Helper()
 	ctx := context.Background()
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	for _, st := range stmts {
+	for _, st := range retryScenarioSQL {
 		if _, err := tx.Exec(ctx, st); err != nil {
 			t.Fatalf("%s: %v", st, err)
 		}
