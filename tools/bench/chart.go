@@ -167,7 +167,6 @@ func addTarget(p *plot.Plot, name string, xys plotter.XYs) error {
 // logTicks labels a log axis at 1, 2 and 5 times powers of ten.
 type logTicks struct{ label func(float64) string }
 
-//
 // A range that does not start above zero (a zero figure on the axis: a
 // measurement that did not run) gets no ticks below hi/1e6: from 0, the
 // powers of ten would never grow (0 * 10 is 0) and the loop never end.
