@@ -7,7 +7,7 @@ refused, so an older client keeps working against a newer daemon.
 import dataclasses
 import datetime
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 __all__ = [
     "RetryPolicy", "Delegation", "Event", "InsertResult", "TransitionResult", "HeartbeatResult",
@@ -57,8 +57,21 @@ def _build(cls, data: Dict[str, Any], times=(), nested=None):
     return cls(**kwargs)
 
 
+class _Model:
+    """What every model shares: ``from_json`` builds one from the API's JSON
+    (``_build``), parsing the fields named in ``_times`` as timestamps and
+    those in ``_nested`` with their function."""
+    _times: Tuple[str, ...] = ()
+    _nested: Dict[str, Callable[[Any], Any]] = {}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]):
+        """The model of the API's JSON object d (unknown keys in ``extra``)."""
+        return _build(cls, d, times=cls._times, nested=cls._nested)
+
+
 @dataclasses.dataclass
-class RetryPolicy:
+class RetryPolicy(_Model):
     """How a delegation retries itself: when an attempt moves to a status in
     ``on`` and its attempt is below ``max_attempts``, the database inserts
     the next attempt, queued, due after min(backoff_max_seconds,
@@ -70,16 +83,13 @@ class RetryPolicy:
     on: Optional[List[str]] = None
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "RetryPolicy":
-        return _build(cls, d)
 
     def to_json(self) -> Dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "extra"}
 
 
 @dataclasses.dataclass
-class Delegation:
+class Delegation(_Model):
     """One delegation (a row of the ledger)."""
     delegation_id: str
     caller_id: str
@@ -112,11 +122,9 @@ class Delegation:
     exhausted: bool = False
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Delegation":
-        return _build(cls, d, times=("deadline", "created_at", "updated_at", "last_heartbeat",
-                                     "progress_at", "not_before", "dispatched_at"),
-                      nested={"retry": RetryPolicy.from_json})
+    _times = ("deadline", "created_at", "updated_at", "last_heartbeat",
+              "progress_at", "not_before", "dispatched_at")
+    _nested = {"retry": RetryPolicy.from_json}
 
     @property
     def terminal(self) -> bool:
@@ -124,7 +132,7 @@ class Delegation:
 
 
 @dataclasses.dataclass
-class Event:
+class Event(_Model):
     """One status change of a delegation (the audit log and the feed)."""
     id: int
     delegation_id: str
@@ -138,37 +146,29 @@ class Event:
     detail: Any = None
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Event":
-        return _build(cls, d, times=("at",))
+    _times = ("at",)
 
 
 @dataclasses.dataclass
-class InsertResult:
+class InsertResult(_Model):
     """What an insert did: inserted, already_exists, duplicate_key or retried."""
     outcome: str
     delegation_id: str
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "InsertResult":
-        return _build(cls, d)
 
 
 @dataclasses.dataclass
-class TransitionResult:
+class TransitionResult(_Model):
     """A status change that was applied, or a replay (unchanged)."""
     outcome: str
     status: str
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "TransitionResult":
-        return _build(cls, d)
 
 
 @dataclasses.dataclass
-class HeartbeatResult:
+class HeartbeatResult(_Model):
     """live is False when the delegation is terminal: its worker should
     stop; reason says why a stuck one was marked stuck."""
     live: bool
@@ -176,38 +176,30 @@ class HeartbeatResult:
     reason: str = ""
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "HeartbeatResult":
-        return _build(cls, d)
 
 
 @dataclasses.dataclass
-class RetryResult:
+class RetryResult(_Model):
     """The next attempt: created now, or already_retried (an earlier one)."""
     outcome: str
     delegation_id: str
     attempt: int
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "RetryResult":
-        return _build(cls, d)
 
 
 @dataclasses.dataclass
-class DelegationPage:
+class DelegationPage(_Model):
     """One page of a list, newest first; next_cursor continues ("" at the end)."""
     delegations: List[Delegation]
     next_cursor: str = ""
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "DelegationPage":
-        return _build(cls, d, nested={"delegations": lambda v: [Delegation.from_json(x) for x in v]})
+    _nested = {"delegations": lambda v: [Delegation.from_json(x) for x in v]}
 
 
 @dataclasses.dataclass
-class FeedPage:
+class FeedPage(_Model):
     """One page of the durable feed. next_after is the cursor to ask from
     next; pending says matching events wait for an older transaction."""
     events: List[Event]
@@ -215,51 +207,42 @@ class FeedPage:
     pending: bool
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "FeedPage":
-        return _build(cls, d, nested={"events": lambda v: [Event.from_json(x) for x in v]})
+    _nested = {"events": lambda v: [Event.from_json(x) for x in v]}
 
 
 @dataclasses.dataclass
-class Counts:
+class Counts(_Model):
     """In-flight delegations per status."""
     queued: int
     dispatched: int
     in_progress: int
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Counts":
-        return _build(cls, d)
 
 
 @dataclasses.dataclass
-class CallerSummary:
+class CallerSummary(_Model):
     """One caller's in-flight delegations."""
     caller_id: str
     in_flight: int
     by_status: Counts
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "CallerSummary":
-        return _build(cls, d, nested={"by_status": Counts.from_json})
+    _nested = {"by_status": Counts.from_json}
 
 
 @dataclasses.dataclass
-class Summary:
+class Summary(_Model):
     """What is in flight, in total, per status and per caller."""
     in_flight: int
     by_status: Counts
     by_caller: List[CallerSummary]
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Summary":
-        return _build(cls, d, nested={
-            "by_status": Counts.from_json,
-            "by_caller": lambda v: [CallerSummary.from_json(x) for x in v],
-        })
+    _nested = {
+        "by_status": Counts.from_json,
+        "by_caller": lambda v: [CallerSummary.from_json(x) for x in v],
+    }
 
 
 _WEBHOOK_TIMES = ("failing_since", "next_attempt_at", "last_delivery_at", "rotation_ends_at",
@@ -267,7 +250,7 @@ _WEBHOOK_TIMES = ("failing_since", "next_attempt_at", "last_delivery_at", "rotat
 
 
 @dataclasses.dataclass
-class WebhookSubscription:
+class WebhookSubscription(_Model):
     """A webhook subscription (schema WebhookSubscription). ``secret`` is
     set only in the answers of create_webhook and rotate_webhook_secret
     (schema WebhookSecret): store it then, the API never shows it again."""
@@ -294,13 +277,11 @@ class WebhookSubscription:
     secret: str = dataclasses.field(default="", repr=False)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "WebhookSubscription":
-        return _build(cls, d, times=_WEBHOOK_TIMES)
+    _times = _WEBHOOK_TIMES
 
 
 @dataclasses.dataclass
-class WebhookAttempt:
+class WebhookAttempt(_Model):
     """One delivery attempt of a subscription (schema WebhookAttempt)."""
     id: int
     #: The event delivered, and the webhook-id header sent (evt_<event_id>).
@@ -316,6 +297,4 @@ class WebhookAttempt:
     response: str = ""
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "WebhookAttempt":
-        return _build(cls, d, times=("at",))
+    _times = ("at",)
