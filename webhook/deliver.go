@@ -401,23 +401,54 @@ type Payload struct {
 // replicas, so receivers drop duplicates by it.
 func WebhookID(eventID int64) string { return "evt_" + strconv.FormatInt(eventID, 10) }
 
+// traceParents reads, with Config.Tracing, the trace context each of the
+// page's delegations ids was inserted under, in one query ("" or absent
+// for none; an error leaves the deliveries without a parent span, as a
+// missing context would). Without Config.Tracing it makes no query.
+func (d *Deliverer) traceParents(ctx context.Context, ids []string) map[string]string {
+	if !d.cfg.Tracing || len(ids) == 0 {
+		return nil
+	}
+	rows, err := d.cfg.Pool.Query(ctx, traceParentsSQL, ids)
+	if err != nil {
+		return nil
+	}
+	parents := make(map[string]string, len(ids))
+	var id, tp string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &tp}, func() error {
+		parents[id] = tp
+		return nil
+	}); err != nil {
+		return nil
+	}
+	return parents
+}
+
 // startSpan starts the span of one delivery: a child of the span that
-// inserted the delegation (its stored traceparent), so the caller's trace
-// shows what became of its delegation. Without Config.Tracing the span is
-// a no-op and no query is made.
-func (d *Deliverer) startSpan(ctx context.Context, subID string, ev ledger.Event) (context.Context, trace.Span) {
+// inserted the delegation (traceParent, its stored trace context), so the
+// caller's trace shows what became of its delegation. Without
+// Config.Tracing the span is a no-op.
+func (d *Deliverer) startSpan(ctx context.Context, subID string, ev ledger.Event, traceParent string) (context.Context, trace.Span) {
 	if !d.cfg.Tracing {
 		return ctx, trace.SpanFromContext(context.Background())
 	}
 	parent := ctx
-	var tp string
-	if err := d.cfg.Pool.QueryRow(ctx, traceParentSQL, ev.DelegationID).Scan(&tp); err == nil && tp != "" {
-		parent = telemetry.ContextFromTraceParent(ctx, tp)
+	if traceParent != "" {
+		parent = telemetry.ContextFromTraceParent(ctx, traceParent)
 	}
 	return telemetry.Tracer().Start(parent, "webhook delivery "+string(ev.ToStatus), trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("webhook.subscription", subID), attribute.String("webhook.id", WebhookID(ev.ID)),
 			attribute.String("webhook.type", "delegation."+string(ev.ToStatus)), attribute.String("delegation.id", ev.DelegationID),
 			attribute.Int64("webhook.event_id", ev.ID), attribute.String("http.request.method", http.MethodPost)))
+}
+
+// signingSecrets are the secrets that sign a delivery: secret, and
+// previous while a rotation lasts ("" after).
+func signingSecrets(secret, previous string) []string {
+	if previous == "" {
+		return []string{secret}
+	}
+	return []string{secret, previous}
 }
 
 // backoff is the wait before attempt n+1 after n failures: RetryMinBackoff

@@ -101,11 +101,7 @@ func (d *Deliverer) step(ctx context.Context, s *session, changed <-chan struct{
 		}
 		return fmt.Errorf("reading the signing secrets: %w", err)
 	}
-	secrets := []string{secret}
-	if previous != "" {
-		secrets = append(secrets, previous)
-	}
-	return d.deliverPage(ctx, s, &sub, page, secrets)
+	return d.deliverPage(ctx, s, &sub, page, signingSecrets(secret, previous))
 }
 
 // eventState is where an event of a page stands.
@@ -187,6 +183,7 @@ func (d *Deliverer) deliverPage(ctx context.Context, s *session, sub *leased, pa
 	if err != nil {
 		return err
 	}
+	parents := d.traceParents(ctx, ids)
 
 	sendCtx, cancel := context.WithCancel(ctx)
 	done := make(chan sent, len(evs)) // never blocks a sender
@@ -228,7 +225,7 @@ func (d *Deliverer) deliverPage(ctx context.Context, s *session, sub *leased, pa
 			inFlight++
 			del, found := dels[e.ev.DelegationID]
 			go func(i int, ev ledger.Event) {
-				done <- d.attempt(sendCtx, s, subID, url, secrets, i, ev, del, found)
+				done <- d.attempt(sendCtx, s, subID, url, secrets, i, ev, del, found, parents[ev.DelegationID])
 			}(i, e.ev)
 		}
 		if inFlight == 0 {
@@ -298,13 +295,14 @@ func (d *Deliverer) deliverPage(ctx context.Context, s *session, sub *leased, pa
 }
 
 // attempt makes one delivery of ev, event i of the page, to url, with the
-// delegation del (found false: pruned since).
-func (d *Deliverer) attempt(ctx context.Context, s *session, subID, url string, secrets []string, i int, ev ledger.Event, del ledger.Delegation, found bool) sent {
+// delegation del (found false: pruned since) and the trace context it was
+// inserted under (traceParent, "" for none).
+func (d *Deliverer) attempt(ctx context.Context, s *session, subID, url string, secrets []string, i int, ev ledger.Event, del ledger.Delegation, found bool, traceParent string) sent {
 	body, err := d.payload(ev, del, found)
 	if err != nil {
 		return sent{i: i, err: fmt.Errorf("the body of event %d: %w", ev.ID, err)}
 	}
-	ctx, span := d.startSpan(ctx, subID, ev)
+	ctx, span := d.startSpan(ctx, subID, ev, traceParent)
 	defer span.End()
 	res := s.send.post(ctx, url, WebhookID(ev.ID), secrets, body)
 	span.SetAttributes(attribute.String("webhook.outcome", string(res.outcome)))

@@ -86,11 +86,14 @@ SELECT ` + subscriptionColumns + `, cursor_tx,
 FROM webhook_subscriptions
 WHERE id = $1 AND lease_owner = $2 AND lease_expires_at > now() AND state = 'active'`
 
-// signingSecretsSQL reads the secrets that sign subscription $1's
+// signingSecretsColumns are the secrets that sign a subscription's
 // deliveries: the current one, and the previous one while its rotation
 // lasts (” after).
+const signingSecretsColumns = `secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret ELSE '' END`
+
+// signingSecretsSQL reads the secrets that sign subscription $1's deliveries.
 const signingSecretsSQL = `
-SELECT secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret ELSE '' END
+SELECT ` + signingSecretsColumns + `
 FROM webhook_subscriptions WHERE id = $1`
 
 // advanceCursorSQL moves the cursor of $1 to event $3 of transaction $4
@@ -161,7 +164,7 @@ FROM webhook_subscriptions AS s`
 
 // testSubscriptionSQL reads what a test delivery needs.
 const testSubscriptionSQL = `
-SELECT url, secret, CASE WHEN previous_secret_expires_at > now() THEN previous_secret ELSE '' END
+SELECT url, ` + signingSecretsColumns + `
 FROM webhook_subscriptions WHERE id = $1`
 
 // insertTestAttemptSQL logs a test delivery (event 0).
@@ -170,5 +173,6 @@ INSERT INTO webhook_attempts (subscription_id, event_id, webhook_id, status_code
 VALUES ($1, 0, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''))
 RETURNING id, at`
 
-// traceParentSQL is the trace context a delegation was inserted under (” for none).
-const traceParentSQL = `SELECT COALESCE(traceparent, '') FROM delegations WHERE delegation_id = $1`
+// traceParentsSQL is the trace context each delegation of $1 was inserted
+// under (” for none).
+const traceParentsSQL = `SELECT delegation_id, COALESCE(traceparent, '') FROM delegations WHERE delegation_id = ANY($1)`

@@ -63,10 +63,7 @@ func (t *Tester) Send(ctx context.Context, id string) (Attempt, error) {
 	if err != nil {
 		return Attempt{}, fmt.Errorf("reading webhook subscription: %w", err)
 	}
-	secrets := []string{secret}
-	if previous != "" {
-		secrets = append(secrets, previous)
-	}
+	secrets := signingSecrets(secret, previous)
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	wid := "test_" + hex.EncodeToString(b)
