@@ -618,7 +618,7 @@ func TestInjectionLookingStringsStoredVerbatim(t *testing.T) {
 // stored it); text PostgreSQL cannot hold, or too many ids, is refused.
 func TestGetMany(t *testing.T) {
 	t.Parallel()
-	l, _ := newLedger(t)
+	l, pool := newLedger(t)
 	ctx := context.Background()
 	for _, id := range []string{"m-1", "m-2", "m-3"} {
 		if _, err := l.Insert(ctx, ledger.NewDelegation{DelegationID: id, CallerID: "c", CalleeID: "w", TaskPreview: "task " + id}); err != nil {
@@ -649,6 +649,14 @@ func TestGetMany(t *testing.T) {
 	}
 	if got, err := l.GetMany(ctx, []string{"m-1", " ", "tab\there"}); err != nil || len(got) != 1 {
 		t.Fatalf("GetMany with ids Insert refuses = %v, %v; want m-1 alone", got, err)
+	}
+	// A row a writer stored past the ledger, under an id Insert refuses,
+	// is read back.
+	if _, err := pool.Exec(ctx, `INSERT INTO delegations (delegation_id, caller_id, callee_id) VALUES (E'raw\tid', 'c', 'w')`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.GetMany(ctx, []string{"m-1", "raw\tid"}); err != nil || len(got) != 2 || got["raw\tid"].DelegationID != "raw\tid" {
+		t.Fatalf("GetMany with a row stored past the ledger = %v, %v; want m-1 and the row whose id has a tab", got, err)
 	}
 	for _, bad := range []string{"nul\x00", "\xff"} {
 		if _, err := l.GetMany(ctx, []string{"m-1", bad}); !errors.Is(err, ledger.ErrInvalid) {
