@@ -294,6 +294,12 @@ func TestDeliversOnlyMatchingEvents(t *testing.T) {
 		if p.Type != "delegation.completed" || p.Data.Event.CallerID != "mine" {
 			t.Fatalf("delivered %s", g.body)
 		}
+		// The body carries the event's delegation as it is now (read for
+		// the page at once): its id, caller and terminal status.
+		del, _ := p.Data.Delegation.(map[string]any)
+		if del["delegation_id"] != p.Data.Event.DelegationID || del["caller_id"] != "mine" || del["status"] != "completed" {
+			t.Fatalf("delivered delegation %v for event %+v", p.Data.Delegation, p.Data.Event)
+		}
 	}
 	head, _ := l.FeedHead(context.Background())
 	testdbEventually(t, func() bool {
