@@ -29,3 +29,19 @@ CREATE TRIGGER delegations_before_update
           OR NEW.queue_expires_at IS DISTINCT FROM OLD.queue_expires_at
           OR NEW.start_expires_at IS DISTINCT FROM OLD.start_expires_at)
     EXECUTE FUNCTION sweeper_delegations_before();
+
+-- The grants version 11 added, back off the roles that may update progress.
+DO $$
+DECLARE
+    grantee text;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT p.grantee FROM information_schema.column_privileges AS p
+        WHERE p.table_schema = current_schema() AND p.table_name = 'delegations'
+          AND p.column_name = 'progress' AND p.privilege_type = 'UPDATE'
+          AND p.grantee <> current_user AND p.grantee <> 'PUBLIC'
+    LOOP
+        EXECUTE format('REVOKE UPDATE (progress_at, progress_minute, progress_expires_at) ON delegations FROM %I', grantee);
+    END LOOP;
+END
+$$;

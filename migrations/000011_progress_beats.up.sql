@@ -48,3 +48,23 @@ CREATE TRIGGER delegations_before_update
                        AND NEW.progress_expires_at IS NOT DISTINCT FROM
                            sweeper_heartbeat_expiry(now(), NEW.progress_timeout))))
     EXECUTE FUNCTION sweeper_delegations_before();
+
+-- The heartbeat statements now write progress_at, progress_minute and
+-- progress_expires_at: every role that may update progress (the daemon's,
+-- deploy/postgres/grants.sql) may update those three too, or its heartbeats
+-- would be refused once this version is in. The trigger above keeps them
+-- honest: any value but the one it would set, and it sets its own.
+DO $$
+DECLARE
+    grantee text;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT p.grantee FROM information_schema.column_privileges AS p
+        WHERE p.table_schema = current_schema() AND p.table_name = 'delegations'
+          AND p.column_name = 'progress' AND p.privilege_type = 'UPDATE'
+          AND p.grantee <> current_user AND p.grantee <> 'PUBLIC'
+    LOOP
+        EXECUTE format('GRANT UPDATE (progress_at, progress_minute, progress_expires_at) ON delegations TO %I', grantee);
+    END LOOP;
+END
+$$;

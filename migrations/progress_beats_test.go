@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -88,6 +89,24 @@ func TestProgressBeatsMigrationOnPopulatedLedger(t *testing.T) {
 	// The rows' progress is a second older than the transactions below.
 	mustExec(t, db.Pool, `SET LOCAL session_replication_role = replica;
 		UPDATE delegations SET progress_at = progress_at - interval '1 second' WHERE delegation_id IN ('pb-a', 'pb-b')`)
+	// A deployment's daemon role, granted the columns of version 10's
+	// heartbeat (deploy/postgres/grants.sql): up grants it the columns the
+	// heartbeat writes now, down takes them back.
+	role := fmt.Sprintf("sweeper_daemon_pb_%d", time.Now().UnixNano())
+	mustExec(t, db.Pool, `CREATE ROLE `+role)
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), `REVOKE ALL ON delegations FROM `+role)
+		_, _ = db.Pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+role)
+	})
+	mustExec(t, db.Pool, `GRANT UPDATE (last_heartbeat, progress) ON delegations TO `+role)
+	mayUpdate := func() bool {
+		return mustOne[bool](t, db.Pool, `SELECT has_column_privilege($1, 'delegations', 'progress_at', 'UPDATE')
+			AND has_column_privilege($1, 'delegations', 'progress_minute', 'UPDATE')
+			AND has_column_privilege($1, 'delegations', 'progress_expires_at', 'UPDATE')`, role)
+	}
+	if mayUpdate() {
+		t.Fatal("the role may update progress_at before the migration")
+	}
 	before, beforeEvents := rowsText(t, db.Pool)
 	beforeObjects := objects(t, db.Pool)
 
@@ -108,6 +127,9 @@ func TestProgressBeatsMigrationOnPopulatedLedger(t *testing.T) {
 	if got := objects(t, db.Pool); len(got) != len(beforeObjects) {
 		t.Fatalf("up changed the schema's objects:\nbefore %v\nafter  %v", beforeObjects, got)
 	}
+	if !mayUpdate() {
+		t.Fatal("up did not grant the heartbeat's columns to the role that may update progress")
+	}
 	beat, raw, beatMoved, rawMoved = progressMove(t, db.Pool)
 	if beat != 0 || raw != 1 || !beatMoved || !rawMoved {
 		t.Fatalf("at version %d: function calls heartbeat %d raw %d, moved %v %v; want 0, 1, true, true", progressBeatsVersion, beat, raw, beatMoved, rawMoved)
@@ -121,6 +143,9 @@ func TestProgressBeatsMigrationOnPopulatedLedger(t *testing.T) {
 
 	if err := mg.Steps(-1); err != nil {
 		t.Fatal(err)
+	}
+	if mayUpdate() {
+		t.Fatal("down left the role the heartbeat's columns")
 	}
 	if got := objects(t, db.Pool); !slices.Equal(got, beforeObjects) {
 		t.Fatalf("down did not restore the objects:\nbefore %v\nafter  %v", beforeObjects, got)
