@@ -175,22 +175,43 @@ SELECT status FROM delegations WHERE delegation_id = $1`
 // no indexed column except through heartbeat_minute and progress_minute
 // (and the expiries of rows with their own timeouts), which move once a
 // bin, so most heartbeats are HOT updates (see the migrations). progress_at
-// is the database's: the bookkeeping trigger moves it when progress changes.
+// is the database's clock: when the progress changes (jsonb equality) the
+// statement sets it to now(), with its minute and expiry, exactly as the
+// bookkeeping trigger would, and the trigger then calls no function
+// (migration 000011; any other value and the trigger sets them itself).
 const heartbeatSQL = `
-UPDATE delegations
-SET last_heartbeat = now(), updated_at = now(), progress = COALESCE($3::jsonb, progress)
-WHERE delegation_id = $1 AND status = ANY($2)
-RETURNING status`
+UPDATE delegations AS d
+SET last_heartbeat = now(), updated_at = now(), progress = COALESCE(beat.progress, d.progress),
+    ` + progressMovesSQL + `
+FROM (SELECT $3::jsonb AS progress OFFSET 0) AS beat -- OFFSET 0: cast once, not once per use
+WHERE d.delegation_id = $1 AND d.status = ANY($2)
+RETURNING d.status`
+
+// progressMovesSQL sets progress_at, progress_minute and
+// progress_expires_at of row d as the bookkeeping trigger would for a
+// heartbeat whose progress is beat.progress (jsonb; NULL keeps it): now()
+// and the keys derived from it when the value changes, as they were
+// otherwise.
+const progressMovesSQL = `progress_at = CASE WHEN beat.progress IS DISTINCT FROM d.progress AND beat.progress IS NOT NULL
+                       THEN now() ELSE d.progress_at END,
+    progress_minute = CASE WHEN beat.progress IS DISTINCT FROM d.progress AND beat.progress IS NOT NULL
+                           THEN date_bin('1 minute', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00') ELSE d.progress_minute END,
+    progress_expires_at = CASE WHEN beat.progress IS DISTINCT FROM d.progress AND beat.progress IS NOT NULL
+                               THEN sweeper_heartbeat_expiry(now(), d.progress_timeout) ELSE d.progress_expires_at END`
 
 // heartbeatManySQL touches every live row among $1 in one statement, each
 // with its progress in $3 (text[], parallel to $1; NULL or a NULL element
 // leaves progress as it is) and only when it is a delegation of the callee
 // in $4 (text[], parallel to $1; ” for any callee). It returns the live
-// rows' ids and statuses (a heartbeat does not change the status).
+// rows' ids and statuses (a heartbeat does not change the status). A
+// changed progress moves progress_at as in heartbeatSQL.
 const heartbeatManySQL = `
 UPDATE delegations AS d
-SET last_heartbeat = now(), updated_at = now(), progress = COALESCE(beat.progress::jsonb, d.progress)
-FROM unnest($1::text[], $3::text[], $4::text[]) AS beat(delegation_id, progress, callee_id)
+SET last_heartbeat = now(), updated_at = now(), progress = COALESCE(beat.progress, d.progress),
+    ` + progressMovesSQL + `
+FROM (SELECT b.delegation_id, b.progress::jsonb AS progress, b.callee_id
+      FROM unnest($1::text[], $3::text[], $4::text[]) AS b(delegation_id, progress, callee_id)
+      OFFSET 0) AS beat -- OFFSET 0: each progress cast once, not once per use
 WHERE d.delegation_id = beat.delegation_id AND d.status = ANY($2)
   AND (beat.callee_id = '' OR d.callee_id = beat.callee_id)
 RETURNING d.delegation_id, d.status`

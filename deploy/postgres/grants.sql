@@ -46,7 +46,12 @@ GRANT INSERT (delegation_id, caller_id, callee_id, task_preview, status, idempot
 -- owner that the audit calls for whichever role moved the rows: it copies
 -- columns no writer may set (progress, the wait timeouts). It acts only on
 -- rows their policy retries, so it needs no grant.
-GRANT UPDATE (result_preview, error_detail, last_heartbeat, progress) ON delegations TO sweeper_daemon;
+-- A heartbeat that changes its progress sets progress_at, progress_minute
+-- and progress_expires_at itself (schema 11), to the values the bookkeeping
+-- trigger would give; any other value and the trigger sets them, so the
+-- daemon cannot move progress_at to anything but now().
+GRANT UPDATE (result_preview, error_detail, last_heartbeat, progress,
+              progress_at, progress_minute, progress_expires_at) ON delegations TO sweeper_daemon;
 
 -- Bearer tokens and console sign-ins are checked against api_tokens: read
 -- only. Tokens are created and revoked with `sweeper token` as the owner

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tasksweeper/sweeper/internal/testbin"
 	"github.com/tasksweeper/sweeper/internal/testdb"
+	"github.com/tasksweeper/sweeper/ledger"
 )
 
 var binary string
@@ -195,6 +196,25 @@ func TestDaemonRoleSweepsOnce(t *testing.T) {
 	}
 	if v := schemaVersion(t, s.daemon); v.Dirty || !v.Current {
 		t.Errorf("sweeper migrate version as the daemon role: %+v", v)
+	}
+
+	// A heartbeat that changes its progress, as the daemon role: the
+	// statement sets progress_at itself (schema 11); a progress_at the
+	// daemon makes up is replaced by now().
+	dconn, err := pgx.Connect(ctx, s.daemon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dconn.Close(ctx)
+	if notLive, err := ledger.New(dconn).HeartbeatBeats(ctx, []ledger.Beat{{ID: "live", Progress: json.RawMessage(`{"step": 2}`)}}); err != nil || len(notLive) != 0 {
+		t.Fatalf("heartbeat with progress as the daemon role: %v %v", notLive, err)
+	}
+	if err := exec1(t, s.daemon, `UPDATE delegations SET progress = '{"step": 3}', progress_at = now() - interval '1 day' WHERE delegation_id = 'live'`); err != nil {
+		t.Fatal(err)
+	}
+	var fresh bool
+	if err := conn.QueryRow(ctx, `SELECT progress_at > now() - interval '1 minute' AND progress = '{"step": 3}' FROM delegations WHERE delegation_id = 'live'`).Scan(&fresh); err != nil || !fresh {
+		t.Errorf("progress_at after the daemon set it a day back: fresh=%v (%v), want now()", fresh, err)
 	}
 }
 
