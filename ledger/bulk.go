@@ -37,8 +37,8 @@ func checkBulk(ids []string) ([]string, error) {
 		return nil, &FieldError{Field: "delegation_ids", Reason: fmt.Sprintf("holds %d ids; at most %d per bulk write", len(ids), MaxBulk)}
 	}
 	for i, id := range ids {
-		if err := checkID(fmt.Sprintf("delegation_ids[%d]", i), id); err != nil {
-			return nil, err
+		if err := checkID("", id); err != nil {
+			return nil, named(err, "delegation_ids[%d]", i)
 		}
 	}
 	sorted := slices.Clone(ids)

@@ -34,6 +34,15 @@ func (e *FieldError) Error() string { return fmt.Sprintf("%s %s", e.Field, e.Rea
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
 
+// named gives err the field name format(i) when it is a *FieldError (the
+// checks of a batch run with an empty name, formatted only on failure).
+func named(err error, format string, i int) error {
+	if fe, ok := err.(*FieldError); ok {
+		return &FieldError{Field: fmt.Sprintf(format, i), Reason: fe.Reason}
+	}
+	return err
+}
+
 // ConflictError is returned when a write collides with an existing row that is
 // not a retry of the same write. It matches errors.Is(err, ErrConflict).
 type ConflictError struct {

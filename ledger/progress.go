@@ -210,12 +210,14 @@ func (l *Ledger) heartbeatGuarded(ctx context.Context, beats []Beat, calleeOf fu
 	all := make([]beat, len(beats))
 	withProgress := false
 	for i, b := range beats {
-		if err := checkID(fmt.Sprintf("delegation_ids[%d]", i), b.ID); err != nil {
-			return nil, fmt.Errorf("heartbeat: %w", err)
+		// The field names are built only for an error: a worker beating
+		// thousands of rows a second should not format two strings a beat.
+		if err := checkID("", b.ID); err != nil {
+			return nil, fmt.Errorf("heartbeat: %w", named(err, "delegation_ids[%d]", i))
 		}
-		p, err := checkProgress(fmt.Sprintf("beats[%d].progress", i), b.Progress)
+		p, err := checkProgress("", b.Progress)
 		if err != nil {
-			return nil, fmt.Errorf("heartbeat: %w", err)
+			return nil, fmt.Errorf("heartbeat: %w", named(err, "beats[%d].progress", i))
 		}
 		withProgress = withProgress || p != nil
 		all[i] = beat{b.ID, calleeOf(i), p}
