@@ -122,8 +122,9 @@ func (db *ledgerDB) burnXIDs(ctx context.Context, n int64) (int64, error) {
 }
 
 // keeper heartbeats the live rows that have a timeout of their own, the
-// short ones every keepShortEvery and the long ones every keepLongEvery, so
-// that no live row ever becomes eligible. Pause stops it (the heartbeat
+// short ones every keepShortEvery and the long ones every keepLongEvery
+// (a batch at a time, spread over the interval), so that no live row ever
+// becomes eligible. Pause stops it (the heartbeat
 // ingest measures the table's updates); Resume beats every kept row before
 // it returns, so none is stale when a sweep runs again.
 type keeper struct {
@@ -161,21 +162,33 @@ func startKeeper(ctx context.Context, db *ledgerDB, inFlight int) (*keeper, erro
 
 func (k *keeper) run(ctx context.Context) {
 	defer close(k.done)
-	short := time.NewTicker(keepShortEvery)
-	defer short.Stop()
+	// One batch of keepBatch rows at a time, spread over each interval, as
+	// the beats of many workers are: every kept row at once would be a
+	// burst of a few hundred milliseconds every keepShortEvery, and the
+	// requests a measurement sends during it would be its slowest.
+	shortN, longN := batches(len(k.short)), batches(len(k.long))
+	tick := time.NewTicker(keepShortEvery / time.Duration(max(shortN, 1)))
+	defer tick.Stop()
+	longEvery := keepLongEvery / time.Duration(max(longN, 1))
 	lastLong := time.Now()
+	next, nextLong := 0, 0
 	for {
 		select {
 		case <-k.stop:
 			return
 		case <-ctx.Done():
 			return
-		case <-short.C:
+		case <-tick.C:
 		}
 		k.mu.Lock()
-		sets := [][]string{k.short}
-		if time.Since(lastLong) >= keepLongEvery {
-			sets = append(sets, k.long)
+		var sets [][]string
+		if shortN > 0 {
+			sets = append(sets, k.short[next*keepBatch:min((next+1)*keepBatch, len(k.short))])
+			next = (next + 1) % shortN
+		}
+		if longN > 0 && time.Since(lastLong) >= longEvery {
+			sets = append(sets, k.long[nextLong*keepBatch:min((nextLong+1)*keepBatch, len(k.long))])
+			nextLong = (nextLong + 1) % longN
 			lastLong = time.Now()
 		}
 		if err := k.beat(ctx, sets...); err != nil && ctx.Err() == nil {
@@ -185,12 +198,18 @@ func (k *keeper) run(ctx context.Context) {
 	}
 }
 
+// keepBatch is the rows of one keeper statement.
+const keepBatch = 1000
+
+// batches is the number of keepBatch batches of n rows.
+func batches(n int) int { return (n + keepBatch - 1) / keepBatch }
+
 // beat heartbeats the given rows in batches of 1000; a row reported not
 // live is an error (the bench's live rows must stay live).
 func (k *keeper) beat(ctx context.Context, sets ...[]string) error {
 	for _, ids := range sets {
-		for i := 0; i < len(ids); i += 1000 {
-			notLive, err := k.db.heartbeatMany(ctx, ids[i:min(i+1000, len(ids))])
+		for i := 0; i < len(ids); i += keepBatch {
+			notLive, err := k.db.heartbeatMany(ctx, ids[i:min(i+keepBatch, len(ids))])
 			if err != nil {
 				return err
 			}

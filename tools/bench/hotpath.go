@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -41,10 +42,16 @@ import (
 const hotPathPrevious = 5
 
 // sameWorkDrainSQL is the drain's same-work limit: the sweep's heartbeat
-// claim and UPDATE, one audit event per row into delegation_events (with all
-// its indexes), the sweep's stuck notification per row and one
-// sweeper_events notification, as one statement per batch, on a session
-// with triggers off ($1 timeout in seconds, $2 batch size).
+// statement (its claim, UPDATE, RETURNING, counts and stuck notification
+// per row) with the audit written by the statement itself, as one
+// statement per batch on a session with triggers off: one event per row
+// into delegation_events (with all its indexes), the same event the
+// trigger writes (the detail's timeout, last progress and ages, through
+// the schema's sweeper_stuck_detail; "exhausted" on a row whose policy
+// ran out), and one sweeper_events notification. A row whose policy
+// schedules a retry would need the next attempt too: the backlog has none,
+// and the drain refuses a batch that counts one. ($1 batch size, $2
+// channel, $3 timeout in seconds, $4 the sweeper's detail.)
 const sameWorkDrainSQL = `
 WITH swept AS (
     UPDATE delegations AS d
@@ -54,24 +61,34 @@ WITH swept AS (
             WHERE status = 'in_progress' AND heartbeat_timeout IS NULL
               AND heartbeat_minute >= (SELECT min(heartbeat_minute) FROM delegations
                                        WHERE status = 'in_progress' AND heartbeat_timeout IS NULL)
-              AND heartbeat_minute < now() - make_interval(secs => $1)
-              AND last_heartbeat < now() - make_interval(secs => $1)
+              AND heartbeat_minute < now() - make_interval(secs => $3)
+              AND last_heartbeat < now() - make_interval(secs => $3)
             ORDER BY heartbeat_minute
-            LIMIT $2
+            LIMIT $1
             FOR UPDATE SKIP LOCKED))
       AND (d.status = 'in_progress' AND d.heartbeat_timeout IS NULL
-           AND d.last_heartbeat < now() - make_interval(secs => $1)) IS TRUE
-    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat, d.deadline, d.attempt
+           AND d.last_heartbeat < now() - make_interval(secs => $3)) IS TRUE
+    RETURNING d.delegation_id, d.caller_id, d.callee_id, d.status, d.stuck_reason, d.last_heartbeat,
+        d.deadline, d.attempt, d.progress, d.progress_at,
+        (d.status = ANY(d.retry_on) AND d.max_attempts > 1 AND d.attempt < d.max_attempts) AS retried,
+        (d.status = ANY(d.retry_on) AND d.max_attempts > 1 AND d.attempt >= d.max_attempts) AS exhausted
 ), events AS (
-    INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, caller_id, callee_id)
-    SELECT delegation_id, 'in_progress', status, stuck_reason, 'sweeper', caller_id, callee_id FROM swept
+    INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail, caller_id, callee_id)
+    SELECT delegation_id, 'in_progress', status, stuck_reason, 'sweeper',
+           CASE WHEN exhausted
+                THEN sweeper_stuck_detail($4::jsonb, progress, progress_at, last_heartbeat) || '{"exhausted": true}'::jsonb
+                ELSE sweeper_stuck_detail($4::jsonb, progress, progress_at, last_heartbeat) END,
+           caller_id, callee_id
+    FROM swept
     RETURNING 1
 )
 SELECT count(*),
-       count(pg_notify('` + sweep.NotifyChannelDefault + `', json_build_object(
+       count(*) FILTER (WHERE retried),
+       count(*) FILTER (WHERE exhausted),
+       count(CASE WHEN $2 <> '' THEN pg_notify($2, json_build_object(
            'delegation_id', delegation_id, 'caller_id', caller_id, 'callee_id', callee_id,
            'reason', stuck_reason, 'last_heartbeat', last_heartbeat, 'deadline', deadline,
-           'attempt', attempt)::text)),
+           'attempt', attempt)::text) END),
        (SELECT count(*) FROM events),
        (SELECT pg_notify('sweeper_events', ''))
 FROM swept`
@@ -259,6 +276,7 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 		defer lis.close()
 		db.lis = lis
 	}
+	shapes := map[int]string{} // the events of the latest's drain (1) and of the limit (2)
 	for round := range cfg.DrainRounds {
 		order := []int{0, 1, 2}
 		if round%2 == 1 {
@@ -266,7 +284,8 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 		}
 		for _, kind := range order {
 			db := dbs[min(kind, 1)]
-			if _, err := db.addStale(ctx, cfg.Backlog, true); err != nil {
+			prefix, err := db.addStale(ctx, cfg.Backlog, true)
+			if err != nil {
 				return err
 			}
 			var d DrainResult
@@ -288,6 +307,16 @@ func hotPathSize(ctx context.Context, cfg Config, hp HotPathConfig, srv *server,
 			if d.Rows != cfg.Backlog {
 				problem("drain (%s) at %d rows marked %d rows, want %d", name, n, d.Rows, cfg.Backlog)
 				continue
+			}
+			if kind > 0 {
+				shape, err := db.eventShapes(ctx, prefix)
+				if err != nil {
+					return err
+				}
+				shapes[kind] = shape
+				if shapes[1] != "" && shapes[2] != "" && shapes[1] != shapes[2] {
+					problem("at %d rows the same-work limit wrote other events than the drain: %q, drain %q", n, shapes[2], shapes[1])
+				}
 			}
 			switch kind {
 			case 0:
@@ -467,6 +496,23 @@ func (db *ledgerDB) addLive(ctx context.Context, n int) (string, error) {
 	return prefix, nil
 }
 
+// eventShapesSQL describes the audit events of the rows whose ids start
+// with $1, one line per distinct shape: who wrote it, the move, the reason
+// and the detail without its ages (which differ from row to row). The
+// same-work limit must write what the sweep's drain wrote.
+const eventShapesSQL = `
+SELECT COALESCE(string_agg(DISTINCT concat_ws(' ', actor, from_status, to_status, reason,
+           (detail - 'heartbeat_age_seconds' - 'progress_age_seconds')::text,
+           (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(detail) AS k)), E'\n'), '')
+FROM delegation_events WHERE delegation_id LIKE $1 || '%'`
+
+// eventShapes is eventShapesSQL for the rows of prefix.
+func (db *ledgerDB) eventShapes(ctx context.Context, prefix string) (string, error) {
+	var s string
+	err := db.pool.QueryRow(ctx, eventShapesSQL, prefix).Scan(&s)
+	return s, err
+}
+
 // sameWorkDrain drains the backlog with sameWorkDrainSQL, triggers off.
 func sameWorkDrain(ctx context.Context, db *ledgerDB) (DrainResult, error) {
 	conn, err := db.pool.Acquire(ctx)
@@ -478,17 +524,25 @@ func sameWorkDrain(ctx context.Context, db *ledgerDB) (DrainResult, error) {
 		return DrainResult{}, err
 	}
 	defer func() { _, _ = conn.Exec(ctx, `SET session_replication_role = DEFAULT`) }()
+	detail, err := json.Marshal(map[string]any{"heartbeat_timeout_seconds": benchTimeout.Seconds()})
+	if err != nil {
+		return DrainResult{}, err
+	}
 	notes0 := db.lis.count.Load()
 	var d DrainResult
 	start := time.Now()
 	for {
-		var rows, notified, events int
+		var rows, retried, exhausted, notified, events int
 		var one string
-		if err := conn.QueryRow(ctx, sameWorkDrainSQL, benchTimeout.Seconds(), sweep.BatchSizeDefault).Scan(&rows, &notified, &events, &one); err != nil {
+		if err := conn.QueryRow(ctx, sameWorkDrainSQL, sweep.BatchSizeDefault, sweep.NotifyChannelDefault,
+			benchTimeout.Seconds(), string(detail)).Scan(&rows, &retried, &exhausted, &notified, &events, &one); err != nil {
 			return d, err
 		}
 		if notified != rows || events != rows {
 			return d, fmt.Errorf("batch of %d rows: %d notifications, %d events", rows, notified, events)
+		}
+		if retried != 0 {
+			return d, fmt.Errorf("batch of %d rows: %d rows whose policy schedules a retry, which the limit does not insert", rows, retried)
 		}
 		d.Batches++
 		d.Rows += rows
