@@ -220,7 +220,8 @@ func measureProgressOnly(ctx context.Context, cfg Config, db *ledgerDB, keep *ke
 	// every row into the current minute, as for PathMany). The three paths
 	// run in turn, progressRounds times, and each keeps its median round: on
 	// a shared machine the load drifts between runs, and interleaving
-	// spreads the drift over all three. Each run starts on a vacuumed
+	// (in an order that rotates from round to round) spreads the drift
+	// over all three. Each run starts on a vacuumed
 	// table: every path leaves about as many dead row versions a beat, and
 	// autovacuum of a 5M-row ledger (due every million or so) would
 	// otherwise land on whichever run happens to cross its threshold and
@@ -232,7 +233,10 @@ func measureProgressOnly(ctx context.Context, cfg Config, db *ledgerDB, keep *ke
 	byPath := map[string][]IngestRow{}
 	paths := []string{PathMany, PathManyProgressSame, PathManyProgress}
 	for round := range progressRounds {
-		for _, path := range paths {
+		// Each round starts with the next path, so that no path is always
+		// the one run first (or right after another) in its round.
+		for k := range paths {
+			path := paths[(round+k)%len(paths)]
 			if _, err := db.pool.Exec(ctx, `VACUUM delegations`); err != nil {
 				return fmt.Errorf("vacuum before ingest %s: %w", path, err)
 			}
