@@ -37,7 +37,7 @@ import (
 var FS embed.FS
 
 // Latest is the schema version this build of sweeper expects.
-const Latest uint = 11
+const Latest uint = 12
 
 // VersionTable is the table where golang-migrate records the applied version.
 const VersionTable = "sweeper_schema_migrations"
