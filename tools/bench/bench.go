@@ -317,6 +317,18 @@ type IngestRow struct {
 	HotUpdates int64   `json:"hot_updates"`
 	BatchAvg   float64 `json:"batch_avg,omitempty"` // delegations per statement
 	Note       string  `json:"note,omitempty"`
+	// ServerCPU is the CPU time of the database's server processes during
+	// the measured part (a local server only; zero otherwise).
+	ServerCPU time.Duration `json:"server_cpu,omitempty"`
+}
+
+// CPUPerBeat is the server's CPU time per beat, in microseconds (0 when
+// not measured).
+func (r IngestRow) CPUPerBeat() float64 {
+	if r.Beats == 0 {
+		return 0
+	}
+	return float64(r.ServerCPU.Microseconds()) / float64(r.Beats)
 }
 
 // HotShare is the share of row updates that were HOT.

@@ -193,6 +193,7 @@ type phaseResult struct {
 	elapsed time.Duration
 	lats    []time.Duration
 	batch   float64
+	cpu     time.Duration // the server's CPU time (see serverCPU)
 }
 
 // runIngest runs one configuration: a warm-up phase until every writer has
@@ -239,6 +240,7 @@ func runIngestState(ctx context.Context, cfg Config, db *ledgerDB, st *ingestSta
 	row.BeatsPerSec = float64(ph.beats) / ph.elapsed.Seconds()
 	row.Latency = dist(ph.lats)
 	row.BatchAvg = ph.batch
+	row.ServerCPU = ph.cpu
 	row.Updates, row.HotUpdates = upd1-upd0, hot1-hot0
 	return row, nil
 }
@@ -271,6 +273,9 @@ func runPhase(ctx context.Context, db *ledgerDB, st *ingestState, d time.Duratio
 	for _, c := range conns {
 		c.Release()
 	}
+	// The server's CPU from here to the end of the phase: every process
+	// of the database, the phase's backends included (they end with it).
+	cpu0 := db.serverCPU(ctx)
 	for i := range st.cycled {
 		st.cycled[i].Store(false)
 	}
@@ -474,6 +479,7 @@ func runPhase(ctx context.Context, db *ledgerDB, st *ingestState, d time.Duratio
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	res.cpu = db.serverCPU(ctx).sub(cpu0)
 	if coalescer != nil {
 		coalescer.Stop()
 		if cs := coalescer.Stats(); cs.Flushes > 0 {

@@ -178,7 +178,8 @@ func (r *Results) progressTargets(add func(name, want string, known, met bool, f
 	if moved != nil && plain != nil && plain.BeatsPerSec > 0 {
 		x := moved.BeatsPerSec / plain.BeatsPerSec
 		add(fmt.Sprintf("HeartbeatMany with a changed %d-byte progress vs without, 4 writers", ProgressBytes), "≥ 0.8", true, x >= 0.8,
-			fmt.Sprintf("%.2f (%s vs %s rows/s)", x, rateStr(moved.BeatsPerSec), rateStr(plain.BeatsPerSec)))
+			fmt.Sprintf("%.2f (%s vs %s rows/s; server CPU %.1f vs %.1f µs a beat)", x, rateStr(moved.BeatsPerSec), rateStr(plain.BeatsPerSec),
+				moved.CPUPerBeat(), plain.CPUPerBeat()))
 	} else {
 		add(fmt.Sprintf("HeartbeatMany with a changed %d-byte progress vs without, 4 writers", ProgressBytes), "≥ 0.8", false, false, "not measured")
 	}
@@ -245,8 +246,8 @@ func measureProgressOnly(ctx context.Context, cfg Config, db *ledgerDB, keep *ke
 				r.problem(cfg, "ingest %s: %v", path, err)
 				continue
 			}
-			db.srv.logf("ingest round %d %-18s writers=%d: %.0f beats/s p50 %s p99 %s, %d updates (%.1f%% HOT) for %d beats",
-				round+1, path, w, row.BeatsPerSec, row.Latency.P50, row.Latency.P99, row.Updates, 100*row.HotShare(), row.Beats)
+			db.srv.logf("ingest round %d %-18s writers=%d: %.0f beats/s p50 %s p99 %s, %d updates (%.1f%% HOT) for %d beats, server CPU %.1f µs a beat",
+				round+1, path, w, row.BeatsPerSec, row.Latency.P50, row.Latency.P99, row.Updates, 100*row.HotShare(), row.Beats, row.CPUPerBeat())
 			byPath[path] = append(byPath[path], row)
 		}
 	}
