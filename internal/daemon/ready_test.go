@@ -40,12 +40,14 @@ func TestReadyFollowsRunsWithoutProbes(t *testing.T) {
 	cfg.Sweep.Schedule = "@every 1s"
 	metrics := daemon.NewMetrics()
 	runs := make(chan runOutcome, 100)
+	ready := make(chan struct{})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
 		done <- daemon.Run(rctx, cfg, daemon.Options{
 			Logger:  zaptest.NewLogger(t),
 			Metrics: metrics,
+			Ready:   ready,
 			OnRun:   func(_ sweep.Result, err error) { runs <- runOutcome{err} },
 		})
 	}()
@@ -63,6 +65,17 @@ func TestReadyFollowsRunsWithoutProbes(t *testing.T) {
 		t.Fatalf("sweeper_ready = %v after a successful run, want 1", got)
 	}
 
+	// The sweeper's first run may come before the services started after
+	// it (the webhook deliverer connects its listener last): a kill before
+	// those are up fails the daemon's start, not a run.
+	select {
+	case <-ready:
+	case err := <-done:
+		done <- err // for the deferred check
+		t.Fatalf("Run ended before the daemon started: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("the daemon did not start within a minute")
+	}
 	if err := srv.Kill(); err != nil {
 		t.Fatal(err)
 	}
