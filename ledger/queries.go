@@ -192,12 +192,15 @@ RETURNING d.status`
 // heartbeat whose progress is beat.progress (jsonb; NULL keeps it): now()
 // and the keys derived from it when the value changes, as they were
 // otherwise.
-const progressMovesSQL = `progress_at = CASE WHEN beat.progress IS DISTINCT FROM d.progress AND beat.progress IS NOT NULL
-                       THEN now() ELSE d.progress_at END,
-    progress_minute = CASE WHEN beat.progress IS DISTINCT FROM d.progress AND beat.progress IS NOT NULL
+const progressMovesSQL = `progress_at = CASE WHEN ` + progressMovedSQL + ` THEN now() ELSE d.progress_at END,
+    progress_minute = CASE WHEN ` + progressMovedSQL + `
                            THEN date_bin('1 minute', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00') ELSE d.progress_minute END,
-    progress_expires_at = CASE WHEN beat.progress IS DISTINCT FROM d.progress AND beat.progress IS NOT NULL
+    progress_expires_at = CASE WHEN ` + progressMovedSQL + `
                                THEN sweeper_heartbeat_expiry(now(), d.progress_timeout) ELSE d.progress_expires_at END`
+
+// progressMovedSQL: the beat carries a progress other than the row's. The
+// NULL test comes first, so a beat without progress compares no jsonb.
+const progressMovedSQL = `(beat.progress IS NOT NULL AND beat.progress IS DISTINCT FROM d.progress)`
 
 // heartbeatManySQL touches every live row among $1 in one statement, each
 // with its progress in $3 (text[], parallel to $1; NULL or a NULL element

@@ -167,6 +167,7 @@ WITH swept AS (
 // size): the history's deadlines have passed, "deadline >= now()" looked
 // selective, and the probe read every row in flight (43 ms a run instead
 // of a few index pages).
+
 // fencedCount is a rule's count statement ($1: the limit): the rows that
 // meet rule, read in a subquery fenced with OFFSET 0 (see above), less
 // those the rules before it take (deadline >= now(), and leave: a further
