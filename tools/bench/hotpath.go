@@ -75,9 +75,8 @@ WITH swept AS (
 ), events AS (
     INSERT INTO delegation_events (delegation_id, from_status, to_status, reason, actor, detail, caller_id, callee_id)
     SELECT delegation_id, 'in_progress', status, stuck_reason, 'sweeper',
-           CASE WHEN exhausted
-                THEN sweeper_stuck_detail($4::jsonb, progress, progress_at, last_heartbeat) || '{"exhausted": true}'::jsonb
-                ELSE sweeper_stuck_detail($4::jsonb, progress, progress_at, last_heartbeat) END,
+           sweeper_stuck_detail($4::jsonb, progress, progress_at, last_heartbeat)
+               || CASE WHEN exhausted THEN '{"exhausted": true}'::jsonb ELSE '{}'::jsonb END,
            caller_id, callee_id
     FROM swept
     RETURNING 1
@@ -612,8 +611,8 @@ func measureSingles(ctx context.Context, cfg Config, db *ledgerDB, rates []int) 
 		// leave the rows' pages full of dead versions, and the first path
 		// after them would otherwise pay for pruning them (its HOT share
 		// fell to 88% at 1M where the second path's was 99%).
-		if _, err := db.pool.Exec(ctx, `VACUUM delegations`); err != nil {
-			return out, batch, fmt.Errorf("vacuum before %s: %w", path, err)
+		if err := db.vacuum(ctx, path); err != nil {
+			return out, batch, err
 		}
 		st := newIngestState(path, apiClients, rows)
 		st.api = api

@@ -238,8 +238,8 @@ func measureProgressOnly(ctx context.Context, cfg Config, db *ledgerDB, keep *ke
 		// the one run first (or right after another) in its round.
 		for k := range paths {
 			path := paths[(round+k)%len(paths)]
-			if _, err := db.pool.Exec(ctx, `VACUUM delegations`); err != nil {
-				return fmt.Errorf("vacuum before ingest %s: %w", path, err)
+			if err := db.vacuum(ctx, "ingest "+path); err != nil {
+				return err
 			}
 			row, err := runIngest(ctx, cfg, db, path, w)
 			if err != nil {

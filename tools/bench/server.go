@@ -286,6 +286,17 @@ func (db *ledgerDB) addStale(ctx context.Context, n int, vacuum bool) (string, e
 	return prefix, nil
 }
 
+// vacuum vacuums the delegations before a measurement (why names it in
+// the error): each configuration then starts from the same table state,
+// not from the dead row versions the one before left, and no autovacuum
+// falls due in the middle of it.
+func (db *ledgerDB) vacuum(ctx context.Context, why string) error {
+	if _, err := db.pool.Exec(ctx, `VACUUM delegations`); err != nil {
+		return fmt.Errorf("vacuum before %s: %w", why, err)
+	}
+	return nil
+}
+
 func (db *ledgerDB) count(ctx context.Context, sql string, args ...any) (int, error) {
 	var n int
 	err := db.pool.QueryRow(ctx, sql, args...).Scan(&n)
